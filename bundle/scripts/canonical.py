@@ -1,0 +1,642 @@
+"""The canonical plane stack: from a subject's cine planes to the network's tensor, and back.
+
+Geometry. Every canonical plane is a 2-D grid in world millimetres: centre ``c``, in-plane unit vectors ``u`` and
+``v`` taken from the source plane's affine (columns 0 and 1, ``v`` orthogonalised against ``u``) so orientation is
+preserved, spacing ``s`` and ``n x n`` pixels. Canonical pixel ``[i, j]`` (array axes H, W) lies at
+``c + (i - (n - 1) / 2) s u + (j - (n - 1) / 2) s v``; it is sampled from the source slice bilinearly (labels: nearest
+neighbour). Outside the source field of view the image is 0 and the label 255 (not annotated).
+
+Heart centre, without any segmentation (recorded as ``geometry["centre_method"]``):
+``la_intersection``: the LV long axis is the common line of the long-axis planes (least squares over their plane
+equations); its intersection with the middle slice of the SA stack is the centre. ``motion``: without two usable
+long-axis planes, the heart is what moves: the temporal standard deviation of the middle SA slices, smoothed, and
+its weighted centroid over the strongest connected region. ``image_centre``: the last fallback. Every canonical
+plane is centred on the heart centre projected onto that plane.
+
+SA slices, base to apex, by geometry only: slices are ordered by their position along RAS ``(1, -1, 1)`` (the base
+lies right/posterior/superior of the apex), then ``num_sa_slices`` of them are taken evenly spaced over the stack.
+A shorter stack fills spread-out positions and leaves the others missing (zero image, 255 label, plane_mask False).
+
+Time: cyclic linear resampling of any acquired frame count to ``num_frames`` (frame 0 stays frame 0); labels take
+the nearest frame. Intensity: per source plane file, percentiles 1 and 99.5 map to [0, 1], clipped, then quantised
+to 256 levels (multiples of 1/255), so a cached sample is bit-identical to a fresh one.
+
+Sample keys (``LoadCineSubjectd``): ``image`` float32 (1, P, T, H, W), ``plane_mask`` bool (P,), ``label`` uint8
+(1, P, T, H, W), ``class_mask`` bool (6,), ``phenotypes`` float32 (17,), ``geometry`` (JSON string, so it collates
+as a list of strings under MONAI ``list_data_collate``; :func:`canonical_to_planes` takes it as is), ``id`` and
+``problems`` (one string, one problem per line, "" if none: lists of different lengths do not collate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any, Hashable, Mapping, Sequence
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+from scipy import ndimage
+
+from scripts.labels import LA_PLANES, NUM_CLASSES, PHENOTYPE_NAMES, SA_PLANE, UNLABELLED, canonical_plane_names
+from scripts.subject import Plane, Subject, load_subject, subject_files
+
+logger = logging.getLogger(__name__)
+
+GEOMETRY_VERSION = 1
+CACHE_VERSION = 1
+#: RAS direction from apex to base (right, posterior, superior): base slices project most positively on it.
+BASE_DIRECTION_RAS = np.array([1.0, -1.0, 1.0]) / np.sqrt(3.0)
+INTENSITY_PERCENTILES = (1.0, 99.5)
+#: At most this many voxels per plane file enter the percentile estimate (strided subsample, deterministic).
+PERCENTILE_SAMPLE_SIZE = 500_000
+#: Smoothing of the motion map (mm) and the fraction of its maximum that delimits the "strongest region".
+MOTION_SMOOTHING_MM = 6.0
+MOTION_REGION_FRACTION = 0.5
+#: Two long-axis planes are "distinct" if the second singular value of their normals exceeds this (~6 degrees).
+MIN_LA_NORMAL_SPREAD = 0.1
+CENTRE_METHODS = ("la_intersection", "motion", "image_centre")
+
+
+# --- geometry -------------------------------------------------------------------------------------
+
+
+def plane_axes(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """In-plane unit vectors ``u`` (voxel axis 0), ``v`` (axis 1, orthogonalised) and the unit normal, each (3,)."""
+    u = affine[:3, 0] / np.linalg.norm(affine[:3, 0])
+    v = affine[:3, 1] - (affine[:3, 1] @ u) * u
+    v = v / np.linalg.norm(v)
+    return u, v, np.cross(u, v)
+
+
+def voxel_to_world(affine: np.ndarray, voxels: np.ndarray) -> np.ndarray:
+    """(..., 3) voxel coordinates -> (..., 3) world mm."""
+    return voxels @ affine[:3, :3].T + affine[:3, 3]
+
+
+def world_to_voxel(affine: np.ndarray, world: np.ndarray) -> np.ndarray:
+    """(..., 3) world mm -> (..., 3) voxel coordinates."""
+    return (world - affine[:3, 3]) @ np.linalg.inv(affine[:3, :3]).T
+
+
+def slice_centre(affine: np.ndarray, shape: Sequence[int], slice_index: float) -> np.ndarray:
+    """World position (3,) of the in-plane centre of slice ``slice_index`` of a (X, Y, S, ...) volume."""
+    return voxel_to_world(affine, np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2, slice_index]))
+
+
+def sa_slice_order(affine: np.ndarray, shape: Sequence[int]) -> list[int]:
+    """Source slice indices of an SA stack ordered base to apex (decreasing projection on RAS (1, -1, 1))."""
+    positions = [slice_centre(affine, shape, z) @ BASE_DIRECTION_RAS for z in range(shape[2])]
+    return [int(z) for z in np.argsort(positions, kind="stable")[::-1]]
+
+
+def select_sa_slices(order: Sequence[int], num_sa_slices: int, sa_slice_indices: Sequence[int] | None = None) -> list:
+    """Source slice index (or None = missing) for each canonical SA plane, base to apex.
+
+    Args:
+        order: source slice indices base to apex (:func:`sa_slice_order`).
+        num_sa_slices: M, the canonical SA plane count.
+        sa_slice_indices: explicit source slices to use (any order; at most M); None picks M evenly spaced slices.
+
+    Returns:
+        list of M entries. With fewer than M chosen slices they keep their base-to-apex order at evenly spread
+        canonical positions (a single slice goes to the middle); the other positions are None.
+    """
+    if sa_slice_indices is not None:
+        chosen = [int(z) for z in sa_slice_indices]
+        if len(chosen) > num_sa_slices or len(set(chosen)) != len(chosen) or not set(chosen) <= set(order):
+            raise ValueError(
+                f"sa_slice_indices {chosen} must be at most {num_sa_slices} distinct slices of the stack {sorted(order)}"
+            )
+        chosen = sorted(chosen, key=list(order).index)
+    elif len(order) >= num_sa_slices:
+        # spacing (S - 1) / (M - 1) >= 1, so rounding never repeats an index
+        picks = np.rint(np.linspace(0, len(order) - 1, num_sa_slices)).astype(int)
+        chosen = [order[k] for k in picks]
+    else:
+        chosen = list(order)
+    if len(chosen) == 1:
+        positions = [(num_sa_slices - 1) // 2]
+    else:
+        positions = np.rint(np.linspace(0, num_sa_slices - 1, len(chosen))).astype(int).tolist()
+    selection: list[int | None] = [None] * num_sa_slices
+    for position, z in zip(positions, chosen):
+        selection[position] = z
+    return selection
+
+
+def plan_sa_passes(geometry: str | Mapping[str, Any]) -> list[list[int]]:
+    """Groups of source SA slices that together cover the whole stack, each spread base to apex like training.
+
+    Pass ``k`` takes every ``n``-th slice of the base-to-apex order starting at ``k`` (``n`` = number of passes);
+    run the transform with ``sa_slice_indices`` = each group and merge the :func:`canonical_to_planes` outputs
+    (255 marks slices a pass did not cover).
+    """
+    geometry = parse_geometry(geometry)
+    order, num_sa_slices = geometry["sa_slice_order"], geometry["num_sa_slices"]
+    num_passes = max(1, -(-len(order) // num_sa_slices))
+    return [order[k::num_passes] for k in range(num_passes)] if order else []
+
+
+def _long_axis_centre(subject: Subject, sa_order: list[int]) -> np.ndarray | None:
+    """Heart centre from the long-axis planes' common line (and the SA middle slice), or None if undetermined."""
+    la_planes = [subject.planes[stem] for stem in LA_PLANES if stem in subject.planes]
+    if len(la_planes) < 2:
+        return None
+    normals = np.stack([plane_axes(p.affine)[2] for p in la_planes])
+    points = np.stack([slice_centre(p.affine, p.image.shape, 0) for p in la_planes])
+    singular_values, right_vectors = np.linalg.svd(normals)[1:]
+    if singular_values[1] < MIN_LA_NORMAL_SPREAD:
+        return None
+    long_axis = right_vectors[-1]
+    rows, offsets = list(normals), list(np.einsum("ij,ij->i", normals, points))
+    sa = subject.planes.get(SA_PLANE)
+    if sa is not None:
+        sa_normal = plane_axes(sa.affine)[2]
+        if abs(sa_normal @ long_axis) < 0.2:  # long axis (nearly) within the SA planes: no usable intersection
+            return None
+        mid_slice = slice_centre(sa.affine, sa.image.shape, sa_order[len(sa_order) // 2])
+        rows.append(sa_normal)
+        offsets.append(sa_normal @ mid_slice)
+    else:
+        rows.append(long_axis)
+        offsets.append(long_axis @ points.mean(axis=0))
+    centre = np.linalg.lstsq(np.stack(rows), np.array(offsets), rcond=None)[0]
+    if sa is not None:  # the intersection must fall inside the SA field of view, else the geometry is inconsistent
+        x, y, _ = world_to_voxel(sa.affine, centre)
+        if not (0 <= x <= sa.image.shape[0] - 1 and 0 <= y <= sa.image.shape[1] - 1):
+            return None
+    return centre
+
+
+def _motion_centre(plane: Plane, slices: Sequence[int]) -> np.ndarray | None:
+    """Heart centre (3,) from the temporal standard deviation of some slices of a plane, or None without motion."""
+    if plane.num_frames < 2:
+        return None
+    motion = plane.image[:, :, list(slices), :].std(axis=3).mean(axis=2)
+    pixel_mm = np.linalg.norm(plane.affine[:3, :2], axis=0)
+    motion = ndimage.gaussian_filter(motion, sigma=MOTION_SMOOTHING_MM / pixel_mm, mode="constant")
+    peak = motion.max()
+    if not peak > 0:
+        return None
+    regions, _ = ndimage.label(motion >= MOTION_REGION_FRACTION * peak)
+    strongest = regions == regions[np.unravel_index(np.argmax(motion), motion.shape)]
+    weights = np.where(strongest, motion - MOTION_REGION_FRACTION * peak, 0.0)
+    x, y = ndimage.center_of_mass(weights)
+    return voxel_to_world(plane.affine, np.array([x, y, float(np.mean(slices))]))
+
+
+def heart_centre(subject: Subject, sa_order: list[int] | None = None) -> tuple[np.ndarray, str]:
+    """World position (3,) of the heart centre and the method that found it (one of ``CENTRE_METHODS``).
+
+    Uses no segmentation. A fallback method (``motion``, ``image_centre``) is logged as a warning.
+    """
+    sa = subject.planes.get(SA_PLANE)
+    if sa_order is None:
+        sa_order = sa_slice_order(sa.affine, sa.image.shape) if sa is not None else []
+    centre = _long_axis_centre(subject, sa_order)
+    if centre is not None:
+        return centre, "la_intersection"
+    if sa is not None:
+        third = len(sa_order) // 3
+        reference, slices = sa, sa_order[third : len(sa_order) - third] or sa_order
+    else:
+        reference = next(subject.planes[stem] for stem in LA_PLANES if stem in subject.planes)
+        slices = [0]
+    centre, method = _motion_centre(reference, slices), "motion"
+    if centre is None:
+        centre = slice_centre(reference.affine, reference.image.shape, float(np.mean(slices)))
+        method = "image_centre"
+    logger.warning(
+        "subject %s: heart centre by %s (no two usable long-axis planes cutting the SA stack)", subject.id, method
+    )
+    return centre, method
+
+
+def canonical_grid(centre: np.ndarray, u: np.ndarray, v: np.ndarray, crop_size: int, spacing_mm: float) -> np.ndarray:
+    """World positions (H, W, 3) of the canonical pixels of a plane (H along ``u``, W along ``v``)."""
+    offsets = (np.arange(crop_size) - (crop_size - 1) / 2) * spacing_mm
+    return centre + offsets[:, None, None] * u + offsets[None, :, None] * v
+
+
+def _sample_image(frames: np.ndarray, voxel_xy: np.ndarray) -> np.ndarray:
+    """Bilinear sampling of a source slice (X, Y, T) at voxel positions (H, W, 2) -> (T, H, W); outside = 0."""
+    size_x, size_y = frames.shape[:2]
+    source = torch.from_numpy(np.ascontiguousarray(frames.transpose(2, 0, 1)))[None]  # (1, T, X, Y)
+    # grid_sample's last grid axis is (W_in, H_in) = (y, x); align_corners=False maps index k to (2k + 1) / size - 1
+    grid = np.stack([(2 * voxel_xy[..., 1] + 1) / size_y - 1, (2 * voxel_xy[..., 0] + 1) / size_x - 1], axis=-1)
+    grid_tensor = torch.from_numpy(grid.astype(np.float32))[None]
+    sampled = torch.nn.functional.grid_sample(
+        source, grid_tensor, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    return sampled[0].numpy()
+
+
+def _sample_label(frames: np.ndarray, voxel_xy: np.ndarray) -> np.ndarray:
+    """Nearest-neighbour sampling of a label slice (X, Y, T) at voxel positions (H, W, 2) -> (T, H, W); outside 255."""
+    nearest = np.rint(voxel_xy).astype(np.int64)
+    inside = (
+        (nearest[..., 0] >= 0)
+        & (nearest[..., 0] < frames.shape[0])
+        & (nearest[..., 1] >= 0)
+        & (nearest[..., 1] < frames.shape[1])
+    )
+    sampled = np.full(voxel_xy.shape[:2] + (frames.shape[2],), UNLABELLED, dtype=np.uint8)
+    sampled[inside] = frames[nearest[inside][:, 0], nearest[inside][:, 1]]
+    return sampled.transpose(2, 0, 1)
+
+
+def resample_time(frames: np.ndarray, num_frames: int, nearest: bool = False) -> np.ndarray:
+    """Cyclic resampling (T_source, ...) -> (num_frames, ...); frame 0 stays frame 0; linear or nearest frame."""
+    source_count = frames.shape[0]
+    if source_count == num_frames:
+        return frames
+    positions = np.arange(num_frames) * source_count / num_frames
+    if nearest:
+        return frames[np.floor(positions + 0.5).astype(np.int64) % source_count]
+    before = np.floor(positions).astype(np.int64)
+    weight = (positions - before).astype(np.float32).reshape((-1,) + (1,) * (frames.ndim - 1))
+    return (1 - weight) * frames[before] + weight * frames[(before + 1) % source_count]
+
+
+def intensity_range(image: np.ndarray) -> tuple[float, float]:
+    """Robust (low, high) intensities of a plane file (percentiles ``INTENSITY_PERCENTILES`` of a subsample)."""
+    flat = image.ravel(order="K")  # nibabel arrays are Fortran-ordered: "K" avoids a copy
+    stride = max(1, flat.size // PERCENTILE_SAMPLE_SIZE)
+    low, high = np.percentile(flat[::stride], INTENSITY_PERCENTILES)
+    if high <= low:  # mostly-constant image: fall back to the full range
+        low, high = float(flat.min()), float(flat.max())
+    return float(low), float(high)
+
+
+# --- subject -> canonical sample ------------------------------------------------------------------
+
+
+def build_canonical(
+    subject: Subject,
+    num_sa_slices: int = 6,
+    num_frames: int = 50,
+    crop_size: int = 128,
+    spacing_mm: float = 1.8,
+    sa_slice_indices: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """The canonical stack of a loaded subject, as numpy arrays.
+
+    Returns:
+        dict with ``image_u8`` uint8 (1, P, T, H, W) (intensity x 255), ``label`` uint8 (1, P, T, H, W),
+        ``plane_mask`` bool (P,), ``class_mask`` bool (6,), ``geometry`` (JSON string) and ``problems`` (list of
+        strings), with P = num_sa_slices + 3 in ``labels.canonical_plane_names`` order.
+    """
+    names = canonical_plane_names(num_sa_slices)
+    num_planes = len(names)
+    image = np.zeros((1, num_planes, num_frames, crop_size, crop_size), dtype=np.uint8)
+    label = np.full(image.shape, UNLABELLED, dtype=np.uint8)
+    plane_mask = np.zeros(num_planes, dtype=bool)
+    problems = list(subject.problems)
+
+    sa = subject.planes.get(SA_PLANE)
+    sa_order = sa_slice_order(sa.affine, sa.image.shape) if sa is not None else []
+    sa_selection = select_sa_slices(sa_order, num_sa_slices, sa_slice_indices) if sa is not None else []
+    if sa is not None and None in sa_selection and sa_slice_indices is None:
+        problems.append(f"SA stack has {len(sa_order)} slices < {num_sa_slices}: some canonical SA planes are missing")
+    centre, centre_method = heart_centre(subject, sa_order)
+
+    # (canonical index, source plane, source slice) of every canonical plane that exists
+    sources: list[tuple[int, Plane, int]] = [(k, sa, z) for k, z in enumerate(sa_selection) if z is not None]
+    sources += [(num_sa_slices + k, subject.planes[s], 0) for k, s in enumerate(LA_PLANES) if s in subject.planes]
+
+    ranges = {stem: intensity_range(plane.image) for stem, plane in subject.planes.items()}
+    plane_records: list[dict[str, Any]] = [{"name": name, "source": None} for name in names]
+    for index, plane, z in sources:
+        u, v, normal = plane_axes(plane.affine)
+        plane_point = voxel_to_world(plane.affine, np.array([0.0, 0.0, z]))
+        plane_centre = centre - ((centre - plane_point) @ normal) * normal
+        voxel_xy = world_to_voxel(plane.affine, canonical_grid(plane_centre, u, v, crop_size, spacing_mm))[..., :2]
+
+        low, high = ranges[plane.name]
+        frames = np.clip((plane.image[:, :, z, :] - low) / (high - low), 0.0, 1.0)
+        sampled = resample_time(_sample_image(frames, voxel_xy), num_frames)
+        image[0, index] = np.rint(np.clip(sampled, 0.0, 1.0) * 255).astype(np.uint8)
+        if plane.label is not None:
+            label[0, index] = resample_time(_sample_label(plane.label[:, :, z, :], voxel_xy), num_frames, nearest=True)
+        plane_mask[index] = True
+        plane_records[index] = {
+            "name": names[index],
+            "source": plane.name,
+            "slice": int(z),
+            "centre_mm": plane_centre.tolist(),
+            "u": u.tolist(),
+            "v": v.tolist(),
+        }
+
+    class_mask = np.zeros(NUM_CLASSES, dtype=bool)
+    class_mask[list(subject.annotated_classes)] = True
+    geometry = {
+        "version": GEOMETRY_VERSION,
+        "subject": subject.id,
+        "num_sa_slices": num_sa_slices,
+        "num_frames": num_frames,
+        "crop_size": crop_size,
+        "spacing_mm": float(spacing_mm),
+        "centre_mm": centre.tolist(),
+        "centre_method": centre_method,
+        "sa_slice_order": sa_order,
+        "planes": plane_records,
+        "sources": {
+            stem: {"shape": list(plane.image.shape), "affine": plane.affine.tolist(), "path": str(plane.path)}
+            for stem, plane in subject.planes.items()
+        },
+    }
+    return {
+        "image_u8": image,
+        "label": label,
+        "plane_mask": plane_mask,
+        "class_mask": class_mask,
+        "geometry": json.dumps(geometry),
+        "problems": problems,
+    }
+
+
+def parse_geometry(geometry: str | Mapping[str, Any]) -> dict[str, Any]:
+    """The geometry record as a dict (accepts the JSON string stored in samples)."""
+    return json.loads(geometry) if isinstance(geometry, str) else dict(geometry)
+
+
+# --- canonical -> source planes -------------------------------------------------------------------
+
+
+def canonical_to_planes(
+    pred: np.ndarray | torch.Tensor,
+    geometry: str | Mapping[str, Any],
+    outside_value: float = 0,
+    uncovered_value: float = UNLABELLED,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Write a canonical prediction back onto every input plane file (nearest neighbour in space and time).
+
+    Args:
+        pred: canonical labels (P, T, H, W), or per-channel maps such as probabilities (C, P, T, H, W).
+        geometry: the sample's ``geometry``.
+        outside_value: value of source pixels of a covered slice that fall outside the canonical crop.
+        uncovered_value: value of SA slices not in the canonical stack (merge several passes, see
+            :func:`plan_sa_passes`); for float maps pass e.g. ``np.nan``.
+
+    Returns:
+        file stem -> (array, affine): array of the plane file's shape (X, Y, S, T) (channels first: (C, X, Y, S, T)),
+        dtype of ``pred``; affine (4, 4) of the file.
+    """
+    geometry = parse_geometry(geometry)
+    values = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
+    has_channels = values.ndim == 5
+    if not has_channels:
+        values = values[None]
+    num_channels, num_planes, num_frames, crop_size, _ = values.shape
+    if num_planes != len(geometry["planes"]):
+        raise ValueError(f"pred has {num_planes} planes, geometry {len(geometry['planes'])}")
+    spacing_mm = geometry["spacing_mm"]
+
+    outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for stem, source in geometry["sources"].items():
+        affine = np.array(source["affine"])
+        size_x, size_y, _, source_frames = source["shape"]
+        output = np.full([num_channels] + list(source["shape"]), uncovered_value, dtype=values.dtype)
+        nearest_frame = np.floor(np.arange(source_frames) * num_frames / source_frames + 0.5).astype(int) % num_frames
+        grid = np.stack(np.meshgrid(np.arange(size_x), np.arange(size_y), indexing="ij"), axis=-1).astype(float)
+        for index, record in enumerate(geometry["planes"]):
+            if record["source"] != stem:
+                continue
+            z = record["slice"]
+            world = voxel_to_world(affine, np.concatenate([grid, np.full((size_x, size_y, 1), float(z))], axis=-1))
+            offset = world - np.array(record["centre_mm"])
+            i = np.rint(offset @ np.array(record["u"]) / spacing_mm + (crop_size - 1) / 2).astype(np.int64)
+            j = np.rint(offset @ np.array(record["v"]) / spacing_mm + (crop_size - 1) / 2).astype(np.int64)
+            inside = (i >= 0) & (i < crop_size) & (j >= 0) & (j < crop_size)
+            slice_values = np.full((num_channels, size_x, size_y, source_frames), outside_value, dtype=values.dtype)
+            plane_values = values[:, index][:, nearest_frame]  # (C, T_source, H, W)
+            slice_values[:, inside] = plane_values[:, :, i[inside], j[inside]].transpose(0, 2, 1)
+            output[:, :, :, z] = slice_values
+        outputs[stem] = (output if has_channels else output[0], affine)
+    return outputs
+
+
+# --- cache ----------------------------------------------------------------------------------------
+
+
+def cache_key(folder: str | os.PathLike, parameters: Mapping[str, Any]) -> str:
+    """Hash of the subject's input files (path, size, mtime) and the transform parameters."""
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in subject_files(folder)]
+    content = json.dumps({"version": CACHE_VERSION, "files": stats, "parameters": parameters}, sort_keys=True)
+    return hashlib.sha256(content.encode()).hexdigest()[:20]
+
+
+def save_cached(path: Path, built: Mapping[str, Any]) -> None:
+    """Store a :func:`build_canonical` result atomically: raw uint8 image, zlib labels, metadata (npz, no pickle)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    label = built["label"]
+    arrays = {
+        "image_u8": built["image_u8"],
+        "label_zlib": np.frombuffer(zlib.compress(label.tobytes(), 1), dtype=np.uint8),
+        "label_shape": np.array(label.shape),
+        "plane_mask": built["plane_mask"],
+        "class_mask": built["class_mask"],
+        "geometry": np.array(built["geometry"]),
+        "problems": np.array(json.dumps(built["problems"])),
+    }
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            np.savez(handle, **arrays)
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def load_cached(path: Path) -> dict[str, Any]:
+    """Read a cache file written by :func:`save_cached` (same keys as :func:`build_canonical`)."""
+    with np.load(path, allow_pickle=False) as stored:
+        label_shape = tuple(int(n) for n in stored["label_shape"])
+        label = np.frombuffer(zlib.decompress(stored["label_zlib"].tobytes()), dtype=np.uint8).reshape(label_shape)
+        return {
+            "image_u8": stored["image_u8"],
+            "label": label,
+            "plane_mask": stored["plane_mask"],
+            "class_mask": stored["class_mask"],
+            "geometry": str(stored["geometry"]),
+            "problems": json.loads(str(stored["problems"])),
+        }
+
+
+# --- MONAI transform ------------------------------------------------------------------------------
+
+
+class LoadCineSubjectd(MapTransform):
+    """Load a subject folder into the canonical sample (keys of ``docs/CONTRACTS.md``).
+
+    Input: a :func:`scripts.subject.load_datalist` item; ``d[key]`` is the subject folder (use one key),
+    ``d["id"]`` and ``d["phenotypes"]`` are optional. Output adds ``image`` float32 (1, P, T, H, W) torch,
+    ``plane_mask`` bool (P,), ``label`` uint8 (1, P, T, H, W), ``class_mask`` bool (6,), ``phenotypes`` float32
+    (17,), ``geometry`` (JSON string), ``id`` and ``problems`` (one string, a problem per line).
+
+    Args:
+        keys: the key holding the subject folder.
+        num_sa_slices, num_frames, crop_size, spacing_mm: the canonical grid (M, T, H = W, mm per pixel).
+        label_map: label convention of the label files (the subject's ``subject.json`` overrides it).
+        sa_slice_indices: explicit source SA slices (see :func:`plan_sa_passes`); None = evenly spaced.
+        cache_dir: folder for preprocessed samples (keyed on input file stats and these parameters), or None.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "subject",
+        num_sa_slices: int = 6,
+        num_frames: int = 50,
+        crop_size: int = 128,
+        spacing_mm: float = 1.8,
+        label_map: str | Mapping[int, int] = "project",
+        sa_slice_indices: Sequence[int] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.num_sa_slices = int(num_sa_slices)
+        self.num_frames = int(num_frames)
+        self.crop_size = int(crop_size)
+        self.spacing_mm = float(spacing_mm)
+        self.label_map = label_map if isinstance(label_map, str) else {int(k): int(v) for k, v in label_map.items()}
+        self.sa_slice_indices = None if sa_slice_indices is None else [int(z) for z in sa_slice_indices]
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+
+    def parameters(self) -> dict[str, Any]:
+        """The transform parameters that change the sample (part of the cache key)."""
+        return {
+            "num_sa_slices": self.num_sa_slices,
+            "num_frames": self.num_frames,
+            "crop_size": self.crop_size,
+            "spacing_mm": self.spacing_mm,
+            "label_map": self.label_map,
+            "sa_slice_indices": self.sa_slice_indices,
+        }
+
+    def build(self, folder: str | os.PathLike) -> dict[str, Any]:
+        """The :func:`build_canonical` result of a subject folder, through the cache when one is set."""
+        cache_path = None
+        if self.cache_dir is not None:
+            cache_path = self.cache_dir / f"{Path(folder).name}-{cache_key(folder, self.parameters())}.npz"
+            if cache_path.is_file():
+                try:
+                    return load_cached(cache_path)
+                except Exception as err:  # a damaged cache file is rebuilt, never trusted
+                    logger.warning("cache file %s unreadable (%s); rebuilding", cache_path, err)
+        subject = load_subject(folder, self.label_map)
+        built = build_canonical(
+            subject, self.num_sa_slices, self.num_frames, self.crop_size, self.spacing_mm, self.sa_slice_indices
+        )
+        if cache_path is not None:
+            save_cached(cache_path, built)
+        return built
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            folder = Path(d[key])
+            built = self.build(folder)
+            d["image"] = torch.from_numpy(built["image_u8"].astype(np.float32) * np.float32(1 / 255))
+            d["label"] = torch.from_numpy(np.array(built["label"]))
+            d["plane_mask"] = torch.from_numpy(np.array(built["plane_mask"], dtype=bool))
+            d["class_mask"] = torch.from_numpy(np.array(built["class_mask"], dtype=bool))
+            phenotypes = d.get("phenotypes")
+            if phenotypes is None:
+                phenotypes = np.full(len(PHENOTYPE_NAMES), np.nan, dtype=np.float32)
+            d["phenotypes"] = torch.as_tensor(np.asarray(phenotypes, dtype=np.float32))
+            d["geometry"] = built["geometry"]
+            d["id"] = str(d.get("id") or folder.name)
+            d["problems"] = "\n".join(built["problems"])
+        return d
+
+
+# --- one 4-D NIfTI per case -----------------------------------------------------------------------
+
+#: NIfTI ``descrip`` prefix of canonical stacks; the plane mask follows as a string of 0/1.
+NIFTI_DESCRIPTION = "canonical cine stack (H,W,P,T) mask="
+
+
+def _stack_to_nifti(stack: np.ndarray, plane_mask: np.ndarray, geometry: str | None, spacing_mm: float) -> Any:
+    """(1, P, T, H, W) -> Nifti1Image (H, W, P, T) with the plane mask in ``descrip`` and geometry as extension."""
+    volume = np.ascontiguousarray(np.asarray(stack)[0].transpose(2, 3, 0, 1))
+    nifti = nib.Nifti1Image(volume, np.diag([spacing_mm, spacing_mm, 1.0, 1.0]))
+    nifti.header.set_xyzt_units("mm", "sec")
+    nifti.header["pixdim"][4] = 1.0  # frame index: the cycle duration is not known here
+    nifti.header["descrip"] = NIFTI_DESCRIPTION + "".join("1" if m else "0" for m in np.asarray(plane_mask))
+    if geometry is not None:
+        nifti.header.extensions.append(nib.nifti1.Nifti1Extension("comment", geometry.encode()))
+    return nifti
+
+
+def write_canonical_nifti(
+    sample: Mapping[str, Any], path: str | os.PathLike, label_path: str | os.PathLike | None = None
+) -> tuple[Path, Path | None]:
+    """Write a sample's canonical stack as one 4-D NIfTI (for one-image-per-case tools such as MONAI Label).
+
+    Layout: array (H, W, P, T), float32 image (uint8 label), affine ``diag(spacing, spacing, 1, 1)`` (the planes
+    are not one 3-D volume: axis 2 is the plane index, axis 3 the frame index), ``descrip`` =
+    ``"canonical cine stack (H,W,P,T) mask=<0/1 per plane>"`` and the geometry JSON as a comment extension, so
+    predictions on the file can still be written back with :func:`canonical_to_planes`.
+
+    Args:
+        sample: a :class:`LoadCineSubjectd` output (``image``, ``plane_mask``, optionally ``label`` and ``geometry``).
+        path: the image file (``.nii.gz``).
+        label_path: the label file; default ``<path stem>_label.nii.gz``; written only if the sample has a label.
+
+    Returns:
+        (image path, label path or None).
+    """
+    path = Path(path)
+    geometry = sample.get("geometry")
+    spacing_mm = parse_geometry(geometry)["spacing_mm"] if geometry is not None else 1.0
+    plane_mask = np.asarray(sample["plane_mask"], dtype=bool)
+    image = np.asarray(sample["image"], dtype=np.float32)
+    nib.save(_stack_to_nifti(image, plane_mask, geometry, spacing_mm), str(path))
+    if sample.get("label") is None:
+        return path, None
+    if label_path is None:
+        label_path = path.with_name(path.name.replace(".nii.gz", "").replace(".nii", "") + "_label.nii.gz")
+    label_path = Path(label_path)
+    label = np.asarray(sample["label"], dtype=np.uint8)
+    nib.save(_stack_to_nifti(label, plane_mask, geometry, spacing_mm), str(label_path))
+    return path, label_path
+
+
+def read_canonical_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a file of :func:`write_canonical_nifti`: (1, P, T, H, W) array (stored dtype) and plane_mask bool (P,).
+
+    Without the mask in ``descrip`` (file edited by another tool), planes that are all zero count as missing.
+    """
+    nifti = nib.load(str(path))
+    volume = np.asanyarray(nifti.dataobj)
+    if volume.ndim != 4:
+        raise ValueError(f"{path}: expected a 4-D (H, W, P, T) canonical stack, got shape {volume.shape}")
+    stack = volume.transpose(2, 3, 0, 1)[None]
+    description = nifti.header["descrip"].tobytes().split(b"\0")[0].decode(errors="replace")
+    mask_text = description[len(NIFTI_DESCRIPTION) :] if description.startswith(NIFTI_DESCRIPTION) else ""
+    if len(mask_text) == stack.shape[1] and set(mask_text) <= {"0", "1"}:
+        plane_mask = np.array([c == "1" for c in mask_text])
+    else:
+        plane_mask = np.abs(stack[0]).reshape(stack.shape[1], -1).max(axis=1) > 0
+    return np.ascontiguousarray(stack), plane_mask
+
+
+def read_canonical_geometry(path: str | os.PathLike) -> str | None:
+    """The geometry JSON stored in a file of :func:`write_canonical_nifti`, or None."""
+    for extension in nib.load(str(path)).header.extensions:
+        content = extension.get_content()
+        if isinstance(content, bytes) and content.startswith(b"{"):
+            return content.decode()
+    return None
+

@@ -1,0 +1,654 @@
+"""Convert a DICOM cine MR study into a subject folder (``sa.nii.gz``, ``la_2ch/3ch/4ch.nii.gz``).
+
+The study folder may hold any file names, any nesting, several series and non-DICOM files. Images are
+grouped by SeriesInstanceUID and by slice position (ImagePositionPatient projected on the slice normal),
+phases are ordered by TriggerTime (InstanceNumber where TriggerTime is missing), and each cine series is
+identified as the short-axis (SA) stack or a 2/3/4-chamber long-axis (LA) view, from its SeriesDescription
+where that names a view, otherwise from its geometry relative to the SA stack. Anything that cannot be
+identified is skipped and listed in ``conversion.json``, never guessed.
+
+Coordinates: DICOM patient space is LPS millimetres, NIfTI (nibabel) world space is RAS millimetres; the
+written affines map voxel (column, row, slice) to RAS. Pixel arrays are stored transposed, as (X, Y) =
+(column, row), the usual NIfTI-from-DICOM layout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import nibabel as nib
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+#: Fewest phases per slice position for a series to count as cine (2-image PSIR/LGE pairs are not cine).
+MIN_CINE_PHASES = 5
+#: Tolerances for "same orientation" (direction-cosine difference) and "same position" (mm).
+ORIENTATION_TOL = 1e-3
+POSITION_TOL_MM = 0.05
+#: Slice gaps may deviate this much (fraction of the mean gap) before a stack counts as irregular.
+SPACING_REL_TOL = 0.05
+#: Slices may lie this far (mm) in-plane from the fitted line through the slice positions.
+MAX_IN_PLANE_RESIDUAL_MM = 0.05
+#: |cos| between an LA plane normal and the long axis must stay below this (plane within ~20 deg of the axis).
+LA_NORMAL_MAX_COS = 0.35
+#: An SA-parallel single slice has |cos| between its normal and the long axis above this.
+SA_NORMAL_MIN_COS = 0.95
+#: Typical angle (deg, modulo 180) of each LA view's line in the SA plane, clockwise from the anterior
+#: direction when the SA plane is viewed with anterior up and the patient's left on the right:
+#: 2ch runs anterior-inferior, 4ch crosses RV and LV lateral wall, 3ch runs through the LVOT
+#: (antero-septal to infero-lateral). A view must lie within LA_VIEW_ANGLE_TOL_DEG of its angle.
+LA_VIEW_ANGLES_DEG = {"la_2ch": 10.0, "la_4ch": 80.0, "la_3ch": 135.0}
+LA_VIEW_ANGLE_TOL_DEG = 22.0
+#: Direction from the LV base towards the apex in LPS (left, anterior, inferior) for normal anatomy.
+APEX_DIRECTION_LPS = np.array([1.0, -1.0, -1.0]) / np.sqrt(3.0)
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+REPORT_NAME = "conversion.json"
+#: How a stack whose slices have different phase counts is treated (documented in every report).
+FRAME_COUNT_MISMATCH_POLICY = "error"
+
+# SeriesDescription patterns, matched on the lower-cased description with non-alphanumerics as spaces.
+_VIEW_PATTERNS = {
+    "sa": r"\b(sa|sax|short axis|shortaxis|sa stack|lv sa)\b",
+    "la_2ch": r"\b(2ch|2 ch|ch2|2cv|2 chamber|2chamber|two chamber|vla)\b",
+    "la_3ch": r"\b(3ch|3 ch|ch3|3cv|3 chamber|3chamber|three chamber|lvot)\b",
+    "la_4ch": r"\b(4ch|4 ch|ch4|4cv|4 chamber|4chamber|four chamber|hla)\b",
+}
+_NON_CINE_PATTERN = (
+    r"\b(loc|localiser|localizer|scout|survey|lge|psir|late|delayed|molli|shmolli|t1 ?map|t2 ?map|mapping"
+    r"|perfusion|perf|flow|tagging)\b"
+)
+
+
+class DicomConversionError(RuntimeError):
+    """A study cannot be converted; the message names the study folder, the file and what to do."""
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """Geometry and ordering attributes of one single-frame DICOM image (positions in LPS mm)."""
+
+    path: Path
+    series_uid: str
+    series_number: int
+    description: str
+    instance_number: int | None
+    trigger_time_ms: float | None
+    position: np.ndarray  # (3,) ImagePositionPatient: centre of the first transmitted pixel
+    row_dir: np.ndarray  # (3,) direction of increasing column index
+    col_dir: np.ndarray  # (3,) direction of increasing row index
+    pixel_spacing: tuple[float, float]  # (between rows, between columns) mm
+    rows: int
+    cols: int
+
+    @property
+    def normal(self) -> np.ndarray:
+        """Unit slice normal (3,), row_dir x col_dir."""
+        normal = np.cross(self.row_dir, self.col_dir)
+        return normal / np.linalg.norm(normal)
+
+
+@dataclass
+class CineStack:
+    """A cine series (or several merged single-slice series): slices[k][t] ordered along the normal and in time."""
+
+    series_uids: list[str]
+    series_numbers: list[int]
+    description: str
+    slices: list[list[ImageHeader]]
+    phase_order: str  # "trigger_time" or "instance_number"
+    identified_by: str = ""
+
+    @property
+    def first(self) -> ImageHeader:
+        """The first image of the first slice; its geometry is the stack's in-plane geometry."""
+        return self.slices[0][0]
+
+    @property
+    def num_phases(self) -> int:
+        """Phases per slice (all slices agree, checked on construction)."""
+        return len(self.slices[0])
+
+    def slice_positions_mm(self) -> np.ndarray:
+        """Slice positions along the normal (S,), mm, ascending."""
+        return np.array([float(np.dot(s[0].position, self.first.normal)) for s in self.slices])
+
+
+@dataclass
+class _StudyScan:
+    """Everything found in a study folder: readable image headers and files ignored with their reason."""
+
+    headers: list[ImageHeader] = field(default_factory=list)
+    ignored: list[dict[str, str]] = field(default_factory=list)
+
+
+# --- reading ---------------------------------------------------------------------------------------
+def _error(study_dir: Path, file: Path | None, problem: str, remedy: str) -> DicomConversionError:
+    """Build a DicomConversionError whose message names the study, the file and the remedy."""
+    where = f" file {file}:" if file is not None else ""
+    return DicomConversionError(f"cannot convert DICOM study {study_dir}:{where} {problem}. {remedy}")
+
+
+def _optional_float(dataset: pydicom.Dataset, keyword: str) -> float | None:
+    """A numeric attribute as float, or None where absent or empty."""
+    value = dataset.get(keyword)
+    return None if value in (None, "") else float(value)
+
+
+def _read_header(path: Path, study_dir: Path) -> ImageHeader | str:
+    """Read one file's header; return the header, or the reason the file is ignored (not an image).
+
+    Raises:
+        DicomConversionError: the file is DICOM but corrupt, or an image without the geometry needed to place it.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Many archives hold UIDs with leading zeros; they still group series correctly.
+            warnings.filterwarnings("ignore", message="Invalid value for VR UI")
+            dataset = pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        return "not a DICOM file"
+    except Exception as exc:  # pydicom raises many types on truncated or malformed files
+        raise _error(study_dir, path, f"unreadable DICOM ({exc})", "Remove or re-export the file.") from exc
+    if "Rows" not in dataset:
+        sop_class = dataset.get("SOPClassUID") or dataset.file_meta.get("MediaStorageSOPClassUID")
+        if sop_class is not None and str(getattr(sop_class, "name", "")).endswith("Image Storage"):
+            # pydicom reads truncated files without complaint; an image class without Rows is one.
+            raise _error(study_dir, path, f"{sop_class.name} file without Rows (truncated?)", "Remove or re-export it.")
+        return "DICOM without an image (e.g. DICOMDIR, report)"
+    if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
+        return "multi-frame (enhanced) DICOM is not supported; export the series as single-frame images"
+    missing = [k for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing") if not dataset.get(k)]
+    if missing:
+        raise _error(
+            study_dir,
+            path,
+            f"image without {', '.join(missing)}, so it cannot be placed in space",
+            "Remove the file from the study folder or re-export the series with its geometry.",
+        )
+    orientation = np.asarray(dataset.ImageOrientationPatient, dtype=float)
+    instance_number = dataset.get("InstanceNumber")
+    return ImageHeader(
+        path=path,
+        series_uid=str(dataset.get("SeriesInstanceUID", "")),
+        series_number=int(dataset.get("SeriesNumber") or 0),
+        description=str(dataset.get("SeriesDescription", "") or ""),
+        instance_number=None if instance_number in (None, "") else int(instance_number),
+        trigger_time_ms=_optional_float(dataset, "TriggerTime"),
+        position=np.asarray(dataset.ImagePositionPatient, dtype=float),
+        row_dir=orientation[:3] / np.linalg.norm(orientation[:3]),
+        col_dir=orientation[3:] / np.linalg.norm(orientation[3:]),
+        pixel_spacing=(float(dataset.PixelSpacing[0]), float(dataset.PixelSpacing[1])),
+        rows=int(dataset.Rows),
+        cols=int(dataset.Columns),
+    )
+
+
+def scan_study(study_dir: Path) -> _StudyScan:
+    """Read the headers of every file under ``study_dir`` (recursively), ignoring non-DICOM files."""
+    scan = _StudyScan()
+    for path in sorted(p for p in study_dir.rglob("*") if p.is_file()):
+        result = _read_header(path, study_dir)
+        if isinstance(result, str):
+            scan.ignored.append({"file": str(path.relative_to(study_dir)), "reason": result})
+        else:
+            scan.headers.append(result)
+    return scan
+
+
+# --- building stacks -------------------------------------------------------------------------------
+def _same_orientation(a: ImageHeader, b: ImageHeader) -> bool:
+    """True when both images share row and column directions."""
+    return bool(
+        np.allclose(a.row_dir, b.row_dir, atol=ORIENTATION_TOL)
+        and np.allclose(a.col_dir, b.col_dir, atol=ORIENTATION_TOL)
+    )
+
+
+def _same_grid(a: ImageHeader, b: ImageHeader) -> bool:
+    """True when both images share orientation, matrix size and pixel spacing."""
+    spacing_equal = np.allclose(a.pixel_spacing, b.pixel_spacing, atol=1e-4)
+    return _same_orientation(a, b) and (a.rows, a.cols) == (b.rows, b.cols) and bool(spacing_equal)
+
+
+def _group_by_position(images: Sequence[ImageHeader]) -> list[list[ImageHeader]]:
+    """Split images of one orientation into slice positions along the normal, ascending."""
+    normal = images[0].normal
+    ordered = sorted(images, key=lambda image: float(np.dot(image.position, normal)))
+    groups: list[list[ImageHeader]] = [[ordered[0]]]
+    for image in ordered[1:]:
+        gap = float(np.dot(image.position - groups[-1][0].position, normal))
+        if gap > POSITION_TOL_MM:
+            groups.append([image])
+        else:
+            groups[-1].append(image)
+    return groups
+
+
+def _order_phases(slice_images: list[ImageHeader], by_trigger_time: bool) -> list[ImageHeader]:
+    """Order one slice position's images in time."""
+    if by_trigger_time:
+        return sorted(slice_images, key=lambda image: (image.trigger_time_ms, image.instance_number or 0))
+    return sorted(slice_images, key=lambda image: image.instance_number or 0)
+
+
+def _non_cine_reason(images: Sequence[ImageHeader]) -> str | None:
+    """Why a series is not a cine series we convert, or None when it is a cine candidate."""
+    description = _normalise_description(images[0].description)
+    if re.search(_NON_CINE_PATTERN, description):
+        return f"SeriesDescription {images[0].description!r} names a non-cine sequence"
+    if not all(_same_grid(images[0], image) for image in images):
+        return "images differ in orientation, matrix or pixel spacing (localiser or mixed series)"
+    phases_per_slice = {len(group) for group in _group_by_position(images)}
+    if max(phases_per_slice) < MIN_CINE_PHASES:
+        return f"not cine: {max(phases_per_slice)} image(s) per slice position (< {MIN_CINE_PHASES} phases)"
+    return None
+
+
+def fit_slice_line(slices: list[list[ImageHeader]]) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares line through the slice positions: ImagePositionPatient of slice k ~ origin + k * step.
+
+    Scanners store positions with sub-micrometre jitter; the fitted line is the affine that is closest to every
+    slice, rather than one that is exact for the first slice only.
+
+    Returns:
+        origin (3,) and step (3,) in LPS mm; step is 0 for a single slice.
+    """
+    positions = np.array([s[0].position for s in slices])
+    if len(slices) == 1:
+        return positions[0], np.zeros(3)
+    index = np.arange(len(slices), dtype=float)
+    design = np.stack([np.ones_like(index), index], axis=1)
+    (origin, step), *_ = np.linalg.lstsq(design, positions, rcond=None)
+    return origin, step
+
+
+def _check_stack_geometry(slices: list[list[ImageHeader]], study_dir: Path) -> None:
+    """Raise unless every phase of a slice shares its position and the slices lie, equally spaced, on one line.
+
+    A NIfTI affine can only represent equally spaced slices along a straight line.
+    """
+    for slice_images in slices:
+        for image in slice_images:
+            if not np.allclose(image.position, slice_images[0].position, atol=1e-3):
+                raise _error(
+                    study_dir,
+                    image.path,
+                    f"phases of one slice differ in ImagePositionPatient ({image.position} vs "
+                    f"{slice_images[0].position})",
+                    "Check the series for mixed acquisitions.",
+                )
+    origin, step = fit_slice_line(slices)
+    normal = slices[0][0].normal
+    for k, slice_images in enumerate(slices):
+        residual = slice_images[0].position - (origin + k * step)
+        along_normal = abs(float(np.dot(residual, normal)))
+        in_plane = float(np.linalg.norm(residual - np.dot(residual, normal) * normal))
+        if along_normal > SPACING_REL_TOL * float(np.dot(step, normal)) or in_plane > MAX_IN_PLANE_RESIDUAL_MM:
+            gaps = np.diff([float(np.dot(s[0].position, normal)) for s in slices])
+            raise _error(
+                study_dir,
+                slice_images[0].path,
+                f"slices are not equally spaced on a line (slice gaps {np.round(gaps, 2).tolist()} mm, this slice "
+                f"{along_normal:.3f} mm off along the normal and {in_plane:.3f} mm in-plane)",
+                "Remove missing, repeated or shifted slices from the study folder; resampling is not done here.",
+            )
+
+
+def _make_stack(images: Sequence[ImageHeader], study_dir: Path) -> CineStack:
+    """Arrange a cine candidate's images into slices[k][t]; raise on inconsistent phase counts or geometry."""
+    by_trigger_time = all(image.trigger_time_ms is not None for image in images)
+    if not by_trigger_time and any(image.instance_number is None for image in images):
+        raise _error(
+            study_dir, images[0].path, "neither TriggerTime nor InstanceNumber on every image", "Cannot order phases."
+        )
+    slices = [_order_phases(group, by_trigger_time) for group in _group_by_position(images)]
+    counts = [len(s) for s in slices]
+    if len(set(counts)) > 1:
+        raise _error(
+            study_dir,
+            images[0].path,
+            f"series {images[0].series_uid} has slices with different phase counts {counts} "
+            f"(policy: {FRAME_COUNT_MISMATCH_POLICY}, no temporal resampling)",
+            "Remove the incomplete or repeated slices from the study folder.",
+        )
+    if by_trigger_time:
+        for slice_images in slices:
+            times = [image.trigger_time_ms for image in slice_images]
+            if len(set(times)) < len(times):
+                raise _error(
+                    study_dir,
+                    slice_images[0].path,
+                    "repeated TriggerTime at one slice position (repeated acquisition in one series?)",
+                    "Remove the repeated images from the study folder.",
+                )
+    _check_stack_geometry(slices, study_dir)
+    return CineStack(
+        series_uids=sorted({image.series_uid for image in images}),
+        series_numbers=sorted({image.series_number for image in images}),
+        description=images[0].description,
+        slices=slices,
+        phase_order="trigger_time" if by_trigger_time else "instance_number",
+    )
+
+
+# --- identification --------------------------------------------------------------------------------
+def _normalise_description(description: str) -> str:
+    """Lower-case a SeriesDescription with every non-alphanumeric character as a space."""
+    return re.sub(r"[^a-z0-9]+", " ", description.lower()).strip()
+
+
+def view_from_description(description: str) -> str | None:
+    """The plane file stem (``sa``, ``la_2ch``, ...) a SeriesDescription names, or None if none or several."""
+    text = _normalise_description(description)
+    views = [view for view, pattern in _VIEW_PATTERNS.items() if re.search(pattern, text)]
+    return views[0] if len(views) == 1 else None
+
+
+def long_axis_direction(sa_stack: CineStack) -> np.ndarray:
+    """Unit long axis (3,) in LPS, the SA normal signed to point from the base towards the apex."""
+    normal = sa_stack.first.normal
+    return normal if np.dot(normal, APEX_DIRECTION_LPS) >= 0 else -normal
+
+
+def la_view_angle_deg(long_axis: np.ndarray, la_normal: np.ndarray) -> float:
+    """Angle (deg, 0..180) of an LA plane's line in the SA plane, clockwise from anterior (see LA_VIEW_ANGLES_DEG).
+
+    The SA plane is spanned by ``left`` (patient left projected into it) and ``up`` (perpendicular, towards
+    anterior-superior), the usual display of an SA image viewed with anterior up.
+    """
+    left = np.array([1.0, 0.0, 0.0]) - long_axis[0] * long_axis
+    left /= np.linalg.norm(left)
+    up = np.cross(long_axis, left)
+    if np.dot(up, [0.0, -1.0, 1.0]) < 0:  # anterior is -y and superior is +z in LPS
+        up = -up
+    line = np.cross(long_axis, la_normal)
+    return float(np.degrees(np.arctan2(np.dot(line, left), np.dot(line, up))) % 180.0)
+
+
+def _closest_view(angle_deg: float) -> tuple[str | None, float]:
+    """The LA view whose typical angle is within tolerance of ``angle_deg`` (or None) and the angular distance."""
+    distances = {view: abs((angle_deg - ref + 90.0) % 180.0 - 90.0) for view, ref in LA_VIEW_ANGLES_DEG.items()}
+    view = min(distances, key=distances.__getitem__)
+    return (view if distances[view] <= LA_VIEW_ANGLE_TOL_DEG else None), distances[view]
+
+
+def _merge_single_slice_sa(stacks: list[CineStack], study_dir: Path) -> tuple[CineStack | None, list[CineStack]]:
+    """Merge parallel single-slice cine series (one series per SA slice, common on Siemens) into one SA stack.
+
+    Uses the largest set of >= 3 series that share grid and phase count at distinct positions.
+
+    Returns:
+        The merged stack (None if no such set) and the series merged into it.
+    """
+    best: list[CineStack] = []
+    for seed in stacks:
+        members = [s for s in stacks if _same_grid(seed.first, s.first) and s.num_phases == seed.num_phases]
+        positions = {round(float(np.dot(s.first.position, seed.first.normal)) / POSITION_TOL_MM) for s in members}
+        if len(members) >= 3 and len(positions) == len(members) and len(members) > len(best):
+            best = members
+    if not best:
+        return None, []
+    merged = _make_stack([image for s in best for image in s.slices[0]], study_dir)
+    merged.description = "; ".join(sorted({s.description for s in best}))
+    named = all(view_from_description(s.description) == "sa" for s in best)
+    merged.identified_by = f"{'description' if named else 'geometry'}: {len(best)} parallel single-slice series merged"
+    return merged, best
+
+
+def _skip_entry(stack_or_images: CineStack | Sequence[ImageHeader], reason: str) -> dict[str, Any]:
+    """A ``skipped`` report entry for a series."""
+    if isinstance(stack_or_images, CineStack):
+        uids, numbers = stack_or_images.series_uids, stack_or_images.series_numbers
+        description, count = stack_or_images.description, sum(len(s) for s in stack_or_images.slices)
+    else:
+        uids = sorted({image.series_uid for image in stack_or_images})
+        numbers = sorted({image.series_number for image in stack_or_images})
+        description, count = stack_or_images[0].description, len(stack_or_images)
+    return {
+        "series_instance_uid": uids,
+        "series_number": numbers,
+        "series_description": description,
+        "num_images": count,
+        "reason": reason,
+    }
+
+
+def _choose_sa(stacks: list[CineStack], study_dir: Path) -> tuple[CineStack | None, list[CineStack]]:
+    """Pick the SA stack: a multi-slice stack named SA, else the unnamed multi-slice stack with most slices,
+    else parallel single-slice series merged into a stack.
+
+    Returns:
+        The SA stack (or None) and the input stacks it consists of.
+    """
+    multi = [s for s in stacks if len(s.slices) > 1]
+    named = [s for s in multi if view_from_description(s.description) == "sa"]
+    candidates = named or [s for s in multi if view_from_description(s.description) is None]
+    if candidates:
+        chosen = max(candidates, key=lambda s: (len(s.slices), max(s.series_numbers)))
+        chosen.identified_by = (
+            "description" if named else f"geometry: multi-slice cine stack, {len(chosen.slices)} slices"
+        )
+        return chosen, [chosen]
+    single = [s for s in stacks if len(s.slices) == 1 and view_from_description(s.description) in (None, "sa")]
+    return _merge_single_slice_sa(single, study_dir)
+
+
+def _identify_la(stack: CineStack, sa: CineStack | None) -> tuple[str | None, str]:
+    """The LA view of a cine stack that is not the SA (or None) and how it was (not) identified."""
+    if len(stack.slices) > 1:
+        return None, f"multi-slice stack ({len(stack.slices)} slices) that is not the chosen SA stack"
+    named = view_from_description(stack.description)
+    if named is not None and named != "sa":
+        return named, "description"
+    if sa is None:
+        return None, "no SA stack to identify a long-axis view against, and no view named in SeriesDescription"
+    long_axis = long_axis_direction(sa)
+    cos_to_axis = abs(float(np.dot(stack.first.normal, long_axis)))
+    if cos_to_axis >= SA_NORMAL_MIN_COS:
+        return None, "single slice parallel to the SA stack, not part of it"
+    if cos_to_axis > LA_NORMAL_MAX_COS:
+        return None, f"plane neither SA nor LA (normal at {np.degrees(np.arccos(cos_to_axis)):.0f} deg to long axis)"
+    angle = la_view_angle_deg(long_axis, stack.first.normal)
+    view, distance = _closest_view(angle)
+    if view is None:
+        return None, f"unidentified LA view: line at {angle:.0f} deg in the SA plane, no typical view within tolerance"
+    return view, f"geometry: line at {angle:.0f} deg in the SA plane ({distance:.0f} deg from typical {view})"
+
+
+def identify_stacks(stacks: list[CineStack], study_dir: Path) -> tuple[dict[str, CineStack], list[dict[str, Any]]]:
+    """Assign cine stacks to plane file stems; return {stem: stack} and skipped-series report entries."""
+    sa, sa_parts = _choose_sa(stacks, study_dir)
+    planes: dict[str, CineStack] = {"sa": sa} if sa is not None else {}
+    remaining = [s for s in stacks if not any(s is part for part in sa_parts)]
+    # Named views first, then the latest series first, so a repeated view keeps the most recent acquisition.
+    remaining.sort(key=lambda s: (view_from_description(s.description) is None, -max(s.series_numbers)))
+    skipped: list[dict[str, Any]] = []
+    for stack in remaining:
+        view, how = _identify_la(stack, sa)
+        if view is None:
+            skipped.append(_skip_entry(stack, how))
+        elif view in planes:
+            skipped.append(_skip_entry(stack, f"{view} already taken by series {planes[view].series_numbers}"))
+        else:
+            stack.identified_by = how
+            planes[view] = stack
+    return planes, skipped
+
+
+# --- writing ---------------------------------------------------------------------------------------
+def stack_affine_ras(stack: CineStack) -> np.ndarray:
+    """4x4 affine mapping voxel (column, row, slice) to RAS world mm."""
+    first = stack.first
+    row_spacing, col_spacing = first.pixel_spacing
+    origin, step = fit_slice_line(stack.slices)
+    affine_lps = np.eye(4)
+    affine_lps[:3, 0] = first.row_dir * col_spacing
+    affine_lps[:3, 1] = first.col_dir * row_spacing
+    # A single slice has no step; any non-zero length along the normal keeps the affine invertible.
+    affine_lps[:3, 2] = step if len(stack.slices) > 1 else first.normal
+    affine_lps[:3, 3] = origin
+    return LPS_TO_RAS @ affine_lps
+
+
+def _read_pixels(image: ImageHeader, study_dir: Path) -> np.ndarray:
+    """Pixel array (X, Y) = (column, row) in stored units with RescaleSlope/Intercept applied, float64."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Invalid value for VR UI")
+            dataset = pydicom.dcmread(image.path)
+        pixels = dataset.pixel_array
+    except Exception as exc:  # decoding errors come from several pixel handlers
+        raise _error(
+            study_dir, image.path, f"cannot decode pixel data ({exc})", "Re-export the series uncompressed."
+        ) from exc
+    if pixels.shape != (image.rows, image.cols):
+        raise _error(study_dir, image.path, f"pixel array shape {pixels.shape} is not Rows x Columns", "Re-export.")
+    slope = float(dataset.get("RescaleSlope", 1) or 1)
+    intercept = float(dataset.get("RescaleIntercept", 0) or 0)
+    return (pixels.astype(np.float64) * slope + intercept).T
+
+
+def stack_volume(stack: CineStack, study_dir: Path) -> np.ndarray:
+    """Voxel array (X, Y, S, T): int16 when the rescaled values are integers in int16 range, else float32."""
+    volume = np.stack(
+        [
+            np.stack([_read_pixels(image, study_dir) for image in slice_images], axis=-1)
+            for slice_images in stack.slices
+        ],
+        axis=2,
+    )
+    integral = np.all(volume == np.round(volume))
+    in_range = volume.min() >= np.iinfo(np.int16).min and volume.max() <= np.iinfo(np.int16).max
+    return volume.astype(np.int16 if integral and in_range else np.float32)
+
+
+def frame_interval_ms(stack: CineStack) -> float:
+    """Median TriggerTime step of the first slice (ms); 0 where phases are ordered by InstanceNumber."""
+    if stack.phase_order != "trigger_time" or stack.num_phases < 2:
+        return 0.0
+    return float(np.median(np.diff([image.trigger_time_ms for image in stack.slices[0]])))
+
+
+def save_nifti_atomic(data: np.ndarray, affine: np.ndarray, path: Path, frame_ms: float = 0.0) -> None:
+    """Save a NIfTI (mm, ms units; scanner qform and sform) via a temporary file and os.replace."""
+    image = nib.Nifti1Image(data, affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    image.header.set_xyzt_units("mm", "msec")
+    if data.ndim == 4 and frame_ms > 0:
+        image.header.set_zooms(image.header.get_zooms()[:3] + (frame_ms,))
+    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".nii.gz")
+    os.close(descriptor)
+    try:
+        nib.save(image, temp_name)
+        os.replace(temp_name, path)
+    finally:
+        if os.path.exists(temp_name):
+            os.remove(temp_name)
+
+
+def write_json_atomic(payload: Any, path: Path) -> None:
+    """Write JSON via a temporary file and os.replace."""
+    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(payload, handle, indent=2)
+            handle.write("\n")
+        os.replace(temp_name, path)
+    finally:
+        if os.path.exists(temp_name):
+            os.remove(temp_name)
+
+
+def _written_entry(stack: CineStack, volume: np.ndarray, study_dir: Path) -> dict[str, Any]:
+    """The report entry of a written plane, including each slice's source files in written order."""
+    positions = stack.slice_positions_mm()
+    return {
+        "series_instance_uid": stack.series_uids,
+        "series_number": stack.series_numbers,
+        "series_description": stack.description,
+        "identified_by": stack.identified_by,
+        "shape": list(volume.shape),
+        "dtype": str(volume.dtype),
+        "pixel_spacing_mm": list(stack.first.pixel_spacing),
+        "slice_gap_mm": float(np.mean(np.diff(positions))) if len(positions) > 1 else None,
+        "frame_interval_ms": frame_interval_ms(stack),
+        "phase_order": stack.phase_order,
+        "slices": [
+            {
+                "position_along_normal_mm": float(position),
+                "instance_numbers": [image.instance_number for image in slice_images],
+                "trigger_times_ms": [image.trigger_time_ms for image in slice_images],
+                "files": [str(image.path.relative_to(study_dir)) for image in slice_images],
+            }
+            for position, slice_images in zip(positions, stack.slices)
+        ],
+    }
+
+
+def _cine_stacks(headers: Iterable[ImageHeader], study_dir: Path) -> tuple[list[CineStack], list[dict[str, Any]]]:
+    """Group headers by series into cine stacks; non-cine series become skipped entries."""
+    by_series: dict[str, list[ImageHeader]] = defaultdict(list)
+    for header in headers:
+        by_series[header.series_uid].append(header)
+    stacks, skipped = [], []
+    for images in by_series.values():
+        reason = _non_cine_reason(images)
+        if reason is None:
+            stacks.append(_make_stack(images, study_dir))
+        else:
+            skipped.append(_skip_entry(images, reason))
+    return stacks, skipped
+
+
+def convert_study(study_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Convert a DICOM cine study folder into a subject folder and return the conversion report.
+
+    Writes ``sa.nii.gz`` (X, Y, S, T) and ``la_<view>.nii.gz`` (X, Y, 1, T) with RAS affines, and
+    ``conversion.json`` (the returned report: written planes with their source files, skipped series with
+    reasons, ignored files).
+
+    Raises:
+        DicomConversionError: unreadable or geometry-less images, inconsistent stacks, or no cine series.
+    """
+    study = Path(study_dir).resolve()
+    if not study.is_dir():
+        raise _error(study, None, "not a directory", "Pass the folder holding the study's DICOM files.")
+    scan = scan_study(study)
+    stacks, skipped = _cine_stacks(scan.headers, study)
+    if not stacks:
+        raise _error(
+            study,
+            None,
+            f"no cine series found ({len(scan.headers)} images, {len(skipped)} non-cine series, "
+            f"{len(scan.ignored)} non-image files)",
+            "Check that the folder holds the cine acquisitions.",
+        )
+    planes, identification_skips = identify_stacks(stacks, study)
+    if not planes:
+        raise _error(study, None, "no cine series could be identified as SA, 2ch, 3ch or 4ch", "See the skipped list.")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for stem, stack in planes.items():
+        volume = stack_volume(stack, study)
+        save_nifti_atomic(volume, stack_affine_ras(stack), out / f"{stem}.nii.gz", frame_interval_ms(stack))
+        written[stem] = {"file": f"{stem}.nii.gz", **_written_entry(stack, volume, study)}
+    report = {
+        "study_dir": str(study),
+        "written": written,
+        "skipped": skipped + identification_skips,
+        "ignored_files": scan.ignored,
+        "frame_count_mismatch_policy": FRAME_COUNT_MISMATCH_POLICY,
+    }
+    write_json_atomic(report, out / REPORT_NAME)
+    return report

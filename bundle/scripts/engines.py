@@ -1,0 +1,373 @@
+"""Iteration steps, losses and small handlers that plug the networks into MONAI's ignite engines.
+
+The bundle configs build MONAI ``SupervisedTrainer`` / ``SupervisedEvaluator`` objects and pass one of the step
+objects below as ``iteration_update``: each step moves the canonical batch (see ``docs/CONTRACTS.md``) to the
+engine's device, runs the network under bf16 autocast where the device supports it, and returns a dict of plain
+floats, so ignite metrics (``Average``) and MONAI's Stats/TensorBoard handlers read them without decollation.
+"""
+
+from __future__ import annotations
+
+import abc
+import glob
+import logging
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from ignite.engine import Engine, Events
+
+from scripts.labels import NUM_CLASSES, UNLABELLED
+from scripts.net import autocast_context
+
+logger = logging.getLogger(__name__)
+
+BATCH_TENSOR_KEYS = ("image", "plane_mask", "label", "class_mask", "phenotypes")
+
+
+def batch_to_device(batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
+    """Move the tensor entries of a canonical batch to ``device`` (other entries are dropped)."""
+    moved = {}
+    for key in BATCH_TENSOR_KEYS:
+        if key in batch:
+            value = torch.as_tensor(batch[key])
+            moved[key] = value.to(device, non_blocking=True)
+    moved["image"] = moved["image"].float()
+    moved["plane_mask"] = moved["plane_mask"].bool()
+    return moved
+
+
+def drop_random_planes(
+    image: torch.Tensor, plane_mask: torch.Tensor, max_dropped: int, probability: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Missing-plane augmentation: remove up to ``max_dropped`` present planes per sample, with ``probability``.
+
+    Args:
+        image: (B, 1, P, T, H, W).
+        plane_mask: (B, P) bool.
+
+    Returns:
+        the image with removed planes zeroed and the updated plane mask; at least one plane is always kept.
+    """
+    image, plane_mask = image.clone(), plane_mask.clone()
+    for b in range(image.shape[0]):
+        if max_dropped < 1 or torch.rand(()) >= probability:
+            continue
+        present = torch.nonzero(plane_mask[b]).flatten()
+        count = int(torch.randint(1, max_dropped + 1, ()))
+        count = min(count, len(present) - 1)
+        if count < 1:
+            continue
+        dropped = present[torch.randperm(len(present))[:count]]
+        plane_mask[b, dropped] = False
+        image[b, :, dropped] = 0
+    return image, plane_mask
+
+
+# --- losses ---------------------------------------------------------------------------------------
+
+
+def partial_label_log_probs(logits: torch.Tensor, class_mask: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities where classes that a subject does not annotate are merged into background.
+
+    A subject annotated only for LV (e.g. Sunnybrook) calls its RV "background"; summing the probabilities of
+    the unannotated classes into background (marginal likelihood) stops that from teaching the network that the
+    RV is background.
+
+    Args:
+        logits: (B, C, ...) raw scores.
+        class_mask: (B, C) bool, True for annotated classes (background always counts as annotated).
+
+    Returns:
+        (B, C, ...) log-probabilities; unannotated channels are -inf-like and background holds their mass.
+    """
+    log_probs = F.log_softmax(logits.float(), dim=1)
+    annotated = class_mask.clone().bool()
+    annotated[:, 0] = True
+    if bool(annotated.all()):
+        return log_probs
+    view = (annotated.shape[0], annotated.shape[1]) + (1,) * (logits.ndim - 2)
+    masked = log_probs.masked_fill(~annotated.view(view), float("-inf"))
+    unannotated_mass = log_probs.masked_fill(annotated.view(view), float("-inf")).logsumexp(dim=1)
+    background = torch.logaddexp(log_probs[:, 0], unannotated_mass)
+    return torch.cat([background.unsqueeze(1), masked[:, 1:]], dim=1).clamp_min(-1e4)
+
+
+def segmentation_loss(
+    logits: torch.Tensor, label: torch.Tensor, class_mask: torch.Tensor, dice_weight: float = 1.0
+) -> torch.Tensor:
+    """Cross-entropy + soft Dice over annotated voxels and classes (a plane or class without labels adds no loss).
+
+    Args:
+        logits: (B, C, P, T, H, W).
+        label: (B, 1, P, T, H, W) uint8, :data:`UNLABELLED` where not annotated (incl. missing planes).
+        class_mask: (B, C) bool, classes annotated per subject.
+    """
+    target = label[:, 0].long()
+    valid = target != UNLABELLED
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    log_probs = partial_label_log_probs(logits, class_mask)
+    safe_target = target.masked_fill(~valid, 0)
+    nll = -log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1)
+    cross_entropy = nll[valid].mean()
+    if dice_weight == 0:
+        return cross_entropy
+    probs = log_probs.exp() * valid.unsqueeze(1)
+    one_hot = F.one_hot(safe_target, NUM_CLASSES).movedim(-1, 1) * valid.unsqueeze(1)
+    spatial = tuple(range(2, logits.ndim))
+    intersection = (probs * one_hot).sum(spatial)
+    denominator = probs.sum(spatial) + one_hot.sum(spatial)
+    dice = (2 * intersection + 1.0) / (denominator + 1.0)
+    foreground = class_mask.bool().clone()
+    foreground[:, 0] = False
+    dice_loss = (1 - dice)[foreground].mean() if bool(foreground.any()) else dice.sum() * 0.0
+    return cross_entropy + dice_weight * dice_loss
+
+
+def phenotype_loss(predicted_normalised: torch.Tensor, phenotypes: torch.Tensor, head: torch.nn.Module) -> torch.Tensor:
+    """Mean squared error on normalised targets, ignoring unknown (NaN) phenotypes.
+
+    Args:
+        predicted_normalised: (B, K) head output in normalised units.
+        phenotypes: (B, K) targets in physical units, NaN where unknown.
+        head: the phenotype head, holding ``target_mean`` and ``target_std`` buffers (K,).
+    """
+    target = (phenotypes.float() - head.target_mean) / head.target_std
+    known = torch.isfinite(target)
+    if not bool(known.any()):
+        return predicted_normalised.sum() * 0.0
+    return F.mse_loss(predicted_normalised.float()[known], target[known])
+
+
+def dice_per_class(predicted: torch.Tensor, label: torch.Tensor, class_mask: torch.Tensor) -> torch.Tensor:
+    """Hard Dice per foreground class over annotated voxels; NaN where a class is absent from both or unannotated.
+
+    Args:
+        predicted: (..., ) integer class map.
+        label: same shape, :data:`UNLABELLED` where not annotated.
+        class_mask: (C,) bool.
+
+    Returns:
+        (C - 1,) float tensor for classes 1..C-1.
+    """
+    valid = label != UNLABELLED
+    scores = torch.full((NUM_CLASSES - 1,), float("nan"))
+    for c in range(1, NUM_CLASSES):
+        if not bool(class_mask[c]):
+            continue
+        pred_c = (predicted == c) & valid
+        true_c = (label == c) & valid
+        denominator = pred_c.sum() + true_c.sum()
+        if denominator > 0:
+            scores[c - 1] = float(2 * (pred_c & true_c).sum()) / float(denominator)
+    return scores
+
+
+# --- iteration steps ------------------------------------------------------------------------------
+
+
+class _Step(abc.ABC):
+    """Shared plumbing of the training steps: device, autocast, backward, gradient clipping."""
+
+    def __init__(self, grad_clip: float = 1.0, precision: str = "auto") -> None:
+        self.grad_clip = grad_clip
+        self.precision = precision
+
+    @abc.abstractmethod
+    def loss(self, network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        """The scalar training loss of ``batch`` and extra floats to report."""
+
+    def __call__(self, engine: Engine, batchdata: dict) -> dict[str, float]:
+        device = engine.state.device
+        batch = batch_to_device(batchdata, device)
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=True)
+        with autocast_context(device, self.precision):
+            loss, extras = self.loss(engine.network, batch)
+        loss.backward()
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(engine.network.parameters(), self.grad_clip)
+        engine.optimizer.step()
+        return {"loss": float(loss.detach()), **extras}
+
+
+class MAEStep(_Step):
+    """Pretraining step: masked autoencoding of all present planes (the network returns its own loss)."""
+
+    def loss(self, network, batch):
+        return network(batch["image"], batch["plane_mask"])["loss"], {}
+
+
+class SegmentationStep(_Step):
+    """Fine-tuning step for all-planes segmentation, with missing-plane augmentation."""
+
+    def __init__(self, max_dropped_planes: int = 2, drop_probability: float = 0.5, dice_weight: float = 1.0, **kw):
+        super().__init__(**kw)
+        self.max_dropped_planes = max_dropped_planes
+        self.drop_probability = drop_probability
+        self.dice_weight = dice_weight
+
+    def loss(self, network, batch):
+        image, plane_mask = drop_random_planes(
+            batch["image"], batch["plane_mask"], self.max_dropped_planes, self.drop_probability
+        )
+        label = batch["label"].clone()
+        label[~plane_mask[:, None, :, None, None, None].expand_as(label)] = UNLABELLED
+        logits = network(image, plane_mask)
+        return segmentation_loss(logits, label, batch["class_mask"], self.dice_weight), {}
+
+
+class PhenotypeStep(_Step):
+    """Fine-tuning step for phenotype regression on normalised targets, with missing-plane augmentation."""
+
+    def __init__(self, max_dropped_planes: int = 2, drop_probability: float = 0.5, **kw):
+        super().__init__(**kw)
+        self.max_dropped_planes = max_dropped_planes
+        self.drop_probability = drop_probability
+
+    def loss(self, network, batch):
+        image, plane_mask = drop_random_planes(
+            batch["image"], batch["plane_mask"], self.max_dropped_planes, self.drop_probability
+        )
+        predicted = network.phenotype_head(network.embed(image, plane_mask))
+        return phenotype_loss(predicted, batch["phenotypes"], network.phenotype_head), {}
+
+
+class _EvalStep(abc.ABC):
+    """Shared plumbing of validation steps: eval mode, no gradients, autocast, fixed random state."""
+
+    def __init__(self, precision: str = "auto") -> None:
+        self.precision = precision
+
+    @abc.abstractmethod
+    def evaluate(self, network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The validation measures of ``batch``, as plain floats."""
+
+    def __call__(self, engine: Engine, batchdata: dict) -> dict[str, float]:
+        device = engine.state.device
+        batch = batch_to_device(batchdata, device)
+        engine.network.eval()
+        # the MAE masks at random: seeding by iteration makes validation losses comparable across epochs
+        with torch.no_grad(), torch.random.fork_rng(devices=[]), autocast_context(device, self.precision):
+            torch.manual_seed(engine.state.iteration)
+            return self.evaluate(engine.network, batch)
+
+
+class MAEValidationStep(_EvalStep):
+    """Validation of pretraining: the masked reconstruction loss (lower is better)."""
+
+    def evaluate(self, network, batch):
+        return {"loss": float(network(batch["image"], batch["plane_mask"])["loss"])}
+
+
+class SegmentationValidationStep(_EvalStep):
+    """Validation of segmentation: mean Dice over annotated foreground classes present in the subject."""
+
+    def evaluate(self, network, batch):
+        logits = network(batch["image"], batch["plane_mask"])
+        predicted = logits.argmax(1)
+        scores = [dice_per_class(predicted[b], batch["label"][b, 0], batch["class_mask"][b]) for b in range(len(logits))]
+        scores = torch.stack(scores)
+        return {"dice": float(scores.nanmean()) if bool(torch.isfinite(scores).any()) else 0.0}
+
+
+class PhenotypeValidationStep(_EvalStep):
+    """Validation of phenotype regression: mean absolute error in normalised units (lower is better)."""
+
+    def evaluate(self, network, batch):
+        head = network.phenotype_head
+        predicted = head(network.embed(batch["image"], batch["plane_mask"])).float()
+        target = (batch["phenotypes"].float() - head.target_mean) / head.target_std
+        known = torch.isfinite(target)
+        error = (predicted - target).abs()[known]
+        return {"mae": float(error.mean()) if error.numel() else 0.0}
+
+
+def lower_is_better(current: float, previous: float) -> bool:
+    """Metric comparison for losses and errors (MONAI's default treats higher as better)."""
+    return previous < 0 or current < previous
+
+
+# --- setup helpers used by the configs ------------------------------------------------------------
+
+
+def set_phenotype_normalisation(network: torch.nn.Module, items: Sequence[dict]) -> torch.nn.Module:
+    """Set the phenotype head's ``target_mean`` / ``target_std`` (K,) from the training items' phenotypes.
+
+    Unknown (NaN) values are skipped; a phenotype known for no subject keeps mean 0 and std 1.
+    """
+    values = np.stack([np.asarray(item["phenotypes"], dtype=np.float64) for item in items])
+    known = np.isfinite(values)
+    if not known.any():
+        raise ValueError("no training subject has phenotypes: add phenotypes.csv to the dataset folder")
+    counts = known.sum(0)
+    mean = np.where(counts > 0, np.nansum(values, 0) / np.maximum(counts, 1), 0.0)
+    variance = np.where(counts > 1, np.nansum((values - mean) ** 2, 0) / np.maximum(counts - 1, 1), 1.0)
+    std = np.sqrt(np.maximum(variance, 1e-6))
+    head = network.phenotype_head
+    head.target_mean.copy_(torch.as_tensor(mean, dtype=head.target_mean.dtype))
+    head.target_std.copy_(torch.as_tensor(std, dtype=head.target_std.dtype))
+    return network
+
+
+def freeze(module: torch.nn.Module, frozen: bool = True) -> torch.nn.Module:
+    """Freeze (or unfreeze) all parameters of ``module``; returns it for use inside config expressions."""
+    for parameter in module.parameters():
+        parameter.requires_grad_(not frozen)
+    return module
+
+
+def trainable_parameters(network: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Parameters that require gradients (what the optimiser should see after freezing)."""
+    return [p for p in network.parameters() if p.requires_grad]
+
+
+class ResumeFromLatest:
+    """Ignite handler: when ``enabled``, load the newest ``checkpoint_epoch=*.pt`` from ``ckpt_dir`` at start.
+
+    The objects of ``load_dict`` (network, optimiser, scheduler, trainer) get their saved state, so a training
+    stopped at any epoch continues where it ended. Without a checkpoint it logs and starts fresh.
+    """
+
+    def __init__(self, ckpt_dir: str, load_dict: dict, enabled: bool = False) -> None:
+        self.ckpt_dir = ckpt_dir
+        self.load_dict = load_dict
+        self.enabled = enabled
+
+    def attach(self, engine: Engine) -> None:
+        if self.enabled:
+            engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        candidates = glob.glob(os.path.join(self.ckpt_dir, "checkpoint_epoch=*.pt"))
+        if not candidates:
+            logger.info(f"resume requested but no checkpoint in {self.ckpt_dir}: starting from scratch")
+            return
+        latest = max(candidates, key=lambda p: int(p.rsplit("=", 1)[1].split(".")[0]))
+        checkpoint = torch.load(latest, map_location=engine.state.device, weights_only=True)
+        from ignite.handlers import Checkpoint
+
+        Checkpoint.load_objects(to_load=self.load_dict, checkpoint=checkpoint)
+        logger.info(f"resumed from {latest} at epoch {engine.state.epoch}")
+
+
+def load_pretrained(network: torch.nn.Module, checkpoint: str | None, freeze_encoder: bool = False) -> torch.nn.Module:
+    """Load encoder (and any matching head) weights from ``checkpoint`` into ``network``; ``None`` = from scratch."""
+    from scripts.net import load_encoder_weights
+
+    if checkpoint:
+        if not os.path.isfile(checkpoint):
+            raise FileNotFoundError(
+                f"pretrained checkpoint {checkpoint} not found: run the pretrain workflow first, "
+                "or pass --pretrained_ckpt '' to fine-tune from scratch"
+            )
+        load_encoder_weights(network, checkpoint)
+        logger.info(f"loaded pretrained weights from {checkpoint}")
+    else:
+        logger.info("no pretrained checkpoint: training from scratch")
+    if freeze_encoder:
+        freeze(network.encoder)
+    return network

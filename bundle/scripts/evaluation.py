@@ -1,0 +1,232 @@
+"""Evaluation report of one or several checkpoints on a labelled split: ``metrics.json``.
+
+- Dice per class per view (SA, 2ch, 3ch, 4ch and all planes together), on the canonical grid over all frames,
+  only where labels exist; the mean over subjects (a subject lacking a class in a view does not count there).
+- Phenotype mean absolute error per phenotype, with the mean-guess MAE (predicting the training mean) beside it.
+- Missing-plane robustness: cosine similarity of the embedding, and phenotype shift, with 1 and 2 planes removed.
+Several checkpoints (e.g. with and without pretraining) are evaluated on the same subjects, side by side.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from scripts.canonical import LoadCineSubjectd, parse_geometry
+from scripts.engines import dice_per_class
+from scripts.inference import load_network_weights, write_json_atomic
+from scripts.labels import CLASS_NAMES, LA_PLANES, PHENOTYPE_NAMES
+from scripts.net import autocast_context
+from scripts.subject import load_datalist
+
+logger = logging.getLogger(__name__)
+
+VIEWS = ("sa",) + LA_PLANES
+#: how many plane subsets are tried per subject for each number of removed planes (deterministic choice)
+ROBUSTNESS_SUBSETS = 4
+
+
+def _nanmean(values: list[float]) -> float | None:
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def plane_views(geometry: Mapping[str, Any]) -> list[str]:
+    """The view (``sa``, ``la_2ch``, ...) of every canonical plane."""
+    return ["sa" if record["name"].startswith("sa_") else record["name"] for record in geometry["planes"]]
+
+
+def removal_subsets(present: list[int], count: int, seed: int) -> list[tuple[int, ...]]:
+    """Up to :data:`ROBUSTNESS_SUBSETS` distinct sets of ``count`` present planes to remove (seeded, reproducible)."""
+    combos = list(itertools.combinations(present, count)) if len(present) > count else []
+    if len(combos) <= ROBUSTNESS_SUBSETS:
+        return combos
+    rng = np.random.default_rng(seed)
+    return [combos[i] for i in sorted(rng.choice(len(combos), ROBUSTNESS_SUBSETS, replace=False))]
+
+
+class CohortEvaluator:
+    """Write ``metrics.json`` for the checkpoints given, on the subjects of one datalist split.
+
+    Args:
+        network: a ``scripts.net.CineHeartNet`` on ``device``.
+        load_subject: the canonical loader of the config.
+        checkpoints: name -> weights file; empty paths are skipped (e.g. no scratch baseline).
+        output_dir: where ``metrics.json`` goes.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        load_subject: LoadCineSubjectd,
+        checkpoints: Mapping[str, str],
+        output_dir: str,
+        device: torch.device | str = "cpu",
+        precision: str = "auto",
+    ) -> None:
+        self.network = network
+        self.load_subject = load_subject
+        self.checkpoints = {name: path for name, path in checkpoints.items() if path}
+        self.output_dir = Path(output_dir)
+        self.device = torch.device(device)
+        self.precision = precision
+
+    # --- per subject ----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _embed_and_phenotype(self, image: torch.Tensor, plane_mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        with autocast_context(self.device, self.precision):
+            embedding = self.network.embed(image, plane_mask)
+            phenotypes = self.network.phenotype_head.predict_physical(embedding)
+        return embedding[0].float().cpu().numpy(), phenotypes[0].float().cpu().numpy()
+
+    @torch.no_grad()
+    def evaluate_subject(self, sample: Mapping[str, Any], seed: int) -> dict[str, Any]:
+        image = sample["image"][None].to(self.device)
+        plane_mask = sample["plane_mask"][None].to(self.device)
+        with autocast_context(self.device, self.precision):
+            predicted = self.network(image, plane_mask).argmax(1)[0].cpu()
+        label, class_mask = sample["label"][0], sample["class_mask"]
+        views = plane_views(parse_geometry(sample["geometry"]))
+        dice: dict[str, list[float]] = {}
+        for view in VIEWS + ("all",):
+            planes = [k for k, v in enumerate(views) if (view == "all" or v == view) and bool(sample["plane_mask"][k])]
+            if planes:
+                dice[view] = dice_per_class(predicted[planes], label[planes], class_mask).tolist()
+
+        embedding, phenotypes = self._embed_and_phenotype(image, plane_mask)
+        present = [k for k in range(len(views)) if bool(sample["plane_mask"][k])]
+        robustness: dict[str, list[dict[str, Any]]] = {}
+        for count in (1, 2):
+            robustness[str(count)] = []
+            for removed in removal_subsets(present, count, seed):
+                reduced_mask = plane_mask.clone()
+                reduced_mask[0, list(removed)] = False
+                reduced_image = image * reduced_mask[:, None, :, None, None, None]
+                reduced_embedding, reduced_phenotypes = self._embed_and_phenotype(reduced_image, reduced_mask)
+                cosine = float(
+                    np.dot(embedding, reduced_embedding)
+                    / (np.linalg.norm(embedding) * np.linalg.norm(reduced_embedding) + 1e-12)
+                )
+                robustness[str(count)].append({"cosine": cosine, "shift": (reduced_phenotypes - phenotypes).tolist()})
+        return {
+            "dice": dice,
+            "phenotypes": phenotypes.tolist(),
+            "truth": np.asarray(sample["phenotypes"], dtype=np.float64).tolist(),
+            "robustness": robustness,
+        }
+
+    # --- cohort ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def summarise_dice(per_subject: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+        summary = {}
+        for view in VIEWS + ("all",):
+            rows = [s["dice"][view] for s in per_subject if view in s["dice"]]
+            if rows:
+                summary[view] = {CLASS_NAMES[c + 1]: _nanmean([r[c] for r in rows]) for c in range(len(CLASS_NAMES) - 1)}
+        return summary
+
+    @staticmethod
+    def summarise_phenotypes(per_subject: list[dict[str, Any]], training_mean: np.ndarray) -> dict[str, Any]:
+        predicted = np.array([s["phenotypes"] for s in per_subject])
+        truth = np.array([s["truth"] for s in per_subject])
+        summary = {}
+        for k, name in enumerate(PHENOTYPE_NAMES):
+            known = np.isfinite(truth[:, k])
+            if not known.any():
+                continue
+            mae = float(np.abs(predicted[known, k] - truth[known, k]).mean())
+            mean_guess = float(np.abs(training_mean[k] - truth[known, k]).mean()) if np.isfinite(training_mean[k]) else None
+            summary[name] = {
+                "mae": mae,
+                "mean_guess_mae": mean_guess,
+                "ratio_to_mean_guess": mae / mean_guess if mean_guess else None,
+                "subjects": int(known.sum()),
+            }
+        return summary
+
+    @staticmethod
+    def summarise_robustness(per_subject: list[dict[str, Any]]) -> dict[str, Any]:
+        summary = {}
+        for count in ("1", "2"):
+            trials = [t for s in per_subject for t in s["robustness"][count]]
+            if not trials:
+                continue
+            cosines = np.array([t["cosine"] for t in trials])
+            shifts = np.abs(np.array([t["shift"] for t in trials]))
+            summary[f"{count}_planes_removed"] = {
+                "embedding_cosine_mean": float(cosines.mean()),
+                "embedding_cosine_min": float(cosines.min()),
+                "phenotype_abs_shift_mean": {name: float(shifts[:, k].mean()) for k, name in enumerate(PHENOTYPE_NAMES)},
+                "trials": len(trials),
+            }
+        return summary
+
+    def run(self, dataset_dir: str | os.PathLike, split: str = "test") -> dict[str, Any]:
+        if not self.checkpoints:
+            raise ValueError("no checkpoint to evaluate: pass --ckpt (and optionally --scratch_ckpt)")
+        items = load_datalist(dataset_dir, split)
+        if not items:
+            raise FileNotFoundError(f"no subject in split {split!r} of {dataset_dir}")
+        training = load_datalist(dataset_dir, "training")
+        training_values = np.array([np.asarray(i["phenotypes"], dtype=np.float64) for i in training])
+        known = np.isfinite(training_values)
+        training_mean = np.where(known.any(0), np.nansum(training_values, 0) / np.maximum(known.sum(0), 1), np.nan)
+
+        samples, failures = [], []
+        for item in items:
+            try:
+                samples.append(self.load_subject(dict(item)))
+            except Exception as err:  # keep going past a bad subject; it is listed in the report
+                logger.error(f"{item.get('id')}: skipped: {err}")
+                failures.append({"subject": item.get("id"), "error": str(err)})
+
+        report: dict[str, Any] = {
+            "dataset_dir": str(dataset_dir),
+            "split": split,
+            "subjects": [s["id"] for s in samples],
+            "failed": failures,
+            "training_subjects_for_mean_guess": len(training),
+            "models": {},
+        }
+        for name, checkpoint in self.checkpoints.items():
+            load_network_weights(self.network, checkpoint)
+            self.network.eval()
+            per_subject = [self.evaluate_subject(sample, seed=i) for i, sample in enumerate(samples)]
+            report["models"][name] = {
+                "checkpoint": str(checkpoint),
+                "dice": self.summarise_dice(per_subject),
+                "phenotypes": self.summarise_phenotypes(per_subject, training_mean),
+                "robustness": self.summarise_robustness(per_subject),
+            }
+            logger.info(f"evaluated {name} ({checkpoint}) on {len(per_subject)} subjects")
+        write_json_atomic(report, self.output_dir / "metrics.json")
+        print_summary(report)
+        print(f"metrics written to {self.output_dir / 'metrics.json'}")
+        return report
+
+
+def print_summary(report: Mapping[str, Any]) -> None:
+    """A short side-by-side table of the headline numbers on stdout."""
+    names = list(report["models"])
+    print(f"evaluation on {len(report['subjects'])} subjects ({report['split']}): " + " | ".join(names))
+    for cls in CLASS_NAMES[1:]:
+        values = [report["models"][n]["dice"].get("all", {}).get(cls) for n in names]
+        print(f"  Dice {cls:6s} " + " | ".join("  n/a " if v is None else f"{v:.3f}" for v in values))
+    for phenotype in ("LVEDV", "LVEF", "LVM", "RVEDV", "RVEF"):
+        entries = [report["models"][n]["phenotypes"].get(phenotype) for n in names]
+        if all(e is None for e in entries):
+            continue
+        cells = ["  n/a " if e is None else f"MAE {e['mae']:.2f} (mean-guess {e['mean_guess_mae']:.2f})" for e in entries]
+        print(f"  {phenotype:6s} " + " | ".join(cells))
+    for n in names:
+        robust = report["models"][n]["robustness"].get("2_planes_removed")
+        if robust:
+            print(f"  {n}: embedding cosine with 2 planes removed {robust['embedding_cosine_mean']:.3f}")

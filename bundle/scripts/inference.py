@@ -1,0 +1,267 @@
+"""Cohort inference: every plane and frame segmented, phenotypes regressed, embedding written, per subject.
+
+Per subject ``<output_dir>/<id>/``: ``seg_<plane>.nii.gz`` for every input plane in that plane's own shape and
+affine, ``phenotypes.json``, ``embedding.npy`` and ``report.json`` (planes used, missing, problems); for the cohort
+``phenotypes.csv`` and ``summary.json`` (subjects done and failed). A bad subject is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from scripts.canonical import LoadCineSubjectd, canonical_to_planes, parse_geometry
+from scripts.labels import PHENOTYPE_NAMES, PHENOTYPE_UNITS, UNLABELLED
+from scripts.net import autocast_context
+from scripts.subject import discover_subjects, is_subject_folder
+
+logger = logging.getLogger(__name__)
+
+
+# --- small file helpers (every output is written to a temp file, then renamed) ------------------------
+
+
+def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temp_path, path)
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.unlink(temp_path)
+        raise
+
+
+def write_json_atomic(payload: Any, path: str | os.PathLike) -> None:
+    write_bytes_atomic((json.dumps(payload, indent=2, default=_json_default) + "\n").encode(), path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def write_nifti_atomic(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> None:
+    image = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
+    image.header.set_xyzt_units("mm", "msec")
+    write_bytes_atomic(image.to_bytes() if not str(path).endswith(".gz") else _gzip(image.to_bytes()), path)
+
+
+def _gzip(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data, compresslevel=1)
+
+
+def write_npy_atomic(array: np.ndarray, path: str | os.PathLike) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    write_bytes_atomic(buffer.getvalue(), path)
+
+
+def write_phenotype_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
+    """Cohort table: one row per subject, the phenotype columns of :data:`PHENOTYPE_NAMES` (mL, %, g)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["subject", *PHENOTYPE_NAMES], extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_bytes_atomic(buffer.getvalue().encode(), path)
+
+
+# --- weights and forward passes ---------------------------------------------------------------------
+
+
+def load_network_weights(network: torch.nn.Module, checkpoint: str | os.PathLike) -> torch.nn.Module:
+    """Load a full network state dict (plain, or wrapped as ``{"network": ...}`` by a training checkpoint)."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(
+            f"no weights at {checkpoint}: pass --ckpt with a trained model (see docs/README.md for the training recipe)"
+        )
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if isinstance(state, Mapping) and "network" in state and isinstance(state["network"], Mapping):
+        state = state["network"]
+    target = network.module if hasattr(network, "module") else network
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(
+            f"{checkpoint} does not match the network ({len(missing)} missing keys, e.g. {missing[:3]}; "
+            f"{len(unexpected)} unexpected, e.g. {unexpected[:3]}): check --preset matches the checkpoint"
+        )
+    return network
+
+
+def is_dicom_file(path: Path) -> bool:
+    """True for a file with the DICOM preamble magic ``DICM`` at byte 128."""
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(128)
+            return stream.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dicom_study(folder: Path) -> bool:
+    """A folder (any nesting) holding at least one DICOM file and no NIfTI subject files."""
+    if is_subject_folder(folder):
+        return False
+    return any(p.is_file() and is_dicom_file(p) for p in folder.rglob("*"))
+
+
+class CohortPredictor:
+    """Segment, phenotype and embed every subject found under a path.
+
+    Args:
+        network: a ``scripts.net.CineHeartNet`` (already on ``device``).
+        load_subject: the canonical loader of the config (``LoadCineSubjectd``); its grid must match training.
+        checkpoint: weights to load before predicting (a state dict file); None keeps the network's weights.
+        output_dir: where per-subject folders and the cohort table are written.
+        device: torch device of the network.
+        precision: "auto" (bf16 autocast where fast) or "fp32".
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        load_subject: LoadCineSubjectd,
+        checkpoint: str | None,
+        output_dir: str,
+        device: torch.device | str = "cpu",
+        precision: str = "auto",
+    ) -> None:
+        self.network = network
+        self.load_subject = load_subject
+        self.checkpoint = checkpoint
+        self.output_dir = Path(output_dir)
+        self.device = torch.device(device)
+        self.precision = precision
+
+    def resolve_inputs(self, input_path: str | os.PathLike) -> list[dict[str, Any]]:
+        """Datalist items for a subject folder, a dataset folder, or DICOM studies (converted first)."""
+        path = Path(input_path)
+        if not path.exists():
+            raise FileNotFoundError(f"input {path} does not exist: pass --dataset_dir with a subject or dataset folder")
+        if path.is_dir() and is_dicom_study(path) and not any(is_subject_folder(p) for p in path.iterdir()):
+            studies = [p for p in sorted(path.iterdir()) if p.is_dir() and is_dicom_study(p)]
+            return [self.convert_dicom(study) for study in (studies or [path])]
+        return discover_subjects(path)
+
+    def convert_dicom(self, study: Path) -> dict[str, Any]:
+        from scripts.dicom import convert_study
+
+        converted = self.output_dir / study.name / "converted"
+        logger.info(f"converting DICOM study {study} -> {converted}")
+        convert_study(study, converted)
+        return {"subject": str(converted), "id": study.name}
+
+    @torch.no_grad()
+    def forward(self, sample: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Segmentation labels (P, T, H, W), embedding (D,) and phenotypes (K,) of one canonical sample."""
+        image = sample["image"][None].to(self.device)
+        plane_mask = sample["plane_mask"][None].to(self.device)
+        network = self.network.module if hasattr(self.network, "module") else self.network
+        with autocast_context(self.device, self.precision):
+            logits = network(image, plane_mask)
+            embedding = network.embed(image, plane_mask)
+            phenotypes = network.phenotype_head.predict_physical(embedding)
+        return {
+            "labels": logits.argmax(1)[0].to(torch.uint8).cpu(),
+            "embedding": embedding[0].float().cpu(),
+            "phenotypes": phenotypes[0].float().cpu(),
+        }
+
+    def segment_planes(self, item: Mapping[str, Any], sample: Mapping[str, Any], labels: torch.Tensor) -> dict:
+        """Labels of every input plane in its own shape; extra passes cover SA slices the first pass skipped."""
+        outputs = canonical_to_planes(labels.numpy(), sample["geometry"])
+        geometry = parse_geometry(sample["geometry"])
+        if "sa" in outputs:
+            covered = {z for z in range(outputs["sa"][0].shape[2]) if (outputs["sa"][0][:, :, z] != UNLABELLED).any()}
+            remaining = [z for z in geometry.get("sa_slice_order", []) if z not in covered]
+            num_passes = math.ceil(len(remaining) / self.load_subject.num_sa_slices)
+            for k in range(num_passes):
+                loader = copy.copy(self.load_subject)
+                loader.sa_slice_indices = remaining[k::num_passes]
+                loader.cache_dir = None
+                extra = loader(dict(item))
+                extra_labels = self.forward(extra)["labels"]
+                sa_extra = canonical_to_planes(extra_labels.numpy(), extra["geometry"])["sa"][0]
+                merged = outputs["sa"][0]
+                fill = (merged == UNLABELLED) & (sa_extra != UNLABELLED)
+                merged[fill] = sa_extra[fill]
+        for stem, (array, _) in outputs.items():
+            array[array == UNLABELLED] = 0
+        return outputs
+
+    def predict_subject(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        sample = self.load_subject(dict(item))
+        subject_id = sample["id"]
+        result = self.forward(sample)
+        subject_dir = self.output_dir / subject_id
+        planes = self.segment_planes(item, sample, result["labels"])
+        for stem, (array, affine) in planes.items():
+            write_nifti_atomic(array.astype(np.uint8), affine, subject_dir / f"seg_{stem}.nii.gz")
+        phenotypes = {name: float(v) for name, v in zip(PHENOTYPE_NAMES, result["phenotypes"].tolist())}
+        write_json_atomic(
+            {"subject": subject_id, "units": PHENOTYPE_UNITS, "phenotypes": phenotypes},
+            subject_dir / "phenotypes.json",
+        )
+        write_npy_atomic(result["embedding"].numpy().astype(np.float32), subject_dir / "embedding.npy")
+        geometry = parse_geometry(sample["geometry"])
+        plane_names = [record["name"] for record in geometry["planes"]]
+        missing = [name for name, present in zip(plane_names, sample["plane_mask"].tolist()) if not present]
+        report = {
+            "subject": subject_id,
+            "source": str(item["subject"]),
+            "segmented_planes": sorted(planes),
+            "canonical_planes_missing": missing,
+            "heart_centre_method": geometry.get("centre_method"),
+            "problems": [p for p in sample["problems"].split("\n") if p],
+        }
+        write_json_atomic(report, subject_dir / "report.json")
+        if missing:
+            logger.warning(f"{subject_id}: planes missing (reported, not invented): {', '.join(missing)}")
+        return {"subject": subject_id, **phenotypes}
+
+    def run(self, input_path: str | os.PathLike) -> dict[str, Any]:
+        if self.checkpoint:
+            load_network_weights(self.network, self.checkpoint)
+        self.network.eval()
+        items = self.resolve_inputs(input_path)
+        if not items:
+            raise FileNotFoundError(f"no subject found under {input_path}: expected sa.nii.gz / la_*.nii.gz or DICOM")
+        rows, failures = [], []
+        for item in items:
+            name = item.get("id") or Path(item["subject"]).name
+            try:
+                rows.append(self.predict_subject(item))
+                logger.info(f"{name}: done")
+            except Exception as err:  # a batch job keeps going past a bad subject, and says why it failed
+                logger.error(f"{name}: skipped: {err}")
+                failures.append({"subject": name, "error": str(err)})
+        write_phenotype_csv(rows, self.output_dir / "phenotypes.csv")
+        summary = {"done": [r["subject"] for r in rows], "failed": failures, "output_dir": str(self.output_dir)}
+        write_json_atomic(summary, self.output_dir / "summary.json")
+        print(f"segmentations, phenotypes and embeddings of {len(rows)} subject(s) in {self.output_dir}")
+        if failures:
+            print(f"{len(failures)} subject(s) failed, see {self.output_dir / 'summary.json'}")
+        return summary

@@ -1,0 +1,383 @@
+"""Subject folders and datasets: find, load and validate the cine planes of one subject.
+
+A subject folder holds ``sa.nii.gz`` (X, Y, S, T) and ``la_2ch/la_3ch/la_4ch.nii.gz`` (X, Y, 1, T), optional labels
+``seg_<stem>.nii.gz`` and an optional ``subject.json`` sidecar (see ``docs/CONTRACTS.md``). Every file is validated;
+an unusable plane is dropped and described in :attr:`Subject.problems`, so one bad file never stops a subject and
+never becomes a silently wrong tensor. A subject with no usable plane raises :class:`SubjectError`.
+
+Decision on frame counts: planes of one subject may have different frame counts (different acquisitions, heart
+rates). All planes are kept; each is resampled in time on its own to the canonical frame count (frame 0 stays frame
+0, the cycle is the acquired one), and a note is added to :attr:`Subject.notes`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import nibabel as nib
+import numpy as np
+
+from scripts.labels import ALL_PLANE_FILES, LA_PLANES, NUM_CLASSES, PHENOTYPE_NAMES, UNLABELLED, map_labels
+
+logger = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+SIDECAR_NAME = "subject.json"
+PHENOTYPES_CSV = "phenotypes.csv"
+#: Split names of ``datalist.json`` and the short aliases accepted for them.
+SPLIT_ALIASES = {"train": "training", "val": "validation", "valid": "validation", "testing": "test"}
+#: |det| of the 3x3 affine below this (mm^3 per voxel) means a singular, unusable affine.
+MIN_VOXEL_VOLUME_MM3 = 1e-6
+
+
+class SubjectError(RuntimeError):
+    """A subject (or dataset) cannot be used at all; the message says which subject, which files and what to do."""
+
+
+@dataclass
+class Plane:
+    """One usable cine plane file.
+
+    Attributes:
+        name: file stem (``sa``, ``la_2ch``, ``la_3ch``, ``la_4ch``).
+        path: the image file.
+        image: float32 (X, Y, S, T) intensities as stored (no normalisation).
+        affine: float64 (4, 4) voxel -> RAS world millimetres.
+        label: uint8 (X, Y, S, T) project classes (255 = not annotated) or None when there is no usable label file.
+        label_path: the label file, or None.
+    """
+
+    name: str
+    path: Path
+    image: np.ndarray
+    affine: np.ndarray
+    label: np.ndarray | None = None
+    label_path: Path | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.image.shape[3])
+
+
+@dataclass
+class Subject:
+    """The usable planes of one subject folder and what was found wrong with the others.
+
+    Attributes:
+        id: subject name (folder name).
+        folder: the subject folder.
+        planes: file stem -> :class:`Plane`, only usable planes.
+        annotated_classes: project classes annotated in this subject (sidecar, else the classes present in the labels;
+            empty without labels).
+        problems: one line per unusable file (plane dropped or label dropped) naming the file and the reason.
+        notes: usable oddities (e.g. different frame counts between planes), for the logs.
+        label_map: the label convention applied to the label files.
+    """
+
+    id: str
+    folder: Path
+    planes: dict[str, Plane]
+    annotated_classes: tuple[int, ...] = ()
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    label_map: str | dict[int, int] = "project"
+
+    def source_files(self) -> list[Path]:
+        """All files this subject was built from (for cache keys)."""
+        return subject_files(self.folder)
+
+
+def find_plane_file(folder: Path, stem: str) -> Path | None:
+    """``<folder>/<stem>.nii.gz`` or ``.nii`` if present, else None."""
+    for suffix in NIFTI_SUFFIXES:
+        candidate = folder / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def is_subject_folder(folder: str | os.PathLike) -> bool:
+    """True if the folder holds at least one plane image file."""
+    folder = Path(folder)
+    return folder.is_dir() and any(find_plane_file(folder, stem) is not None for stem in ALL_PLANE_FILES)
+
+
+def subject_files(folder: str | os.PathLike) -> list[Path]:
+    """Every input file of a subject folder that exists: plane images, label files and the sidecar, sorted."""
+    folder = Path(folder)
+    files = [find_plane_file(folder, stem) for stem in ALL_PLANE_FILES]
+    files += [find_plane_file(folder, f"seg_{stem}") for stem in ALL_PLANE_FILES]
+    sidecar = folder / SIDECAR_NAME
+    files.append(sidecar if sidecar.is_file() else None)
+    return sorted(f for f in files if f is not None)
+
+
+def read_sidecar(folder: Path) -> dict[str, Any]:
+    """The ``subject.json`` sidecar as a dict (empty if absent); a malformed sidecar raises :class:`SubjectError`."""
+    sidecar = folder / SIDECAR_NAME
+    if not sidecar.is_file():
+        return {}
+    try:
+        content = json.loads(sidecar.read_text())
+    except (OSError, ValueError) as err:
+        raise SubjectError(
+            f"subject {folder.name!r}: cannot read {sidecar} ({err}); fix the JSON or delete the sidecar"
+        ) from err
+    if not isinstance(content, dict):
+        raise SubjectError(f"subject {folder.name!r}: {sidecar} must hold a JSON object, e.g. {{'label_map': 'ukbb'}}")
+    return content
+
+
+def _as_xyst(array: np.ndarray, stem: str, what: str) -> np.ndarray:
+    """Bring a stored array to (X, Y, S, T); raise ValueError with the reason if that is impossible.
+
+    Trailing singleton dimensions beyond 4 are dropped; a 3-D long-axis file is (X, Y, T) and gets S = 1; a 3-D
+    short-axis file is ambiguous ((X, Y, S) static or one cine slice) and refused.
+    """
+    while array.ndim > 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 3 and stem in LA_PLANES:
+        array = array[:, :, None, :]
+    if array.ndim != 4:
+        hint = " (a long-axis file may be 3-D (X, Y, T))" if stem in LA_PLANES else ""
+        raise ValueError(f"{what} has shape {array.shape}, expected 4-D (X, Y, S, T){hint}")
+    if min(array.shape) == 0:
+        raise ValueError(f"{what} is empty, shape {array.shape}")
+    return array
+
+
+def _load_image(path: Path, stem: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read and validate one plane image file; returns float32 (X, Y, S, T) and its (4, 4) affine.
+
+    Raises:
+        ValueError: with the reason the file is unusable (unreadable, wrong dimensionality, empty, NaN/inf,
+            singular affine).
+    """
+    try:
+        nifti = nib.load(str(path))
+        image = np.asarray(nifti.get_fdata(dtype=np.float32))
+        affine = np.asarray(nifti.affine, dtype=np.float64)
+    except Exception as err:  # nibabel, gzip, zlib and OS errors all mean "cannot be read"
+        raise ValueError(f"cannot be read ({type(err).__name__}: {err}); the file is corrupt or truncated") from err
+    image = _as_xyst(image, stem, "image")
+    if stem in LA_PLANES and image.shape[2] != 1:
+        raise ValueError(f"long-axis image has {image.shape[2]} slices, expected 1")
+    if not np.isfinite(image).all():
+        raise ValueError(f"image holds {int((~np.isfinite(image)).sum())} NaN/inf voxels")
+    if image.min() == image.max():
+        raise ValueError(f"image is constant (every voxel {float(image.min())})")
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < MIN_VOXEL_VOLUME_MM3:
+        raise ValueError(f"affine is singular or not finite:\n{np.array2string(affine, precision=3)}")
+    return image, affine
+
+
+def _load_label(path: Path, stem: str, shape: tuple[int, ...], label_map: str | Mapping[int, int]) -> np.ndarray:
+    """Read and validate one label file; returns uint8 (X, Y, S, T) project classes.
+
+    Raises:
+        ValueError: with the reason the label is unusable.
+    """
+    try:
+        values = np.asanyarray(nib.load(str(path)).dataobj)
+    except Exception as err:  # nibabel, gzip, zlib and OS errors all mean "cannot be read"
+        raise ValueError(f"cannot be read ({type(err).__name__}: {err}); the file is corrupt or truncated") from err
+    values = _as_xyst(values, stem, "label")
+    if values.shape != shape:
+        raise ValueError(f"label shape {values.shape} differs from the image shape {shape}")
+    if values.dtype.kind == "f":
+        if not np.isfinite(values).all() or not np.array_equal(values, np.rint(values)):
+            raise ValueError("label holds NaN/inf or non-integer values")
+    return map_labels(values, label_map, plane=stem)
+
+
+def load_subject(folder: str | os.PathLike, label_map: str | Mapping[int, int] = "project") -> Subject:
+    """Load and validate every plane file of one subject folder.
+
+    Args:
+        folder: the subject folder.
+        label_map: label convention of the ``seg_*`` files (a name of ``labels.LABEL_MAPS`` or a dict); the
+            ``label_map`` of a ``subject.json`` sidecar takes precedence.
+
+    Returns:
+        :class:`Subject` with the usable planes; unusable files are listed in ``problems``.
+
+    Raises:
+        SubjectError: the folder does not exist, the sidecar is malformed, or no plane is usable.
+    """
+    folder = Path(folder).resolve()
+    if not folder.is_dir():
+        raise SubjectError(f"subject folder {folder} does not exist; check the dataset path or the datalist")
+    sidecar = read_sidecar(folder)
+    label_map = sidecar.get("label_map", label_map)
+    if not isinstance(label_map, str):
+        label_map = {int(k): int(v) for k, v in dict(label_map).items()}
+
+    planes: dict[str, Plane] = {}
+    problems: list[str] = []
+    for stem in ALL_PLANE_FILES:
+        path = find_plane_file(folder, stem)
+        if path is None:
+            continue
+        try:
+            image, affine = _load_image(path, stem)
+        except ValueError as err:
+            problems.append(f"{path.name}: plane dropped, {err}")
+            continue
+        plane = Plane(name=stem, path=path, image=image, affine=affine)
+        label_path = find_plane_file(folder, f"seg_{stem}")
+        if label_path is not None:
+            try:
+                plane.label = _load_label(label_path, stem, image.shape, label_map)
+                plane.label_path = label_path
+            except ValueError as err:
+                problems.append(f"{label_path.name}: label dropped (plane kept unlabelled), {err}")
+        planes[stem] = plane
+
+    for problem in problems:
+        logger.warning("subject %s: %s", folder.name, problem)
+    if not planes:
+        found = [p.name for p in subject_files(folder)]
+        reasons = "; ".join(problems) if problems else "no plane file found"
+        raise SubjectError(
+            f"subject {folder.name!r} ({folder}) has no usable plane: {reasons}. Files present: {found or 'none'}. "
+            f"Expected {', '.join(s + '.nii.gz' for s in ALL_PLANE_FILES)}; re-export or replace the listed files, "
+            f"or remove the subject from the datalist."
+        )
+
+    notes = []
+    frame_counts = {stem: plane.num_frames for stem, plane in planes.items()}
+    if len(set(frame_counts.values())) > 1:
+        notes.append(f"planes have different frame counts {frame_counts}; each is resampled in time on its own")
+        logger.info("subject %s: %s", folder.name, notes[-1])
+
+    if "annotated_classes" in sidecar:
+        annotated = tuple(sorted({int(c) for c in sidecar["annotated_classes"]} | {0}))
+    else:
+        present: set[int] = set()
+        for plane in planes.values():
+            if plane.label is not None:
+                counts = np.bincount(plane.label.ravel(order="K"), minlength=UNLABELLED + 1)
+                present |= {int(c) for c in np.flatnonzero(counts[:UNLABELLED])}
+        annotated = tuple(sorted(present | {0})) if present else ()
+    annotated = tuple(c for c in annotated if 0 <= c < NUM_CLASSES)
+    return Subject(
+        id=folder.name,
+        folder=folder,
+        planes=planes,
+        annotated_classes=annotated,
+        problems=problems,
+        notes=notes,
+        label_map=label_map,
+    )
+
+
+# --- datasets -------------------------------------------------------------------------------------
+
+
+def read_phenotypes(csv_path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``phenotypes.csv`` -> subject name -> float32 (17,) in ``labels.PHENOTYPE_NAMES`` order, NaN where unknown.
+
+    Columns other than ``subject`` and the phenotype names are ignored; empty or non-numeric cells are NaN.
+    """
+    table: dict[str, np.ndarray] = {}
+    with open(csv_path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            name = (row.get("subject") or "").strip()
+            if not name:
+                continue
+            values = np.full(len(PHENOTYPE_NAMES), np.nan, dtype=np.float32)
+            for index, phenotype in enumerate(PHENOTYPE_NAMES):
+                try:
+                    values[index] = float(row.get(phenotype) or "nan")
+                except ValueError:
+                    pass
+            table[name] = values
+    return table
+
+
+def _items(folders: list[Path], phenotypes: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Datalist items ``{"subject", "id", "phenotypes"}`` for subject folders."""
+    unknown = np.full(len(PHENOTYPE_NAMES), np.nan, dtype=np.float32)
+    return [
+        {"subject": str(folder), "id": folder.name, "phenotypes": phenotypes.get(folder.name, unknown).copy()}
+        for folder in folders
+    ]
+
+
+def _subject_folders(dataset_dir: Path) -> list[Path]:
+    return sorted(child.resolve() for child in dataset_dir.iterdir() if is_subject_folder(child))
+
+
+def load_datalist(
+    dataset_dir: str | os.PathLike, split: str, datalist: str | os.PathLike = "datalist.json"
+) -> list[dict[str, Any]]:
+    """Items of one split of a dataset folder.
+
+    Args:
+        dataset_dir: folder of subject folders, optionally with ``phenotypes.csv`` and ``datalist.json``.
+        split: ``training``, ``validation`` or ``test`` (aliases ``train``, ``val``).
+        datalist: the datalist file, relative to ``dataset_dir`` unless absolute. Without it, EVERY subject folder
+            is in EVERY split (useful for pretraining and inference; make a datalist for honest validation).
+
+    Returns:
+        ``[{"subject": absolute folder path, "id": folder name, "phenotypes": float32 (17,) NaN where unknown}]``.
+
+    Raises:
+        SubjectError: the dataset folder or a listed subject folder does not exist, or the split is not in the file.
+    """
+    dataset_dir = Path(dataset_dir).resolve()
+    if not dataset_dir.is_dir():
+        raise SubjectError(f"dataset folder {dataset_dir} does not exist; set dataset_dir to a folder of subjects")
+    csv_path = dataset_dir / PHENOTYPES_CSV
+    phenotypes = read_phenotypes(csv_path) if csv_path.is_file() else {}
+    datalist_path = dataset_dir / datalist
+    if not datalist_path.is_file():
+        return _items(_subject_folders(dataset_dir), phenotypes)
+
+    split = SPLIT_ALIASES.get(split, split)
+    try:
+        listing = json.loads(datalist_path.read_text())
+        entries = listing[split]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SubjectError(
+            f"{datalist_path}: cannot read split {split!r} ({type(err).__name__}: {err}); expected "
+            f'{{"training": [{{"subject": "<folder>"}}], "validation": [...], "test": [...]}}'
+        ) from err
+    folders = []
+    for entry in entries:
+        name = entry["subject"] if isinstance(entry, dict) else str(entry)
+        folder = (dataset_dir / name).resolve()
+        if not folder.is_dir():
+            raise SubjectError(f"{datalist_path}: subject {name!r} of split {split!r} has no folder {folder}")
+        folders.append(folder)
+    return _items(folders, phenotypes)
+
+
+def discover_subjects(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Items (as :func:`load_datalist`) for a subject folder (one item) or a dataset folder (all its subjects).
+
+    Phenotypes are read from ``phenotypes.csv`` in the dataset folder (for a subject folder: its parent).
+
+    Raises:
+        SubjectError: the path is neither a subject folder nor a folder containing subject folders.
+    """
+    path = Path(path).resolve()
+    if is_subject_folder(path):
+        folders, dataset_dir = [path], path.parent
+    elif path.is_dir():
+        folders, dataset_dir = _subject_folders(path), path
+    else:
+        folders, dataset_dir = [], path
+    if not folders:
+        raise SubjectError(
+            f"{path} is neither a subject folder (holding {', '.join(s + '.nii.gz' for s in ALL_PLANE_FILES)}) "
+            f"nor a folder of subject folders"
+        )
+    csv_path = dataset_dir / PHENOTYPES_CSV
+    return _items(folders, read_phenotypes(csv_path) if csv_path.is_file() else {})

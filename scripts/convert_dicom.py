@@ -1,0 +1,48 @@
+"""Convert a DICOM cine study folder into a subject folder (sa.nii.gz, la_*.nii.gz, conversion.json).
+
+Usage: python scripts/convert_dicom.py STUDY_DIR --out SUBJECT_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# The bundle's own package `scripts` lives in bundle/; this folder must not shadow it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
+
+from scripts.dicom import DicomConversionError, convert_study  # noqa: E402
+
+
+def summarise(report: dict) -> str:
+    """One line per written plane and skipped series."""
+    lines = [
+        f"wrote {info['file']} {tuple(info['shape'])} ({info['identified_by']})" for info in report["written"].values()
+    ]
+    lines += [
+        f"skipped series {entry['series_number']} {entry['series_description']!r}: {entry['reason']}"
+        for entry in report["skipped"]
+    ]
+    if report["ignored_files"]:
+        lines.append(f"ignored {len(report['ignored_files'])} non-image file(s)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the conversion; print the DicomConversionError message and return 1 on failure."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study_dir", type=Path, help="folder holding the study's DICOM files (any nesting)")
+    parser.add_argument("--out", type=Path, required=True, help="subject folder to write")
+    args = parser.parse_args(argv)
+    try:
+        report = convert_study(args.study_dir, args.out)
+    except DicomConversionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(summarise(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""The main job end to end on the embedded default: synthetic cohort -> pretrain -> fine-tune -> inference -> evaluate.
+
+Every step is the real bundle command (``python -m monai.bundle run ...``), printed before it runs, so each can be
+repeated by hand. The default run is bounded for a 2-core CPU (about 30 minutes); ``--full`` is the recipe of the
+shipped weights (hours; resumable with ``--resume``).
+
+    python scripts/demo.py [--work-dir runs/demo] [--full] [--resume] [--install-weights]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundle"
+
+#: sizes of the two recipes: cohort, epochs per stage, preset
+RECIPES = {
+    "demo": {"subjects": 24, "pretrain_epochs": 6, "segmentation_epochs": 6, "phenotype_epochs": 15, "preset": "small"},
+    "full": {"subjects": 120, "pretrain_epochs": 10, "segmentation_epochs": 12, "phenotype_epochs": 30, "preset": "small"},
+}
+TRAIN_CONFIGS = ["configs/inference.yaml", "configs/train.yaml"]
+
+
+def bundle_command(configs: list[str], **overrides: object) -> list[str]:
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(configs)]
+    for key, value in overrides.items():
+        command += [f"--{key}", str(value)]
+    return command
+
+
+def run(command: list[str], log: Path) -> None:
+    """Run a step from the bundle folder, echoing the command, teeing its output into ``log``."""
+    printable = " ".join(f'"{c}"' if ("[" in c or " " in c) else c for c in command)
+    print(f"\n$ (cd bundle && {printable})", flush=True)
+    started = time.time()
+    with open(log, "a") as stream:
+        stream.write(f"\n$ {printable}\n")
+        stream.flush()
+        process = subprocess.run(command, cwd=BUNDLE, stdout=stream, stderr=subprocess.STDOUT)
+    print(f"  ... {time.time() - started:.0f} s (log: {log})", flush=True)
+    if process.returncode != 0:
+        tail = log.read_text().splitlines()[-30:]
+        sys.exit(f"step failed (exit {process.returncode}); last lines of {log}:\n" + "\n".join(tail))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", default=str(REPO / "runs" / "demo"), help="where data, models and outputs go")
+    parser.add_argument("--full", action="store_true", help="the full recipe of the shipped weights (hours)")
+    parser.add_argument("--resume", action="store_true", help="continue the trainings from their latest checkpoints")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the training cohort")
+    parser.add_argument("--test-seed", type=int, default=2024, help="seed of the held-out evaluation cohort")
+    parser.add_argument("--install-weights", action="store_true", help="copy the final model to bundle/models")
+    args = parser.parse_args()
+
+    recipe = RECIPES["full" if args.full else "demo"]
+    work = Path(args.work_dir).resolve()
+    data, test_data, out = work / "data", work / "test_data", work / "outputs"
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "demo.log"
+    common = {"dataset_dir": data, "output_dir": out, "preset": recipe["preset"], "resume": str(args.resume).lower()}
+
+    if not (data / "datalist.json").is_file():
+        run([sys.executable, str(REPO / "scripts" / "synthesize.py"), "--out", str(data),
+             "--subjects", str(recipe["subjects"]), "--seed", str(args.seed)], log)  # fmt: skip
+    if not (test_data / "datalist.json").is_file():
+        # subjects from a seed the training never saw, all in the test split
+        run([sys.executable, str(REPO / "scripts" / "synthesize.py"), "--out", str(test_data),
+             "--subjects", str(max(8, recipe["subjects"] // 6)), "--seed", str(args.test_seed),
+             "--split", "0,0,1"], log)  # fmt: skip
+
+    run(bundle_command(TRAIN_CONFIGS + ["configs/pretrain.yaml"], max_epochs=recipe["pretrain_epochs"], **common), log)
+    segmentation = TRAIN_CONFIGS + ["configs/finetune_segmentation.yaml"]
+    run(bundle_command(segmentation, max_epochs=recipe["segmentation_epochs"], **common), log)
+    run(
+        bundle_command(
+            segmentation,
+            max_epochs=recipe["segmentation_epochs"],
+            task="finetune_segmentation_scratch",
+            pretrained_ckpt="''",
+            **common,
+        ),
+        log,
+    )
+    phenotypes = TRAIN_CONFIGS + ["configs/finetune_phenotypes.yaml"]
+    run(bundle_command(phenotypes, max_epochs=recipe["phenotype_epochs"], **common), log)
+    run(
+        bundle_command(
+            phenotypes,
+            max_epochs=recipe["phenotype_epochs"],
+            task="finetune_phenotypes_scratch",
+            pretrained_ckpt=out / "finetune_segmentation_scratch" / "models" / "model.pt",
+            **common,
+        ),
+        log,
+    )
+
+    model = out / "finetune_phenotypes" / "models" / "model.pt"
+    scratch = out / "finetune_phenotypes_scratch" / "models" / "model.pt"
+    predictions = out / "inference"
+    run(
+        bundle_command(
+            ["configs/inference.yaml"],
+            dataset_dir=test_data,
+            output_dir=predictions,
+            ckpt=model,
+            preset=recipe["preset"],
+        ),
+        log,
+    )
+    evaluation = out / "evaluation"
+    run(
+        bundle_command(
+            ["configs/inference.yaml", "configs/evaluate.yaml"],
+            dataset_dir=test_data,
+            output_dir=evaluation,
+            ckpt=model,
+            scratch_ckpt=scratch,
+            preset=recipe["preset"],
+        ),
+        log,
+    )
+    if args.install_weights:
+        shutil.copyfile(model, BUNDLE / "models" / "model.pt")
+        print(f"installed {model} as {BUNDLE / 'models' / 'model.pt'}")
+
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    print("\nresults on held-out synthetic subjects (seed %d):" % args.test_seed)
+    for name, model_metrics in metrics["models"].items():
+        dice = model_metrics["dice"].get("all", {})
+        print(f"  {name}: Dice " + ", ".join(f"{k} {v:.3f}" for k, v in dice.items() if v is not None))
+    print(f"\nsegmentations: {predictions}/<subject>/seg_<plane>.nii.gz")
+    print(f"phenotypes:    {predictions}/phenotypes.csv")
+    print(f"metrics:       {evaluation}/metrics.json")
+    print(f"log:           {log}")
+
+
+if __name__ == "__main__":
+    main()

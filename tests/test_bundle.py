@@ -1,0 +1,157 @@
+"""Every workflow through the real ``python -m monai.bundle`` runner with the real configs, at the ``tiny`` preset."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from conftest import BUNDLE, REPO, SHARED
+
+TRAIN = ["configs/inference.yaml", "configs/train.yaml"]
+
+
+def bundle_run(configs: list[str], cwd: Path = BUNDLE, **overrides) -> subprocess.CompletedProcess:
+    """Run a bundle workflow; from the repo root the config paths are prefixed with ``bundle/``."""
+    prefix = "" if cwd == BUNDLE else "bundle/"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr([prefix + c for c in configs])]
+    for key, value in {"preset": "tiny", **overrides}.items():
+        command += [f"--{key}", str(value)]
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_cohort, tmp_path_factory) -> Path:
+    """Pretrain, then fine-tune segmentation and phenotypes, for one epoch each; returns the output folder."""
+    out = tmp_path_factory.mktemp("outputs")
+    common = {"dataset_dir": tiny_cohort, "output_dir": out, "max_epochs": 1}
+    bundle_run(TRAIN + ["configs/pretrain.yaml"], **common)
+    # the segmentation fine-tuning runs from the repository root: the top-level scripts/ must not shadow the bundle's
+    bundle_run(TRAIN + ["configs/finetune_segmentation.yaml"], cwd=REPO, **common)
+    bundle_run(TRAIN + ["configs/finetune_phenotypes.yaml"], **common)
+    return out
+
+
+def test_pretrain_writes_latest_and_best_checkpoints_and_resumes(trained, tiny_cohort):
+    models = trained / "pretrain" / "models"
+    assert (models / "model.pt").is_file()
+    assert (models / "checkpoint_epoch=1.pt").is_file()
+    state = torch.load(models / "model.pt", weights_only=True)
+    assert any(k.startswith("encoder.") for k in state)
+    bundle_run(
+        TRAIN + ["configs/pretrain.yaml"], dataset_dir=tiny_cohort, output_dir=trained, max_epochs=2, resume="true"
+    )
+    assert (models / "checkpoint_epoch=2.pt").is_file(), "resume must continue at epoch 2"
+    assert not (models / "checkpoint_epoch=1.pt").exists(), "only the latest epoch checkpoint is kept"
+    checkpoint = torch.load(models / "checkpoint_epoch=2.pt", weights_only=True)
+    assert checkpoint["trainer"]["epoch"] == 2
+    assert (trained / "pretrain" / "logs").is_dir() and any((trained / "pretrain" / "logs").iterdir())
+
+
+def test_finetuning_starts_from_the_pretrained_encoder(trained):
+    pretrained = torch.load(trained / "pretrain" / "models" / "model.pt", weights_only=True)
+    segmentation = torch.load(trained / "finetune_segmentation" / "models" / "model.pt", weights_only=True)
+    assert any(k.startswith("seg") or "decoder" in k for k in segmentation)
+    shared = [k for k in pretrained if k.startswith("encoder.") and k in segmentation]
+    assert shared, "the segmentation model has the encoder of the MAE"
+    phenotypes = torch.load(trained / "finetune_phenotypes" / "models" / "model.pt", weights_only=True)
+    # frozen encoder: the phenotype stage leaves the segmentation model's encoder untouched
+    for key in shared:
+        assert torch.equal(segmentation[key], phenotypes[key]), key
+    std = phenotypes["phenotype_head.target_std"]
+    assert not torch.allclose(std, torch.ones_like(std)), "phenotype normalisation comes from the training set"
+
+
+def test_inference_writes_every_plane_in_its_own_geometry(trained, tiny_cohort, tmp_path):
+    subject = tmp_path / "subject_with_missing_plane"
+    source = tiny_cohort / json.loads((tiny_cohort / "datalist.json").read_text())["test"][0]["subject"]
+    shutil.copytree(source, subject)
+    (subject / "la_3ch.nii.gz").unlink()
+    (subject / "seg_la_3ch.nii.gz").unlink()
+    out = tmp_path / "predictions"
+    model = trained / "finetune_phenotypes" / "models" / "model.pt"
+    bundle_run(["configs/inference.yaml"], dataset_dir=subject, output_dir=out, ckpt=model)
+    predicted = out / subject.name
+    for stem in ("sa", "la_2ch", "la_4ch"):
+        written = nib.load(predicted / f"seg_{stem}.nii.gz")
+        original = nib.load(subject / f"{stem}.nii.gz")
+        assert written.shape == original.shape
+        np.testing.assert_allclose(written.affine, original.affine, atol=1e-4)
+        values = np.unique(np.asarray(written.dataobj))
+        assert set(values.tolist()) <= set(range(6))
+    assert not (predicted / "seg_la_3ch.nii.gz").exists(), "a missing plane is reported, not invented"
+    report = json.loads((predicted / "report.json").read_text())
+    assert "la_3ch" in report["canonical_planes_missing"]
+    assert np.load(predicted / "embedding.npy").ndim == 1
+    phenotypes = json.loads((predicted / "phenotypes.json").read_text())["phenotypes"]
+    assert set(phenotypes) >= {"LVEDV", "LVEF", "LVM", "RVEDV", "RVEF"}
+    rows = list(csv.DictReader(open(out / "phenotypes.csv")))
+    assert [r["subject"] for r in rows] == [subject.name]
+
+
+def test_inference_keeps_going_past_a_bad_subject(trained, tiny_cohort, tmp_path):
+    dataset = tmp_path / "dataset"
+    names = [e["subject"] for e in json.loads((tiny_cohort / "datalist.json").read_text())["training"][:2]]
+    for name in names:
+        shutil.copytree(tiny_cohort / name, dataset / name)
+    bad = dataset / names[0]
+    for path in bad.glob("*.nii.gz"):
+        path.write_bytes(b"not a nifti file")
+    out = tmp_path / "predictions"
+    model = trained / "finetune_phenotypes" / "models" / "model.pt"
+    bundle_run(["configs/inference.yaml"], dataset_dir=dataset, output_dir=out, ckpt=model)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["done"] == [names[1]]
+    assert summary["failed"][0]["subject"] == names[0]
+    assert names[0] in summary["failed"][0]["error"] or "sa.nii.gz" in summary["failed"][0]["error"]
+
+
+def test_evaluate_reports_dice_phenotypes_robustness_side_by_side(trained, tiny_cohort, tmp_path):
+    model = trained / "finetune_phenotypes" / "models" / "model.pt"
+    out = tmp_path / "evaluation"
+    bundle_run(
+        ["configs/inference.yaml", "configs/evaluate.yaml"],
+        dataset_dir=tiny_cohort,
+        output_dir=out,
+        ckpt=model,
+        scratch_ckpt=trained / "finetune_segmentation" / "models" / "model.pt",
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"pretrained", "scratch"}
+    pretrained = metrics["models"]["pretrained"]
+    assert set(pretrained["dice"]) >= {"sa", "la_2ch", "la_3ch", "la_4ch", "all"}
+    assert 0.0 <= pretrained["dice"]["all"]["LVBP"] <= 1.0
+    lvef = pretrained["phenotypes"]["LVEF"]
+    assert lvef["mae"] >= 0 and lvef["mean_guess_mae"] > 0
+    for removed in ("1_planes_removed", "2_planes_removed"):
+        cosine = pretrained["robustness"][removed]["embedding_cosine_mean"]
+        assert -1.0 <= cosine <= 1.0
+
+
+def test_metadata_and_network_io_verify():
+    schema = SHARED / "schema" / "meta_schema_20240725.json"
+    if not schema.is_file():
+        pytest.skip(f"bundle metadata schema not found at {schema}")
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", "configs/metadata.json",
+         "--filepath", str(schema)],
+        cwd=BUNDLE, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0 and "verified with no error" in result.stdout + result.stderr, result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "--net_id", "network_def", "--meta_file",
+         "configs/metadata.json", "--config_file", "configs/inference.yaml", "--preset", "tiny",
+         "--num_frames", "50", "--crop_size", "128"],
+        cwd=BUNDLE, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]

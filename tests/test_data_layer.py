@@ -1,0 +1,342 @@
+"""Data layer: subject folders -> canonical sample -> back to the planes, on an analytic phantom.
+
+The phantom is a beating ellipsoidal LV (blood pool 1, myocardium 2) in a dark body, with its long axis pointing
+left/anterior/inferior like a real heart, sliced by an SA stack (slice index 0 at the APEX, so base-to-apex
+ordering cannot come from the index order) and three long-axis planes through its long axis. No segmentation is
+used anywhere to find the heart.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
+
+from scripts.canonical import (  # noqa: E402
+    BASE_DIRECTION_RAS,
+    LoadCineSubjectd,
+    canonical_to_planes,
+    parse_geometry,
+    plan_sa_passes,
+    read_canonical_geometry,
+    read_canonical_nifti,
+    write_canonical_nifti,
+)
+from scripts.labels import LA_PLANES, PHENOTYPE_NAMES, UNLABELLED  # noqa: E402
+from scripts.subject import SubjectError, discover_subjects, load_datalist, load_subject  # noqa: E402
+
+LV_CENTRE_MM = np.array([12.0, -20.0, 30.0])
+LONG_AXIS = np.array([-0.55, 0.5, -0.67]) / np.linalg.norm([-0.55, 0.5, -0.67])  # base -> apex
+PIXEL_MM = 2.0
+FOV_PIXELS = 72
+SA_SLICE_MM = 8.0
+NUM_SA_SOURCE_SLICES = 9
+SMALL_GRID = dict(num_sa_slices=6, num_frames=20, crop_size=48, spacing_mm=2.0)
+
+
+def _perpendicular_axes(axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    first = np.cross(axis, [0.0, 0.0, 1.0])
+    first /= np.linalg.norm(first)
+    return first, np.cross(axis, first)
+
+
+def phantom(world: np.ndarray, phase: float) -> tuple[np.ndarray, np.ndarray]:
+    """Intensity and label at world points (..., 3) at cardiac phase 0..1 (0 = end-diastole)."""
+    offset = world - LV_CENTRE_MM
+    along = offset @ LONG_AXIS
+    radial = np.linalg.norm(offset - along[..., None] * LONG_AXIS, axis=-1)
+    cavity_radius = 20.0 * (1.0 - 0.3 * np.sin(np.pi * phase) ** 2)
+    cavity = (along / 32.0) ** 2 + (radial / cavity_radius) ** 2 < 1
+    wall = (along / 40.0) ** 2 + (radial / (cavity_radius + 8.0)) ** 2 < 1
+    body = np.sum(((world - LV_CENTRE_MM - [20.0, 0.0, 0.0]) / [150.0, 110.0, 160.0]) ** 2, axis=-1) < 1
+    intensity = np.where(cavity, 900.0, np.where(wall, 300.0, np.where(body, 200.0, 0.0)))
+    label = np.where(cavity, 1, np.where(wall, 2, 0)).astype(np.uint8)
+    return intensity.astype(np.float32), label
+
+
+def _render(affine: np.ndarray, shape: tuple[int, int, int], frames: int) -> tuple[np.ndarray, np.ndarray]:
+    voxels = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1).astype(float)
+    world = voxels @ affine[:3, :3].T + affine[:3, 3]
+    rendered = [phantom(world, t / frames) for t in range(frames)]
+    return np.stack([r[0] for r in rendered], axis=-1), np.stack([r[1] for r in rendered], axis=-1)
+
+
+def sa_affine(num_slices: int = NUM_SA_SOURCE_SLICES) -> np.ndarray:
+    """SA stack along the long axis, slice 0 at the apex end, FOV centre 15/-10 mm off the LV centre."""
+    u, v = _perpendicular_axes(LONG_AXIS)
+    half = (num_slices - 1) / 2 * SA_SLICE_MM
+    centre = (FOV_PIXELS - 1) / 2 * PIXEL_MM
+    affine = np.eye(4)
+    affine[:3, :3] = np.stack([u * PIXEL_MM, v * PIXEL_MM, -LONG_AXIS * SA_SLICE_MM], axis=1)
+    affine[:3, 3] = LV_CENTRE_MM + half * LONG_AXIS + (15.0 - centre) * u + (-10.0 - centre) * v
+    return affine
+
+
+def la_affine(angle_deg: float) -> np.ndarray:
+    """Long-axis plane containing the LV long axis, rotated by ``angle_deg`` about it; FOV centre off the LV."""
+    e1, e2 = _perpendicular_axes(LONG_AXIS)
+    normal = np.cos(np.radians(angle_deg)) * e1 + np.sin(np.radians(angle_deg)) * e2
+    across = np.cross(normal, LONG_AXIS)
+    centre = (FOV_PIXELS - 1) / 2 * PIXEL_MM
+    affine = np.eye(4)
+    affine[:3, :3] = np.stack([LONG_AXIS * PIXEL_MM, across * PIXEL_MM, normal * 6.0], axis=1)
+    affine[:3, 3] = LV_CENTRE_MM + (10.0 - centre) * LONG_AXIS + (-8.0 - centre) * across
+    return affine
+
+
+def make_subject(
+    folder: Path,
+    frames: int = 20,
+    planes: tuple[str, ...] = ("sa",) + LA_PLANES,
+    num_sa_slices: int = NUM_SA_SOURCE_SLICES,
+    labels: bool = True,
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem in planes:
+        if stem == "sa":
+            affine, shape = sa_affine(num_sa_slices), (FOV_PIXELS, FOV_PIXELS, num_sa_slices)
+        else:
+            affine, shape = la_affine(60.0 * LA_PLANES.index(stem)), (FOV_PIXELS, FOV_PIXELS, 1)
+        image, label = _render(affine, shape, frames)
+        nib.save(nib.Nifti1Image(image, affine), str(folder / f"{stem}.nii.gz"))
+        if labels:
+            nib.save(nib.Nifti1Image(label, affine), str(folder / f"seg_{stem}.nii.gz"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def subject_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_subject(tmp_path_factory.mktemp("data") / "phantom01")
+
+
+def _transform(**overrides) -> LoadCineSubjectd:
+    return LoadCineSubjectd(keys="subject", **{**SMALL_GRID, **overrides})
+
+
+def _item(folder: Path) -> dict:
+    return {"subject": str(folder), "id": folder.name}
+
+
+def test_sample_contract_and_centre_from_la_planes(subject_dir: Path) -> None:
+    sample = _transform()(_item(subject_dir))
+    assert sample["image"].shape == (1, 9, 20, 48, 48) and sample["image"].dtype == torch.float32
+    assert sample["label"].shape == (1, 9, 20, 48, 48) and sample["label"].dtype == torch.uint8
+    assert 0.0 <= float(sample["image"].min()) and float(sample["image"].max()) <= 1.0
+    assert sample["plane_mask"].tolist() == [True] * 9
+    assert sample["class_mask"].tolist() == [True, True, True, False, False, False]
+    assert sample["phenotypes"].shape == (len(PHENOTYPE_NAMES),) and torch.isnan(sample["phenotypes"]).all()
+    assert sample["problems"] == "" and sample["id"] == "phantom01"
+    geometry = parse_geometry(sample["geometry"])
+    assert geometry["centre_method"] == "la_intersection"
+    assert np.linalg.norm(np.array(geometry["centre_mm"]) - LV_CENTRE_MM) < 3.0
+    # the LV blood pool sits at the crop centre in every plane (SA mid slices and LA views)
+    for plane in [2, 3, 6, 7, 8]:
+        centre_labels = sample["label"][0, plane, 0, 22:26, 22:26]
+        assert (centre_labels == 1).all(), plane
+
+
+def test_centre_sa_only_by_motion(tmp_path: Path) -> None:
+    folder = make_subject(tmp_path / "sa_only", planes=("sa",), labels=False)
+    sample = _transform()(_item(folder))
+    geometry = parse_geometry(sample["geometry"])
+    assert geometry["centre_method"] == "motion"
+    assert np.linalg.norm(np.array(geometry["centre_mm"]) - LV_CENTRE_MM) < 4.0
+    assert sample["plane_mask"].tolist() == [True] * 6 + [False] * 3
+    assert (sample["image"][0, 6:] == 0).all() and (sample["label"] == UNLABELLED).all()
+    assert not sample["class_mask"].any()
+
+
+def test_centre_falls_back_to_image_centre_without_motion(tmp_path: Path) -> None:
+    folder = make_subject(tmp_path / "static", frames=1, planes=("sa",), labels=False)
+    geometry = parse_geometry(_transform(num_frames=4)(_item(folder))["geometry"])
+    assert geometry["centre_method"] == "image_centre"
+
+
+@pytest.mark.parametrize("frames", [25, 30, 50])
+def test_any_frame_count_resampled(tmp_path: Path, frames: int) -> None:
+    folder = make_subject(tmp_path / f"t{frames}", frames=frames, planes=("sa", "la_4ch"))
+    sample = _transform(num_frames=50)(_item(folder))
+    assert sample["image"].shape[2] == 50 and sample["label"].shape[2] == 50
+    if frames == 25:  # frame 0 stays frame 0 and every acquired frame lands on an even canonical frame
+        acquired = _transform(num_frames=25)(_item(folder))
+        assert torch.equal(sample["image"][:, :, ::2], acquired["image"])
+        assert torch.equal(sample["label"][:, :, ::2], acquired["label"])
+    # the blood pool shrinks to end-systole mid-cycle and recovers (cyclic)
+    blood = (sample["label"][0, 2] == 1).sum(dim=(1, 2)).float()
+    assert blood[25] < 0.75 * blood[0] and blood[49] > 0.9 * blood[0]
+
+
+def test_different_frame_counts_between_planes_kept(tmp_path: Path) -> None:
+    folder = make_subject(tmp_path / "mixed", frames=30, planes=("sa",))
+    make_subject(folder, frames=20, planes=LA_PLANES)
+    subject = load_subject(folder)
+    assert set(subject.planes) == {"sa", *LA_PLANES} and subject.notes and not subject.problems
+    assert _transform()(_item(folder))["plane_mask"].all()
+
+
+def test_missing_planes_and_short_stack(tmp_path: Path) -> None:
+    folder = make_subject(tmp_path / "short", planes=("sa", "la_2ch", "la_4ch"), num_sa_slices=4)
+    sample = _transform()(_item(folder))
+    # 4 slices over 6 canonical SA planes: spread at positions 0, 2, 3, 5; la_3ch missing
+    assert sample["plane_mask"].tolist() == [True, False, True, True, False, True, True, False, True]
+    for plane in np.flatnonzero(~sample["plane_mask"].numpy()):
+        assert (sample["image"][0, plane] == 0).all() and (sample["label"][0, plane] == UNLABELLED).all()
+    assert "SA stack has 4 slices" in sample["problems"]
+
+
+def test_sa_slices_ordered_base_to_apex(subject_dir: Path) -> None:
+    geometry = parse_geometry(_transform()(_item(subject_dir))["geometry"])
+    sa_records = [p for p in geometry["planes"] if p["source"] == "sa"]
+    heights = [np.array(p["centre_mm"]) @ BASE_DIRECTION_RAS for p in sa_records]
+    assert np.all(np.diff(heights) < 0)
+    # slice index 0 is at the apex: the base-most chosen slice is the last source slice; evenly spread, no repeats
+    assert [p["slice"] for p in sa_records] == [8, 6, 5, 3, 2, 0]
+    passes = plan_sa_passes(geometry)
+    assert sorted(z for group in passes for z in group) == list(range(NUM_SA_SOURCE_SLICES))
+    override = _transform(sa_slice_indices=passes[1])(_item(subject_dir))
+    chosen = [p["slice"] for p in parse_geometry(override["geometry"])["planes"] if p["source"] == "sa"]
+    assert chosen == passes[1] and override["plane_mask"][:6].sum() == len(passes[1])
+
+
+def test_canonical_label_round_trip_identity(subject_dir: Path, tmp_path: Path) -> None:
+    """canonical label -> planes -> canonical is the identity on covered pixels (same spacing as the source)."""
+    sample = _transform()(_item(subject_dir))
+    planes = canonical_to_planes(sample["label"][0], sample["geometry"])
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for stem, (label, affine) in planes.items():
+        (copy / f"{stem}.nii.gz").symlink_to(subject_dir / f"{stem}.nii.gz")
+        nib.save(nib.Nifti1Image(label, affine), str(copy / f"seg_{stem}.nii.gz"))
+    again = _transform()(_item(copy))
+    covered = sample["label"] != UNLABELLED
+    assert float((again["label"][covered] == sample["label"][covered]).float().mean()) > 0.99
+
+
+def test_source_label_forward_and_back_dice(subject_dir: Path) -> None:
+    """A source label mapped to the canonical grid (1.8 mm) and back matches the original blob."""
+    sample = _transform(crop_size=80, spacing_mm=1.8)(_item(subject_dir))
+    planes = canonical_to_planes(sample["label"][0], sample["geometry"])
+    geometry = parse_geometry(sample["geometry"])
+    for stem, (label, affine) in planes.items():
+        original = np.asanyarray(nib.load(str(subject_dir / f"seg_{stem}.nii.gz")).dataobj)
+        assert label.shape == original.shape and np.allclose(affine, geometry["sources"][stem]["affine"])
+        covered = sorted({p["slice"] for p in geometry["planes"] if p["source"] == stem})
+        uncovered = sorted(set(range(original.shape[2])) - set(covered))
+        assert (label[:, :, uncovered] == UNLABELLED).all()
+        mine, truth = label[:, :, covered] == 1, original[:, :, covered] == 1
+        if truth.sum() > 50:
+            dice = 2 * (mine & truth).sum() / (mine.sum() + truth.sum())
+            assert dice > 0.95, (stem, dice)
+    probabilities = canonical_to_planes(
+        np.stack([sample["label"][0] == c for c in range(3)]).astype(np.float32), sample["geometry"], 0, np.nan
+    )
+    assert probabilities["la_2ch"][0].shape == (3, FOV_PIXELS, FOV_PIXELS, 1, 20)
+
+
+def _write_plane(folder: Path, stem: str, array: np.ndarray) -> None:
+    nib.save(nib.Nifti1Image(array, la_affine(0.0)), str(folder / f"{stem}.nii.gz"))
+
+
+def test_bad_files_flagged_or_subject_error(tmp_path: Path) -> None:
+    folder = make_subject(tmp_path / "bad01", frames=6)
+    raw = (folder / "la_2ch.nii.gz").read_bytes()
+    (folder / "la_2ch.nii.gz").write_bytes(raw[: len(raw) // 2])  # truncated gz
+    image = nib.load(str(folder / "la_4ch.nii.gz")).get_fdata(dtype=np.float32)
+    image[3, 3, 0, 2] = np.nan
+    _write_plane(folder, "la_4ch", image)
+    _write_plane(folder, "seg_la_3ch", np.zeros((5, 5, 1, 6), dtype=np.uint8))  # wrong label shape
+    subject = load_subject(folder)
+    assert set(subject.planes) == {"sa", "la_3ch"} and subject.planes["la_3ch"].label is None
+    report = "\n".join(subject.problems)
+    assert "la_2ch.nii.gz: plane dropped" in report and "corrupt" in report
+    assert "la_4ch.nii.gz: plane dropped" in report and "NaN" in report
+    assert "seg_la_3ch.nii.gz: label dropped" in report
+    sample = _transform(num_frames=6)(_item(folder))
+    assert sample["plane_mask"].tolist() == [True] * 6 + [False, True, False]
+    assert "la_2ch.nii.gz" in sample["problems"]
+
+    # a 3-D long-axis file (X, Y, T) is accepted; a 2-D one and a broken gzip SA are not
+    three_d = make_subject(tmp_path / "bad02", frames=6, planes=("la_2ch",), labels=False)
+    _write_plane(three_d, "la_2ch", nib.load(str(three_d / "la_2ch.nii.gz")).get_fdata(dtype=np.float32)[:, :, 0])
+    assert load_subject(three_d).planes["la_2ch"].image.shape == (FOV_PIXELS, FOV_PIXELS, 1, 6)
+    _write_plane(three_d, "la_2ch", np.ones((8, 8), dtype=np.float32))
+    (three_d / "sa.nii.gz").write_bytes(gzip.compress(b"not a nifti"))
+    with pytest.raises(SubjectError) as error:
+        load_subject(three_d)
+    message = str(error.value)
+    assert "bad02" in message and "la_2ch.nii.gz" in message and "sa.nii.gz" in message and "datalist" in message
+
+
+def test_cache_hit_fast_equal_and_invalidated(subject_dir: Path, tmp_path: Path) -> None:
+    transform = _transform(num_frames=50, crop_size=128, spacing_mm=1.8, cache_dir=tmp_path / "cache")
+    start = time.perf_counter()
+    fresh = transform(_item(subject_dir))
+    build_s = time.perf_counter() - start
+    start = time.perf_counter()
+    cached = transform(_item(subject_dir))
+    hit_s = time.perf_counter() - start
+    files = list((tmp_path / "cache").glob("*.npz"))
+    assert len(files) == 1 and files[0].stat().st_size < 10e6
+    assert hit_s < build_s and hit_s < 0.2  # ~20 ms on a free core; generous for shared CI machines
+    for key in ("image", "label", "plane_mask", "class_mask"):
+        assert torch.equal(fresh[key], cached[key]), key
+    assert fresh["geometry"] == cached["geometry"] and fresh["problems"] == cached["problems"]
+    # a touched source file or another parameter gives a new cache entry
+    os.utime(subject_dir / "sa.nii.gz")
+    transform(_item(subject_dir))
+    _transform(num_frames=50, crop_size=96, cache_dir=tmp_path / "cache")(_item(subject_dir))
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 3
+    assert not list((tmp_path / "cache").glob(".*tmp"))
+
+
+def test_canonical_nifti_round_trip(subject_dir: Path, tmp_path: Path) -> None:
+    sample = _transform()(_item(subject_dir))
+    sample["plane_mask"][7] = False
+    image_path, label_path = write_canonical_nifti(sample, tmp_path / "case.nii.gz")
+    image, plane_mask = read_canonical_nifti(image_path)
+    label, label_mask = read_canonical_nifti(label_path)
+    assert nib.load(str(image_path)).shape == (48, 48, 9, 20)
+    assert np.array_equal(image, sample["image"].numpy()) and np.array_equal(label, sample["label"].numpy())
+    assert plane_mask.tolist() == label_mask.tolist() == sample["plane_mask"].tolist()
+    assert read_canonical_geometry(image_path) == sample["geometry"]
+
+
+def test_datalist_discovery_phenotypes_and_collate(tmp_path: Path) -> None:
+    from monai.bundle import ConfigParser
+    from monai.data import list_data_collate
+
+    dataset = tmp_path / "dataset"
+    for name in ("s1", "s2"):
+        make_subject(dataset / name, frames=4, planes=("sa", "la_4ch"), labels=name == "s1")
+    (dataset / "notes").mkdir()
+    (dataset / "phenotypes.csv").write_text("subject,LVEDV,LVEF,other\ns1,150.5,,x\n")
+    everything = load_datalist(dataset, "validation")
+    assert [item["id"] for item in everything] == ["s1", "s2"]
+    assert everything[0]["phenotypes"][0] == np.float32(150.5) and np.isnan(everything[0]["phenotypes"][1:]).all()
+    (dataset / "datalist.json").write_text(json.dumps({"training": [{"subject": "s2"}], "validation": []}))
+    assert [item["id"] for item in load_datalist(dataset, "train")] == ["s2"]
+    with pytest.raises(SubjectError, match="test"):
+        load_datalist(dataset, "test")
+    assert [item["id"] for item in discover_subjects(dataset / "s1")] == ["s1"]
+    assert len(discover_subjects(dataset)) == 2
+
+    config = {
+        "preprocessing": {
+            "_target_": "Compose",
+            "transforms": [{"_target_": "scripts.canonical.LoadCineSubjectd", "keys": "subject", "num_frames": 4}],
+        }
+    }
+    preprocessing = ConfigParser(config).get_parsed_content("preprocessing")
+    batch = list_data_collate([preprocessing(item) for item in everything])
+    assert batch["image"].shape == (2, 1, 9, 4, 128, 128) and batch["plane_mask"].shape == (2, 9)
+    assert len(batch["geometry"]) == 2 and batch["id"] == ["s1", "s2"]

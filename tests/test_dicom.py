@@ -1,0 +1,301 @@
+"""DICOM cine study -> subject folder, and the Sunnybrook import, exercised through the real CLIs."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from scripts.dicom import view_from_description  # bundle/ is put on sys.path by conftest.py
+
+REPO = Path(__file__).resolve().parents[1]
+SUNNYBROOK = REPO.parent / "shared" / "data" / "sunnybrook"
+STUDY = SUNNYBROOK / "dicoms" / "SCD0000301"  # 10 slices x 20 phases, InstanceNumber = slice * 20 + phase + 1
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+pytestmark = [
+    pytest.mark.skipif(
+        not STUDY.is_dir(), reason=f"Sunnybrook data not found at {SUNNYBROOK} (expected ../shared beside the repo)"
+    ),
+    # The Sunnybrook UIDs have leading-zero components; pydicom warns on every read.
+    pytest.mark.filterwarnings("ignore:Invalid value for VR UI"),
+]
+
+
+def run_cli(script: str, *args: str | Path) -> subprocess.CompletedProcess:
+    """Run a top-level CLI with this interpreter from outside the repo (as a user would); capture its output."""
+    command = [sys.executable, str(REPO / "scripts" / script), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO.parent)
+
+
+def voxel_world_ras(dataset: pydicom.Dataset, row: int, col: int) -> np.ndarray:
+    """RAS mm of pixel (row, col) from the file's own ImagePositionPatient/OrientationPatient/PixelSpacing."""
+    orientation = np.asarray(dataset.ImageOrientationPatient, dtype=float)
+    row_spacing, col_spacing = map(float, dataset.PixelSpacing)
+    lps = (
+        np.asarray(dataset.ImagePositionPatient, dtype=float)
+        + col * col_spacing * orientation[:3]
+        + row * row_spacing * orientation[3:]
+    )
+    return LPS_TO_RAS @ lps
+
+
+def rescaled_pixels(dataset: pydicom.Dataset) -> np.ndarray:
+    """Pixel array (rows, cols) with RescaleSlope/Intercept applied."""
+    slope = float(dataset.get("RescaleSlope", 1) or 1)
+    return dataset.pixel_array * slope + float(dataset.get("RescaleIntercept", 0) or 0)
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SCD0000301 converted by scripts/convert_dicom.py."""
+    out = tmp_path_factory.mktemp("scd301")
+    result = run_cli("convert_dicom.py", STUDY, "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_shape_dtype_and_report(converted: Path) -> None:
+    image = nib.load(converted / "sa.nii.gz")
+    assert image.shape == (256, 256, 10, 20)
+    assert image.get_data_dtype() == np.int16
+    report = json.loads((converted / "conversion.json").read_text())
+    assert set(report["written"]) == {"sa"}
+    assert not list(converted.glob("la_*.nii.gz"))
+    assert image.header.get_zooms()[3] == pytest.approx(report["written"]["sa"]["frame_interval_ms"])
+
+
+def test_affine_and_values_match_dicom_headers(converted: Path) -> None:
+    image = nib.load(converted / "sa.nii.gz")
+    data = np.asarray(image.dataobj)
+    files = sorted(STUDY.glob("*.dcm"))
+    rng = random.Random(0)
+    checked_slices = set()
+    for path in rng.sample(files, 12):
+        dataset = pydicom.dcmread(path)
+        pixels = rescaled_pixels(dataset)
+        # The file's first pixel must map to a whole voxel index; its slice index says where to look.
+        centre_ras = voxel_world_ras(dataset, 0, 0)
+        voxel = np.linalg.solve(image.affine, np.append(centre_ras, 1.0))[:3]
+        np.testing.assert_allclose(voxel, np.round(voxel), atol=1e-2)
+        slice_index = int(round(voxel[2]))
+        frame_matches = [t for t in range(data.shape[3]) if np.array_equal(data[:, :, slice_index, t], pixels.T)]
+        assert frame_matches, f"{path.name}: pixels not found in slice {slice_index}"
+        for row, col in [(0, 0), (17, 201), (128, 64), (255, 255)]:
+            world = image.affine @ np.array([col, row, slice_index, 1.0])
+            np.testing.assert_allclose(world[:3], voxel_world_ras(dataset, row, col), atol=1e-3)
+            assert data[col, row, slice_index, frame_matches[0]] == pixels[row, col]
+        checked_slices.add(slice_index)
+    assert len(checked_slices) > 3
+
+
+def test_slices_along_normal_and_phases_by_trigger_time(converted: Path) -> None:
+    image = nib.load(converted / "sa.nii.gz")
+    data = np.asarray(image.dataobj)
+    # Slice k+1 lies one positive step along the third affine column, which is the slice normal.
+    normal = image.affine[:3, 2] / np.linalg.norm(image.affine[:3, 2])
+    row_dir, col_dir = image.affine[:3, 0], image.affine[:3, 1]
+    assert abs(np.dot(normal, np.cross(row_dir, col_dir) / np.linalg.norm(np.cross(row_dir, col_dir)))) > 0.999
+    # Phases of one position, ordered by the files' own TriggerTime, equal the written frames in order.
+    slice_files = [pydicom.dcmread(STUDY / f"{n}.dcm") for n in range(41, 61)]
+    slice_files.sort(key=lambda dataset: float(dataset.TriggerTime))
+    first_voxel = np.linalg.solve(image.affine, np.append(voxel_world_ras(slice_files[0], 0, 0), 1.0))
+    slice_index = int(round(first_voxel[2]))
+    for frame, dataset in enumerate(slice_files):
+        np.testing.assert_array_equal(data[:, :, slice_index, frame], rescaled_pixels(dataset).T)
+
+
+def _long_axis_basis(sa_template: pydicom.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(long axis base->apex, up, left) in LPS: the SA-plane display basis, anterior up, patient left right."""
+    orientation = np.asarray(sa_template.ImageOrientationPatient, dtype=float)
+    axis = np.cross(orientation[:3], orientation[3:])
+    axis /= np.linalg.norm(axis)
+    axis = axis if np.dot(axis, [1.0, -1.0, -1.0]) > 0 else -axis  # apex is left, anterior, inferior
+    left = np.array([1.0, 0.0, 0.0]) - axis[0] * axis
+    left /= np.linalg.norm(left)
+    up = np.cross(axis, left)
+    up = up if np.dot(up, [0.0, -1.0, 1.0]) > 0 else -up
+    return axis, up, left
+
+
+def write_synthetic_la_series(templates: list[Path], angle_deg: float, folder: Path) -> None:
+    """Write a single-slice cine series containing the SA long axis, its line at ``angle_deg`` in the SA plane.
+
+    Pixels are copied from SA images (only the geometry matters); SeriesDescription is removed, so only
+    geometry can identify the view.
+    """
+    folder.mkdir(parents=True)
+    axis, up, left = _long_axis_basis(pydicom.dcmread(templates[0], stop_before_pixels=True))
+    line = np.cos(np.radians(angle_deg)) * up + np.sin(np.radians(angle_deg)) * left
+    series_uid = generate_uid()
+    for path in templates:
+        dataset = pydicom.dcmread(path)
+        spacing = float(dataset.PixelSpacing[0])
+        centre = np.asarray(dataset.ImagePositionPatient, dtype=float)  # any point near the heart will do
+        # Rows run along `line`, columns along the long axis: the plane contains the long axis.
+        dataset.ImageOrientationPatient = [round(float(v), 6) for v in (*line, *axis)]
+        dataset.ImagePositionPatient = [round(float(v), 4) for v in centre - 128 * spacing * (line + axis)]
+        dataset.SeriesInstanceUID = series_uid
+        dataset.SeriesNumber = 100 + int(angle_deg)
+        dataset.SOPInstanceUID = generate_uid()
+        del dataset.SeriesDescription
+        dataset.save_as(folder / f"{dataset.SOPInstanceUID}.dcm")
+
+
+def make_mixed_study(root: Path) -> Path:
+    """A messy study: 4 SA slices with shuffled names in nested folders, junk files, a single-phase series, and
+    synthetic LA series at the typical 2ch/4ch/3ch angles plus one at an untypical angle."""
+    study = root / "study"
+    rng = random.Random(1)
+    for number in rng.sample(range(1, 81), 80):  # 4 slices x 20 phases
+        target = study / f"level{number % 3}" / f"sub{number % 2}" / f"img_{rng.getrandbits(32):08x}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(STUDY / f"{number}.dcm", target)
+    (study / "notes.txt").write_text("not an image\n")
+    (study / "level0" / "DATA.bin").write_bytes(bytes(range(256)) * 4)
+    single = pydicom.dcmread(STUDY / "1.dcm")
+    single.SeriesInstanceUID, single.SeriesNumber, single.SOPInstanceUID = generate_uid(), 99, generate_uid()
+    single.save_as(study / "level1" / "single_phase")
+    la_templates = [STUDY / f"{n}.dcm" for n in range(41, 49)]  # 8 phases are enough for a cine series
+    for angle in (15.0, 75.0, 140.0, 45.0):
+        write_synthetic_la_series(la_templates, angle, study / "la" / f"angle{int(angle)}")
+    return study
+
+
+def test_mixed_study(tmp_path: Path) -> None:
+    study = make_mixed_study(tmp_path)
+    out = tmp_path / "subject"
+    result = run_cli("convert_dicom.py", study, "--out", out)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "conversion.json").read_text())
+    assert nib.load(out / "sa.nii.gz").shape == (256, 256, 4, 20)
+    expected_views = {"la_2ch": 115, "la_4ch": 175, "la_3ch": 240}  # series numbers = 100 + angle
+    for view, series_number in expected_views.items():
+        assert nib.load(out / f"{view}.nii.gz").shape == (256, 256, 1, 8)
+        assert report["written"][view]["series_number"] == [series_number]
+        assert report["written"][view]["identified_by"].startswith("geometry")
+    skipped = {entry["series_number"][0]: entry["reason"] for entry in report["skipped"]}
+    assert "not cine" in skipped[99]
+    assert "unidentified" in skipped[145]
+    ignored = {entry["file"] for entry in report["ignored_files"]}
+    assert {"notes.txt", "level0/DATA.bin"} <= ignored
+
+
+def test_la_written_with_correct_affine(tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    for number in range(1, 41):  # 2 slices x 20 phases
+        (study / "sa").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(STUDY / f"{number}.dcm", study / "sa" / f"{number}.dcm")
+    write_synthetic_la_series([STUDY / f"{n}.dcm" for n in range(1, 7)], 75.0, study / "la")
+    out = tmp_path / "subject"
+    assert run_cli("convert_dicom.py", study, "--out", out).returncode == 0
+    image = nib.load(out / "la_4ch.nii.gz")
+    dataset = pydicom.dcmread(next((study / "la").iterdir()))
+    for row, col in [(0, 0), (10, 250), (200, 30)]:
+        world = image.affine @ np.array([col, row, 0, 1.0])
+        np.testing.assert_allclose(world[:3], voxel_world_ras(dataset, row, col), atol=1e-3)
+
+
+def test_one_series_per_sa_slice_is_merged(tmp_path: Path) -> None:
+    """Siemens-style SA: each slice position is its own series; they form one stack."""
+    study = tmp_path / "study"
+    study.mkdir()
+    for slice_index in range(4):
+        series_uid = generate_uid()
+        for phase in range(20):
+            dataset = pydicom.dcmread(STUDY / f"{slice_index * 20 + phase + 1}.dcm")
+            dataset.SeriesInstanceUID, dataset.SeriesNumber = series_uid, 10 + slice_index
+            dataset.SeriesDescription = f"cine_sax_{slice_index}"
+            dataset.save_as(study / f"{generate_uid()}.dcm")
+    out = tmp_path / "subject"
+    assert run_cli("convert_dicom.py", study, "--out", out).returncode == 0
+    report = json.loads((out / "conversion.json").read_text())
+    assert report["written"]["sa"]["shape"] == [256, 256, 4, 20]
+    assert report["written"]["sa"]["series_number"] == [10, 11, 12, 13]
+    assert report["written"]["sa"]["identified_by"].startswith("description")
+
+
+@pytest.mark.parametrize(
+    "description, view",
+    [("CINE_SAX", "sa"), ("short axis stack", "sa"), ("cine 2-chamber", "la_2ch"), ("VLA", "la_2ch"),
+     ("LVOT cine", "la_3ch"), ("3CH", "la_3ch"), ("4ch_cine", "la_4ch"), ("HLA", "la_4ch"), ("", None),
+     ("sagittal", None), ("4ch and 2ch", None)],
+)  # fmt: skip
+def test_view_from_description(description: str, view: str | None) -> None:
+    assert view_from_description(description) == view
+
+
+def test_missing_geometry_is_a_clear_error(tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    study.mkdir()
+    for number in range(1, 21):
+        shutil.copyfile(STUDY / f"{number}.dcm", study / f"{number}.dcm")
+    broken = pydicom.dcmread(study / "7.dcm")
+    del broken.ImagePositionPatient
+    broken.save_as(study / "7.dcm")
+    result = run_cli("convert_dicom.py", study, "--out", tmp_path / "out")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "7.dcm" in result.stderr and "ImagePositionPatient" in result.stderr and str(study) in result.stderr
+    assert not (tmp_path / "out" / "sa.nii.gz").exists()
+
+
+def test_corrupt_file_and_no_cine_are_clear_errors(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "cut.dcm").write_bytes((STUDY / "1.dcm").read_bytes()[:600])
+    result = run_cli("convert_dicom.py", corrupt, "--out", tmp_path / "out1")
+    assert result.returncode == 1 and "cut.dcm" in result.stderr and "Traceback" not in result.stderr
+
+    no_cine = tmp_path / "no_cine"
+    no_cine.mkdir()
+    shutil.copyfile(STUDY / "1.dcm", no_cine / "one.dcm")
+    result = run_cli("convert_dicom.py", no_cine, "--out", tmp_path / "out2")
+    assert result.returncode == 1 and "no cine series" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All Sunnybrook studies imported by scripts/import_sunnybrook.py."""
+    out = tmp_path_factory.mktemp("sunnybrook")
+    result = run_cli("import_sunnybrook.py", "--src", SUNNYBROOK, "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_import_sunnybrook_outputs(imported: Path) -> None:
+    datalist = json.loads((imported / "datalist.json").read_text())
+    assert [item["subject"] for item in datalist["test"]] == ["SCD0000101", "SCD0000201", "SCD0000301"]
+    assert datalist["training"] == [] and datalist["validation"] == []
+    assert "CC0" in (imported / "SOURCE.md").read_text()
+    for item in datalist["test"]:
+        subject = imported / item["subject"]
+        sidecar = json.loads((subject / "subject.json").read_text())
+        assert sidecar["annotated_classes"] == [1, 2] and "CC0" in sidecar["source"]
+        image, seg = nib.load(subject / "sa.nii.gz"), nib.load(subject / "seg_sa.nii.gz")
+        assert seg.shape == image.shape and np.allclose(seg.affine, image.affine)
+        assert seg.get_data_dtype() == np.uint8
+
+
+@pytest.mark.parametrize("subject", ["SCD0000101", "SCD0000201", "SCD0000301"])
+def test_sunnybrook_labels(imported: Path, subject: str) -> None:
+    image = np.asarray(nib.load(imported / subject / "sa.nii.gz").dataobj, dtype=float)
+    seg = np.asarray(nib.load(imported / subject / "seg_sa.nii.gz").dataobj)
+    assert set(np.unique(seg)) == {0, 1, 2, 255}
+    annotated = np.any(seg != 255, axis=(0, 1))  # (S, T)
+    assert 0 < annotated.sum() < annotated.size  # most slice-frames are not annotated
+    ed = np.any(seg == 2, axis=(0, 1))  # slice-frames with an epicardial contour: end-diastole
+    blood_pool, myocardium = image[..., ed][seg[..., ed] == 1], image[..., ed][seg[..., ed] == 2]
+    assert blood_pool.mean() > 1.3 * myocardium.mean()
+    # Slice-frames with only an endocardial contour (ES) are unlabelled outside it, never background or myocardium.
+    es_only = annotated & ~ed
+    assert es_only.any() and set(np.unique(seg[..., es_only])) == {1, 255}
