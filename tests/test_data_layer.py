@@ -223,8 +223,8 @@ def test_canonical_label_round_trip_identity(subject_dir: Path, tmp_path: Path) 
 
 
 def test_source_label_forward_and_back_dice(subject_dir: Path) -> None:
-    """A source label mapped to the canonical grid (1.8 mm) and back matches the original blob."""
-    sample = _transform(crop_size=80, spacing_mm=1.8)(_item(subject_dir))
+    """A source label (2 mm) mapped to a coarser canonical grid (2.5 mm) and back still matches the original blob."""
+    sample = _transform(crop_size=64, spacing_mm=2.5)(_item(subject_dir))
     planes = canonical_to_planes(sample["label"][0], sample["geometry"])
     geometry = parse_geometry(sample["geometry"])
     for stem, (label, affine) in planes.items():
@@ -236,7 +236,7 @@ def test_source_label_forward_and_back_dice(subject_dir: Path) -> None:
         mine, truth = label[:, :, covered] == 1, original[:, :, covered] == 1
         if truth.sum() > 50:
             dice = 2 * (mine & truth).sum() / (mine.sum() + truth.sum())
-            assert dice > 0.95, (stem, dice)
+            assert 0.95 < dice < 1.0, (stem, dice)  # < 1: the coarser grid really loses detail
     probabilities = canonical_to_planes(
         np.stack([sample["label"][0] == c for c in range(3)]).astype(np.float32), sample["geometry"], 0, np.nan
     )

@@ -113,7 +113,8 @@ def select_sa_slices(order: Sequence[int], num_sa_slices: int, sa_slice_indices:
         chosen = [int(z) for z in sa_slice_indices]
         if len(chosen) > num_sa_slices or len(set(chosen)) != len(chosen) or not set(chosen) <= set(order):
             raise ValueError(
-                f"sa_slice_indices {chosen} must be at most {num_sa_slices} distinct slices of the stack {sorted(order)}"
+                f"sa_slice_indices {chosen} must be at most {num_sa_slices} distinct slices of the stack "
+                f"{sorted(order)}"
             )
         chosen = sorted(chosen, key=list(order).index)
     elif len(order) >= num_sa_slices:
@@ -639,4 +640,3 @@ def read_canonical_geometry(path: str | os.PathLike) -> str | None:
         if isinstance(content, bytes) and content.startswith(b"{"):
             return content.decode()
     return None
-

@@ -354,20 +354,44 @@ class ResumeFromLatest:
         logger.info(f"resumed from {latest} at epoch {engine.state.epoch}")
 
 
-def load_pretrained(network: torch.nn.Module, checkpoint: str | None, freeze_encoder: bool = False) -> torch.nn.Module:
-    """Load encoder (and any matching head) weights from ``checkpoint`` into ``network``; ``None`` = from scratch."""
-    from scripts.net import load_encoder_weights
+def load_pretrained(
+    network: torch.nn.Module,
+    checkpoint: str | None,
+    freeze_encoder: bool = False,
+    train_only: str | None = None,
+) -> torch.nn.Module:
+    """Start a fine-tuning from ``checkpoint`` (``None`` or ``""`` = from scratch).
+
+    A pretraining (MAE) checkpoint gives the encoder; a ``CineHeartNet`` checkpoint (e.g. the segmentation model,
+    when fine-tuning phenotypes on top of it) gives every tensor it shares with ``network``.
+
+    Args:
+        freeze_encoder: keep the encoder's weights fixed.
+        train_only: name of the one submodule left trainable (e.g. ``"phenotype_head"``); everything else is frozen.
+    """
+    from scripts.net import _unwrap_state_dict, load_encoder_weights
 
     if checkpoint:
         if not os.path.isfile(checkpoint):
             raise FileNotFoundError(
-                f"pretrained checkpoint {checkpoint} not found: run the pretrain workflow first, "
-                "or pass --pretrained_ckpt '' to fine-tune from scratch"
+                f"pretrained checkpoint {checkpoint} not found: run the previous workflow first, "
+                "or pass --pretrained_ckpt \"''\" to fine-tune from scratch"
             )
-        load_encoder_weights(network, checkpoint)
-        logger.info(f"loaded pretrained weights from {checkpoint}")
+        state = _unwrap_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        own = network.state_dict()
+        is_heart_checkpoint = any(k.startswith("segmenter.") for k in state)
+        if is_heart_checkpoint:
+            shared = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+            network.load_state_dict(shared, strict=False)
+            logger.info(f"loaded {len(shared)} of {len(own)} tensors from {checkpoint}")
+        else:
+            info = load_encoder_weights(network, state)
+            logger.info(f"loaded the pretrained encoder ({info['loaded']} tensors) from {checkpoint}")
     else:
         logger.info("no pretrained checkpoint: training from scratch")
     if freeze_encoder:
         freeze(network.encoder)
+    if train_only:
+        freeze(network)
+        freeze(getattr(network, train_only), frozen=False)
     return network

@@ -45,8 +45,10 @@ NUM_TISSUES = 17
 TISSUE_TO_CLASS = np.zeros(NUM_TISSUES, dtype=np.uint8)
 TISSUE_TO_CLASS[[LVBP, LVMYO, RVBP, LABP, RABP, PAPILLARY]] = [1, 2, 3, 4, 5, 1]
 
-# The LV volume curve, as (phase, normalised volume) knots joined by cosine eases.
 ES_PHASE_RANGE = (0.32, 0.38)
+#: RV ellipsoid centre relative to its septal anchor, in units of its semi-axes: the anchor sits on the septal side of
+#: the ellipsoid, the centre a little anterior (the RV wraps more of the anterior wall) and below the AV plane.
+RV_CENTRE_OFFSET = np.array([0.97, 0.08, -0.25])
 
 
 # ==================================================================================================
@@ -113,19 +115,19 @@ def atrial_curve(phase: np.ndarray, es_phase: float, conduit_level: float, atria
 # ==================================================================================================
 # Geometry of the heart
 # ==================================================================================================
-def truncated_ellipsoid_volume(radius: np.ndarray, semi_long: np.ndarray, cut: float) -> np.ndarray:
+def truncated_ellipsoid_volume(radius: np.ndarray, semi_long: np.ndarray, cut: np.ndarray) -> np.ndarray:
     """Volume (mm^3) of a prolate ellipsoid of revolution cut by a plane ``cut`` mm above its centre, apex side kept.
 
     Args:
         radius: short semi-axis (mm), any shape.
         semi_long: long semi-axis (mm), same shape, larger than ``cut``.
-        cut: distance from the centre to the cutting (base) plane (mm).
+        cut: distance from the centre to the cutting (base) plane (mm), same shape.
     """
     return np.pi * radius**2 * ((cut + semi_long) - (cut**3 + semi_long**3) / (3.0 * semi_long**2))
 
 
 def solve_wall_thickness(
-    radius: np.ndarray, semi_long: np.ndarray, cut: float, apex_ratio: float, myo_volume: float
+    radius: np.ndarray, semi_long: np.ndarray, cut: np.ndarray, apex_ratio: float, myo_volume: float
 ) -> np.ndarray:
     """Radial wall thickness (mm) per frame that keeps the LV myocardial volume at ``myo_volume`` (mm^3).
 
@@ -134,7 +136,7 @@ def solve_wall_thickness(
 
     Args:
         radius, semi_long: (T,) cavity semi-axes (mm).
-        cut: centre-to-base distance (mm).
+        cut: (T,) centre-to-base distance (mm).
         apex_ratio: apical / equatorial wall thickness.
         myo_volume: myocardial volume to keep (mm^3).
 
@@ -201,9 +203,11 @@ class Heart:
 
 
 def ellipsoid_level(points: np.ndarray, centre: tuple[float, ...], axes: tuple[float, ...]) -> np.ndarray:
-    """Normalised squared radius of axis-aligned ellipsoid; < 1 inside. points (N, 3) mm -> (N,)."""
-    d = (points - np.asarray(centre, dtype=points.dtype)) / np.asarray(axes, dtype=points.dtype)
-    return np.einsum("ij,ij->i", d, d)
+    """Normalised squared radius of an axis-aligned ellipsoid, < 1 inside. points (3, N) mm -> (N,)."""
+    level = ((points[0] - centre[0]) / axes[0]) ** 2
+    level += ((points[1] - centre[1]) / axes[1]) ** 2
+    level += ((points[2] - centre[2]) / axes[2]) ** 2
+    return level
 
 
 def heart_tissue(points: np.ndarray, f: HeartFrame) -> np.ndarray:
@@ -211,64 +215,78 @@ def heart_tissue(points: np.ndarray, f: HeartFrame) -> np.ndarray:
 
     Structures are painted in order, later ones winning: epicardial fat, atrial walls, atria, RV wall, RV blood,
     LV myocardium, LV blood, papillary muscles. The LV shell over the RV ellipsoid is what makes the RV a crescent.
+    Ventricles live at ``z <= 0`` and atria at ``z > 0``, so each is evaluated on its own half only.
 
     Args:
-        points: (N, 3) float32 heart-frame coordinates (mm).
+        points: (3, N) float32 heart-frame coordinates (mm), rows x, y, z.
         f: the frame's shape.
 
     Returns:
         (N,) uint8 tissue ids.
     """
-    x, y, z = points[:, 0], points[:, 1], points[:, 2]
-    tissue = np.zeros(len(points), dtype=np.uint8)
-    ventricular = z <= 0.0
-    rho2 = x * x + y * y
-    dz2 = (z + f.lv_cut) ** 2
-
-    fat_level = rho2 / (f.epi_radius + f.epifat) ** 2 + dz2 / (f.epi_long + f.epifat) ** 2
-    rv_wall_axes = tuple(a + f.rv_wall for a in f.rv_axes)
-    rv_wall_level = ellipsoid_level(points, f.rv_centre, rv_wall_axes)
-    fat_axes = tuple(a + f.epifat for a in rv_wall_axes)
-    rv_fat_level = ellipsoid_level(points, f.rv_centre, fat_axes)
-    tissue[((fat_level < 1.0) | (rv_fat_level < 1.0)) & (z <= f.epifat)] = EPIFAT
-
-    paint_atria(points, f, tissue)
-
-    tissue[(rv_wall_level < 1.0) & ventricular] = WALL
-    tissue[(ellipsoid_level(points, f.rv_centre, f.rv_axes) < 1.0) & ventricular] = RVBP
-    epi_level = rho2 / f.epi_radius**2 + dz2 / f.epi_long**2
-    tissue[(epi_level < 1.0) & ventricular] = LVMYO
-    cavity = (rho2 / f.lv_radius**2 + dz2 / f.lv_long**2 < 1.0) & ventricular
-    tissue[cavity] = LVBP
-    tissue[cavity & papillary_mask(x, y, z, f)] = PAPILLARY
+    tissue = np.zeros(points.shape[1], dtype=np.uint8)
+    z = points[2]
+    atrial = np.flatnonzero(z > 0.0)
+    if len(atrial):
+        tissue[atrial] = atrial_tissue(points[:, atrial], f)
+    ventricular = np.flatnonzero(z <= f.epifat)
+    if len(ventricular):
+        below = points[:, ventricular]
+        tissue[ventricular] = np.where(below[2] <= 0.0, ventricular_tissue(below, f), tissue[ventricular])
+        fat = epicardial_fat(below, f) & (tissue[ventricular] == AIR)
+        tissue[ventricular[fat]] = EPIFAT
     return tissue
 
 
-def paint_atria(points: np.ndarray, f: HeartFrame, tissue: np.ndarray) -> None:
-    """Paint atrial walls and blood pools (``z > 0``) into ``tissue`` in place.
+def epicardial_fat(points: np.ndarray, f: HeartFrame) -> np.ndarray:
+    """Points (3, N) within ``epifat`` mm outside the LV epicardium or the RV wall -> (N,) bool."""
+    x, y, z = points
+    lv_fat = (x * x + y * y) / (f.epi_radius + f.epifat) ** 2 + (z + f.lv_cut) ** 2 / (f.epi_long + f.epifat) ** 2
+    rv_fat = ellipsoid_level(points, f.rv_centre, tuple(a + f.rv_wall + f.epifat for a in f.rv_axes))
+    return (lv_fat < 1.0) | (rv_fat < 1.0)
 
-    Where the two ellipsoids overlap, a point belongs to the one it is deeper in; a thin band where both are equally
-    deep is the interatrial septum (wall).
+
+def ventricular_tissue(points: np.ndarray, f: HeartFrame) -> np.ndarray:
+    """Tissue of points (3, N) below the AV plane: RV wall, RV blood, LV myocardium, LV blood, papillary muscles."""
+    x, y, z = points
+    tissue = np.zeros(points.shape[1], dtype=np.uint8)
+    tissue[ellipsoid_level(points, f.rv_centre, tuple(a + f.rv_wall for a in f.rv_axes)) < 1.0] = WALL
+    tissue[ellipsoid_level(points, f.rv_centre, f.rv_axes) < 1.0] = RVBP
+    rho2 = x * x + y * y
+    dz2 = (z + f.lv_cut) ** 2
+    tissue[rho2 / f.epi_radius**2 + dz2 / f.epi_long**2 < 1.0] = LVMYO
+    cavity = rho2 / f.lv_radius**2 + dz2 / f.lv_long**2 < 1.0
+    tissue[cavity] = LVBP
+    tissue[cavity & papillary_mask(points, f)] = PAPILLARY
+    return tissue
+
+
+def atrial_tissue(points: np.ndarray, f: HeartFrame) -> np.ndarray:
+    """Tissue of points (3, N) above the AV plane: atrial walls and blood pools.
+
+    Where the two ellipsoids overlap, a point belongs to the one it is deeper in; a thin band where both are about
+    equally deep is the interatrial septum (wall).
     """
-    above = points[:, 2] > 0.0
-    la_level = ellipsoid_level(points, f.la_centre, f.la_axes)
-    ra_level = ellipsoid_level(points, f.ra_centre, f.ra_axes)
+    tissue = np.zeros(points.shape[1], dtype=np.uint8)
     la_wall = ellipsoid_level(points, f.la_centre, tuple(a + f.atrial_wall for a in f.la_axes))
     ra_wall = ellipsoid_level(points, f.ra_centre, tuple(a + f.atrial_wall for a in f.ra_axes))
-    tissue[((la_wall < 1.0) | (ra_wall < 1.0)) & above] = WALL
+    tissue[(la_wall < 1.0) | (ra_wall < 1.0)] = WALL
+    la_level = ellipsoid_level(points, f.la_centre, f.la_axes)
+    ra_level = ellipsoid_level(points, f.ra_centre, f.ra_axes)
     septum = 0.12
-    tissue[(la_level < 1.0) & (la_level < ra_level - septum) & above] = LABP
-    tissue[(ra_level < 1.0) & (ra_level < la_level - septum) & above] = RABP
+    tissue[(la_level < 1.0) & (la_level < ra_level - septum)] = LABP
+    tissue[(ra_level < 1.0) & (ra_level < la_level - septum)] = RABP
+    return tissue
 
 
-def papillary_mask(x: np.ndarray, y: np.ndarray, z: np.ndarray, f: HeartFrame) -> np.ndarray:
-    """Two papillary muscles: cylinders parallel to the long axis in the mid-to-apical cavity. Returns (N,) bool."""
+def papillary_mask(points: np.ndarray, f: HeartFrame) -> np.ndarray:
+    """Two papillary muscles: cylinders parallel to the long axis in the mid-to-apical cavity. (3, N) -> (N,) bool."""
+    x, y, z = points
     length = f.lv_cut + f.lv_long
-    in_range = (z > -0.75 * length) & (z < -0.35 * length)
     mask = np.zeros(len(x), dtype=bool)
     for px, py in f.papillary_xy:
         mask |= (x - px) ** 2 + (y - py) ** 2 < f.papillary_radius**2
-    return mask & in_range
+    return mask & (z > -0.75 * length) & (z < -0.35 * length)
 
 
 # ==================================================================================================
@@ -299,26 +317,30 @@ class Body:
 
 
 def tube_mask(points: np.ndarray, tube: Tube) -> np.ndarray:
-    """Points (N, 3) within the tube's radius of its centreline, radius linear along each segment -> (N,) bool."""
-    inside = np.zeros(len(points), dtype=bool)
+    """Points (3, N) within the tube's radius of its centreline, radius linear along each segment -> (N,) bool."""
+    inside = np.zeros(points.shape[1], dtype=bool)
     for a, b, ra, rb in zip(tube.centreline[:-1], tube.centreline[1:], tube.radius[:-1], tube.radius[1:]):
-        seg = (b - a).astype(np.float32)
-        rel = points - a.astype(np.float32)
-        along = np.clip(rel @ seg / float(seg @ seg), 0.0, 1.0)
-        dist2 = np.einsum("ij,ij->i", rel, rel) - 2 * along * (rel @ seg) + along**2 * float(seg @ seg)
-        inside |= dist2 < (ra + (rb - ra) * along) ** 2
+        # Only points in the segment's bounding box can be inside; testing one coordinate first is cheap.
+        reach = max(ra, rb)
+        near = np.flatnonzero((points[2] > min(a[2], b[2]) - reach) & (points[2] < max(a[2], b[2]) + reach))
+        seg = b - a
+        rel = points[:, near] - a[:, None].astype(np.float32)
+        projection = seg[0] * rel[0] + seg[1] * rel[1] + seg[2] * rel[2]
+        along = np.clip(projection / float(seg @ seg), 0.0, 1.0)
+        dist2 = rel[0] ** 2 + rel[1] ** 2 + rel[2] ** 2 - 2 * along * projection + along**2 * float(seg @ seg)
+        inside[near[dist2 < (ra + (rb - ra) * along) ** 2]] = True
     return inside
 
 
 def body_tissue(points: np.ndarray, body: Body) -> np.ndarray:
-    """Tissue of world points (N, 3) mm in the static anatomy (no heart), painted outside-in -> (N,) uint8."""
-    x, y = points[:, 0] - body.centre_xy[0], points[:, 1] - body.centre_xy[1]
+    """Tissue of world points (3, N) mm in the static anatomy (no heart), painted outside-in -> (N,) uint8."""
+    x, y = points[0] - body.centre_xy[0], points[1] - body.centre_xy[1]
     a, b = body.semi_axes_xy
 
     def inside_torso(shrink: float) -> np.ndarray:
         return (x / (a - shrink)) ** 2 + (y / (b - shrink)) ** 2 < 1.0
 
-    tissue = np.zeros(len(points), dtype=np.uint8)
+    tissue = np.zeros(points.shape[1], dtype=np.uint8)
     tissue[inside_torso(0.0)] = FAT
     tissue[inside_torso(body.fat_thickness)] = MUSCLE
     interior = inside_torso(body.fat_thickness + body.muscle_thickness)
@@ -326,9 +348,9 @@ def body_tissue(points: np.ndarray, body: Body) -> np.ndarray:
     for centre, axes in body.lungs:
         tissue[interior & (ellipsoid_level(points, centre, axes) < 1.0)] = LUNG
     tissue[interior & (ellipsoid_level(points, *body.liver) < 1.0)] = LIVER
-    sx, sy = points[:, 0] - body.spine_xy[0], points[:, 1] - body.spine_xy[1]
+    sx, sy = points[0] - body.spine_xy[0], points[1] - body.spine_xy[1]
     tissue[sx * sx + sy * sy < body.spine_radius**2] = BONE
-    cx, cy = points[:, 0] - body.canal_xy[0], points[:, 1] - body.canal_xy[1]
+    cx, cy = points[0] - body.canal_xy[0], points[1] - body.canal_xy[1]
     tissue[cx * cx + cy * cy < 49.0] = CSF
     for vessel in body.vessels:
         tissue[tube_mask(points, vessel)] = VESSEL
@@ -409,20 +431,22 @@ def build_heart(design: Design, rng: np.random.Generator, frames: int) -> tuple[
     lv_curve = ventricular_curve(phase, es_phase, design.rapid_fill, atrial_phase)
     lv_volume = 1e3 * design.lvedv * (1 - design.lvef / 100 * (1 - lv_curve))
     # LV shape at ED: sphericity = cavity radius / cavity length; the base plane cuts above the ellipsoid centre.
-    sphericity = rng.uniform(0.42, 0.5) if design.category == "dilated" else rng.uniform(0.33, 0.42)
-    cut_ratio = rng.uniform(0.25, 0.4)
+    # The cut well above the centre narrows the base towards the mitral annulus; it stays a fixed fraction of the
+    # long semi-axis so the ventricle keeps its shape while it shortens.
+    sphericity = rng.uniform(0.4, 0.48) if design.category == "dilated" else rng.uniform(0.32, 0.4)
+    cut_ratio = rng.uniform(0.45, 0.65)
     shape_factor = np.pi * sphericity**2 * (1 + cut_ratio) ** 2 * ((1 + cut_ratio) - (1 + cut_ratio**3) / 3)
     lv_long_ed = (lv_volume[0] / shape_factor) ** (1 / 3)
-    lv_cut = cut_ratio * lv_long_ed
     # The AV plane descends in proportion to the ejected volume; the apex barely moves, so the cavity shortens.
     max_descent = rng.uniform(9.0, 16.0) * min(1.0, design.lvef / 60.0) ** 0.7
     descent = max_descent * (lv_volume[0] - lv_volume) / (lv_volume[0] - lv_volume.min())
-    lv_long = lv_long_ed - 1.05 * descent
+    lv_long = lv_long_ed - 1.05 * descent / (1 + cut_ratio)
+    lv_cut = cut_ratio * lv_long
     lv_radius = np.sqrt(lv_volume / truncated_ellipsoid_volume(1.0, lv_long, lv_cut))
 
     apex_ratio = float(rng.uniform(0.6, 0.85))
     myo_volume = float(
-        truncated_ellipsoid_volume(lv_radius[0] + design.wall, lv_long[0] + apex_ratio * design.wall, lv_cut)
+        truncated_ellipsoid_volume(lv_radius[0] + design.wall, lv_long[0] + apex_ratio * design.wall, lv_cut[0])
         - lv_volume[0]
     )
     wall = solve_wall_thickness(lv_radius, lv_long, lv_cut, apex_ratio, myo_volume)
@@ -432,9 +456,9 @@ def build_heart(design: Design, rng: np.random.Generator, frames: int) -> tuple[
     rv_curve = ventricular_curve(phase, rv_es_phase, design.rapid_fill, atrial_phase)
     rv_volume = 1e3 * design.lvedv * design.rv_ratio * (1 - design.rvef / 100 * (1 - rv_curve))
     rv_base_axes = np.array(
-        [rng.uniform(0.8, 1.0), rng.uniform(1.15, 1.35), rng.uniform(0.62, 0.72)]
-    ) * np.array([epi_radius[0], epi_radius[0], lv_cut + epi_long[0]])
-    rv_anchor = -rng.uniform(0.1, 0.3) * epi_radius  # septal anchor of the RV ellipsoid's homothety, per frame
+        [rng.uniform(0.85, 1.0), rng.uniform(1.25, 1.4), rng.uniform(0.62, 0.72)]
+    ) * np.array([epi_radius[0], epi_radius[0], lv_cut[0] + epi_long[0]])
+    rv_anchor = -rng.uniform(0.3, 0.45) * epi_radius  # septal anchor of the RV ellipsoid's homothety, per frame
     rv_scale = solve_rv_scale(rv_volume, rv_base_axes, rv_anchor, epi_radius, epi_long, lv_cut, rng)
 
     atria = sample_atria(design, rng, phase, es_phase, atrial_phase, epi_radius[0], rv_base_axes)
@@ -449,12 +473,12 @@ def build_heart(design: Design, rng: np.random.Generator, frames: int) -> tuple[
         papillary_r = 0.55 * lv_radius[t]
         frame_list.append(
             HeartFrame(
-                lv_cut=lv_cut,
+                lv_cut=float(lv_cut[t]),
                 lv_radius=float(lv_radius[t]),
                 lv_long=float(lv_long[t]),
                 epi_radius=float(epi_radius[t]),
                 epi_long=float(epi_long[t]),
-                rv_centre=(float(rv_anchor[t] + 0.97 * rv_axes[0]), 0.0, float(-0.25 * rv_axes[2])),
+                rv_centre=tuple(float(v) for v in rv_anchor[t] * np.array([1, 0, 0]) + RV_CENTRE_OFFSET * rv_axes),
                 rv_axes=tuple(float(a) for a in rv_axes),
                 rv_wall=rv_wall,
                 epifat=fat,
@@ -468,7 +492,7 @@ def build_heart(design: Design, rng: np.random.Generator, frames: int) -> tuple[
     ao_angle = np.deg2rad(rng.uniform(35, 60))
     aortic_valve = 0.55 * lv_radius[0] * np.array([np.cos(ao_angle), np.sin(ao_angle)])
     axes = sample_heart_axes(rng)
-    mid_cavity_depth = 0.5 * (lv_cut + lv_long[0])
+    mid_cavity_depth = 0.5 * (lv_cut[0] + lv_long[0])
     # Technologists put the heart near the isocentre: the mid-cavity lands within 15 mm of the world origin.
     base_world = rng.uniform(-15, 15, size=3) + mid_cavity_depth * axes[:, 2]
     heart = Heart(base_world, axes, descent.astype(np.float32), frame_list, tuple(map(float, aortic_valve)))
@@ -481,7 +505,7 @@ def solve_rv_scale(
     anchor: np.ndarray,
     epi_radius: np.ndarray,
     epi_long: np.ndarray,
-    lv_cut: float,
+    lv_cut: np.ndarray,
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Scale s per frame so the RV crescent (RV ellipsoid below the AV plane, minus the LV) holds ``rv_volume``.
@@ -493,20 +517,20 @@ def solve_rv_scale(
         rv_volume: (T,) target volumes (mm^3).
         base_axes: (3,) RV semi-axes at s = 1 (mm).
         anchor: (T,) x of the anchor (mm); epi_radius, epi_long: (T,) LV epicardium semi-axes (mm).
-        lv_cut: LV centre-to-base distance (mm).
+        lv_cut: (T,) LV centre-to-base distance (mm).
 
     Returns:
         (T,) scales.
     """
     ball = rng.normal(size=(6000, 3))
     ball *= (rng.uniform(size=(6000, 1)) ** (1 / 3)) / np.linalg.norm(ball, axis=1, keepdims=True)
-    offset = np.array([0.97, 0.0, -0.25]) * base_axes
+    offset = RV_CENTRE_OFFSET * base_axes
 
     def crescent_volume(scale: np.ndarray) -> np.ndarray:
         centre = anchor[:, None] * np.array([1.0, 0.0, 0.0]) + scale[:, None] * offset  # (T, 3)
         pts = centre[:, None, :] + scale[:, None, None] * ball[None] * base_axes  # (T, N, 3)
         in_lv = (pts[..., 0] ** 2 + pts[..., 1] ** 2) / epi_radius[:, None] ** 2 + (
-            pts[..., 2] + lv_cut
+            pts[..., 2] + lv_cut[:, None]
         ) ** 2 / epi_long[:, None] ** 2 < 1.0
         kept = (pts[..., 2] <= 0) & ~in_lv
         return scale**3 * (4 / 3) * np.pi * np.prod(base_axes) * kept.mean(axis=1)
@@ -539,8 +563,8 @@ def sample_atria(
     above_fraction = 0.896
     out: dict[str, list] = {}
     placements = {
-        "la": (design.lavmax, design.laef, (-rng.uniform(0.1, 0.35) * epi_radius, -rng.uniform(0.35, 0.6) * epi_radius)),
-        "ra": (design.ravmax, design.raef, (rng.uniform(0.7, 0.95) * rv_axes[0] + 0.2 * epi_radius, -rng.uniform(0.1, 0.3) * epi_radius)),
+        "la": (design.lavmax, design.laef, (-rng.uniform(0.1, 0.3) * epi_radius, -rng.uniform(0.15, 0.35) * epi_radius)),
+        "ra": (design.ravmax, design.raef, (rng.uniform(0.5, 0.7) * rv_axes[0] + 0.3 * epi_radius, -rng.uniform(0.4, 0.6) * epi_radius)),
     }  # fmt: skip
     for name, (vmax, ef, (cx, cy)) in placements.items():
         shape = np.array([1.0, rng.uniform(0.8, 1.0), rng.uniform(1.0, 1.3)])
@@ -592,14 +616,16 @@ def great_vessels(rng: np.random.Generator, heart: Heart, spine_xy: tuple[float,
     ao_xy = np.array(heart.aortic_valve_xy)
     valve = heart.to_world(np.array([*ao_xy, 0.0]))
     ao_r = float(rng.uniform(12, 17))
-    ascending = valve + 35 * unit(heart.axes[:, 2] + up + np.array([0.0, 0.4, 0.0]))
-    arch_start = ascending + np.array([-5.0, 0.0, 35.0])
+    # The root climbs along the long axis (so the 3-chamber view shows the outflow), then turns up and to the right.
+    sinus = heart.to_world(np.array([*ao_xy, 25.0]))
+    ascending = sinus + 30 * unit(up + np.array([-0.3, 0.3, 0.0]))
+    arch_start = ascending + np.array([-5.0, 0.0, 30.0])
     desc_xy = np.array([spine_xy[0] + 25, spine_xy[1] + 25])
     arch_top = np.array([desc_xy[0] - 5, 0.5 * (arch_start[1] + desc_xy[1]), arch_start[2] + 20])
     desc_top = np.array([*desc_xy, arch_start[2]])
     aorta = Tube(
-        np.stack([heart.to_world(np.array([*ao_xy, -15.0])), valve, ascending, arch_start, arch_top, desc_top, desc_top - [0, 0, 350]]),
-        np.array([ao_r * 0.9, ao_r, ao_r, ao_r * 0.95, ao_r * 0.85, ao_r * 0.8, ao_r * 0.75]),
+        np.stack([heart.to_world(np.array([*ao_xy, -15.0])), valve, sinus, ascending, arch_start, arch_top, desc_top, desc_top - [0, 0, 350]]),
+        np.array([ao_r * 0.9, ao_r, ao_r * 1.1, ao_r, ao_r * 0.95, ao_r * 0.85, ao_r * 0.8, ao_r * 0.75]),
     )  # fmt: skip
 
     pa_angle = np.deg2rad(rng.uniform(65, 90))
@@ -649,6 +675,11 @@ class PlaneStack:
         return (centres[..., None, :] + offsets[:, None] * normal).astype(np.float32)
 
 
+def in_plane_direction(heart: Heart, angle: float) -> np.ndarray:
+    """World unit vector perpendicular to the long axis, ``angle`` radians from the septal x axis towards anterior y."""
+    return np.cos(angle) * heart.axes[:, 0] + np.sin(angle) * heart.axes[:, 1]
+
+
 def plane_affine(
     centre: np.ndarray, e_i: np.ndarray, e_j: np.ndarray, pixel: float, spacing: float, matrix: int
 ) -> np.ndarray:
@@ -679,7 +710,7 @@ def plan_acquisition(heart: Heart, rng: np.random.Generator, tiny: bool) -> list
     num_slices = int(np.clip(np.ceil((apex_depth + first_above + rng.uniform(0, 5)) / spacing) + 1, 8, 15))
 
     shift = rng.uniform(-10, 10, size=2)
-    sa_e_i = rotate_about(x_axis, long_axis, rng.uniform(-0.3, 0.3))
+    sa_e_i = in_plane_direction(heart, rng.uniform(-0.3, 0.3))
     sa_e_j = np.cross(-long_axis, sa_e_i)  # so that e_i x e_j points to the apex: slice k runs base -> apex
     sa_centre = heart.to_world(np.array([0.0, 0.0, first_above])) + shift[0] * sa_e_i + shift[1] * sa_e_j
     planes = [
@@ -691,9 +722,411 @@ def plan_acquisition(heart: Heart, rng: np.random.Generator, tiny: bool) -> list
     angles["la_4ch"] = rng.uniform(-0.15, 0.15)
     la_centre_h = np.array([0.0, 0.0, -0.3 * apex_depth])
     for name in labels.LA_PLANES:
-        e_i = rotate_about(x_axis, long_axis, angles[name])
+        e_i = in_plane_direction(heart, angles[name])
         e_j = -long_axis  # rows run from the base towards the apex
         shift = rng.uniform(-10, 10, size=2)
         centre = heart.to_world(la_centre_h) + shift[0] * e_i + shift[1] * e_j
         planes.append(PlaneStack(name, plane_affine(centre, e_i, e_j, pixel, thickness, la_matrix), (la_matrix, la_matrix, 1), thickness))
     return planes
+
+
+# ==================================================================================================
+# Ground-truth volumes and phenotypes from the 3D model
+# ==================================================================================================
+def ellipsoid_box(
+    centre: tuple[float, ...], axes: tuple[float, ...], margin: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned bounding box (lo (3,), hi (3,)) mm of an ellipsoid grown by ``margin`` mm."""
+    c, a = np.asarray(centre), np.asarray(axes) + margin
+    return c - a, c + a
+
+
+def structure_boxes(f: HeartFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Heart-frame bounding boxes (mm) of the RV, the atria and the whole heart (with walls and fat) at one frame."""
+    lv_lo = np.array([-f.epi_radius, -f.epi_radius, -(f.lv_cut + f.epi_long)]) - f.epifat
+    lv_hi = np.array([f.epi_radius, f.epi_radius, 0.0]) + f.epifat
+    rv_lo, rv_hi = ellipsoid_box(f.rv_centre, f.rv_axes, 0.0)
+    la_lo, la_hi = ellipsoid_box(f.la_centre, f.la_axes, 0.0)
+    ra_lo, ra_hi = ellipsoid_box(f.ra_centre, f.ra_axes, 0.0)
+    rv_outer = ellipsoid_box(f.rv_centre, f.rv_axes, f.rv_wall + f.epifat)
+    wall = f.atrial_wall
+    lows = [lv_lo, rv_outer[0], la_lo - wall, ra_lo - wall]
+    highs = [lv_hi, rv_outer[1], la_hi + wall, ra_hi + wall]
+    return {
+        "rv": (rv_lo, np.minimum(rv_hi, [np.inf, np.inf, 0.0])),
+        "atria": (np.maximum(np.minimum(la_lo, ra_lo), [-np.inf, -np.inf, 0.0]), np.maximum(la_hi, ra_hi)),
+        "heart": (np.min(lows, axis=0), np.max(highs, axis=0)),
+    }
+
+
+def grid_points(lo: np.ndarray, hi: np.ndarray, spacing: float) -> np.ndarray:
+    """Cell centres of a regular grid over the box [lo, hi] (mm) -> (3, N) float32."""
+    ticks = [np.arange(a + spacing / 2, b, spacing, dtype=np.float32) for a, b in zip(lo, hi)]
+    return np.stack(np.meshgrid(*ticks, indexing="ij")).reshape(3, -1)
+
+
+def model_volumes(heart: Heart, spacing: float = PHENOTYPE_GRID_MM) -> dict[str, np.ndarray]:
+    """Per-frame volumes (mL) of LVBP, LVMYO, RVBP, LABP and RABP integrated from the 3D model.
+
+    The LV cavity and shell are painted last, so nothing overrides them and their volumes are the exact truncated-
+    ellipsoid integrals. The RV and the atria are counted on a ``spacing`` mm grid over their own bounding boxes with
+    the same :func:`heart_tissue` that labels the images.
+
+    Returns:
+        Class name -> (T,) float64 volumes in mL.
+    """
+    volumes: dict[str, list[float]] = {name: [] for name in labels.CLASS_NAMES[1:]}
+    cell_ml = spacing**3 / 1e3
+    for f in heart.frames:
+        cavity = truncated_ellipsoid_volume(f.lv_radius, f.lv_long, f.lv_cut)
+        shell = truncated_ellipsoid_volume(f.epi_radius, f.epi_long, f.lv_cut) - cavity
+        volumes["LVBP"].append(cavity / 1e3)
+        volumes["LVMYO"].append(shell / 1e3)
+        boxes = structure_boxes(f)
+        rv_classes = TISSUE_TO_CLASS[heart_tissue(grid_points(*boxes["rv"], spacing), f)]
+        volumes["RVBP"].append(np.count_nonzero(rv_classes == 3) * cell_ml)
+        atria_classes = TISSUE_TO_CLASS[heart_tissue(grid_points(*boxes["atria"], spacing), f)]
+        volumes["LABP"].append(np.count_nonzero(atria_classes == 4) * cell_ml)
+        volumes["RABP"].append(np.count_nonzero(atria_classes == 5) * cell_ml)
+    return {name: np.asarray(v, dtype=np.float64) for name, v in volumes.items()}
+
+
+def phenotypes_from_volumes(volumes: dict[str, np.ndarray]) -> dict[str, float]:
+    """The 17 phenotypes (:data:`labels.PHENOTYPE_NAMES`) from per-frame volumes (mL).
+
+    ED / ES are the frames of largest / smallest LV volume; the RV is read at the same frames (UK Biobank); atrial
+    maximum and minimum are taken over the cycle. EF = (EDV - ESV) / EDV in %, LVM = ED myocardial volume x density.
+    """
+    lv, rv = volumes["LVBP"], volumes["RVBP"]
+    ed, es = int(np.argmax(lv)), int(np.argmin(lv))
+    out = {
+        "LVEDV": lv[ed],
+        "LVESV": lv[es],
+        "LVM": volumes["LVMYO"][ed] * labels.MYOCARDIUM_DENSITY_G_PER_ML,
+        "RVEDV": rv[ed],
+        "RVESV": rv[es],
+        "LAVmax": volumes["LABP"].max(),
+        "LAVmin": volumes["LABP"].min(),
+        "RAVmax": volumes["RABP"].max(),
+        "RAVmin": volumes["RABP"].min(),
+    }
+    for prefix, big, small in (("LV", "LVEDV", "LVESV"), ("RV", "RVEDV", "RVESV"), ("LA", "LAVmax", "LAVmin"), ("RA", "RAVmax", "RAVmin")):
+        out[f"{prefix}SV"] = out[big] - out[small]
+        out[f"{prefix}EF"] = 100.0 * out[f"{prefix}SV"] / out[big]
+    return {name: float(out[name]) for name in labels.PHENOTYPE_NAMES}  # fmt: skip
+
+
+# ==================================================================================================
+# Image formation
+# ==================================================================================================
+@dataclass(frozen=True)
+class Contrast:
+    """Per-subject appearance.
+
+    Attributes:
+        intensity: (NUM_TISSUES,) relative bSSFP signal per tissue (blood ~1).
+        blur_px: Gaussian point-spread sigma in pixels.
+        noise_sigma: Rician noise sigma relative to blood.
+        scale: int16 value of unit signal.
+        ghost: amplitude of the N/2 phase-encoding ghost (0 = none).
+        band_depth: depth of an off-resonance dark band (0 = none).
+    """
+
+    intensity: np.ndarray
+    blur_px: float
+    noise_sigma: float
+    scale: float
+    ghost: float
+    band_depth: float
+
+
+def sample_contrast(rng: np.random.Generator) -> Contrast:
+    """bSSFP-like contrast: bright blood and fat, grey myocardium, dark lungs; artefacts in about a quarter each."""
+    blood, myo, fat = rng.uniform(0.85, 1.0), rng.uniform(0.22, 0.34), rng.uniform(0.7, 0.95)
+    intensity = np.zeros(NUM_TISSUES, dtype=np.float32)
+    intensity[[SOFT, MUSCLE, LUNG, LIVER, BONE, CSF]] = [
+        rng.uniform(0.3, 0.45),
+        rng.uniform(0.2, 0.3),
+        rng.uniform(0.03, 0.1),
+        rng.uniform(0.28, 0.42),
+        rng.uniform(0.2, 0.35),
+        rng.uniform(0.6, 0.9),
+    ]
+    intensity[[FAT, EPIFAT]] = fat
+    intensity[[WALL, LVMYO, PAPILLARY]] = myo
+    intensity[[LVBP, RVBP]] = blood * np.array([1.0, rng.uniform(0.93, 1.0)])
+    intensity[[LABP, RABP, VESSEL]] = blood * rng.uniform(0.85, 1.0, size=3)
+    return Contrast(
+        intensity=intensity,
+        blur_px=float(rng.uniform(0.4, 0.8)),
+        noise_sigma=float(1.0 / rng.uniform(12, 35)),
+        scale=float(rng.uniform(300, 1200)),
+        ghost=float(rng.uniform(0.04, 0.12)) if rng.uniform() < 0.25 else 0.0,
+        band_depth=float(rng.uniform(0.6, 0.9)) if rng.uniform() < 0.25 else 0.0,
+    )
+
+
+def coil_bias(world: np.ndarray, body: Body, rng: np.random.Generator) -> np.ndarray:
+    """Smooth receive-coil sensitivity at world points (N, 3) mm: anterior and posterior coil elements -> (N,)."""
+    cx, cy = body.centre_xy
+    a, b = body.semi_axes_xy
+    centre_z = float(np.median(world[:, 2]))
+    bias = np.full(len(world), 0.35, dtype=np.float32)
+    for side in (1.0, -1.0):
+        for lateral in (-0.35, 0.35):
+            element = np.array([cx + lateral * a, cy + side * b, centre_z + rng.uniform(-60, 60)])
+            width = rng.uniform(110, 180)
+            gain = rng.uniform(0.5, 1.0)
+            bias += gain * np.exp(-np.sum((world - element) ** 2, axis=1) / (2 * width**2)).astype(np.float32)
+    return bias / np.median(bias)
+
+
+def off_resonance_band(world: np.ndarray, heart: Heart, depth: float, rng: np.random.Generator) -> np.ndarray:
+    """Multiplicative (N,) factor with a dark curved bSSFP band, where a smooth field map crosses a band frequency.
+
+    The band passes within ~30 mm of the heart, where the susceptibility of the lung-heart interface puts it.
+    """
+    through = heart.to_world(np.array([0.0, 0.0, -40.0])) + rng.normal(0, 20, 3)
+    normal = unit(rng.normal(size=3))
+    rel = world - through
+    field = rel @ normal + np.sum(rel**2, axis=1) / (2 * rng.uniform(150, 400))
+    width = rng.uniform(2.0, 4.0)
+    return (1.0 - depth * np.exp(-((field / width) ** 2))).astype(np.float32)
+
+
+def render(
+    heart: Heart, body: Body, planes: list[PlaneStack], contrast: Contrast, rng: np.random.Generator
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Image every plane stack over the cycle.
+
+    Static anatomy is evaluated once; per frame only pixels whose slice profile can touch the heart are re-evaluated.
+
+    Returns:
+        Per stack, ``(image int16 (X, Y, S, T), label uint8 (X, Y, S, T))``.
+    """
+    samples, centre = SLICE_PROFILE_SAMPLES, SLICE_PROFILE_SAMPLES // 2
+    frames = len(heart.frames)
+    points = [plane.sample_points(samples).reshape(-1, samples, 3) for plane in planes]
+    world = np.concatenate(points)  # (pixels, samples, 3)
+    static = body_tissue(np.ascontiguousarray(world.reshape(-1, 3).T), body).reshape(world.shape[:2])
+    local = heart.to_heart(world).astype(np.float32)
+
+    boxes = [structure_boxes(f)["heart"] for f in heart.frames]
+    lo = np.min([b[0] for b in boxes], axis=0) - [0.0, 0.0, float(heart.descent.max())] - 1.0
+    hi = np.max([b[1] for b in boxes], axis=0) + 1.0
+    region = np.any(np.all((local >= lo) & (local <= hi), axis=-1), axis=-1)
+    region_local, region_static = np.ascontiguousarray(local[region].reshape(-1, 3).T), static[region]
+
+    image = np.repeat(contrast.intensity[static].mean(axis=1)[None], frames, axis=0)  # (T, pixels)
+    label = np.repeat(TISSUE_TO_CLASS[static[:, centre]][None], frames, axis=0)
+    for t, f in enumerate(heart.frames):
+        shifted = region_local.copy()
+        shifted[2] += heart.descent[t]
+        tissue = heart_tissue(shifted, f).reshape(region_static.shape)
+        tissue = np.where(tissue == AIR, region_static, tissue)
+        image[t, region] = contrast.intensity[tissue].mean(axis=1)
+        label[t, region] = TISSUE_TO_CLASS[tissue[:, centre]]
+
+    pixel_centres = world[:, centre]
+    gain = coil_bias(pixel_centres, body, rng)
+    if contrast.band_depth:
+        gain *= off_resonance_band(pixel_centres, heart, contrast.band_depth, rng)
+    image *= gain
+
+    out, start = [], 0
+    for plane in planes:
+        nx, ny, ns = plane.shape
+        stop = start + nx * ny * ns
+        stack = image[:, start:stop].reshape(frames, ns, nx, ny)
+        stack_label = label[:, start:stop].reshape(frames, ns, nx, ny)
+        start = stop
+        out.append((finish_image(stack, contrast, rng), np.ascontiguousarray(stack_label.transpose(2, 3, 1, 0))))
+    return out
+
+
+def finish_image(stack: np.ndarray, contrast: Contrast, rng: np.random.Generator) -> np.ndarray:
+    """Point-spread blur, optional phase-encoding ghost, Rician noise and int16 scaling.
+
+    Args:
+        stack: (T, S, X, Y) noiseless signal (blood ~1).
+
+    Returns:
+        (X, Y, S, T) int16.
+    """
+    blurred = gaussian_filter(stack, sigma=(0, 0, contrast.blur_px, contrast.blur_px), truncate=3.0)
+    if contrast.ghost:
+        # Periodic cardiac motion during the acquisition replicates the image half a field of view along phase encoding.
+        blurred += contrast.ghost * np.roll(blurred, blurred.shape[-1] // 2, axis=-1)
+    # Rician magnitude of complex Gaussian noise; in-place float32 arithmetic because this is the bulk of the data.
+    real = rng.standard_normal(blurred.shape, dtype=np.float32)
+    real *= contrast.noise_sigma
+    real += blurred
+    real *= real
+    imaginary = rng.standard_normal(blurred.shape, dtype=np.float32)
+    imaginary *= contrast.noise_sigma
+    imaginary *= imaginary
+    real += imaginary
+    np.sqrt(real, out=real)
+    real *= contrast.scale
+    real += 0.5  # round half up on the cast below (values are non-negative)
+    np.minimum(real, np.iinfo(np.int16).max, out=real)
+    return real.astype(np.int16).transpose(2, 3, 1, 0)
+
+
+# ==================================================================================================
+# Files
+# ==================================================================================================
+def atomic_path(path: Path) -> Path:
+    """A fresh temporary file beside ``path`` keeping its suffixes (nibabel picks the format from them)."""
+    suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name.removesuffix(suffix)}.", suffix=suffix)
+    os.close(fd)
+    return Path(tmp)
+
+
+def replace_atomically(path: Path, write) -> None:
+    """Call ``write(temporary_path)`` then move the result onto ``path`` in one step; no partial file is ever seen."""
+    tmp = atomic_path(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, frame_seconds: float) -> None:
+    """Write (X, Y, S, T) ``data`` with a RAS mm ``affine`` (sform and qform) and the frame interval as pixdim[4]."""
+    image = nib.Nifti1Image(data, affine)
+    image.set_sform(affine, code=1)
+    image.set_qform(affine, code=1)
+    image.header.set_xyzt_units("mm", "sec")
+    image.header.set_zooms(tuple(image.header.get_zooms()[:3]) + (frame_seconds,))
+    replace_atomically(path, lambda tmp: nib.save(image, tmp))
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomic text file write."""
+    replace_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+# ==================================================================================================
+# Subjects and cohorts
+# ==================================================================================================
+def subject_name(index: int) -> str:
+    """Folder name of the index-th subject."""
+    return f"subject_{index:04d}"
+
+
+def subject_rng(seed: int, index: int) -> np.random.Generator:
+    """Independent stream per (cohort seed, subject index): another seed gives other subjects, workers don't matter."""
+    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(index,)))
+
+
+@dataclass
+class Subject:
+    """Everything sampled for one subject (before imaging)."""
+
+    design: Design
+    heart: Heart
+    phases: dict[str, float]
+    body: Body
+    planes: list[PlaneStack]
+    contrast: Contrast
+    rng: np.random.Generator
+
+
+def sample_subject(seed: int, index: int, frames: int = DEFAULT_FRAMES, tiny: bool = False) -> Subject:
+    """Draw one subject's heart, body, acquisition plan and contrast; deterministic in (seed, index)."""
+    rng = subject_rng(seed, index)
+    design = sample_design(rng)
+    heart, phases = build_heart(design, rng, frames)
+    body = sample_body(rng, heart)
+    planes = plan_acquisition(heart, rng, tiny)
+    return Subject(design, heart, phases, body, planes, sample_contrast(rng), rng)
+
+
+def synthesize_subject(out_dir: str | Path, seed: int, index: int, frames: int, tiny: bool) -> dict[str, float]:
+    """Render one subject into ``out_dir/subject_XXXX/`` and return its ground-truth phenotypes."""
+    subject = sample_subject(seed, index, frames, tiny)
+    folder = Path(out_dir) / subject_name(index)
+    folder.mkdir(parents=True, exist_ok=True)
+    frame_seconds = float(subject.rng.uniform(0.8, 1.1)) / frames  # one RR interval over the frames
+    rendered = render(subject.heart, subject.body, subject.planes, subject.contrast, subject.rng)
+    for plane, (image, label) in zip(subject.planes, rendered):
+        save_nifti(folder / f"{plane.name}.nii.gz", image, plane.affine, frame_seconds)
+        save_nifti(folder / f"seg_{plane.name}.nii.gz", label, plane.affine, frame_seconds)
+    sidecar = {"label_map": "project", "annotated_classes": list(range(1, labels.NUM_CLASSES))}
+    write_text(folder / "subject.json", json.dumps(sidecar) + "\n")
+    return phenotypes_from_volumes(model_volumes(subject.heart))
+
+
+def split_counts(num_subjects: int, fractions: tuple[float, float, float]) -> list[int]:
+    """Training / validation / test sizes: largest-remainder rounding, at least one per non-zero fraction if possible."""
+    weights = np.asarray(fractions, dtype=np.float64) / np.sum(fractions)
+    counts = np.floor(weights * num_subjects).astype(int)
+    for i in np.argsort(-(weights * num_subjects - counts))[: num_subjects - counts.sum()]:
+        counts[i] += 1
+    for i in np.flatnonzero((counts == 0) & (weights > 0)):
+        donor = int(np.argmax(counts))
+        if counts[donor] > 1:
+            counts[donor] -= 1
+            counts[i] += 1
+    return counts.tolist()
+
+
+def make_datalist(names: list[str], seed: int, fractions: tuple[float, float, float]) -> dict[str, list[dict]]:
+    """Random training / validation / test split of subject folder names, deterministic in ``seed``."""
+    order = np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(2**31,))).permutation(len(names))
+    counts = split_counts(len(names), fractions)
+    bounds = np.cumsum([0] + counts)
+    return {
+        key: [{"subject": names[i]} for i in sorted(order[bounds[k] : bounds[k + 1]])]
+        for k, key in enumerate(("training", "validation", "test"))
+    }
+
+
+def synthesize_cohort(
+    out_dir: str | Path,
+    num_subjects: int,
+    seed: int,
+    frames: int = DEFAULT_FRAMES,
+    tiny: bool = False,
+    workers: int = 1,
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+) -> list[str]:
+    """Write a synthetic cohort: subject folders, ``phenotypes.csv`` and ``datalist.json``.
+
+    Args:
+        out_dir: dataset folder (created).
+        num_subjects: how many subjects.
+        seed: cohort seed; the same seed reproduces identical arrays, another seed gives other subjects.
+        frames: frames per cycle (``tiny`` caps it at :data:`TINY_FRAMES`).
+        tiny: small matrix (:data:`TINY_MATRIX` px) and few frames, for tests.
+        workers: parallel processes.
+        split: training / validation / test fractions.
+
+    Returns:
+        The subject folder names.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    frames = min(frames, TINY_FRAMES) if tiny else frames
+    names = [subject_name(i) for i in range(num_subjects)]
+    jobs = [(out, seed, i, frames, tiny) for i in range(num_subjects)]
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            rows = list(pool.map(synthesize_subject, *zip(*jobs)))
+    else:
+        rows = [synthesize_subject(*job) for job in jobs]
+
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["subject", *labels.PHENOTYPE_NAMES])
+            for name, row in zip(names, rows):
+                writer.writerow([name] + [f"{row[key]:.3f}" for key in labels.PHENOTYPE_NAMES])
+
+    replace_atomically(out / "phenotypes.csv", write_csv)
+    write_text(out / "datalist.json", json.dumps(make_datalist(names, seed, split), indent=1) + "\n")
+    return names
