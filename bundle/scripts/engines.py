@@ -9,6 +9,7 @@ floats, so ignite metrics (``Average``) and MONAI's Stats/TensorBoard handlers r
 from __future__ import annotations
 
 import abc
+import contextlib
 import glob
 import logging
 import os
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver
 
 from scripts.labels import NUM_CLASSES, UNLABELLED
 from scripts.net import autocast_context
@@ -25,6 +27,13 @@ from scripts.net import autocast_context
 logger = logging.getLogger(__name__)
 
 BATCH_TENSOR_KEYS = ("image", "plane_mask", "label", "class_mask", "phenotypes")
+
+
+def precision_context(device: torch.device | str, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """``"auto"``: bf16 autocast where the device computes bf16 natively, fp32 elsewhere; ``"fp32"``: always fp32."""
+    if precision not in ("auto", "fp32"):
+        raise ValueError(f"precision must be 'auto' or 'fp32', got {precision!r}")
+    return autocast_context(device) if precision == "auto" else contextlib.nullcontext()
 
 
 def batch_to_device(batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
@@ -185,7 +194,7 @@ class _Step(abc.ABC):
         batch = batch_to_device(batchdata, device)
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
-        with autocast_context(device, self.precision):
+        with precision_context(device, self.precision):
             loss, extras = self.loss(engine.network, batch)
         loss.backward()
         if self.grad_clip > 0:
@@ -251,7 +260,7 @@ class _EvalStep(abc.ABC):
         batch = batch_to_device(batchdata, device)
         engine.network.eval()
         # the MAE masks at random: seeding by iteration makes validation losses comparable across epochs
-        with torch.no_grad(), torch.random.fork_rng(devices=[]), autocast_context(device, self.precision):
+        with torch.no_grad(), torch.random.fork_rng(devices=[]), precision_context(device, self.precision):
             torch.manual_seed(engine.state.iteration)
             return self.evaluate(engine.network, batch)
 
@@ -325,32 +334,40 @@ def trainable_parameters(network: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in network.parameters() if p.requires_grad]
 
 
-class ResumeFromLatest:
-    """Ignite handler: when ``enabled``, load the newest ``checkpoint_epoch=*.pt`` from ``ckpt_dir`` at start.
+class LatestCheckpoint:
+    """Ignite handler: keep ``checkpoint_epoch=N.pt`` (network, optimiser, scheduler and trainer state) of the last
+    epoch in ``ckpt_dir`` and, when ``resume`` is set, continue from the newest one at start.
 
-    The objects of ``load_dict`` (network, optimiser, scheduler, trainer) get their saved state, so a training
-    stopped at any epoch continues where it ended. Without a checkpoint it logs and starts fresh.
+    The trainer is added at ``attach`` time, which lets a config list this handler among the trainer's own handlers
+    (a config reference from a handler to its trainer would be circular).
     """
 
-    def __init__(self, ckpt_dir: str, load_dict: dict, enabled: bool = False) -> None:
+    def __init__(self, ckpt_dir: str, objects: dict, resume: bool = False) -> None:
         self.ckpt_dir = ckpt_dir
-        self.load_dict = load_dict
-        self.enabled = enabled
+        self.objects = dict(objects)
+        self.resume = resume
 
     def attach(self, engine: Engine) -> None:
-        if self.enabled:
-            engine.add_event_handler(Events.STARTED, self)
+        objects = {**self.objects, "trainer": engine}
+        saver = Checkpoint(
+            objects,
+            DiskSaver(self.ckpt_dir, require_empty=False, atomic=True),
+            n_saved=1,
+            filename_pattern="checkpoint_epoch={global_step}.{ext}",
+            global_step_transform=lambda e, _: e.state.epoch,
+        )
+        engine.add_event_handler(Events.EPOCH_COMPLETED, saver)
+        if self.resume:
+            engine.add_event_handler(Events.STARTED, self.load_latest, objects)
 
-    def __call__(self, engine: Engine) -> None:
+    def load_latest(self, engine: Engine, objects: dict) -> None:
         candidates = glob.glob(os.path.join(self.ckpt_dir, "checkpoint_epoch=*.pt"))
         if not candidates:
             logger.info(f"resume requested but no checkpoint in {self.ckpt_dir}: starting from scratch")
             return
         latest = max(candidates, key=lambda p: int(p.rsplit("=", 1)[1].split(".")[0]))
         checkpoint = torch.load(latest, map_location=engine.state.device, weights_only=True)
-        from ignite.handlers import Checkpoint
-
-        Checkpoint.load_objects(to_load=self.load_dict, checkpoint=checkpoint)
+        Checkpoint.load_objects(to_load=objects, checkpoint=checkpoint)
         logger.info(f"resumed from {latest} at epoch {engine.state.epoch}")
 
 

@@ -19,10 +19,9 @@ import numpy as np
 import torch
 
 from scripts.canonical import LoadCineSubjectd, parse_geometry
-from scripts.engines import dice_per_class
+from scripts.engines import dice_per_class, precision_context
 from scripts.inference import load_network_weights, write_json_atomic
 from scripts.labels import CLASS_NAMES, LA_PLANES, PHENOTYPE_NAMES
-from scripts.net import autocast_context
 from scripts.subject import load_datalist
 
 logger = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ class CohortEvaluator:
 
     @torch.no_grad()
     def _embed_and_phenotype(self, image: torch.Tensor, plane_mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        with autocast_context(self.device, self.precision):
+        with precision_context(self.device, self.precision):
             embedding = self.network.embed(image, plane_mask)
             phenotypes = self.network.phenotype_head.predict_physical(embedding)
         return embedding[0].float().cpu().numpy(), phenotypes[0].float().cpu().numpy()
@@ -90,7 +89,7 @@ class CohortEvaluator:
     def evaluate_subject(self, sample: Mapping[str, Any], seed: int) -> dict[str, Any]:
         image = sample["image"][None].to(self.device)
         plane_mask = sample["plane_mask"][None].to(self.device)
-        with autocast_context(self.device, self.precision):
+        with precision_context(self.device, self.precision):
             predicted = self.network(image, plane_mask).argmax(1)[0].cpu()
         label, class_mask = sample["label"][0], sample["class_mask"]
         views = plane_views(parse_geometry(sample["geometry"]))

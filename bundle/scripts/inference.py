@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from scripts.canonical import LoadCineSubjectd, canonical_to_planes, parse_geometry
+from scripts.engines import precision_context
 from scripts.labels import PHENOTYPE_NAMES, PHENOTYPE_UNITS, UNLABELLED
-from scripts.net import autocast_context
 from scripts.subject import discover_subjects, is_subject_folder
 
 logger = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ class CohortPredictor:
         image = sample["image"][None].to(self.device)
         plane_mask = sample["plane_mask"][None].to(self.device)
         network = self.network.module if hasattr(self.network, "module") else self.network
-        with autocast_context(self.device, self.precision):
+        with precision_context(self.device, self.precision):
             logits = network(image, plane_mask)
             embedding = network.embed(image, plane_mask)
             phenotypes = network.phenotype_head.predict_physical(embedding)

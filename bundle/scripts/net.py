@@ -556,9 +556,10 @@ class CineSegmenter(nn.Module):
     - stage S: deepest skip (last encoder layer) projected to ``channels[S]`` on the token grid, two conv blocks;
     - stage k = S-1..0: transposed conv (kernel = stride) from stage k + 1 to ``channels[k]``; add the skip of encoder
       layer ``skip_layers[k - 1]`` (projected per token, trilinearly resized to stage k; k >= 1) or, at k = 0, a
-      full-resolution conv branch of the raw image; conv blocks (two below full resolution, one at it: full-resolution
-      compute dominates on CPU, so it is kept to a single thin conv);
-    - 1x1x1 conv to ``num_classes``.
+      full-resolution in-plane conv of the raw image; conv blocks: two per stage from 1/4 resolution down, one at half
+      resolution and one in-plane (1x3x3) at full resolution, because the high-resolution stages dominate the compute
+      on CPU (temporal context comes from the lower stages);
+    - per-voxel linear layer to ``num_classes``.
 
     Args:
         hidden_size: encoder width D.
@@ -611,13 +612,16 @@ class CineSegmenter(nn.Module):
         for k in range(num_steps - 1, -1, -1):
             stride = (time_factors[num_steps - 1 - k], 2, 2)
             self.upsample.append(nn.ConvTranspose3d(channels[k + 1], channels[k], kernel_size=stride, stride=stride))
-            if k > 0:
+            if k >= 2:
                 blocks = _conv_norm_act(channels[k], channels[k]) + _conv_norm_act(channels[k], channels[k])
             else:
-                blocks = _conv_norm_act(channels[0], channels[0], in_plane=True)
+                blocks = _conv_norm_act(channels[k], channels[k], in_plane=k == 0)
             self.stages.append(nn.Sequential(*blocks))
-        self.image_branch = nn.Sequential(*_conv_norm_act(1, channels[0], in_plane=True))
-        self.head = nn.Conv3d(channels[0], num_classes, kernel_size=1)
+        # Linear in-plane filters of the raw image; the merged stage-0 block supplies norm and nonlinearity.
+        self.image_branch = nn.Conv3d(1, channels[0], kernel_size=(1, 3, 3), padding=(0, 1, 1))
+        # A per-voxel Linear on the channels-last features rather than a 1x1x1 Conv3d: same map, but oneDNN's 1x1x1
+        # convolution with few channels measured ~10x slower at full resolution on CPU.
+        self.head = nn.Linear(channels[0], num_classes)
 
     def token_volume(self, tokens: torch.Tensor, encoded: EncoderOutput, grid: Size3, num_planes: int) -> torch.Tensor:
         """Kept tokens (B, K, C) -> per-plane feature volume (B * P, C, *grid), zeros for absent planes."""
@@ -642,8 +646,8 @@ class CineSegmenter(nn.Module):
                 planes = image.permute(0, 2, 1, 3, 4, 5).reshape(batch * num_planes, 1, frames, height, width)
                 x = x + self.image_branch(planes.contiguous(memory_format=torch.channels_last_3d))
             x = stage(x)
-        logits = self.head(x)
-        return logits.reshape(batch, num_planes, -1, frames, height, width).permute(0, 2, 1, 3, 4, 5)
+        logits = self.head(x.permute(0, 2, 3, 4, 1))  # (B * P, T, H, W, classes)
+        return logits.reshape(batch, num_planes, frames, height, width, -1).permute(0, 5, 1, 2, 3, 4)
 
 
 # --------------------------------------------------------------------------------------------------

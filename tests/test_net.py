@@ -1,0 +1,240 @@
+"""Tests of ``scripts.net`` at the ``tiny`` preset (9 planes x 10 frames x 32 x 32, patch 5 x 8 x 8)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from scripts.labels import NUM_CLASSES, PHENOTYPE_NAMES
+from scripts.net import (
+    CineEncoder,
+    CineHeartNet,
+    CineMAE,
+    autocast_context,
+    build_network,
+    load_encoder_weights,
+    mae_loss,
+    patchify,
+    random_masking,
+    temporal_upsampling_factors,
+    unpatchify,
+)
+
+PLANES, FRAMES, SIZE = 9, 10, 32
+PATCH = (5, 8, 8)
+GRID = (FRAMES // 5, SIZE // 8, SIZE // 8)
+TOKENS = PLANES * math.prod(GRID)
+
+
+def make_image(batch: int = 1, seed: int = 0) -> torch.Tensor:
+    return torch.rand(batch, 1, PLANES, FRAMES, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def build(kind: str) -> CineMAE | CineHeartNet:
+    torch.manual_seed(0)
+    return build_network(kind, "tiny", num_planes=PLANES, num_frames=FRAMES, image_size=SIZE).eval()
+
+
+@pytest.fixture(scope="module")
+def heart() -> CineHeartNet:
+    return build("heart")
+
+
+@pytest.fixture(scope="module")
+def mae() -> CineMAE:
+    return build("mae")
+
+
+def test_patchify_round_trip():
+    image = make_image(2)
+    patches = patchify(image, PATCH)
+    assert patches.shape == (2, TOKENS, math.prod(PATCH))
+    # token 1 is plane 0, t-block 0, y-block 0, x-block 1
+    assert torch.equal(patches[0, 1].reshape(PATCH), image[0, 0, 0, :5, :8, 8:16])
+    assert torch.equal(unpatchify(patches, PLANES, GRID, PATCH), image)
+
+
+def test_random_masking_keeps_share_of_present_tokens_only():
+    present = torch.ones(2, 100, dtype=torch.bool)
+    present[1, 60:] = False
+    ids, valid, mask = random_masking(present, 0.7)
+    assert ids.shape == valid.shape == (2, 30)
+    assert valid.sum(1).tolist() == [30, 18]
+    assert mask.sum(1).tolist() == [70, 42]
+    assert not bool(mask[1, 60:].any()), "absent tokens are never masked"
+    assert bool((ids[1][valid[1]] < 60).all()), "absent tokens are never kept"
+    ids, valid, mask = random_masking(present, 0.0)
+    assert torch.equal(ids[1, :60], torch.arange(60)) and valid.sum(1).tolist() == [100, 60]
+    assert not bool(mask.any())
+
+
+def test_output_shapes(heart, mae):
+    image = make_image(2)
+    plane_mask = torch.ones(2, PLANES, dtype=torch.bool)
+    with torch.no_grad():
+        assert heart(image).shape == (2, NUM_CLASSES, PLANES, FRAMES, SIZE, SIZE)
+        logits, representation = heart.segment_and_embed(image, plane_mask)
+        assert logits.shape == (2, NUM_CLASSES, PLANES, FRAMES, SIZE, SIZE)
+        assert representation.shape == heart.embed(image).shape == (2, 32)
+        assert heart.predict_phenotypes(image).shape == (2, len(PHENOTYPE_NAMES))
+        encoded = heart.encoder(image, return_layers=(2, 1))
+        assert encoded.tokens.shape == (2, TOKENS, 32)
+        assert [h.shape for h in encoded.hidden_states] == [(2, TOKENS, 32)] * 2
+        out = mae(image)
+    assert out["loss"].shape == () and torch.isfinite(out["loss"])
+    assert out["pred"].shape == (2, TOKENS, math.prod(PATCH))
+    assert out["mask"].shape == (2, TOKENS)
+    assert out["mask"].sum(1).tolist() == [TOKENS - int(TOKENS * 0.3)] * 2
+    assert isinstance(mae.encoder, CineEncoder) and isinstance(heart.encoder, CineEncoder)
+
+
+def test_mae_loss_only_on_masked_patches(mae):
+    image = make_image(1)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        out = mae(image)
+    target = patchify(image, PATCH)
+    assert torch.allclose(out["loss"], mae_loss(out["pred"], target, out["mask"]))
+    visible = int(torch.nonzero(out["mask"][0] == 0)[0])
+    masked = int(torch.nonzero(out["mask"][0] == 1)[0])
+    for norm_pix_loss in (False, True):
+        loss = mae_loss(out["pred"], target, out["mask"], norm_pix_loss)
+        changed_visible = target.clone()
+        changed_visible[0, visible] = torch.rand(target.shape[-1])
+        assert torch.equal(mae_loss(out["pred"], changed_visible, out["mask"], norm_pix_loss), loss)
+        changed_masked = target.clone()
+        changed_masked[0, masked] = torch.rand(target.shape[-1])
+        assert not torch.equal(mae_loss(out["pred"], changed_masked, out["mask"], norm_pix_loss), loss)
+
+
+def test_removed_plane_does_not_matter(heart, mae):
+    image = make_image(1)
+    plane_mask = torch.ones(1, PLANES, dtype=torch.bool)
+    plane_mask[0, 4] = False
+    other = image.clone()
+    other[:, :, 4] = torch.rand_like(other[:, :, 4])
+    zero_filled = image.clone()
+    zero_filled[:, :, 4] = 0
+    with torch.no_grad():
+        reference = heart.embed(image, plane_mask)
+        assert torch.allclose(heart.embed(other, plane_mask), reference, atol=1e-6)
+        assert torch.allclose(heart.embed(zero_filled), reference, atol=1e-6), "derived plane mask"
+        assert not torch.allclose(heart.embed(image), reference, atol=1e-4)
+        keep = plane_mask[0]
+        seg = heart(image, plane_mask)[:, :, keep]
+        assert torch.allclose(heart(other, plane_mask)[:, :, keep], seg, atol=1e-5)
+        torch.manual_seed(3)
+        recon = mae(image, plane_mask)
+        torch.manual_seed(3)
+        assert torch.allclose(mae(other, plane_mask)["pred"], recon["pred"], atol=1e-6)
+    plane_tokens = recon["mask"].reshape(PLANES, -1)
+    assert not bool(plane_tokens[4].any()) and bool(plane_tokens[3].any())
+
+
+def test_batch_with_different_plane_masks_equals_per_sample(heart):
+    image = make_image(2)
+    plane_mask = torch.ones(2, PLANES, dtype=torch.bool)
+    plane_mask[0, [1, 7]] = False
+    plane_mask[1, 2:6] = False
+    with torch.no_grad():
+        logits, representation = heart.segment_and_embed(image, plane_mask)
+        for i in range(2):
+            single_logits, single_representation = heart.segment_and_embed(image[i : i + 1], plane_mask[i : i + 1])
+            assert torch.allclose(representation[i], single_representation[0], atol=1e-5)
+            keep = plane_mask[i]
+            assert torch.allclose(logits[i][:, keep], single_logits[0][:, keep], atol=1e-5)
+
+
+def test_encoder_weights_transfer(mae, tmp_path):
+    for checkpoint in (mae.state_dict(), {"network": mae.state_dict()}, {"model": build("heart").state_dict()}):
+        heart = build_network("heart", "tiny", num_planes=PLANES, num_frames=FRAMES, image_size=SIZE)
+        info = load_encoder_weights(heart, checkpoint)
+        assert info["loaded"] == len(heart.encoder.state_dict()) and not info["missing_keys"]
+    assert all(torch.equal(v, mae.state_dict()[f"encoder.{k}"]) for k, v in heart.encoder.state_dict().items())
+    path = tmp_path / "mae.pt"
+    torch.save({"network": mae.state_dict()}, path)
+    assert load_encoder_weights(heart, path)["loaded"] > 0
+    with pytest.raises(ValueError, match="no encoder weights"):
+        load_encoder_weights(heart, {"decoder.weight": torch.zeros(1)})
+
+
+@pytest.mark.parametrize(
+    "shape, match",
+    [
+        ((1, 1, PLANES, 12, SIZE, SIZE), "divisible by the patch size"),
+        ((1, 1, PLANES, FRAMES, 30, SIZE), "divisible by the patch size"),
+        ((1, 1, 5, FRAMES, SIZE, SIZE), "canonical planes"),
+        ((1, PLANES, FRAMES, SIZE, SIZE), "image must have shape"),
+    ],
+)
+def test_invalid_input_shapes(heart, shape, match):
+    with pytest.raises(ValueError, match=match):
+        heart(torch.rand(shape))
+
+
+def test_invalid_arguments(heart):
+    with pytest.raises(ValueError, match="at least one present plane"):
+        heart(make_image(1), torch.zeros(1, PLANES, dtype=torch.bool))
+    with pytest.raises(ValueError, match="plane_mask must have shape"):
+        heart(make_image(1), torch.ones(2, PLANES, dtype=torch.bool))
+    with pytest.raises(ValueError, match="divisible by the patch size"):
+        build_network("heart", "tiny", num_frames=12, image_size=SIZE)
+    with pytest.raises(ValueError, match="unknown preset"):
+        build_network("heart", "huge")
+    with pytest.raises(ValueError, match="unknown network options"):
+        build_network("heart", "tiny", depth=3)
+    with pytest.raises(ValueError, match="power of two"):
+        build_network("heart", "tiny", patch_size=(5, 6, 6), num_frames=FRAMES, image_size=36)
+    with pytest.raises(ValueError, match="one width per stage"):
+        build_network("heart", "tiny", seg_channels=(4, 8), num_frames=FRAMES, image_size=SIZE)
+
+
+def test_bf16_autocast_runs(heart, mae):
+    image = make_image(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = heart(image)
+        loss = mae(image)["loss"]
+    assert logits.shape == (1, NUM_CLASSES, PLANES, FRAMES, SIZE, SIZE) and torch.isfinite(logits).all()
+    assert torch.isfinite(loss)
+    with torch.no_grad():
+        reference = heart(image)
+    assert (logits.float() - reference).abs().mean() < 0.05 * reference.abs().mean() + 1e-3
+    with autocast_context("cpu"):
+        assert torch.isfinite(heart.embed(image)).all()
+
+
+def test_backward_reaches_all_parameters():
+    heart = build("heart").train()
+    logits, representation = heart.segment_and_embed(make_image(1))
+    (logits.mean() + heart.phenotype_head(representation).mean()).backward()
+    assert all(p.grad is not None for p in heart.parameters())
+
+
+def test_trace_keeps_plane_dropping(heart):
+    image = make_image(1)
+    with torch.no_grad():
+        traced = torch.jit.trace(heart, image, check_trace=False)
+        missing = image.clone()
+        missing[:, :, [0, 8]] = 0
+        keep = missing.flatten(3).abs().amax(-1)[0, 0] > 0
+        assert torch.allclose(traced(image), heart(image), atol=1e-5)
+        assert torch.allclose(traced(missing)[:, :, keep], heart(missing)[:, :, keep], atol=1e-5)
+
+
+def test_phenotype_head_physical_units(heart):
+    head = build("heart").phenotype_head
+    mean, std = torch.arange(len(PHENOTYPE_NAMES)).float(), torch.full((len(PHENOTYPE_NAMES),), 2.0)
+    head.set_target_stats(mean, std)
+    representation = torch.rand(3, 32)
+    assert torch.allclose(head.predict_physical(representation), head(representation) * 2.0 + mean)
+    with pytest.raises(ValueError, match="must be > 0"):
+        head.set_target_stats(mean, torch.zeros(len(PHENOTYPE_NAMES)))
+
+
+def test_temporal_upsampling_factors():
+    assert temporal_upsampling_factors(25, 4) == [5, 5, 1, 1]
+    assert temporal_upsampling_factors(8, 3) == [2, 2, 2]
+    assert temporal_upsampling_factors(16, 3) == [4, 2, 2]
+    assert temporal_upsampling_factors(1, 2) == [1, 1]
