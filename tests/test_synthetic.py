@@ -116,7 +116,7 @@ def test_labels_agree_where_planes_intersect(cohort: Path, view: str) -> None:
             sa_values = sa_seg[nearest[keep, 0], nearest[keep, 1], nearest[keep, 2], t]
             heart = (la_values > 0) | (sa_values > 0)
             assert heart.sum() > 40, "the planes should cross inside the heart"
-            assert np.mean(la_values[heart] == sa_values[heart]) > 0.8
+            assert np.mean(la_values[heart] == sa_values[heart]) > 0.9  # ~0.98; a 6 mm in-plane error gives ~0.7
 
 
 def test_lv_volume_curve_from_sa_labels(cohort: Path) -> None:
@@ -133,7 +133,12 @@ def test_lv_volume_curve_from_sa_labels(cohort: Path) -> None:
 def test_phenotypes_consistent(cohort: Path) -> None:
     for row in read_phenotypes(cohort):
         p = {name: float(row[name]) for name in labels.PHENOTYPE_NAMES}
-        for prefix, big, small in (("LV", "EDV", "ESV"), ("RV", "EDV", "ESV"), ("LA", "Vmax", "Vmin"), ("RA", "Vmax", "Vmin")):
+        for prefix, big, small in (
+            ("LV", "EDV", "ESV"),
+            ("RV", "EDV", "ESV"),
+            ("LA", "Vmax", "Vmin"),
+            ("RA", "Vmax", "Vmin"),
+        ):
             edv, esv = p[prefix + big], p[prefix + small]
             assert p[prefix + "SV"] == pytest.approx(edv - esv, abs=0.01)
             assert p[prefix + "EF"] == pytest.approx(100 * (edv - esv) / edv, abs=0.01)

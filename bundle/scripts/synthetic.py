@@ -362,13 +362,57 @@ def body_tissue(points: np.ndarray, body: Body) -> np.ndarray:
 # ==================================================================================================
 # Subject sampling
 # ==================================================================================================
-PHENOTYPE_RANGES = {
-    # category: LVEDV mL, LVEF %, wall mm, RV/LV EDV, RVEF %, LAVmax mL, LAEF %, RAVmax mL, RAEF %, rapid filling
-    "healthy": ((100, 200), (55, 72), (7, 10), (0.95, 1.25), (50, 68), (45, 90), (50, 70), (45, 100), (40, 62), (0.6, 0.8)),
-    "dilated": ((210, 310), (18, 38), (6, 9), (0.8, 1.15), (28, 50), (90, 150), (18, 40), (70, 140), (25, 45), (0.5, 0.8)),
-    "hypertrophic": ((90, 150), (60, 76), (12, 18), (0.85, 1.15), (55, 70), (70, 120), (30, 52), (50, 100), (35, 55), (0.4, 0.6)),
-    "low_ef": ((140, 240), (28, 48), (8, 11), (0.9, 1.3), (32, 55), (70, 120), (25, 48), (55, 120), (30, 50), (0.5, 0.7)),
-}  # fmt: skip
+#: Uniform ranges of the :class:`Design` targets per category (mL, %, mm; slow rapid filling = impaired relaxation).
+PHENOTYPE_RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    "healthy": dict(
+        lvedv=(100, 200),
+        lvef=(55, 72),
+        wall=(7, 10),
+        rv_ratio=(0.95, 1.25),
+        rvef=(50, 68),
+        lavmax=(45, 90),
+        laef=(50, 70),
+        ravmax=(45, 100),
+        raef=(40, 62),
+        rapid_fill=(0.6, 0.8),
+    ),
+    "dilated": dict(
+        lvedv=(210, 310),
+        lvef=(18, 38),
+        wall=(6, 9),
+        rv_ratio=(0.8, 1.15),
+        rvef=(28, 50),
+        lavmax=(90, 150),
+        laef=(18, 40),
+        ravmax=(70, 140),
+        raef=(25, 45),
+        rapid_fill=(0.5, 0.8),
+    ),
+    "hypertrophic": dict(
+        lvedv=(90, 150),
+        lvef=(60, 76),
+        wall=(12, 18),
+        rv_ratio=(0.85, 1.15),
+        rvef=(55, 70),
+        lavmax=(70, 120),
+        laef=(30, 52),
+        ravmax=(50, 100),
+        raef=(35, 55),
+        rapid_fill=(0.4, 0.6),
+    ),
+    "low_ef": dict(
+        lvedv=(140, 240),
+        lvef=(28, 48),
+        wall=(8, 11),
+        rv_ratio=(0.9, 1.3),
+        rvef=(32, 55),
+        lavmax=(70, 120),
+        laef=(25, 48),
+        ravmax=(55, 120),
+        raef=(30, 50),
+        rapid_fill=(0.5, 0.7),
+    ),
+}
 CATEGORY_PROBABILITIES = {"healthy": 0.55, "dilated": 0.15, "hypertrophic": 0.15, "low_ef": 0.15}
 
 
@@ -393,8 +437,7 @@ def sample_design(rng: np.random.Generator) -> Design:
     """Draw a disease category, then uniform targets within its ranges (:data:`PHENOTYPE_RANGES`)."""
     names = list(CATEGORY_PROBABILITIES)
     category = names[rng.choice(len(names), p=list(CATEGORY_PROBABILITIES.values()))]
-    values = [float(rng.uniform(lo, hi)) for lo, hi in PHENOTYPE_RANGES[category]]
-    return Design(category, *values)
+    return Design(category, **{key: float(rng.uniform(*bounds)) for key, bounds in PHENOTYPE_RANGES[category].items()})
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -457,9 +500,9 @@ def build_heart(design: Design, rng: np.random.Generator, frames: int) -> tuple[
     rv_es_phase = es_phase + float(rng.uniform(0.0, 0.03))
     rv_curve = ventricular_curve(phase, rv_es_phase, design.rapid_fill, atrial_phase)
     rv_volume = 1e3 * design.lvedv * design.rv_ratio * (1 - design.rvef / 100 * (1 - rv_curve))
-    rv_base_axes = np.array(
-        [rng.uniform(0.85, 1.0), rng.uniform(1.25, 1.4), rng.uniform(0.62, 0.72)]
-    ) * np.array([epi_radius[0], epi_radius[0], lv_cut[0] + epi_long[0]])
+    rv_base_axes = np.array([rng.uniform(0.85, 1.0), rng.uniform(1.25, 1.4), rng.uniform(0.62, 0.72)]) * np.array(
+        [epi_radius[0], epi_radius[0], lv_cut[0] + epi_long[0]]
+    )
     rv_anchor = -rng.uniform(0.3, 0.45) * epi_radius  # septal anchor of the RV ellipsoid's homothety, per frame
     rv_scale = solve_rv_scale(rv_volume, rv_base_axes, rv_anchor, epi_radius, epi_long, lv_cut, rng)
 
@@ -564,10 +607,9 @@ def sample_atria(
     """
     above_fraction = 0.896
     out: dict[str, list] = {}
-    placements = {
-        "la": (design.lavmax, design.laef, (-rng.uniform(0.1, 0.3) * epi_radius, -rng.uniform(0.15, 0.35) * epi_radius)),
-        "ra": (design.ravmax, design.raef, (rng.uniform(0.5, 0.7) * rv_axes[0] + 0.3 * epi_radius, -rng.uniform(0.4, 0.6) * epi_radius)),
-    }  # fmt: skip
+    la_xy = (-rng.uniform(0.1, 0.3) * epi_radius, -rng.uniform(0.15, 0.35) * epi_radius)
+    ra_xy = (rng.uniform(0.5, 0.7) * rv_axes[0] + 0.3 * epi_radius, -rng.uniform(0.4, 0.6) * epi_radius)
+    placements = {"la": (design.lavmax, design.laef, la_xy), "ra": (design.ravmax, design.raef, ra_xy)}
     for name, (vmax, ef, (cx, cy)) in placements.items():
         shape = np.array([1.0, rng.uniform(0.8, 1.0), rng.uniform(1.0, 1.3)])
         curve = atrial_curve(phase, es_phase, float(rng.uniform(0.45, 0.65)), atrial_phase)
@@ -625,10 +667,11 @@ def great_vessels(rng: np.random.Generator, heart: Heart, spine_xy: tuple[float,
     desc_xy = np.array([spine_xy[0] + 25, spine_xy[1] + 25])
     arch_top = np.array([desc_xy[0] - 5, 0.5 * (arch_start[1] + desc_xy[1]), arch_start[2] + 20])
     desc_top = np.array([*desc_xy, arch_start[2]])
+    root = heart.to_world(np.array([*ao_xy, -15.0]))
     aorta = Tube(
-        np.stack([heart.to_world(np.array([*ao_xy, -15.0])), valve, sinus, ascending, arch_start, arch_top, desc_top, desc_top - [0, 0, 350]]),
-        np.array([ao_r * 0.9, ao_r, ao_r * 1.1, ao_r, ao_r * 0.95, ao_r * 0.85, ao_r * 0.8, ao_r * 0.75]),
-    )  # fmt: skip
+        np.stack([root, valve, sinus, ascending, arch_start, arch_top, desc_top, desc_top - [0, 0, 350]]),
+        ao_r * np.array([0.9, 1.0, 1.1, 1.0, 0.95, 0.85, 0.8, 0.75]),
+    )
 
     pa_angle = np.deg2rad(rng.uniform(65, 90))
     pa_xy = (f.epi_radius + 6) * np.array([np.cos(pa_angle), np.sin(pa_angle)])
@@ -704,7 +747,7 @@ def plan_acquisition(heart: Heart, rng: np.random.Generator, tiny: bool) -> list
     The field of view is centred on the heart with a small random offset within the plane.
     """
     f = heart.frames[0]
-    x_axis, y_axis, long_axis = heart.axes.T
+    long_axis = heart.axes[:, 2]
     pixel = float(rng.uniform(1.6, 2.0))
     sa_matrix = TINY_MATRIX if tiny else int(rng.integers(80, 101)) * 2
     la_matrix = TINY_MATRIX if tiny else int(rng.integers(80, 101)) * 2
@@ -718,9 +761,8 @@ def plan_acquisition(heart: Heart, rng: np.random.Generator, tiny: bool) -> list
     sa_e_i = in_plane_direction(heart, rng.uniform(-0.3, 0.3))
     sa_e_j = np.cross(-long_axis, sa_e_i)  # so that e_i x e_j points to the apex: slice k runs base -> apex
     sa_centre = heart.to_world(np.array([0.0, 0.0, first_above])) + shift[0] * sa_e_i + shift[1] * sa_e_j
-    planes = [
-        PlaneStack("sa", plane_affine(sa_centre, sa_e_i, sa_e_j, pixel, spacing, sa_matrix), (sa_matrix, sa_matrix, num_slices), thickness)
-    ]  # fmt: skip
+    sa_affine = plane_affine(sa_centre, sa_e_i, sa_e_j, pixel, spacing, sa_matrix)
+    planes = [PlaneStack("sa", sa_affine, (sa_matrix, sa_matrix, num_slices), thickness)]
 
     ao_angle = np.arctan2(heart.aortic_valve_xy[1], heart.aortic_valve_xy[0])
     angles = {"la_2ch": np.pi / 2 + rng.uniform(-0.15, 0.15), "la_3ch": ao_angle + rng.uniform(-0.08, 0.08)}
@@ -731,16 +773,15 @@ def plan_acquisition(heart: Heart, rng: np.random.Generator, tiny: bool) -> list
         e_j = -long_axis  # rows run from the base towards the apex
         shift = rng.uniform(-10, 10, size=2)
         centre = heart.to_world(la_centre_h) + shift[0] * e_i + shift[1] * e_j
-        planes.append(PlaneStack(name, plane_affine(centre, e_i, e_j, pixel, thickness, la_matrix), (la_matrix, la_matrix, 1), thickness))
+        affine = plane_affine(centre, e_i, e_j, pixel, thickness, la_matrix)
+        planes.append(PlaneStack(name, affine, (la_matrix, la_matrix, 1), thickness))
     return planes
 
 
 # ==================================================================================================
 # Ground-truth volumes and phenotypes from the 3D model
 # ==================================================================================================
-def ellipsoid_box(
-    centre: tuple[float, ...], axes: tuple[float, ...], margin: float
-) -> tuple[np.ndarray, np.ndarray]:
+def ellipsoid_box(centre: tuple[float, ...], axes: tuple[float, ...], margin: float) -> tuple[np.ndarray, np.ndarray]:
     """Axis-aligned bounding box (lo (3,), hi (3,)) mm of an ellipsoid grown by ``margin`` mm."""
     c, a = np.asarray(centre), np.asarray(axes) + margin
     return c - a, c + a
@@ -815,10 +856,15 @@ def phenotypes_from_volumes(volumes: dict[str, np.ndarray]) -> dict[str, float]:
         "RAVmax": volumes["RABP"].max(),
         "RAVmin": volumes["RABP"].min(),
     }
-    for prefix, big, small in (("LV", "LVEDV", "LVESV"), ("RV", "RVEDV", "RVESV"), ("LA", "LAVmax", "LAVmin"), ("RA", "RAVmax", "RAVmin")):
+    for prefix, big, small in (
+        ("LV", "LVEDV", "LVESV"),
+        ("RV", "RVEDV", "RVESV"),
+        ("LA", "LAVmax", "LAVmin"),
+        ("RA", "RAVmax", "RAVmin"),
+    ):
         out[f"{prefix}SV"] = out[big] - out[small]
         out[f"{prefix}EF"] = 100.0 * out[f"{prefix}SV"] / out[big]
-    return {name: float(out[name]) for name in labels.PHENOTYPE_NAMES}  # fmt: skip
+    return {name: float(out[name]) for name in labels.PHENOTYPE_NAMES}
 
 
 # ==================================================================================================
@@ -1105,7 +1151,7 @@ def synthesize_subject(out_dir: str | Path, seed: int, index: int, frames: int, 
 
 
 def split_counts(num_subjects: int, fractions: tuple[float, float, float]) -> list[int]:
-    """Training / validation / test sizes: largest-remainder rounding, at least one per non-zero fraction if possible."""
+    """Training / validation / test sizes: largest-remainder rounding, then one or more per non-zero fraction."""
     weights = np.asarray(fractions, dtype=np.float64) / np.sum(fractions)
     counts = np.floor(weights * num_subjects).astype(int)
     for i in np.argsort(-(weights * num_subjects - counts))[: num_subjects - counts.sum()]:
