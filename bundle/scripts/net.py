@@ -59,6 +59,7 @@ __all__ = [
     "random_masking",
     "small_preset",
     "sincos_position_embedding",
+    "temporal_upsampling_factors",
     "tiny_preset",
     "unpatchify",
 ]
@@ -365,9 +366,8 @@ class CineEncoder(nn.Module):
             # Missing planes are zero-filled by the data layer; a tensor op keeps this traceable.
             return image.abs().amax(dim=(1, 3, 4, 5)) > 0
         if tuple(plane_mask.shape) != tuple(image.shape[:1]) + (self.num_planes,):
-            raise ValueError(
-                f"plane_mask must have shape (B, P) = {(image.shape[0], self.num_planes)}, got {tuple(plane_mask.shape)}"
-            )
+            expected = (image.shape[0], self.num_planes)
+            raise ValueError(f"plane_mask must have shape (B, P) = {expected}, got {tuple(plane_mask.shape)}")
         plane_mask = plane_mask.to(device=image.device, dtype=torch.bool)
         if not torch.jit.is_tracing() and not bool(plane_mask.any(dim=1).all()):
             raise ValueError("every sample needs at least one present plane (plane_mask has an all-False row)")
@@ -478,10 +478,8 @@ class CineMAE(nn.Module):
         """Reconstruct every patch of the present planes: returns (B, N, patch_dim), zeros for absent planes."""
         num_tokens = encoded.num_tokens
         visible = scatter_tokens(self.decoder_embed(encoded.tokens), encoded.token_ids, encoded.token_valid, num_tokens)
-        is_visible = scatter_tokens(
-            encoded.token_valid[..., None].float(), encoded.token_ids, encoded.token_valid, num_tokens
-        )
-        x = torch.where(is_visible.bool(), visible, self.mask_token.to(visible.dtype))
+        is_visible = (present & (encoded.mask == 0))[..., None]
+        x = torch.where(is_visible, visible, self.mask_token.to(visible.dtype))
         position = sincos_position_embedding(grid, x.shape[-1], device=x.device).repeat(self.encoder.num_planes, 1)
         x = x + position + self.decoder_plane_embed.repeat_interleave(math.prod(grid), dim=0)
 
