@@ -22,9 +22,10 @@ BUNDLE = REPO / "bundle"
 
 #: sizes of the two recipes: cohort, epochs per stage, preset
 RECIPES = {
-    "demo": {"subjects": 24, "pretrain_epochs": 6, "segmentation_epochs": 6, "phenotype_epochs": 15, "preset": "small"},
-    "full": {"subjects": 120, "pretrain_epochs": 10, "segmentation_epochs": 12, "phenotype_epochs": 30, "preset": "small"},
+    "demo": {"subjects": 24, "pretrain_epochs": 8, "segmentation_epochs": 4, "phenotype_epochs": 15},
+    "full": {"subjects": 100, "pretrain_epochs": 25, "segmentation_epochs": 10, "phenotype_epochs": 30},
 }
+PRESET = "small"
 TRAIN_CONFIGS = ["configs/inference.yaml", "configs/train.yaml"]
 
 
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="the full recipe of the shipped weights (hours)")
     parser.add_argument("--resume", action="store_true", help="continue the trainings from their latest checkpoints")
     parser.add_argument("--seed", type=int, default=1, help="seed of the training cohort")
+    parser.add_argument("--workers", type=int, default=2, help="processes synthesising the cohort")
     parser.add_argument("--test-seed", type=int, default=2024, help="seed of the held-out evaluation cohort")
     parser.add_argument("--install-weights", action="store_true", help="copy the final model to bundle/models")
     args = parser.parse_args()
@@ -65,24 +67,25 @@ def main() -> None:
     data, test_data, out = work / "data", work / "test_data", work / "outputs"
     work.mkdir(parents=True, exist_ok=True)
     log = work / "demo.log"
-    common = {"dataset_dir": data, "output_dir": out, "preset": recipe["preset"], "resume": str(args.resume).lower()}
+    common = {"dataset_dir": data, "output_dir": out, "preset": PRESET, "resume": str(args.resume).lower()}
 
     if not (data / "datalist.json").is_file():
         run([sys.executable, str(REPO / "scripts" / "synthesize.py"), "--out", str(data),
-             "--subjects", str(recipe["subjects"]), "--seed", str(args.seed)], log)  # fmt: skip
+             "--subjects", str(recipe["subjects"]), "--seed", str(args.seed), "--workers", str(args.workers)], log)  # fmt: skip
     if not (test_data / "datalist.json").is_file():
         # subjects from a seed the training never saw, all in the test split
         run([sys.executable, str(REPO / "scripts" / "synthesize.py"), "--out", str(test_data),
              "--subjects", str(max(8, recipe["subjects"] // 6)), "--seed", str(args.test_seed),
-             "--split", "0,0,1"], log)  # fmt: skip
+             "--split", "0,0,1", "--workers", str(args.workers)], log)  # fmt: skip
 
     run(bundle_command(TRAIN_CONFIGS + ["configs/pretrain.yaml"], max_epochs=recipe["pretrain_epochs"], **common), log)
     segmentation = TRAIN_CONFIGS + ["configs/finetune_segmentation.yaml"]
-    run(bundle_command(segmentation, max_epochs=recipe["segmentation_epochs"], **common), log)
+    run(bundle_command(segmentation, max_epochs=recipe["segmentation_epochs"], val_interval=2, **common), log)
     run(
         bundle_command(
             segmentation,
             max_epochs=recipe["segmentation_epochs"],
+            val_interval=2,
             task="finetune_segmentation_scratch",
             pretrained_ckpt="''",
             **common,
@@ -111,7 +114,7 @@ def main() -> None:
             dataset_dir=test_data,
             output_dir=predictions,
             ckpt=model,
-            preset=recipe["preset"],
+            preset=PRESET,
         ),
         log,
     )
@@ -123,7 +126,8 @@ def main() -> None:
             output_dir=evaluation,
             ckpt=model,
             scratch_ckpt=scratch,
-            preset=recipe["preset"],
+            reference_dataset_dir=data,
+            preset=PRESET,
         ),
         log,
     )

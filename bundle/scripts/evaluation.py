@@ -168,13 +168,17 @@ class CohortEvaluator:
             }
         return summary
 
-    def run(self, dataset_dir: str | os.PathLike, split: str = "test") -> dict[str, Any]:
+    def run(
+        self, dataset_dir: str | os.PathLike, split: str = "test", reference_dir: str | os.PathLike | None = None
+    ) -> dict[str, Any]:
+        """Evaluate on ``split`` of ``dataset_dir``; the mean guess is the training-split mean of ``reference_dir``
+        (default ``dataset_dir``), so a held-out cohort can be scored against the cohort the model was trained on."""
         if not self.checkpoints:
             raise ValueError("no checkpoint to evaluate: pass --ckpt (and optionally --scratch_ckpt)")
         items = load_datalist(dataset_dir, split)
         if not items:
             raise FileNotFoundError(f"no subject in split {split!r} of {dataset_dir}")
-        training = load_datalist(dataset_dir, "training")
+        training = load_datalist(reference_dir or dataset_dir, "training")
         training_values = np.array([np.asarray(i["phenotypes"], dtype=np.float64) for i in training])
         known = np.isfinite(training_values)
         training_mean = np.where(known.any(0), np.nansum(training_values, 0) / np.maximum(known.sum(0), 1), np.nan)
@@ -192,7 +196,7 @@ class CohortEvaluator:
             "split": split,
             "subjects": [s["id"] for s in samples],
             "failed": failures,
-            "training_subjects_for_mean_guess": len(training),
+            "mean_guess_from": f"{reference_dir or dataset_dir} (training split, {len(training)} subjects)",
             "models": {},
         }
         for name, checkpoint in self.checkpoints.items():

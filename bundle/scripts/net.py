@@ -621,31 +621,56 @@ class CineSegmenter(nn.Module):
         # convolution with few channels measured ~10x slower at full resolution on CPU.
         self.head = nn.Linear(channels[0], num_classes)
 
-    def token_volume(self, tokens: torch.Tensor, encoded: EncoderOutput, grid: Size3, num_planes: int) -> torch.Tensor:
-        """Kept tokens (B, K, C) -> per-plane feature volume (B * P, C, *grid), zeros for absent planes."""
+    def token_volume(
+        self,
+        tokens: torch.Tensor,
+        encoded: EncoderOutput,
+        grid: Size3,
+        num_planes: int,
+        decode_planes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Kept tokens (B, K, C) -> per-plane feature volume (B * P', C, *grid), zeros for absent planes.
+
+        P' = P, or the planes listed in ``decode_planes`` (long (P',)).
+        """
         full = scatter_tokens(tokens, encoded.token_ids, encoded.token_valid, encoded.num_tokens)
         batch, _, channels = full.shape
-        volume = full.reshape(batch, num_planes, *grid, channels).permute(0, 1, 5, 2, 3, 4)
-        return volume.reshape(batch * num_planes, channels, *grid).contiguous(memory_format=torch.channels_last_3d)
+        volume = full.reshape(batch, num_planes, *grid, channels)
+        if decode_planes is not None:
+            volume = volume[:, decode_planes]
+        volume = volume.permute(0, 1, 5, 2, 3, 4)
+        return volume.reshape(-1, channels, *grid).contiguous(memory_format=torch.channels_last_3d)
 
-    def forward(self, image: torch.Tensor, encoded: EncoderOutput, grid: Size3) -> torch.Tensor:
-        """image (B, 1, P, T, H, W) + encoder output with ``hidden_states`` of ``skip_layers`` -> (B, C, P, T, H, W)."""
+    def forward(
+        self, image: torch.Tensor, encoded: EncoderOutput, grid: Size3, decode_planes: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """image (B, 1, P, T, H, W) + encoder output with ``hidden_states`` of ``skip_layers`` -> (B, C, P', T, H, W).
+
+        ``decode_planes`` (long (P',)) decodes only those planes: the decoder works plane by plane, so training can
+        spend its full-resolution compute on a few planes per step while the encoder still sees all of them.
+        """
         if len(encoded.hidden_states) != self.num_steps:
             raise ValueError(f"expected the encoder hidden states of layers {self.skip_layers}")
         batch, _, num_planes, frames, height, width = image.shape
-        x = self.bottleneck(self.token_volume(self.skip_proj[-1](encoded.hidden_states[-1]), encoded, grid, num_planes))
+        x = self.token_volume(self.skip_proj[-1](encoded.hidden_states[-1]), encoded, grid, num_planes, decode_planes)
+        # The token-grid convolutions run in fp32: under CPU bf16 autocast, oneDNN's Conv3d weight gradient on such
+        # small volumes (e.g. 2x8x8) came out non-finite in ~1 of 5 steps (measured on torch 2.13); they are cheap.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = self.bottleneck(x.float())
         for step, (upsample, stage) in enumerate(zip(self.upsample, self.stages)):
             k = self.num_steps - 1 - step
             x = upsample(x)
             if k > 0:
-                skip = self.token_volume(self.skip_proj[k - 1](encoded.hidden_states[k - 1]), encoded, grid, num_planes)
+                hidden = self.skip_proj[k - 1](encoded.hidden_states[k - 1])
+                skip = self.token_volume(hidden, encoded, grid, num_planes, decode_planes)
                 x = x + F.interpolate(skip, size=x.shape[2:], mode="trilinear", align_corners=False)
             else:
-                planes = image.permute(0, 2, 1, 3, 4, 5).reshape(batch * num_planes, 1, frames, height, width)
+                planes = image if decode_planes is None else image[:, :, decode_planes]
+                planes = planes.permute(0, 2, 1, 3, 4, 5).reshape(-1, 1, frames, height, width)
                 x = x + self.image_branch(planes.contiguous(memory_format=torch.channels_last_3d))
             x = stage(x)
-        logits = self.head(x.permute(0, 2, 3, 4, 1))  # (B * P, T, H, W, classes)
-        return logits.reshape(batch, num_planes, frames, height, width, -1).permute(0, 5, 1, 2, 3, 4)
+        logits = self.head(x.permute(0, 2, 3, 4, 1))  # (B * P', T, H, W, classes)
+        return logits.reshape(batch, -1, frames, height, width, logits.shape[-1]).permute(0, 5, 1, 2, 3, 4)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -726,17 +751,22 @@ class CineHeartNet(nn.Module):
         self.phenotype_head = PhenotypeHead(encoder.hidden_size, num_phenotypes, phenotype_hidden)
 
     def segment_and_embed(
-        self, image: torch.Tensor, plane_mask: torch.Tensor | None = None
+        self, image: torch.Tensor, plane_mask: torch.Tensor | None = None, decode_planes: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One encoder pass for multi-task training: (logits (B, C, P, T, H, W), representation (B, D))."""
+        """One encoder pass for multi-task training: (logits (B, C, P', T, H, W), representation (B, D)).
+
+        P' = P, or the planes of ``decode_planes`` (long (P',), see :meth:`CineSegmenter.forward`).
+        """
         plane_mask = self.encoder.check_inputs(image, plane_mask)
         encoded = self.encoder(image, plane_mask, return_layers=self.segmenter.skip_layers)
-        logits = self.segmenter(image, encoded, self.encoder.token_grid(image.shape[3:]))
+        logits = self.segmenter(image, encoded, self.encoder.token_grid(image.shape[3:]), decode_planes)
         return logits, encoded.mean_token()
 
-    def forward(self, image: torch.Tensor, plane_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, image: torch.Tensor, plane_mask: torch.Tensor | None = None, decode_planes: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Segmentation logits (B, num_classes, P, T, H, W); absent planes get logits too (ignore them)."""
-        return self.segment_and_embed(image, plane_mask)[0]
+        return self.segment_and_embed(image, plane_mask, decode_planes)[0]
 
     def embed(self, image: torch.Tensor, plane_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, D) subject representation."""
