@@ -70,8 +70,8 @@ def main() -> None:
     common = {"dataset_dir": data, "output_dir": out, "preset": PRESET, "resume": str(args.resume).lower()}
 
     if not (data / "datalist.json").is_file():
-        run([sys.executable, str(REPO / "scripts" / "synthesize.py"), "--out", str(data),
-             "--subjects", str(recipe["subjects"]), "--seed", str(args.seed), "--workers", str(args.workers)], log)  # fmt: skip
+        run([sys.executable, str(REPO / "scripts" / "synthesize.py"), "--out", str(data), "--subjects",
+             str(recipe["subjects"]), "--seed", str(args.seed), "--workers", str(args.workers)], log)  # fmt: skip
     if not (test_data / "datalist.json").is_file():
         # subjects from a seed the training never saw, all in the test split
         run([sys.executable, str(REPO / "scripts" / "synthesize.py"), "--out", str(test_data),

@@ -13,7 +13,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
 from conftest import BUNDLE, REPO, SHARED
 
 TRAIN = ["configs/inference.yaml", "configs/train.yaml"]

@@ -29,6 +29,10 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+# Many archives hold UIDs with leading zeros (e.g. Sunnybrook); they still group series correctly, and pydicom warns
+# on every lazy access to them, so this one message is silenced (a process-wide filter: the accesses happen later).
+warnings.filterwarnings("ignore", message="Invalid value for VR UI")
+
 #: Fewest phases per slice position for a series to count as cine (2-image PSIR/LGE pairs are not cine).
 MIN_CINE_PHASES = 5
 #: Tolerances for "same orientation" (direction-cosine difference) and "same position" (mm).
@@ -150,10 +154,7 @@ def _read_header(path: Path, study_dir: Path) -> ImageHeader | str:
         DicomConversionError: the file is DICOM but corrupt, or an image without the geometry needed to place it.
     """
     try:
-        with warnings.catch_warnings():
-            # Many archives hold UIDs with leading zeros; they still group series correctly.
-            warnings.filterwarnings("ignore", message="Invalid value for VR UI")
-            dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
         return "not a DICOM file"
     except Exception as exc:  # pydicom raises many types on truncated or malformed files
@@ -502,9 +503,7 @@ def stack_affine_ras(stack: CineStack) -> np.ndarray:
 def _read_pixels(image: ImageHeader, study_dir: Path) -> np.ndarray:
     """Pixel array (X, Y) = (column, row) in stored units with RescaleSlope/Intercept applied, float64."""
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Invalid value for VR UI")
-            dataset = pydicom.dcmread(image.path)
+        dataset = pydicom.dcmread(image.path)
         pixels = dataset.pixel_array
     except Exception as exc:  # decoding errors come from several pixel handlers
         raise _error(

@@ -13,7 +13,7 @@ import contextlib
 import glob
 import logging
 import os
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -128,7 +128,7 @@ def segmentation_loss(
     probs = log_probs.exp()
     safe_target = target.masked_fill(~valid, 0)
     true_class_prob = probs.gather(1, safe_target.unsqueeze(1)).squeeze(1) * valid
-    bins = (torch.arange(batch, device=logits.device).view(-1, *[1] * (target.ndim - 1)) * num_classes + safe_target)
+    bins = torch.arange(batch, device=logits.device).view(-1, *[1] * (target.ndim - 1)) * num_classes + safe_target
     intersection = torch.zeros(batch * num_classes, device=logits.device).scatter_add(
         0, bins.flatten(), true_class_prob.flatten()
     )
@@ -313,7 +313,9 @@ class SegmentationValidationStep(_EvalStep):
     def evaluate(self, network, batch):
         logits = network(batch["image"], batch["plane_mask"])
         predicted = logits.argmax(1)
-        scores = [dice_per_class(predicted[b], batch["label"][b, 0], batch["class_mask"][b]) for b in range(len(logits))]
+        scores = [
+            dice_per_class(predicted[b], batch["label"][b, 0], batch["class_mask"][b]) for b in range(len(logits))
+        ]
         scores = torch.stack(scores)
         return {"dice": float(scores.nanmean()) if bool(torch.isfinite(scores).any()) else 0.0}
 

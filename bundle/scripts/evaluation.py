@@ -129,7 +129,9 @@ class CohortEvaluator:
         for view in VIEWS + ("all",):
             rows = [s["dice"][view] for s in per_subject if view in s["dice"]]
             if rows:
-                summary[view] = {CLASS_NAMES[c + 1]: _nanmean([r[c] for r in rows]) for c in range(len(CLASS_NAMES) - 1)}
+                summary[view] = {
+                    CLASS_NAMES[c + 1]: _nanmean([r[c] for r in rows]) for c in range(len(CLASS_NAMES) - 1)
+                }
         return summary
 
     @staticmethod
@@ -142,7 +144,9 @@ class CohortEvaluator:
             if not known.any():
                 continue
             mae = float(np.abs(predicted[known, k] - truth[known, k]).mean())
-            mean_guess = float(np.abs(training_mean[k] - truth[known, k]).mean()) if np.isfinite(training_mean[k]) else None
+            mean_guess = (
+                float(np.abs(training_mean[k] - truth[known, k]).mean()) if np.isfinite(training_mean[k]) else None
+            )
             summary[name] = {
                 "mae": mae,
                 "mean_guess_mae": mean_guess,
@@ -163,7 +167,9 @@ class CohortEvaluator:
             summary[f"{count}_planes_removed"] = {
                 "embedding_cosine_mean": float(cosines.mean()),
                 "embedding_cosine_min": float(cosines.min()),
-                "phenotype_abs_shift_mean": {name: float(shifts[:, k].mean()) for k, name in enumerate(PHENOTYPE_NAMES)},
+                "phenotype_abs_shift_mean": {
+                    name: float(shifts[:, k].mean()) for k, name in enumerate(PHENOTYPE_NAMES)
+                },
                 "trials": len(trials),
             }
         return summary
@@ -227,7 +233,9 @@ def print_summary(report: Mapping[str, Any]) -> None:
         entries = [report["models"][n]["phenotypes"].get(phenotype) for n in names]
         if all(e is None for e in entries):
             continue
-        cells = ["  n/a " if e is None else f"MAE {e['mae']:.2f} (mean-guess {e['mean_guess_mae']:.2f})" for e in entries]
+        cells = [
+            "  n/a " if e is None else f"MAE {e['mae']:.2f} (mean-guess {e['mean_guess_mae']:.2f})" for e in entries
+        ]
         print(f"  {phenotype:6s} " + " | ".join(cells))
     for n in names:
         robust = report["models"][n]["robustness"].get("2_planes_removed")
