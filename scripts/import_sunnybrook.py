@@ -24,7 +24,8 @@ import numpy as np
 # The bundle's own package `scripts` lives in bundle/; this folder must not shadow it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
-from scripts.dicom import DicomConversionError, convert_study, save_nifti_atomic, write_json_atomic  # noqa: E402
+from scripts.dicom import DicomConversionError, convert_study  # noqa: E402
+from scripts.files import save_nifti_atomic, write_json_atomic  # noqa: E402
 from scripts.labels import UNLABELLED  # noqa: E402
 
 LVBP, LVMYO, BACKGROUND = 1, 2, 0

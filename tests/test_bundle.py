@@ -18,10 +18,13 @@ from conftest import BUNDLE, REPO, SHARED
 TRAIN = ["configs/inference.yaml", "configs/train.yaml"]
 
 
-def bundle_run(configs: list[str], cwd: Path = BUNDLE, **overrides) -> subprocess.CompletedProcess:
-    """Run a bundle workflow; from the repo root the config paths are prefixed with ``bundle/``."""
+def bundle_run(
+    configs: list[str], cwd: Path = BUNDLE, section: str = "run", **overrides
+) -> subprocess.CompletedProcess:
+    """Run a bundle workflow section; from the repo root the config paths are prefixed with ``bundle/``."""
     prefix = "" if cwd == BUNDLE else "bundle/"
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr([prefix + c for c in configs])]
+    config_files = repr([prefix + c for c in configs])
+    command = [sys.executable, "-m", "monai.bundle", "run", section, "--config_file", config_files]
     for key, value in {"preset": "tiny", **overrides}.items():
         command += [f"--{key}", str(value)]
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
@@ -37,7 +40,8 @@ def trained(tiny_cohort, tmp_path_factory) -> Path:
     bundle_run(TRAIN + ["configs/pretrain.yaml"], **common)
     # the segmentation fine-tuning runs from the repository root: the top-level scripts/ must not shadow the bundle's
     bundle_run(TRAIN + ["configs/finetune_segmentation.yaml"], cwd=REPO, **common)
-    bundle_run(TRAIN + ["configs/finetune_phenotypes.yaml"], **common)
+    # ``run training`` is the Model Zoo name of the training section
+    bundle_run(TRAIN + ["configs/finetune_phenotypes.yaml"], section="training", **common)
     return out
 
 
@@ -154,3 +158,19 @@ def test_metadata_and_network_io_verify():
         cwd=BUNDLE, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_finetuning_from_scratch_when_asked(trained, tiny_cohort):
+    result = bundle_run(
+        TRAIN + ["configs/finetune_segmentation.yaml"],
+        dataset_dir=tiny_cohort,
+        output_dir=trained,
+        max_epochs=1,
+        task="finetune_segmentation_scratch",
+        pretrained_ckpt="''",
+    )
+    assert "training from scratch" in result.stdout + result.stderr
+    pretrained = torch.load(trained / "pretrain" / "models" / "model.pt", weights_only=True)
+    scratch = torch.load(trained / "finetune_segmentation_scratch" / "models" / "model.pt", weights_only=True)
+    key = "encoder.patch_embed.weight"
+    assert key in scratch and not torch.allclose(pretrained[key], scratch[key], atol=1e-3)

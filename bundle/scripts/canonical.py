@@ -33,7 +33,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence
@@ -45,6 +44,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from scipy import ndimage
 
+from scripts.files import atomic_path
 from scripts.labels import LA_PLANES, NUM_CLASSES, PHENOTYPE_NAMES, SA_PLANE, UNLABELLED, canonical_plane_names
 from scripts.subject import Plane, Subject, load_subject, subject_files
 
@@ -449,14 +449,8 @@ def save_cached(path: Path, built: Mapping[str, Any]) -> None:
         "geometry": np.array(built["geometry"]),
         "problems": np.array(json.dumps(built["problems"])),
     }
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            np.savez(handle, **arrays)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temp_path:
+        np.savez(temp_path, **arrays)
 
 
 def load_cached(path: Path) -> dict[str, Any]:

@@ -14,20 +14,19 @@ written affines map voxel (column, row, slice) to RAS. Pixel arrays are stored t
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tempfile
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import nibabel as nib
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+
+from scripts.files import save_nifti_atomic, write_json_atomic
 
 # Many archives hold UIDs with leading zeros (e.g. Sunnybrook); they still group series correctly, and pydicom warns
 # on every lazy access to them, so this one message is silenced (a process-wide filter: the accesses happen later).
@@ -535,37 +534,6 @@ def frame_interval_ms(stack: CineStack) -> float:
     if stack.phase_order != "trigger_time" or stack.num_phases < 2:
         return 0.0
     return float(np.median(np.diff([image.trigger_time_ms for image in stack.slices[0]])))
-
-
-def save_nifti_atomic(data: np.ndarray, affine: np.ndarray, path: Path, frame_ms: float = 0.0) -> None:
-    """Save a NIfTI (mm, ms units; scanner qform and sform) via a temporary file and os.replace."""
-    image = nib.Nifti1Image(data, affine)
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    image.header.set_xyzt_units("mm", "msec")
-    if data.ndim == 4 and frame_ms > 0:
-        image.header.set_zooms(image.header.get_zooms()[:3] + (frame_ms,))
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".nii.gz")
-    os.close(descriptor)
-    try:
-        nib.save(image, temp_name)
-        os.replace(temp_name, path)
-    finally:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)
-
-
-def write_json_atomic(payload: Any, path: Path) -> None:
-    """Write JSON via a temporary file and os.replace."""
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-        os.replace(temp_name, path)
-    finally:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)
 
 
 def _written_entry(stack: CineStack, volume: np.ndarray, study_dir: Path) -> dict[str, Any]:

@@ -20,7 +20,8 @@ import torch
 
 from scripts.canonical import LoadCineSubjectd, parse_geometry
 from scripts.engines import dice_per_class, precision_context
-from scripts.inference import load_network_weights, write_json_atomic
+from scripts.files import write_json_atomic
+from scripts.inference import load_network_weights
 from scripts.labels import CLASS_NAMES, LA_PLANES, PHENOTYPE_NAMES
 from scripts.subject import load_datalist
 

@@ -10,72 +10,22 @@ from __future__ import annotations
 import copy
 import csv
 import io
-import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-import nibabel as nib
 import numpy as np
 import torch
 
 from scripts.canonical import LoadCineSubjectd, canonical_to_planes, parse_geometry
 from scripts.engines import precision_context
+from scripts.files import atomic_path, save_nifti_atomic, write_json_atomic, write_text_atomic
 from scripts.labels import PHENOTYPE_NAMES, PHENOTYPE_UNITS, UNLABELLED
 from scripts.subject import discover_subjects, is_subject_folder
 
 logger = logging.getLogger(__name__)
-
-
-# --- small file helpers (every output is written to a temp file, then renamed) ------------------------
-
-
-def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.unlink(temp_path)
-        raise
-
-
-def write_json_atomic(payload: Any, path: str | os.PathLike) -> None:
-    write_bytes_atomic((json.dumps(payload, indent=2, default=_json_default) + "\n").encode(), path)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
-
-
-def write_nifti_atomic(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> None:
-    image = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
-    image.header.set_xyzt_units("mm", "msec")
-    write_bytes_atomic(image.to_bytes() if not str(path).endswith(".gz") else _gzip(image.to_bytes()), path)
-
-
-def _gzip(data: bytes) -> bytes:
-    import gzip
-
-    return gzip.compress(data, compresslevel=1)
-
-
-def write_npy_atomic(array: np.ndarray, path: str | os.PathLike) -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    write_bytes_atomic(buffer.getvalue(), path)
 
 
 def write_phenotype_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
@@ -85,7 +35,7 @@ def write_phenotype_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> 
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in row.items()})
-    write_bytes_atomic(buffer.getvalue().encode(), path)
+    write_text_atomic(buffer.getvalue(), path)
 
 
 # --- weights and forward passes ---------------------------------------------------------------------
@@ -219,13 +169,14 @@ class CohortPredictor:
         subject_dir = self.output_dir / subject_id
         planes = self.segment_planes(item, sample, result["labels"])
         for stem, (array, affine) in planes.items():
-            write_nifti_atomic(array.astype(np.uint8), affine, subject_dir / f"seg_{stem}.nii.gz")
+            save_nifti_atomic(array.astype(np.uint8), affine, subject_dir / f"seg_{stem}.nii.gz")
         phenotypes = {name: float(v) for name, v in zip(PHENOTYPE_NAMES, result["phenotypes"].tolist())}
         write_json_atomic(
             {"subject": subject_id, "units": PHENOTYPE_UNITS, "phenotypes": phenotypes},
             subject_dir / "phenotypes.json",
         )
-        write_npy_atomic(result["embedding"].numpy().astype(np.float32), subject_dir / "embedding.npy")
+        with atomic_path(subject_dir / "embedding.npy") as temp_path:
+            np.save(temp_path, result["embedding"].numpy().astype(np.float32))
         geometry = parse_geometry(sample["geometry"])
         plane_names = [record["name"] for record in geometry["planes"]]
         missing = [name for name, present in zip(plane_names, sample["plane_mask"].tolist()) if not present]

@@ -16,17 +16,14 @@ pointing anteriorly. In systole the AV plane descends towards the apex; the hear
 from __future__ import annotations
 
 import csv
-import json
-import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from scripts import labels
+from scripts.files import atomic_path, save_nifti_atomic, write_json_atomic
 
 DEFAULT_FRAMES = 50
 TINY_FRAMES = 20
@@ -1065,40 +1062,6 @@ def finish_image(stack: np.ndarray, contrast: Contrast, rng: np.random.Generator
 # ==================================================================================================
 # Files
 # ==================================================================================================
-def atomic_path(path: Path) -> Path:
-    """A fresh temporary file beside ``path`` keeping its suffixes (nibabel picks the format from them)."""
-    suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name.removesuffix(suffix)}.", suffix=suffix)
-    os.close(fd)
-    return Path(tmp)
-
-
-def replace_atomically(path: Path, write) -> None:
-    """Call ``write(temporary_path)`` then move the result onto ``path`` in one step; no partial file is ever seen."""
-    tmp = atomic_path(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, frame_seconds: float) -> None:
-    """Write (X, Y, S, T) ``data`` with a RAS mm ``affine`` (sform and qform) and the frame interval as pixdim[4]."""
-    image = nib.Nifti1Image(data, affine)
-    image.set_sform(affine, code=1)
-    image.set_qform(affine, code=1)
-    image.header.set_xyzt_units("mm", "sec")
-    image.header.set_zooms(tuple(image.header.get_zooms()[:3]) + (frame_seconds,))
-    replace_atomically(path, lambda tmp: nib.save(image, tmp))
-
-
-def write_text(path: Path, text: str) -> None:
-    """Atomic text file write."""
-    replace_atomically(path, lambda tmp: tmp.write_text(text))
-
-
 # ==================================================================================================
 # Subjects and cohorts
 # ==================================================================================================
@@ -1143,10 +1106,10 @@ def synthesize_subject(out_dir: str | Path, seed: int, index: int, frames: int, 
     frame_seconds = float(subject.rng.uniform(0.8, 1.1)) / frames  # one RR interval over the frames
     rendered = render(subject.heart, subject.body, subject.planes, subject.contrast, subject.rng)
     for plane, (image, label) in zip(subject.planes, rendered):
-        save_nifti(folder / f"{plane.name}.nii.gz", image, plane.affine, frame_seconds)
-        save_nifti(folder / f"seg_{plane.name}.nii.gz", label, plane.affine, frame_seconds)
+        save_nifti_atomic(image, plane.affine, folder / f"{plane.name}.nii.gz", frame_seconds * 1000)
+        save_nifti_atomic(label, plane.affine, folder / f"seg_{plane.name}.nii.gz", frame_seconds * 1000)
     sidecar = {"label_map": "project", "annotated_classes": list(range(1, labels.NUM_CLASSES))}
-    write_text(folder / "subject.json", json.dumps(sidecar) + "\n")
+    write_json_atomic(sidecar, folder / "subject.json")
     return phenotypes_from_volumes(model_volumes(subject.heart))
 
 
@@ -1216,6 +1179,7 @@ def synthesize_cohort(
             for name, row in zip(names, rows):
                 writer.writerow([name] + [f"{row[key]:.3f}" for key in labels.PHENOTYPE_NAMES])
 
-    replace_atomically(out / "phenotypes.csv", write_csv)
-    write_text(out / "datalist.json", json.dumps(make_datalist(names, seed, split), indent=1) + "\n")
+    with atomic_path(out / "phenotypes.csv") as temp_path:
+        write_csv(temp_path)
+    write_json_atomic(make_datalist(names, seed, split), out / "datalist.json")
     return names

@@ -1,0 +1,222 @@
+"""Real CC0 data: three Sunnybrook short-axis cine studies (DICOM + manual LV contours, no long-axis views).
+
+The studies are imported once with the real CLI (``scripts/import_sunnybrook.py``) into a temporary folder; the
+manual contours are used only to check the data layer, never to build the canonical stack.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import BUNDLE, REPO
+
+from scripts.canonical import LoadCineSubjectd, parse_geometry, voxel_to_world
+from scripts.labels import LA_PLANES, UNLABELLED
+from scripts.net import build_network
+
+SUNNYBROOK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sunnybrook"
+STUDIES = ("SCD0000101", "SCD0000201", "SCD0000301")
+LV = (1, 2)  # LVBP, LVMYO
+ACQUIRED_FRAMES = 20
+CROP, SPACING_MM, FRAMES, SA_SLICES = 128, 1.8, 50, 6
+
+pytestmark = pytest.mark.skipif(
+    not (SUNNYBROOK / "link.csv").is_file(),
+    reason=f"Sunnybrook studies not found at {SUNNYBROOK} (see ../shared/data/sunnybrook/SOURCE.md)",
+)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sunnybrook") / "dataset"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "import_sunnybrook.py"), "--src", str(SUNNYBROOK), "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def samples(dataset) -> dict[str, dict]:
+    """Canonical samples at the training grid (6 SA slices + 3 LA views, 50 frames, 128 px at 1.8 mm)."""
+    load = LoadCineSubjectd(keys="subject", num_sa_slices=SA_SLICES, num_frames=FRAMES, crop_size=CROP)
+    return {study: load({"subject": str(dataset / study)}) for study in STUDIES}
+
+
+def source_label(dataset: Path, study: str) -> tuple[np.ndarray, np.ndarray]:
+    seg = nib.load(dataset / study / "seg_sa.nii.gz")
+    return np.asarray(seg.dataobj), seg.affine
+
+
+def nearest_acquired_frame(k: int) -> int:
+    """The acquired frame that canonical frame ``k`` shows (cyclic nearest frame; k * 20 / 50 never ends in .5)."""
+    return round(k * ACQUIRED_FRAMES / FRAMES) % ACQUIRED_FRAMES
+
+
+def canonical_pixel(world: np.ndarray, record: dict) -> np.ndarray:
+    """(N, 3) world mm -> (N, 2) canonical pixel coordinates (i along u, j along v) of a plane record."""
+    offset = world - np.array(record["centre_mm"])
+    centre_index = (CROP - 1) / 2
+    return np.stack([offset @ record["u"], offset @ record["v"]], axis=-1) / SPACING_MM + centre_index
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_import_writes_sa_volume_and_lv_labels(dataset, study):
+    image = nib.load(dataset / study / "sa.nii.gz")
+    label, affine = source_label(dataset, study)
+    assert image.ndim == 4 and image.shape[3] == ACQUIRED_FRAMES and image.shape[2] >= 10
+    assert label.shape == image.shape and np.allclose(affine, image.affine)
+    assert set(np.unique(label).tolist()) == {0, 1, 2, UNLABELLED}
+    assert json.loads((dataset / study / "subject.json").read_text())["annotated_classes"] == [1, 2]
+    assert not any((dataset / study / f"{stem}.nii.gz").exists() for stem in LA_PLANES)
+
+
+CROP_CUT = pytest.mark.xfail(
+    strict=True,
+    reason="the motion centre of SCD0000201 lies 118 mm from the LV, so the 230 mm crop cuts the LV: up to 14 % of "
+    "the contoured ED LV pixels of a selected slice fall outside it (see the heart-centre test)",
+)
+
+
+@pytest.mark.parametrize("study", [STUDIES[0], pytest.param(STUDIES[1], marks=CROP_CUT), STUDIES[2]])
+def test_selected_slices_keep_every_lv_voxel_inside_the_crop(dataset, samples, study):
+    """The crop centred without labels still holds every manually contoured LV voxel of the chosen SA slices."""
+    label, affine = source_label(dataset, study)
+    geometry = parse_geometry(samples[study]["geometry"])
+    canonical = samples[study]["label"].numpy()[0]
+    pixel_area_mm2 = float(np.prod(np.linalg.norm(affine[:3, :2], axis=0)))
+    checked = 0
+    for index, record in enumerate(geometry["planes"][:SA_SLICES]):
+        assert record["source"] == "sa"
+        z = record["slice"]
+        voxels = np.argwhere(np.isin(label[:, :, z, :], LV).any(axis=2))
+        if not len(voxels):
+            continue
+        world = voxel_to_world(affine, np.concatenate([voxels, np.full((len(voxels), 1), z)], axis=1).astype(float))
+        pixel = canonical_pixel(world, record)
+        # nearest-neighbour pixels: a voxel centre within half a pixel of the border still lands inside
+        assert pixel.min() >= -0.5 and pixel.max() <= CROP - 0.5, f"{study} slice {z}: LV outside the crop"
+        for frame in np.flatnonzero(np.isin(label[:, :, z, :], LV).any(axis=(0, 1))):
+            source_mm2 = np.isin(label[:, :, z, frame], LV).sum() * pixel_area_mm2
+            canonical_frames = [k for k in range(FRAMES) if nearest_acquired_frame(k) == frame]
+            for k in canonical_frames:
+                canonical_mm2 = np.isin(canonical[index, k], LV).sum() * SPACING_MM**2
+                # nearest-neighbour resampling from ~1.3 mm to 1.8 mm pixels misplaces boundary pixels along the
+                # contour (perimeter ~ 2 sqrt(pi A)); the errors mostly cancel: allow a quarter-pixel band plus 2 %
+                # (measured when the whole LV is inside: <= 3.2 %, all within this; a crop cutting 7 % fails it)
+                tolerance = 0.02 * source_mm2 + 0.25 * SPACING_MM * 2 * np.sqrt(np.pi * source_mm2)
+                assert abs(canonical_mm2 - source_mm2) <= tolerance, (study, z, frame, k, canonical_mm2, source_mm2)
+                checked += 1
+    assert checked >= 8, "at least 4 labelled slices x 2 phases were compared"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="canonical._motion_centre picks the strongest temporal-std blob, which on all three Sunnybrook studies is "
+    "a flow/fat artefact next to the heart (50, 118 and 58 mm from the LV centroid), not the LV",
+)
+@pytest.mark.parametrize("study", STUDIES)
+def test_heart_centre_without_labels_is_near_the_contoured_lv(dataset, samples, study):
+    label, affine = source_label(dataset, study)
+    geometry = parse_geometry(samples[study]["geometry"])
+    assert geometry["centre_method"] == "motion"  # no long-axis views: motion is the only cue
+    voxels = np.argwhere(np.isin(label, LV))[:, :3].astype(float)
+    lv_centroid = voxel_to_world(affine, voxels).mean(axis=0)
+    # in-plane distance (the SA slice normal carries the slice choice, not the crop): the LV of these hearts is
+    # ~50-60 mm across, so 25 mm keeps the LV centroid within its own radius of the crop centre
+    normal = affine[:3, 2] / np.linalg.norm(affine[:3, 2])
+    offset = np.array(geometry["centre_mm"]) - lv_centroid
+    assert np.linalg.norm(offset - (offset @ normal) * normal) < 25.0
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_twenty_frames_become_fifty_and_only_labelled_phases_keep_labels(dataset, samples, study):
+    label, _ = source_label(dataset, study)
+    sample = samples[study]
+    assert tuple(sample["image"].shape) == (1, SA_SLICES + 3, FRAMES, CROP, CROP)
+    canonical = sample["label"].numpy()[0]
+    geometry = parse_geometry(sample["geometry"])
+    # the contours were drawn on two phases (ED and ES) of each slice; every other phase is 255
+    labelled_phases = {int(f) for f in np.flatnonzero((label != UNLABELLED).any(axis=(0, 1, 2)))}
+    assert len(labelled_phases) == 2
+    # cyclic nearest-frame resampling: canonical frame k shows acquired frame round(k * 20 / 50) (no ties occur)
+    expected = {k for k in range(FRAMES) if nearest_acquired_frame(k) in labelled_phases}
+    for index, record in enumerate(geometry["planes"][:SA_SLICES]):
+        slice_phases = {int(f) for f in np.flatnonzero((label[:, :, record["slice"]] != UNLABELLED).any((0, 1)))}
+        has_label = {k for k in range(FRAMES) if (canonical[index, k] != UNLABELLED).any()}
+        if slice_phases:
+            assert has_label == expected, (study, record["slice"], sorted(has_label))
+            # the labelled frames hold both background and LV
+            assert {0, 1} <= set(np.unique(canonical[index, sorted(expected)]).tolist())
+        else:
+            assert not has_label
+    # frame 0 stays frame 0: the cycle is not shifted (both sides rounded to the same acquired frame)
+    assert (0 in expected) == (0 in labelled_phases)
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_missing_long_axis_views_are_masked_zero_and_recorded(samples, study):
+    sample = samples[study]
+    geometry = parse_geometry(sample["geometry"])
+    assert sample["plane_mask"].tolist() == [True] * SA_SLICES + [False] * 3
+    assert float(sample["image"][0, SA_SLICES:].abs().max()) == 0.0
+    assert bool((sample["label"][0, SA_SLICES:] == UNLABELLED).all())
+    assert float(sample["image"][0, :SA_SLICES].amax(dim=(1, 2, 3)).min()) > 0.5  # SA planes are real images
+    assert sample["class_mask"].tolist() == [True, True, True, False, False, False]
+    assert [p["name"] for p in geometry["planes"][SA_SLICES:]] == list(LA_PLANES)
+    assert all(p["source"] is None for p in geometry["planes"][SA_SLICES:])
+    assert set(geometry["sources"]) == {"sa"}
+    # the LA files are absent, not broken: nothing to report as a problem, and the LA views did not place the heart
+    assert sample["problems"] == ""
+    assert geometry["centre_method"] != "la_intersection"
+
+
+def tree_listing(folder: Path) -> list[tuple[str, int]]:
+    return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*") if p.is_file())
+
+
+def test_inference_workflow_accepts_a_dicom_study_folder(dataset, tmp_path):
+    study = "SCD0000301"  # the smallest study (10 slices)
+    dicom_dir = SUNNYBROOK / "dicoms" / study
+    listing_before = tree_listing(dicom_dir)
+    checkpoint = tmp_path / "tiny.pt"
+    torch.manual_seed(0)
+    torch.save(build_network("heart", "tiny", SA_SLICES + 3, 10, 32).state_dict(), checkpoint)
+    out = tmp_path / "predictions"
+    command = [
+        sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml", "--preset", "tiny",
+        "--dataset_dir", str(dicom_dir), "--output_dir", str(out), "--ckpt", str(checkpoint),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    assert tree_listing(dicom_dir) == listing_before, "the shared DICOM folder must not be written to"
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["done"] == [study] and summary["failed"] == []
+    predicted = out / study
+    converted = nib.load(predicted / "converted" / "sa.nii.gz")
+    # the workflow's own conversion matches the importer's (same DICOM -> NIfTI code path and geometry)
+    imported = nib.load(dataset / study / "sa.nii.gz")
+    assert converted.shape == imported.shape
+    np.testing.assert_allclose(converted.affine, imported.affine, atol=1e-4)
+
+    segmentation = nib.load(predicted / "seg_sa.nii.gz")
+    assert segmentation.shape == converted.shape
+    np.testing.assert_allclose(segmentation.affine, converted.affine, atol=1e-4)
+    assert set(np.unique(np.asarray(segmentation.dataobj)).tolist()) <= set(range(6))
+    assert not any((predicted / f"seg_{stem}.nii.gz").exists() for stem in LA_PLANES)
+
+    report = json.loads((predicted / "report.json").read_text())
+    assert report["segmented_planes"] == ["sa"]
+    assert report["canonical_planes_missing"] == list(LA_PLANES), "10 SA slices fill all 6 SA planes"
+    assert report["heart_centre_method"] == "motion"
