@@ -145,21 +145,18 @@ def test_sample_contract_and_centre_from_la_planes(subject_dir: Path) -> None:
         assert (centre_labels == 1).all(), plane
 
 
-def test_centre_sa_only_by_motion(tmp_path: Path) -> None:
+def test_centre_sa_only_falls_back_to_image_centre(tmp_path: Path) -> None:
     folder = make_subject(tmp_path / "sa_only", planes=("sa",), labels=False)
     sample = _transform()(_item(folder))
     geometry = parse_geometry(sample["geometry"])
-    assert geometry["centre_method"] == "motion"
-    assert np.linalg.norm(np.array(geometry["centre_mm"]) - LV_CENTRE_MM) < 4.0
+    assert geometry["centre_method"] == "image_centre"
+    source = geometry["sources"]["sa"]
+    size_x, size_y, num_slices, _ = source["shape"]
+    middle = np.array([(size_x - 1) / 2, (size_y - 1) / 2, (num_slices - 1) / 2, 1.0])
+    assert np.linalg.norm(np.array(geometry["centre_mm"]) - (np.array(source["affine"]) @ middle)[:3]) < 1e-6
     assert sample["plane_mask"].tolist() == [True] * 6 + [False] * 3
     assert (sample["image"][0, 6:] == 0).all() and (sample["label"] == UNLABELLED).all()
     assert not sample["class_mask"].any()
-
-
-def test_centre_falls_back_to_image_centre_without_motion(tmp_path: Path) -> None:
-    folder = make_subject(tmp_path / "static", frames=1, planes=("sa",), labels=False)
-    geometry = parse_geometry(_transform(num_frames=4)(_item(folder))["geometry"])
-    assert geometry["centre_method"] == "image_centre"
 
 
 @pytest.mark.parametrize("frames", [25, 30, 50])

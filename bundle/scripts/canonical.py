@@ -8,10 +8,11 @@ neighbour). Outside the source field of view the image is 0 and the label 255 (n
 
 Heart centre, without any segmentation (recorded as ``geometry["centre_method"]``):
 ``la_intersection``: the LV long axis is the common line of the long-axis planes (least squares over their plane
-equations); its intersection with the middle slice of the SA stack is the centre. ``motion``: without two usable
-long-axis planes, the heart is what moves: the temporal standard deviation of the middle SA slices, smoothed, and
-its weighted centroid over the strongest connected region. ``image_centre``: the last fallback. Every canonical
-plane is centred on the heart centre projected onto that plane.
+equations); its intersection with the middle slice of the SA stack is the centre. ``image_centre``: without two
+usable long-axis planes, the centre of the middle SA slices (a technologist centres the SA field of view on the
+heart). A motion localiser (centroid of the temporal standard deviation) was tried and removed: on the 3 Sunnybrook
+studies it landed 50-118 mm from the contoured LV (flow and fat artefacts move too), the image centre 7-15 mm.
+Every canonical plane is centred on the heart centre projected onto that plane.
 
 SA slices, base to apex, by geometry only: slices are ordered by their position along RAS ``(1, -1, 1)`` (the base
 lies right/posterior/superior of the apex), then ``num_sa_slices`` of them are taken evenly spaced over the stack.
@@ -42,7 +43,6 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
-from scipy import ndimage
 
 from scripts.files import atomic_path
 from scripts.labels import LA_PLANES, NUM_CLASSES, PHENOTYPE_NAMES, SA_PLANE, UNLABELLED, canonical_plane_names
@@ -57,12 +57,9 @@ BASE_DIRECTION_RAS = np.array([1.0, -1.0, 1.0]) / np.sqrt(3.0)
 INTENSITY_PERCENTILES = (1.0, 99.5)
 #: At most this many voxels per plane file enter the percentile estimate (strided subsample, deterministic).
 PERCENTILE_SAMPLE_SIZE = 500_000
-#: Smoothing of the motion map (mm) and the fraction of its maximum that delimits the "strongest region".
-MOTION_SMOOTHING_MM = 6.0
-MOTION_REGION_FRACTION = 0.5
 #: Two long-axis planes are "distinct" if the second singular value of their normals exceeds this (~6 degrees).
 MIN_LA_NORMAL_SPREAD = 0.1
-CENTRE_METHODS = ("la_intersection", "motion", "image_centre")
+CENTRE_METHODS = ("la_intersection", "image_centre")
 
 
 # --- geometry -------------------------------------------------------------------------------------
@@ -177,27 +174,10 @@ def _long_axis_centre(subject: Subject, sa_order: list[int]) -> np.ndarray | Non
     return centre
 
 
-def _motion_centre(plane: Plane, slices: Sequence[int]) -> np.ndarray | None:
-    """Heart centre (3,) from the temporal standard deviation of some slices of a plane, or None without motion."""
-    if plane.num_frames < 2:
-        return None
-    motion = plane.image[:, :, list(slices), :].std(axis=3).mean(axis=2)
-    pixel_mm = np.linalg.norm(plane.affine[:3, :2], axis=0)
-    motion = ndimage.gaussian_filter(motion, sigma=MOTION_SMOOTHING_MM / pixel_mm, mode="constant")
-    peak = motion.max()
-    if not peak > 0:
-        return None
-    regions, _ = ndimage.label(motion >= MOTION_REGION_FRACTION * peak)
-    strongest = regions == regions[np.unravel_index(np.argmax(motion), motion.shape)]
-    weights = np.where(strongest, motion - MOTION_REGION_FRACTION * peak, 0.0)
-    x, y = ndimage.center_of_mass(weights)
-    return voxel_to_world(plane.affine, np.array([x, y, float(np.mean(slices))]))
-
-
 def heart_centre(subject: Subject, sa_order: list[int] | None = None) -> tuple[np.ndarray, str]:
     """World position (3,) of the heart centre and the method that found it (one of ``CENTRE_METHODS``).
 
-    Uses no segmentation. A fallback method (``motion``, ``image_centre``) is logged as a warning.
+    Uses no segmentation. The fallback (``image_centre``) is logged as a warning.
     """
     sa = subject.planes.get(SA_PLANE)
     if sa_order is None:
@@ -211,10 +191,8 @@ def heart_centre(subject: Subject, sa_order: list[int] | None = None) -> tuple[n
     else:
         reference = next(subject.planes[stem] for stem in LA_PLANES if stem in subject.planes)
         slices = [0]
-    centre, method = _motion_centre(reference, slices), "motion"
-    if centre is None:
-        centre = slice_centre(reference.affine, reference.image.shape, float(np.mean(slices)))
-        method = "image_centre"
+    centre = slice_centre(reference.affine, reference.image.shape, float(np.mean(slices)))
+    method = "image_centre"
     logger.warning(
         "subject %s: heart centre by %s (no two usable long-axis planes cutting the SA stack)", subject.id, method
     )

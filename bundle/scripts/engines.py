@@ -141,6 +141,8 @@ def segmentation_loss(
     )
     foreground = class_mask.bool().clone()
     foreground[:, 0] = False
+    # a subject without any annotated voxel here has Dice 1 by the smoothing: it must not dilute the others' term
+    foreground &= valid.flatten(1).any(1)[:, None]
     dice_loss = (1 - dice)[foreground].mean() if bool(foreground.any()) else dice.sum() * 0.0
     return cross_entropy + dice_weight * dice_loss
 
