@@ -57,7 +57,7 @@ def test_pretrain_writes_latest_and_best_checkpoints_and_resumes(trained, tiny_c
     assert (models / "checkpoint_epoch=2.pt").is_file(), "resume must continue at epoch 2"
     assert not (models / "checkpoint_epoch=1.pt").exists(), "only the latest epoch checkpoint is kept"
     checkpoint = torch.load(models / "checkpoint_epoch=2.pt", weights_only=True)
-    assert checkpoint["trainer"]["epoch"] == 2
+    assert checkpoint["trainer"]["iteration"] == 2 * checkpoint["trainer"]["epoch_length"]
     assert (trained / "pretrain" / "logs").is_dir() and any((trained / "pretrain" / "logs").iterdir())
 
 

@@ -397,17 +397,26 @@ class LatestCheckpoint:
         )
         engine.add_event_handler(Events.EPOCH_COMPLETED, saver)
         if self.resume:
-            engine.add_event_handler(Events.STARTED, self.load_latest, objects)
+            engine.add_event_handler(Events.STARTED, self.load_latest, objects, saver)
 
-    def load_latest(self, engine: Engine, objects: dict) -> None:
+    def load_latest(self, engine: Engine, objects: dict, saver: Checkpoint) -> None:
         candidates = glob.glob(os.path.join(self.ckpt_dir, "checkpoint_epoch=*.pt"))
         if not candidates:
             logger.info(f"resume requested but no checkpoint in {self.ckpt_dir}: starting from scratch")
             return
         latest = max(candidates, key=lambda p: int(p.rsplit("=", 1)[1].split(".")[0]))
         checkpoint = torch.load(latest, map_location=engine.state.device, weights_only=True)
+        # the saved trainer and schedule carry the old run's length: keep this run's, so --max_epochs can extend it
+        max_epochs = engine.state.max_epochs
+        scheduler = objects.get("lr_scheduler")
+        schedule = {k: getattr(scheduler, k) for k in ("t_total", "warmup_steps") if hasattr(scheduler, k)}
         Checkpoint.load_objects(to_load=objects, checkpoint=checkpoint)
-        logger.info(f"resumed from {latest} at epoch {engine.state.epoch}")
+        # the saver takes over the file it resumed from, so the next epoch's checkpoint replaces it
+        saver.load_state_dict({"_saved": [(engine.state.epoch, os.path.basename(latest))]})
+        engine.state.max_epochs = max_epochs
+        for key, value in schedule.items():
+            setattr(scheduler, key, value)
+        logger.info(f"resumed from {latest} at epoch {engine.state.epoch} of {max_epochs}")
 
 
 def load_pretrained(
