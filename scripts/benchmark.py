@@ -38,7 +38,6 @@ How to read the ratios (``of peak`` = achieved / peak, achieved = counted FLOPs 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -57,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
 from scripts.canonical import LoadCineSubjectd  # noqa: E402
 from scripts.engines import segmentation_loss  # noqa: E402
+from scripts.files import write_json_atomic  # noqa: E402
 from scripts.labels import NUM_CLASSES  # noqa: E402
 from scripts.net import autocast_context, build_network  # noqa: E402
 from scripts.synthetic import synthesize_cohort  # noqa: E402
@@ -392,21 +392,6 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` as JSON to ``path`` through a temporary file in the same folder and a rename."""
-    path = path.resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            json.dump(payload, handle, indent=1)
-            handle.write("\n")
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-
-
 # --------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------
@@ -469,7 +454,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = run_benchmark(preset, device, settings_for(args, device), args.subject)
     print(format_table(results))
     if args.out is not None:
-        write_json_atomically(args.out, results)
+        write_json_atomic(results, args.out)
         print(f"wrote {args.out}")
     return results
 
