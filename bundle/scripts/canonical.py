@@ -575,14 +575,16 @@ def write_canonical_nifti(
     spacing_mm = parse_geometry(geometry)["spacing_mm"] if geometry is not None else 1.0
     plane_mask = np.asarray(sample["plane_mask"], dtype=bool)
     image = np.asarray(sample["image"], dtype=np.float32)
-    nib.save(_stack_to_nifti(image, plane_mask, geometry, spacing_mm), str(path))
+    with atomic_path(path) as temp_path:
+        nib.save(_stack_to_nifti(image, plane_mask, geometry, spacing_mm), temp_path)
     if sample.get("label") is None:
         return path, None
     if label_path is None:
         label_path = path.with_name(path.name.replace(".nii.gz", "").replace(".nii", "") + "_label.nii.gz")
     label_path = Path(label_path)
     label = np.asarray(sample["label"], dtype=np.uint8)
-    nib.save(_stack_to_nifti(label, plane_mask, geometry, spacing_mm), str(label_path))
+    with atomic_path(label_path) as temp_path:
+        nib.save(_stack_to_nifti(label, plane_mask, geometry, spacing_mm), temp_path)
     return path, label_path
 
 
