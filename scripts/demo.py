@@ -23,7 +23,7 @@ BUNDLE = REPO / "bundle"
 #: sizes of the two recipes: cohort, epochs per stage, preset
 RECIPES = {
     "demo": {"subjects": 24, "pretrain_epochs": 8, "segmentation_epochs": 4, "phenotype_epochs": 15},
-    "full": {"subjects": 100, "pretrain_epochs": 25, "segmentation_epochs": 10, "phenotype_epochs": 30},
+    "full": {"subjects": 100, "pretrain_epochs": 14, "segmentation_epochs": 10, "phenotype_epochs": 30},
 }
 PRESET = "small"
 TRAIN_CONFIGS = ["configs/inference.yaml", "configs/train.yaml"]

@@ -95,6 +95,8 @@ def test_inference_writes_every_plane_in_its_own_geometry(trained, tiny_cohort, 
     assert not (predicted / "seg_la_3ch.nii.gz").exists(), "a missing plane is reported, not invented"
     report = json.loads((predicted / "report.json").read_text())
     assert "la_3ch" in report["canonical_planes_missing"]
+    assert nib.load(subject / "sa.nii.gz").shape[2] > 6, "the stack has more slices than the canonical 6"
+    assert report["sa_slices_unsegmented"] == [], "extra passes segment every SA slice"
     assert np.load(predicted / "embedding.npy").ndim == 1
     phenotypes = json.loads((predicted / "phenotypes.json").read_text())["phenotypes"]
     assert set(phenotypes) >= {"LVEDV", "LVEF", "LVM", "RVEDV", "RVEF"}

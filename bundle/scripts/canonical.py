@@ -33,10 +33,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import zlib
 from pathlib import Path
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any, Collection, Hashable, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -130,17 +131,17 @@ def select_sa_slices(order: Sequence[int], num_sa_slices: int, sa_slice_indices:
     return selection
 
 
-def plan_sa_passes(geometry: str | Mapping[str, Any]) -> list[list[int]]:
-    """Groups of source SA slices that together cover the whole stack, each spread base to apex like training.
+def plan_sa_passes(geometry: str | Mapping[str, Any], covered: Collection[int] = ()) -> list[list[int]]:
+    """Groups of source SA slices that together cover the stack (but ``covered``), each spread base to apex.
 
-    Pass ``k`` takes every ``n``-th slice of the base-to-apex order starting at ``k`` (``n`` = number of passes);
-    run the transform with ``sa_slice_indices`` = each group and merge the :func:`canonical_to_planes` outputs
-    (255 marks slices a pass did not cover).
+    Pass ``k`` takes every ``n``-th remaining slice of the base-to-apex order starting at ``k`` (``n`` = number of
+    passes); run the transform with ``sa_slice_indices`` = each group and merge the :func:`canonical_to_planes`
+    outputs (255 marks slices a pass did not cover).
     """
     geometry = parse_geometry(geometry)
-    order, num_sa_slices = geometry["sa_slice_order"], geometry["num_sa_slices"]
-    num_passes = max(1, -(-len(order) // num_sa_slices))
-    return [order[k::num_passes] for k in range(num_passes)] if order else []
+    remaining = [z for z in geometry["sa_slice_order"] if z not in set(covered)]
+    num_passes = math.ceil(len(remaining) / geometry["num_sa_slices"])
+    return [remaining[k::num_passes] for k in range(num_passes)]
 
 
 def _long_axis_centre(subject: Subject, sa_order: list[int]) -> np.ndarray | None:

@@ -11,7 +11,6 @@ import copy
 import csv
 import io
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from scripts.canonical import LoadCineSubjectd, canonical_to_planes, parse_geometry
+from scripts.canonical import LoadCineSubjectd, canonical_to_planes, parse_geometry, plan_sa_passes
 from scripts.engines import precision_context
 from scripts.files import atomic_path, save_nifti_atomic, write_json_atomic, write_text_atomic
 from scripts.labels import PHENOTYPE_NAMES, PHENOTYPE_UNITS, UNLABELLED
@@ -140,34 +139,38 @@ class CohortPredictor:
             "phenotypes": phenotypes[0].float().cpu(),
         }
 
-    def segment_planes(self, item: Mapping[str, Any], sample: Mapping[str, Any], labels: torch.Tensor) -> dict:
-        """Labels of every input plane in its own shape; extra passes cover SA slices the first pass skipped."""
+    def segment_planes(
+        self, item: Mapping[str, Any], sample: Mapping[str, Any], labels: torch.Tensor
+    ) -> tuple[dict, list[int]]:
+        """Labels of every input plane in its own shape, and the SA slices left unsegmented (normally none).
+
+        The first pass holds the canonical SA slices; extra passes cover the slices of the stack it skipped.
+        """
         outputs = canonical_to_planes(labels.numpy(), sample["geometry"])
-        geometry = parse_geometry(sample["geometry"])
+        uncovered: list[int] = []
         if "sa" in outputs:
-            covered = {z for z in range(outputs["sa"][0].shape[2]) if (outputs["sa"][0][:, :, z] != UNLABELLED).any()}
-            remaining = [z for z in geometry.get("sa_slice_order", []) if z not in covered]
-            num_passes = math.ceil(len(remaining) / self.load_subject.num_sa_slices)
-            for k in range(num_passes):
+            merged = outputs["sa"][0]
+            covered = {z for z in range(merged.shape[2]) if (merged[:, :, z] != UNLABELLED).any()}
+            for sa_slices in plan_sa_passes(sample["geometry"], covered):
                 loader = copy.copy(self.load_subject)
-                loader.sa_slice_indices = remaining[k::num_passes]
+                loader.sa_slice_indices = sa_slices
                 loader.cache_dir = None
                 extra = loader(dict(item))
                 extra_labels = self.forward(extra)["labels"]
                 sa_extra = canonical_to_planes(extra_labels.numpy(), extra["geometry"])["sa"][0]
-                merged = outputs["sa"][0]
                 fill = (merged == UNLABELLED) & (sa_extra != UNLABELLED)
                 merged[fill] = sa_extra[fill]
+            uncovered = [z for z in range(merged.shape[2]) if (merged[:, :, z] == UNLABELLED).all()]
         for stem, (array, _) in outputs.items():
             array[array == UNLABELLED] = 0
-        return outputs
+        return outputs, uncovered
 
     def predict_subject(self, item: Mapping[str, Any]) -> dict[str, Any]:
         sample = self.load_subject(dict(item))
         subject_id = sample["id"]
         result = self.forward(sample)
         subject_dir = self.output_dir / subject_id
-        planes = self.segment_planes(item, sample, result["labels"])
+        planes, sa_slices_unsegmented = self.segment_planes(item, sample, result["labels"])
         for stem, (array, affine) in planes.items():
             save_nifti_atomic(array.astype(np.uint8), affine, subject_dir / f"seg_{stem}.nii.gz")
         phenotypes = {name: float(v) for name, v in zip(PHENOTYPE_NAMES, result["phenotypes"].tolist())}
@@ -184,6 +187,7 @@ class CohortPredictor:
             "subject": subject_id,
             "source": str(item["subject"]),
             "segmented_planes": sorted(planes),
+            "sa_slices_unsegmented": sa_slices_unsegmented,
             "canonical_planes_missing": missing,
             "heart_centre_method": geometry.get("centre_method"),
             "problems": [p for p in sample["problems"].split("\n") if p],
