@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundle"
+sys.path.insert(0, str(BUNDLE))
+
+from scripts.files import atomic_path  # noqa: E402
 
 #: sizes of the two recipes: cohort, epochs per stage, preset
 RECIPES = {
@@ -49,6 +53,19 @@ def run(command: list[str], log: Path) -> None:
     if process.returncode != 0:
         tail = log.read_text().splitlines()[-30:]
         sys.exit(f"step failed (exit {process.returncode}); last lines of {log}:\n" + "\n".join(tail))
+
+
+def install_weights(checkpoint: Path, destination: Path) -> None:
+    """Ship ``checkpoint`` as ``destination`` with float16 weights: the Model Zoo caps files at 25 MB and fp32 `small`
+    weights are ~32 MB. The phenotype normalisation buffers stay float32 (they carry physical units)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    shipped = {
+        key: value.half() if value.is_floating_point() and not key.startswith("phenotype_head.target_") else value
+        for key, value in state.items()
+    }
+    with atomic_path(destination) as temp_path:
+        torch.save(shipped, temp_path)
+    print(f"installed {checkpoint} as {destination} ({destination.stat().st_size / 2**20:.1f} MB, float16 weights)")
 
 
 def main() -> None:
@@ -132,8 +149,7 @@ def main() -> None:
         log,
     )
     if args.install_weights:
-        shutil.copyfile(model, BUNDLE / "models" / "model.pt")
-        print(f"installed {model} as {BUNDLE / 'models' / 'model.pt'}")
+        install_weights(model, BUNDLE / "models" / "model.pt")
 
     metrics = json.loads((evaluation / "metrics.json").read_text())
     print("\nresults on held-out synthetic subjects (seed %d):" % args.test_seed)
