@@ -402,7 +402,7 @@ class LatestCheckpoint:
     def load_latest(self, engine: Engine, objects: dict, saver: Checkpoint) -> None:
         candidates = glob.glob(os.path.join(self.ckpt_dir, "checkpoint_epoch=*.pt"))
         if not candidates:
-            logger.info(f"resume requested but no checkpoint in {self.ckpt_dir}: starting from scratch")
+            logger.info(f"resume requested but no checkpoint in {self.ckpt_dir}: starting at epoch 1")
             return
         latest = max(candidates, key=lambda p: int(p.rsplit("=", 1)[1].split(".")[0]))
         checkpoint = torch.load(latest, map_location=engine.state.device, weights_only=True)
