@@ -29,6 +29,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     )
     os.close(descriptor)
     temp_path = Path(temp_name)
+    # mkstemp creates 0600 files; outputs get the usual permissions (0666 less the umask), like open() would give
+    umask = os.umask(0)
+    os.umask(umask)
+    temp_path.chmod(0o666 & ~umask)
     try:
         yield temp_path
         os.replace(temp_path, path)
