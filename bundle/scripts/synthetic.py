@@ -1099,7 +1099,7 @@ def sample_subject(seed: int, index: int, frames: int = DEFAULT_FRAMES, tiny: bo
 
 
 def synthesize_subject(out_dir: str | Path, seed: int, index: int, frames: int, tiny: bool) -> dict[str, float]:
-    """Render one subject into ``out_dir/subject_XXXX/`` and return its ground-truth phenotypes."""
+    """Render one subject into ``out_dir/subject_NNNN/`` and return its ground-truth phenotypes."""
     subject = sample_subject(seed, index, frames, tiny)
     folder = Path(out_dir) / subject_name(index)
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# Installs everything into .venv (Python 3.11) and runs the test suite. Usage: bash run_tests.sh [pytest args]
+# Creates .venv (Python 3.11) and installs a requirements file into it. Usage: bash install.sh requirements.txt
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -r requirements-dev.txt
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pip install --quiet -r "${1:-requirements.txt}"
