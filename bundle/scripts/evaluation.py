@@ -21,7 +21,7 @@ import torch
 from scripts.canonical import LoadCineSubjectd, parse_geometry
 from scripts.engines import dice_per_class, precision_context
 from scripts.files import write_json_atomic
-from scripts.inference import load_network_weights
+from scripts.inference import load_network_weights, predict_sample
 from scripts.labels import CLASS_NAMES, LA_PLANES, PHENOTYPE_NAMES
 from scripts.subject import load_datalist
 
@@ -90,8 +90,8 @@ class CohortEvaluator:
     def evaluate_subject(self, sample: Mapping[str, Any], seed: int) -> dict[str, Any]:
         image = sample["image"][None].to(self.device)
         plane_mask = sample["plane_mask"][None].to(self.device)
-        with precision_context(self.device, self.precision):
-            predicted = self.network(image, plane_mask).argmax(1)[0].cpu()
+        full = predict_sample(self.network, sample, self.device, self.precision)
+        predicted = full["labels"]
         label, class_mask = sample["label"][0], sample["class_mask"]
         views = plane_views(parse_geometry(sample["geometry"]))
         dice: dict[str, list[float]] = {}
@@ -100,7 +100,7 @@ class CohortEvaluator:
             if planes:
                 dice[view] = dice_per_class(predicted[planes], label[planes], class_mask).tolist()
 
-        embedding, phenotypes = self._embed_and_phenotype(image, plane_mask)
+        embedding, phenotypes = full["embedding"].numpy(), full["phenotypes"].numpy()
         present = [k for k in range(len(views)) if bool(sample["plane_mask"][k])]
         robustness: dict[str, list[dict[str, Any]]] = {}
         for count in (1, 2):

@@ -60,6 +60,24 @@ def load_network_weights(network: torch.nn.Module, checkpoint: str | os.PathLike
     return network
 
 
+@torch.no_grad()
+def predict_sample(
+    network: torch.nn.Module, sample: Mapping[str, Any], device: torch.device, precision: str = "auto"
+) -> dict[str, torch.Tensor]:
+    """One encoder pass for everything inference reports about a canonical sample (CPU tensors):
+    ``labels`` uint8 (P, T, H, W), ``embedding`` (D,) and ``phenotypes`` (K,) in physical units."""
+    image = sample["image"][None].to(device)
+    plane_mask = sample["plane_mask"][None].to(device)
+    with precision_context(device, precision):
+        logits, embedding = network.segment_and_embed(image, plane_mask)
+        phenotypes = network.phenotype_head.predict_physical(embedding)
+    return {
+        "labels": logits.argmax(1)[0].to(torch.uint8).cpu(),
+        "embedding": embedding[0].float().cpu(),
+        "phenotypes": phenotypes[0].float().cpu(),
+    }
+
+
 def is_dicom_file(path: Path) -> bool:
     """True for a file with the DICOM preamble magic ``DICM`` at byte 128."""
     try:
@@ -123,21 +141,10 @@ class CohortPredictor:
         convert_study(study, converted)
         return {"subject": str(converted), "id": study.name}
 
-    @torch.no_grad()
     def forward(self, sample: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Segmentation labels (P, T, H, W), embedding (D,) and phenotypes (K,) of one canonical sample."""
-        image = sample["image"][None].to(self.device)
-        plane_mask = sample["plane_mask"][None].to(self.device)
         network = self.network.module if hasattr(self.network, "module") else self.network
-        with precision_context(self.device, self.precision):
-            logits = network(image, plane_mask)
-            embedding = network.embed(image, plane_mask)
-            phenotypes = network.phenotype_head.predict_physical(embedding)
-        return {
-            "labels": logits.argmax(1)[0].to(torch.uint8).cpu(),
-            "embedding": embedding[0].float().cpu(),
-            "phenotypes": phenotypes[0].float().cpu(),
-        }
+        return predict_sample(network, sample, self.device, self.precision)
 
     def segment_planes(
         self, item: Mapping[str, Any], sample: Mapping[str, Any], labels: torch.Tensor
