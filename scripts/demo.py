@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from scripts.files import atomic_path  # noqa: E402
 #: sizes of the two recipes: cohort, epochs per stage, preset
 RECIPES = {
     "demo": {"subjects": 24, "pretrain_epochs": 8, "segmentation_epochs": 4, "phenotype_epochs": 15},
-    "full": {"subjects": 100, "pretrain_epochs": 14, "segmentation_epochs": 10, "phenotype_epochs": 30},
+    "full": {"subjects": 100, "pretrain_epochs": 30, "segmentation_epochs": 20, "phenotype_epochs": 30},
 }
 PRESET = "small"
 TRAIN_CONFIGS = ["configs/inference.yaml", "configs/train.yaml"]
@@ -40,19 +41,43 @@ def bundle_command(configs: list[str], **overrides: object) -> list[str]:
     return command
 
 
+def printable(command: list[str]) -> str:
+    return " ".join(f'"{c}"' if ("[" in c or " " in c) else c for c in command)
+
+
 def run(command: list[str], log: Path) -> None:
     """Run a step from the bundle folder, echoing the command, teeing its output into ``log``."""
-    printable = " ".join(f'"{c}"' if ("[" in c or " " in c) else c for c in command)
-    print(f"\n$ (cd bundle && {printable})", flush=True)
-    started = time.time()
-    with open(log, "a") as stream:
-        stream.write(f"\n$ {printable}\n")
+    run_side_by_side([command], [log])
+
+
+def run_side_by_side(commands: list[list[str]], logs: list[Path]) -> None:
+    """Run independent steps at the same time, each on an equal share of the CPU cores (a step's threads come from
+    ``OMP_NUM_THREADS``), each teeing into its own log; stop if any fails.
+
+    The pretrained and the from-scratch fine-tunings are independent: side by side they finish together in about
+    the time of running them one after the other, and neither's numbers depend on the other's.
+    """
+    threads = max(1, (os.cpu_count() or 1) // len(commands))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if len(commands) > 1 else None
+    started, processes = time.time(), []
+    for command, log in zip(commands, logs):
+        print(f"\n$ (cd bundle && {printable(command)})", flush=True)
+        stream = open(log, "a")
+        stream.write(f"\n$ {printable(command)}\n")
         stream.flush()
-        process = subprocess.run(command, cwd=BUNDLE, stdout=stream, stderr=subprocess.STDOUT)
-    print(f"  ... {time.time() - started:.0f} s (log: {log})", flush=True)
-    if process.returncode != 0:
+        processes.append(
+            (subprocess.Popen(command, cwd=BUNDLE, stdout=stream, stderr=subprocess.STDOUT, env=env), stream, log)
+        )
+    failed = []
+    for process, stream, log in processes:
+        process.wait()
+        stream.close()
+        if process.returncode != 0:
+            failed.append((process.returncode, log))
+    print(f"  ... {time.time() - started:.0f} s (log: {', '.join(str(log) for log in logs)})", flush=True)
+    for returncode, log in failed:
         tail = log.read_text().splitlines()[-30:]
-        sys.exit(f"step failed (exit {process.returncode}); last lines of {log}:\n" + "\n".join(tail))
+        sys.exit(f"step failed (exit {returncode}); last lines of {log}:\n" + "\n".join(tail))
 
 
 def install_weights(checkpoint: Path, destination: Path) -> None:
@@ -97,17 +122,19 @@ def main() -> None:
 
     run(bundle_command(TRAIN_CONFIGS + ["configs/pretrain.yaml"], max_epochs=recipe["pretrain_epochs"], **common), log)
     segmentation = TRAIN_CONFIGS + ["configs/finetune_segmentation.yaml"]
-    run(bundle_command(segmentation, max_epochs=recipe["segmentation_epochs"], val_interval=2, **common), log)
-    run(
-        bundle_command(
-            segmentation,
-            max_epochs=recipe["segmentation_epochs"],
-            val_interval=2,
-            task="finetune_segmentation_scratch",
-            pretrained_ckpt="''",
-            **common,
-        ),
-        log,
+    run_side_by_side(
+        [
+            bundle_command(segmentation, max_epochs=recipe["segmentation_epochs"], val_interval=2, **common),
+            bundle_command(
+                segmentation,
+                max_epochs=recipe["segmentation_epochs"],
+                val_interval=2,
+                task="finetune_segmentation_scratch",
+                pretrained_ckpt="''",
+                **common,
+            ),
+        ],
+        [log, work / "demo_scratch.log"],
     )
     phenotypes = TRAIN_CONFIGS + ["configs/finetune_phenotypes.yaml"]
     run(bundle_command(phenotypes, max_epochs=recipe["phenotype_epochs"], **common), log)

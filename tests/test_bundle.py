@@ -98,9 +98,21 @@ def test_inference_writes_every_plane_in_its_own_geometry(trained, tiny_cohort, 
     assert nib.load(subject / "sa.nii.gz").shape[2] > 6, "the stack has more slices than the canonical 6"
     assert report["sa_slices_unsegmented"] == [], "extra passes segment every SA slice"
     assert np.load(predicted / "embedding.npy").ndim == 1
-    phenotypes = json.loads((predicted / "phenotypes.json").read_text())["phenotypes"]
-    assert set(phenotypes) >= {"LVEDV", "LVEF", "LVM", "RVEDV", "RVEF"}
+    reported = json.loads((predicted / "phenotypes.json").read_text())
+    assert set(reported["phenotypes"]) >= {"LVEDV", "LVEF", "LVM", "RVEDV", "RVEF"}
+    measured = reported["phenotypes_from_segmentation"]
+    assert set(measured) == set(reported["phenotypes"])
+    # measured on the written segmentations: the LV blood pool volume at ED is what seg_sa holds
+    seg_sa = nib.load(predicted / "seg_sa.nii.gz")
+    voxel_ml = abs(np.linalg.det(seg_sa.affine[:3, :3])) / 1000
+    lv_ml = (np.asarray(seg_sa.dataobj) == 1).sum(axis=(0, 1, 2)) * voxel_ml
+    if lv_ml.max() > 0:
+        assert measured["LVEDV"] == pytest.approx(lv_ml.max(), rel=1e-6)
+    else:  # an untrained tiny model may find no LV: then nothing is measured rather than a 0 mL ventricle
+        assert measured["LVEDV"] is None and measured["LVEF"] is None
     rows = list(csv.DictReader(open(out / "phenotypes.csv")))
+    assert [r["subject"] for r in rows] == [subject.name]
+    rows = list(csv.DictReader(open(out / "phenotypes_from_segmentation.csv")))
     assert [r["subject"] for r in rows] == [subject.name]
 
 
@@ -138,6 +150,7 @@ def test_evaluate_reports_dice_phenotypes_robustness_side_by_side(trained, tiny_
     assert 0.0 <= pretrained["dice"]["all"]["LVBP"] <= 1.0
     lvef = pretrained["phenotypes"]["LVEF"]
     assert lvef["mae"] >= 0 and lvef["mean_guess_mae"] > 0
+    assert "LVEDV" in pretrained["phenotypes_from_segmentation"] or pretrained["dice"]["all"]["LVBP"] == 0
     for removed in ("1_planes_removed", "2_planes_removed"):
         cosine = pretrained["robustness"][removed]["embedding_cosine_mean"]
         assert -1.0 <= cosine <= 1.0

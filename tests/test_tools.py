@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import numpy as np
-
 from conftest import REPO
+
 from scripts.canonical import LoadCineSubjectd, read_canonical_nifti
 
 

@@ -13,7 +13,7 @@ import contextlib
 import glob
 import logging
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -368,9 +368,33 @@ def freeze(module: torch.nn.Module, frozen: bool = True) -> torch.nn.Module:
     return module
 
 
-def trainable_parameters(network: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """Parameters that require gradients (what the optimiser should see after freezing)."""
-    return [p for p in network.parameters() if p.requires_grad]
+def trainable_parameters(
+    network: torch.nn.Module, learning_rate: float | None = None, head_learning_rate: float | None = None
+) -> list[dict[str, Any]]:
+    """Optimiser parameter groups of the parameters that require gradients (what is left after freezing).
+
+    With ``head_learning_rate`` the modules outside ``encoder`` (segmentation decoder, phenotype head, MAE decoder)
+    get their own learning rate: a pretrained encoder is tuned gently while freshly initialised heads need larger
+    steps to be trained within a short schedule.
+
+    Args:
+        network: the network being trained.
+        learning_rate: rate of the encoder (None: the optimiser's default).
+        head_learning_rate: rate of everything else (None: same as the encoder).
+    """
+    target = network.module if hasattr(network, "module") else network
+    if head_learning_rate is None or head_learning_rate == learning_rate:
+        # one group, so checkpoints of single-rate runs resume whatever the rates are called
+        return [{"params": [p for p in target.parameters() if p.requires_grad]}]
+    encoder, heads = [], []
+    for name, parameter in target.named_parameters():
+        if parameter.requires_grad:
+            (encoder if name.startswith("encoder.") else heads).append(parameter)
+    groups = []
+    for parameters, rate in ((encoder, learning_rate), (heads, head_learning_rate)):
+        if parameters:
+            groups.append({"params": parameters} if rate is None else {"params": parameters, "lr": float(rate)})
+    return groups
 
 
 class LatestCheckpoint:

@@ -2,7 +2,8 @@
 
 - Dice per class per view (SA, 2ch, 3ch, 4ch and all planes together), on the canonical grid over all frames,
   only where labels exist; the mean over subjects (a subject lacking a class in a view does not count there).
-- Phenotype mean absolute error per phenotype, with the mean-guess MAE (predicting the training mean) beside it.
+- Phenotype mean absolute error per phenotype, with the mean-guess MAE (predicting the training mean) beside it,
+  for the regressed phenotypes and for those measured on the segmentations of the input planes.
 - Missing-plane robustness: cosine similarity of the embedding, and phenotype shift, with 1 and 2 planes removed.
 Several checkpoints (e.g. with and without pretraining) are evaluated on the same subjects, side by side.
 """
@@ -21,8 +22,9 @@ import torch
 from scripts.canonical import LoadCineSubjectd, parse_geometry
 from scripts.engines import dice_per_class, precision_context
 from scripts.files import write_json_atomic
-from scripts.inference import load_network_weights, predict_sample
+from scripts.inference import load_network_weights, predict_sample, segment_input_planes
 from scripts.labels import CLASS_NAMES, LA_PLANES, PHENOTYPE_NAMES
+from scripts.measures import phenotypes_from_segmentations
 from scripts.subject import load_datalist
 
 logger = logging.getLogger(__name__)
@@ -87,7 +89,9 @@ class CohortEvaluator:
         return embedding[0].float().cpu().numpy(), phenotypes[0].float().cpu().numpy()
 
     @torch.no_grad()
-    def evaluate_subject(self, sample: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    def evaluate_subject(self, item: Mapping[str, Any], sample: Mapping[str, Any], seed: int) -> dict[str, Any]:
+        """Dice, phenotypes (regressed and measured on the segmentation of every input plane) and robustness of one
+        subject (``item`` its datalist entry, ``sample`` the loaded canonical sample)."""
         image = sample["image"][None].to(self.device)
         plane_mask = sample["plane_mask"][None].to(self.device)
         full = predict_sample(self.network, sample, self.device, self.precision)
@@ -101,6 +105,10 @@ class CohortEvaluator:
                 dice[view] = dice_per_class(predicted[planes], label[planes], class_mask).tolist()
 
         embedding, phenotypes = full["embedding"].numpy(), full["phenotypes"].numpy()
+        planes, _ = segment_input_planes(
+            self.network, self.load_subject, item, sample, predicted, self.device, self.precision
+        )
+        measured = phenotypes_from_segmentations(planes)
         present = [k for k in range(len(views)) if bool(sample["plane_mask"][k])]
         robustness: dict[str, list[dict[str, Any]]] = {}
         for count in (1, 2):
@@ -118,6 +126,7 @@ class CohortEvaluator:
         return {
             "dice": dice,
             "phenotypes": phenotypes.tolist(),
+            "measured": [measured[name] for name in PHENOTYPE_NAMES],
             "truth": np.asarray(sample["phenotypes"], dtype=np.float64).tolist(),
             "robustness": robustness,
         }
@@ -136,12 +145,16 @@ class CohortEvaluator:
         return summary
 
     @staticmethod
-    def summarise_phenotypes(per_subject: list[dict[str, Any]], training_mean: np.ndarray) -> dict[str, Any]:
-        predicted = np.array([s["phenotypes"] for s in per_subject])
+    def summarise_phenotypes(
+        per_subject: list[dict[str, Any]], training_mean: np.ndarray, source: str = "phenotypes"
+    ) -> dict[str, Any]:
+        """MAE per phenotype of ``source`` ("phenotypes": regressed, "measured": from the segmentations) beside the
+        mean guess, over the subjects where both the truth and the value exist."""
+        predicted = np.array([s[source] for s in per_subject], dtype=np.float64)
         truth = np.array([s["truth"] for s in per_subject])
         summary = {}
         for k, name in enumerate(PHENOTYPE_NAMES):
-            known = np.isfinite(truth[:, k])
+            known = np.isfinite(truth[:, k]) & np.isfinite(predicted[:, k])
             if not known.any():
                 continue
             mae = float(np.abs(predicted[known, k] - truth[known, k]).mean())
@@ -193,7 +206,7 @@ class CohortEvaluator:
         samples, failures = [], []
         for item in items:
             try:
-                samples.append(self.load_subject(dict(item)))
+                samples.append((item, self.load_subject(dict(item))))
             except Exception as err:  # keep going past a bad subject; it is listed in the report
                 logger.error(f"{item.get('id')}: skipped: {err}")
                 failures.append({"subject": item.get("id"), "error": str(err)})
@@ -201,7 +214,7 @@ class CohortEvaluator:
         report: dict[str, Any] = {
             "dataset_dir": str(dataset_dir),
             "split": split,
-            "subjects": [s["id"] for s in samples],
+            "subjects": [s["id"] for _, s in samples],
             "failed": failures,
             "mean_guess_from": f"{reference_dir or dataset_dir} (training split, {len(training)} subjects)",
             "models": {},
@@ -209,11 +222,12 @@ class CohortEvaluator:
         for name, checkpoint in self.checkpoints.items():
             load_network_weights(self.network, checkpoint)
             self.network.eval()
-            per_subject = [self.evaluate_subject(sample, seed=i) for i, sample in enumerate(samples)]
+            per_subject = [self.evaluate_subject(item, sample, seed=i) for i, (item, sample) in enumerate(samples)]
             report["models"][name] = {
                 "checkpoint": str(checkpoint),
                 "dice": self.summarise_dice(per_subject),
                 "phenotypes": self.summarise_phenotypes(per_subject, training_mean),
+                "phenotypes_from_segmentation": self.summarise_phenotypes(per_subject, training_mean, "measured"),
                 "robustness": self.summarise_robustness(per_subject),
             }
             logger.info(f"evaluated {name} ({checkpoint}) on {len(per_subject)} subjects")
@@ -230,14 +244,16 @@ def print_summary(report: Mapping[str, Any]) -> None:
     for cls in CLASS_NAMES[1:]:
         values = [report["models"][n]["dice"].get("all", {}).get(cls) for n in names]
         print(f"  Dice {cls:6s} " + " | ".join("  n/a " if v is None else f"{v:.3f}" for v in values))
-    for phenotype in ("LVEDV", "LVEF", "LVM", "RVEDV", "RVEF"):
-        entries = [report["models"][n]["phenotypes"].get(phenotype) for n in names]
-        if all(e is None for e in entries):
-            continue
-        cells = [
-            "  n/a " if e is None else f"MAE {e['mae']:.2f} (mean-guess {e['mean_guess_mae']:.2f})" for e in entries
-        ]
-        print(f"  {phenotype:6s} " + " | ".join(cells))
+    for source, title in (("phenotypes", "regressed"), ("phenotypes_from_segmentation", "from segmentation")):
+        print(f"  phenotype MAE, {title}:")
+        for phenotype in ("LVEDV", "LVEF", "LVM", "RVEDV", "RVEF"):
+            entries = [report["models"][n][source].get(phenotype) for n in names]
+            if all(e is None for e in entries):
+                continue
+            cells = [
+                "  n/a " if e is None else f"MAE {e['mae']:.2f} (mean-guess {e['mean_guess_mae']:.2f})" for e in entries
+            ]
+            print(f"    {phenotype:6s} " + " | ".join(cells))
     for n in names:
         robust = report["models"][n]["robustness"].get("2_planes_removed")
         if robust:

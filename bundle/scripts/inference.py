@@ -1,8 +1,10 @@
 """Cohort inference: every plane and frame segmented, phenotypes regressed, embedding written, per subject.
 
 Per subject ``<output_dir>/<id>/``: ``seg_<plane>.nii.gz`` for every input plane in that plane's own shape and
-affine, ``phenotypes.json``, ``embedding.npy`` and ``report.json`` (planes used, missing, problems); for the cohort
-``phenotypes.csv`` and ``summary.json`` (subjects done and failed). A bad subject is reported and skipped.
+affine, ``phenotypes.json`` (regressed by the phenotype head, and measured on the segmentations by
+:mod:`scripts.measures`), ``embedding.npy`` and ``report.json`` (planes used, missing, problems); for the cohort
+``phenotypes.csv`` (regressed), ``phenotypes_from_segmentation.csv`` and ``summary.json`` (subjects done and
+failed). A bad subject is reported and skipped.
 """
 
 from __future__ import annotations
@@ -22,18 +24,22 @@ from scripts.canonical import LoadCineSubjectd, canonical_to_planes, parse_geome
 from scripts.engines import precision_context
 from scripts.files import atomic_path, save_nifti_atomic, write_json_atomic, write_text_atomic
 from scripts.labels import PHENOTYPE_NAMES, PHENOTYPE_UNITS, UNLABELLED
+from scripts.measures import phenotypes_from_segmentations
 from scripts.subject import discover_subjects, is_subject_folder
 
 logger = logging.getLogger(__name__)
 
 
 def write_phenotype_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
-    """Cohort table: one row per subject, the phenotype columns of :data:`PHENOTYPE_NAMES` (mL, %, g)."""
+    """Cohort table: one row per subject, the phenotype columns of :data:`PHENOTYPE_NAMES` (mL, %, g); empty cells
+    for values that could not be measured (NaN)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["subject", *PHENOTYPE_NAMES], extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow(
+            {k: (("" if np.isnan(v) else f"{v:.3f}") if isinstance(v, float) else v) for k, v in row.items()}
+        )
     write_text_atomic(buffer.getvalue(), path)
 
 
@@ -76,6 +82,44 @@ def predict_sample(
         "embedding": embedding[0].float().cpu(),
         "phenotypes": phenotypes[0].float().cpu(),
     }
+
+
+def segment_input_planes(
+    network: torch.nn.Module,
+    load_subject: LoadCineSubjectd,
+    item: Mapping[str, Any],
+    sample: Mapping[str, Any],
+    labels: torch.Tensor,
+    device: torch.device,
+    precision: str = "auto",
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[int]]:
+    """Labels of every input plane in its own shape, and the SA slices left unsegmented (normally none).
+
+    ``labels`` (P, T, H, W) are the canonical prediction of ``sample``; they hold the canonical SA slices, and extra
+    passes of ``network`` cover the slices of the stack that the canonical grid skipped.
+
+    Returns:
+        file stem -> (labels uint8 (X, Y, S, T), affine (4, 4)) as in :func:`canonical_to_planes`; the SA slice
+        indices that no pass covered.
+    """
+    outputs = canonical_to_planes(labels.numpy(), sample["geometry"])
+    uncovered: list[int] = []
+    if "sa" in outputs:
+        merged = outputs["sa"][0]
+        covered = {z for z in range(merged.shape[2]) if (merged[:, :, z] != UNLABELLED).any()}
+        for sa_slices in plan_sa_passes(sample["geometry"], covered):
+            loader = copy.copy(load_subject)
+            loader.sa_slice_indices = sa_slices
+            loader.cache_dir = None
+            extra = loader(dict(item))
+            extra_labels = predict_sample(network, extra, device, precision)["labels"]
+            sa_extra = canonical_to_planes(extra_labels.numpy(), extra["geometry"])["sa"][0]
+            fill = (merged == UNLABELLED) & (sa_extra != UNLABELLED)
+            merged[fill] = sa_extra[fill]
+        uncovered = [z for z in range(merged.shape[2]) if (merged[:, :, z] == UNLABELLED).all()]
+    for array, _ in outputs.values():
+        array[array == UNLABELLED] = 0
+    return outputs, uncovered
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -149,28 +193,9 @@ class CohortPredictor:
     def segment_planes(
         self, item: Mapping[str, Any], sample: Mapping[str, Any], labels: torch.Tensor
     ) -> tuple[dict, list[int]]:
-        """Labels of every input plane in its own shape, and the SA slices left unsegmented (normally none).
-
-        The first pass holds the canonical SA slices; extra passes cover the slices of the stack it skipped.
-        """
-        outputs = canonical_to_planes(labels.numpy(), sample["geometry"])
-        uncovered: list[int] = []
-        if "sa" in outputs:
-            merged = outputs["sa"][0]
-            covered = {z for z in range(merged.shape[2]) if (merged[:, :, z] != UNLABELLED).any()}
-            for sa_slices in plan_sa_passes(sample["geometry"], covered):
-                loader = copy.copy(self.load_subject)
-                loader.sa_slice_indices = sa_slices
-                loader.cache_dir = None
-                extra = loader(dict(item))
-                extra_labels = self.forward(extra)["labels"]
-                sa_extra = canonical_to_planes(extra_labels.numpy(), extra["geometry"])["sa"][0]
-                fill = (merged == UNLABELLED) & (sa_extra != UNLABELLED)
-                merged[fill] = sa_extra[fill]
-            uncovered = [z for z in range(merged.shape[2]) if (merged[:, :, z] == UNLABELLED).all()]
-        for stem, (array, _) in outputs.items():
-            array[array == UNLABELLED] = 0
-        return outputs, uncovered
+        """See :func:`segment_input_planes`."""
+        network = self.network.module if hasattr(self.network, "module") else self.network
+        return segment_input_planes(network, self.load_subject, item, sample, labels, self.device, self.precision)
 
     def predict_subject(self, item: Mapping[str, Any]) -> dict[str, Any]:
         sample = self.load_subject(dict(item))
@@ -181,8 +206,14 @@ class CohortPredictor:
         for stem, (array, affine) in planes.items():
             save_nifti_atomic(array.astype(np.uint8), affine, subject_dir / f"seg_{stem}.nii.gz")
         phenotypes = {name: float(v) for name, v in zip(PHENOTYPE_NAMES, result["phenotypes"].tolist())}
+        measured = phenotypes_from_segmentations(planes)
         write_json_atomic(
-            {"subject": subject_id, "units": PHENOTYPE_UNITS, "phenotypes": phenotypes},
+            {
+                "subject": subject_id,
+                "units": PHENOTYPE_UNITS,
+                "phenotypes": phenotypes,
+                "phenotypes_from_segmentation": {k: (v if np.isfinite(v) else None) for k, v in measured.items()},
+            },
             subject_dir / "phenotypes.json",
         )
         with atomic_path(subject_dir / "embedding.npy") as temp_path:
@@ -202,7 +233,7 @@ class CohortPredictor:
         write_json_atomic(report, subject_dir / "report.json")
         if missing:
             logger.warning(f"{subject_id}: planes missing (reported, not invented): {', '.join(missing)}")
-        return {"subject": subject_id, **phenotypes}
+        return {"regressed": {"subject": subject_id, **phenotypes}, "measured": {"subject": subject_id, **measured}}
 
     def run(self, input_path: str | os.PathLike) -> dict[str, Any]:
         if self.checkpoint:
@@ -220,8 +251,13 @@ class CohortPredictor:
             except Exception as err:  # a batch job keeps going past a bad subject, and says why it failed
                 logger.error(f"{name}: skipped: {err}")
                 failures.append({"subject": name, "error": str(err)})
-        write_phenotype_csv(rows, self.output_dir / "phenotypes.csv")
-        summary = {"done": [r["subject"] for r in rows], "failed": failures, "output_dir": str(self.output_dir)}
+        write_phenotype_csv([r["regressed"] for r in rows], self.output_dir / "phenotypes.csv")
+        write_phenotype_csv([r["measured"] for r in rows], self.output_dir / "phenotypes_from_segmentation.csv")
+        summary = {
+            "done": [r["regressed"]["subject"] for r in rows],
+            "failed": failures,
+            "output_dir": str(self.output_dir),
+        }
         write_json_atomic(summary, self.output_dir / "summary.json")
         print(f"segmentations, phenotypes and embeddings of {len(rows)} subject(s) in {self.output_dir}")
         if failures:

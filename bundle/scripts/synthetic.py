@@ -24,6 +24,7 @@ import numpy as np
 
 from scripts import labels
 from scripts.files import atomic_path, save_nifti_atomic, write_json_atomic
+from scripts.measures import phenotypes_from_volumes
 
 DEFAULT_FRAMES = 50
 TINY_FRAMES = 20
@@ -832,36 +833,6 @@ def model_volumes(heart: Heart, spacing: float = PHENOTYPE_GRID_MM) -> dict[str,
         volumes["LABP"].append(np.count_nonzero(atria_classes == 4) * cell_ml)
         volumes["RABP"].append(np.count_nonzero(atria_classes == 5) * cell_ml)
     return {name: np.asarray(v, dtype=np.float64) for name, v in volumes.items()}
-
-
-def phenotypes_from_volumes(volumes: dict[str, np.ndarray]) -> dict[str, float]:
-    """The 17 phenotypes (:data:`labels.PHENOTYPE_NAMES`) from per-frame volumes (mL).
-
-    ED / ES are the frames of largest / smallest LV volume; the RV is read at the same frames (UK Biobank); atrial
-    maximum and minimum are taken over the cycle. EF = (EDV - ESV) / EDV in %, LVM = ED myocardial volume x density.
-    """
-    lv, rv = volumes["LVBP"], volumes["RVBP"]
-    ed, es = int(np.argmax(lv)), int(np.argmin(lv))
-    out = {
-        "LVEDV": lv[ed],
-        "LVESV": lv[es],
-        "LVM": volumes["LVMYO"][ed] * labels.MYOCARDIUM_DENSITY_G_PER_ML,
-        "RVEDV": rv[ed],
-        "RVESV": rv[es],
-        "LAVmax": volumes["LABP"].max(),
-        "LAVmin": volumes["LABP"].min(),
-        "RAVmax": volumes["RABP"].max(),
-        "RAVmin": volumes["RABP"].min(),
-    }
-    for prefix, big, small in (
-        ("LV", "LVEDV", "LVESV"),
-        ("RV", "RVEDV", "RVESV"),
-        ("LA", "LAVmax", "LAVmin"),
-        ("RA", "RAVmax", "RAVmin"),
-    ):
-        out[f"{prefix}SV"] = out[big] - out[small]
-        out[f"{prefix}EF"] = 100.0 * out[f"{prefix}SV"] / out[big]
-    return {name: float(out[name]) for name in labels.PHENOTYPE_NAMES}
 
 
 # ==================================================================================================

@@ -1,0 +1,159 @@
+"""Clinical measures: the 17 phenotypes of :data:`labels.PHENOTYPE_NAMES` from per-plane segmentations.
+
+The conventions are those of UK Biobank analyses (Bai et al. 2018, Petersen et al. 2017):
+
+- ventricles: the SA stack by summation of slices (Simpson's method): volume per frame = voxels of a class x voxel
+  volume, where the voxel's depth is the slice-to-slice distance of the stack;
+- ED / ES: the frames of largest / smallest LV volume; the RV is read at the same frames;
+- LV mass: ED myocardial volume x 1.05 g/mL;
+- atria: area-length from the long-axis views, V = 8 / (3 pi) x A1 x A2 / L (biplane, LA from 2ch and 4ch; single
+  plane A^2 / L where one view is missing, RA from 4ch), L the atrium's long axis in the view (the shorter of the two
+  for the biplane form); maximum and minimum over the cycle;
+- EF = (EDV - ESV) / EDV in %.
+
+Everything is in physical units from the NIfTI affines; a measure needing a missing view is NaN, never guessed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import numpy as np
+
+from scripts.labels import CLASS_NAMES, MYOCARDIUM_DENSITY_G_PER_ML, PHENOTYPE_NAMES
+
+#: area-length constant 8 / (3 pi) ~ 0.85: exact for an ellipsoid cut through its long axis
+AREA_LENGTH_FACTOR = 8.0 / (3.0 * math.pi)
+LVBP, LVMYO, RVBP, LABP, RABP = (CLASS_NAMES.index(name) for name in ("LVBP", "LVMYO", "RVBP", "LABP", "RABP"))
+
+
+def voxel_volume_ml(affine: np.ndarray) -> float:
+    """Volume (mL) of one voxel of a NIfTI affine (4, 4): for an SA stack the depth is the slice-to-slice distance."""
+    return abs(float(np.linalg.det(np.asarray(affine, dtype=float)[:3, :3]))) / 1000.0
+
+
+def pixel_spacing_mm(affine: np.ndarray) -> tuple[float, float]:
+    """In-plane pixel sizes (mm) along the array's first two axes."""
+    axes = np.asarray(affine, dtype=float)[:3, :2]
+    return float(np.linalg.norm(axes[:, 0])), float(np.linalg.norm(axes[:, 1]))
+
+
+def stack_volume_curves_ml(segmentation: np.ndarray, affine: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-frame volume (mL) of every foreground class in an SA stack by summation of slices.
+
+    Args:
+        segmentation: (X, Y, Z, T) integer labels of the project's classes.
+        affine: (4, 4) of the stack.
+
+    Returns:
+        class name -> (T,) volumes in mL.
+    """
+    if segmentation.ndim != 4:
+        raise ValueError(f"an SA segmentation is (X, Y, Z, T), got shape {segmentation.shape}")
+    frames = segmentation.reshape(-1, segmentation.shape[-1])
+    voxel_ml = voxel_volume_ml(affine)
+    return {CLASS_NAMES[c]: (frames == c).sum(0) * voxel_ml for c in range(1, len(CLASS_NAMES))}
+
+
+def long_axis_length_mm(mask: np.ndarray, spacing_mm: tuple[float, float]) -> float:
+    """Length (mm) of a 2D region along its principal axis: the extent of its pixel centres along the major
+    eigenvector of their covariance, plus one pixel. 0 for an empty region."""
+    points = np.argwhere(mask).astype(float) * np.asarray(spacing_mm)
+    if len(points) < 2:
+        return float(len(points)) * min(spacing_mm)
+    centred = points - points.mean(0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    projection = centred @ vectors[:, -1]
+    return float(projection.max() - projection.min()) + float(np.mean(spacing_mm))
+
+
+def area_length_curves(segmentation: np.ndarray, affine: np.ndarray, label: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame area (mm^2) and long-axis length (mm) of ``label`` in a long-axis view (X, Y, 1, T) or (X, Y, T)."""
+    frames = segmentation.reshape(segmentation.shape[0], segmentation.shape[1], -1)
+    spacing = pixel_spacing_mm(affine)
+    masks = frames == label
+    areas = masks.sum((0, 1)) * spacing[0] * spacing[1]
+    lengths = np.array([long_axis_length_mm(masks[:, :, t], spacing) for t in range(masks.shape[2])])
+    return areas.astype(float), lengths
+
+
+def resample_cycle(curve: np.ndarray, num_frames: int) -> np.ndarray:
+    """Nearest-frame resampling of a per-frame curve over one cardiac cycle to ``num_frames`` frames."""
+    index = np.floor(np.arange(num_frames) * len(curve) / num_frames + 0.5).astype(int) % len(curve)
+    return curve[index]
+
+
+def atrial_volume_curve_ml(views: Mapping[str, tuple[np.ndarray, np.ndarray]], label: int) -> np.ndarray | None:
+    """Area-length volume (mL) per frame of atrium ``label`` from the views given (biplane with two, else single);
+    None when no view shows it. Frames follow the first view given."""
+    curves = []
+    for segmentation, affine in views.values():
+        areas, lengths = area_length_curves(segmentation, affine, label)
+        curves.append((areas, lengths))
+    if not curves:
+        return None
+    num_frames = len(curves[0][0])
+    curves = [(resample_cycle(a, num_frames), resample_cycle(length, num_frames)) for a, length in curves]
+    if len(curves) == 1:
+        area_a, length = curves[0]
+        area_b = area_a
+    else:
+        (area_a, length_a), (area_b, length_b) = curves[:2]
+        length = np.minimum(length_a, length_b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        volume_mm3 = np.where(length > 0, AREA_LENGTH_FACTOR * area_a * area_b / length, 0.0)
+    return volume_mm3 / 1000.0
+
+
+def phenotypes_from_volumes(volumes: Mapping[str, np.ndarray | None]) -> dict[str, float]:
+    """The 17 phenotypes (:data:`labels.PHENOTYPE_NAMES`; mL, %, g) from per-frame volume curves (mL).
+
+    ``volumes`` maps LVBP, LVMYO, RVBP, LABP, RABP to (T,) curves; a missing or None curve makes its phenotypes NaN.
+    ED / ES are the frames of largest / smallest LV volume; the RV is read at the same frames (UK Biobank); atrial
+    maximum and minimum are taken over the cycle.
+    """
+    nan = float("nan")
+    out = dict.fromkeys(PHENOTYPE_NAMES, nan)
+    lv, myo, rv = (volumes.get(name) for name in ("LVBP", "LVMYO", "RVBP"))
+    if lv is not None and np.max(lv) > 0:
+        ed, es = int(np.argmax(lv)), int(np.argmin(lv))
+        out.update(LVEDV=lv[ed], LVESV=lv[es])
+        if myo is not None:
+            out["LVM"] = myo[ed] * MYOCARDIUM_DENSITY_G_PER_ML
+        if rv is not None:
+            out.update(RVEDV=rv[ed], RVESV=rv[es])
+    for prefix, name in (("LA", "LABP"), ("RA", "RABP")):
+        curve = volumes.get(name)
+        if curve is not None:
+            out.update({f"{prefix}Vmax": np.max(curve), f"{prefix}Vmin": np.min(curve)})
+    for prefix, big, small in (
+        ("LV", "LVEDV", "LVESV"),
+        ("RV", "RVEDV", "RVESV"),
+        ("LA", "LAVmax", "LAVmin"),
+        ("RA", "RAVmax", "RAVmin"),
+    ):
+        out[f"{prefix}SV"] = out[big] - out[small]
+        out[f"{prefix}EF"] = 100.0 * out[f"{prefix}SV"] / out[big] if out[big] > 0 else nan
+    return {name: float(out[name]) for name in PHENOTYPE_NAMES}
+
+
+def phenotypes_from_segmentations(planes: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """The 17 phenotypes of a subject from its per-plane segmentations.
+
+    Args:
+        planes: file stem (``sa``, ``la_2ch``, ``la_3ch``, ``la_4ch``) -> (labels (X, Y, Z, T), affine (4, 4)), the
+            arrays that inference writes as ``seg_<stem>.nii.gz``.
+
+    Returns:
+        phenotype name -> value (mL, %, g); NaN where the view a measure needs is missing.
+    """
+    volumes: dict[str, np.ndarray | None] = {}
+    if "sa" in planes:
+        volumes.update(
+            {k: v for k, v in stack_volume_curves_ml(*planes["sa"]).items() if k in ("LVBP", "LVMYO", "RVBP")}
+        )
+    left_views = {stem: planes[stem] for stem in ("la_4ch", "la_2ch") if stem in planes}
+    volumes["LABP"] = atrial_volume_curve_ml(left_views, LABP)
+    volumes["RABP"] = atrial_volume_curve_ml({"la_4ch": planes["la_4ch"]} if "la_4ch" in planes else {}, RABP)
+    return phenotypes_from_volumes(volumes)
