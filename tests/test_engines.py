@@ -342,6 +342,27 @@ def test_set_phenotype_normalisation_is_nan_aware():
         set_phenotype_normalisation(tiny_heart(), [{"phenotypes": np.full(k, np.nan)}])
 
 
+def test_set_phenotype_normalisation_standardises_the_training_representations():
+    network = tiny_heart()
+    generator = torch.Generator().manual_seed(3)
+    items = [{"phenotypes": np.arange(len(PHENOTYPE_NAMES), dtype=np.float32) + i, "index": i} for i in range(4)]
+    images = [torch.randn(1, PLANES, FRAMES, SIZE, SIZE, generator=generator) for _ in items]
+    loaded = []
+
+    def preprocessing(item):
+        loaded.append(item["index"])
+        return {"image": images[item["index"]], "plane_mask": torch.ones(PLANES, dtype=torch.bool)}
+
+    set_phenotype_normalisation(network, items, preprocessing, precision="fp32")
+    assert loaded == [0, 1, 2, 3] and network.training, "every item embedded once; the training mode is restored"
+    network.eval()
+    with torch.no_grad():
+        embeddings = torch.cat([network.embed(image[None]) for image in images])
+    head = network.phenotype_head
+    torch.testing.assert_close(head.feature_mean, embeddings.mean(0), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(head.feature_std, embeddings.std(0), atol=1e-5, rtol=1e-4)
+
+
 def test_load_pretrained_scratch_missing_and_heart_checkpoint(tmp_path):
     network = tiny_heart(seed=0)
     state = {k: v.clone() for k, v in network.state_dict().items()}

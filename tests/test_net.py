@@ -233,6 +233,16 @@ def test_phenotype_head_physical_units(heart):
         head.set_target_stats(mean, torch.zeros(len(PHENOTYPE_NAMES)))
 
 
+def test_phenotype_head_standardises_its_input():
+    head = build("heart").phenotype_head
+    features = torch.randn(5, 32) * 3.0 + 10.0
+    head.set_feature_stats(features.mean(0), features.std(0))
+    expected = head.mlp((features - features.mean(0)) / features.std(0))
+    assert torch.allclose(head(features), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="feature mean and std need 32"):
+        head.set_feature_stats(torch.zeros(3), torch.ones(3))
+
+
 def test_temporal_upsampling_factors():
     assert temporal_upsampling_factors(25, 4) == [5, 5, 1, 1]
     assert temporal_upsampling_factors(8, 3) == [2, 2, 2]

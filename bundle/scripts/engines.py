@@ -13,7 +13,7 @@ import contextlib
 import glob
 import logging
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -342,10 +342,19 @@ def lower_is_better(current: float, previous: float) -> bool:
 # --- setup helpers used by the configs ------------------------------------------------------------
 
 
-def set_phenotype_normalisation(network: torch.nn.Module, items: Sequence[dict]) -> torch.nn.Module:
-    """Set the phenotype head's ``target_mean`` / ``target_std`` (K,) from the training items' phenotypes.
+def set_phenotype_normalisation(
+    network: torch.nn.Module,
+    items: Sequence[dict],
+    preprocessing: Callable[[dict], dict] | None = None,
+    device: torch.device | str = "cpu",
+    precision: str = "auto",
+) -> torch.nn.Module:
+    """Set the phenotype head's normalisation from the training items.
 
-    Unknown (NaN) values are skipped; a phenotype known for no subject keeps mean 0 and std 1.
+    ``target_mean`` / ``target_std`` (K,) come from the items' phenotypes (unknown (NaN) values skipped; a phenotype
+    known for no subject keeps mean 0 and std 1). With ``preprocessing`` (the deterministic loader of the items),
+    ``feature_mean`` / ``feature_std`` (D,) come from the representations the network's current encoder gives them,
+    so call it after loading the encoder (and keep the encoder frozen for them to stay valid).
     """
     values = np.stack([np.asarray(item["phenotypes"], dtype=np.float64) for item in items])
     known = np.isfinite(values)
@@ -356,8 +365,22 @@ def set_phenotype_normalisation(network: torch.nn.Module, items: Sequence[dict])
     variance = np.where(counts > 1, np.nansum((values - mean) ** 2, 0) / np.maximum(counts - 1, 1), 1.0)
     std = np.sqrt(np.maximum(variance, 1e-6))
     head = network.phenotype_head
-    head.target_mean.copy_(torch.as_tensor(mean, dtype=head.target_mean.dtype))
-    head.target_std.copy_(torch.as_tensor(std, dtype=head.target_std.dtype))
+    head.set_target_stats(mean, std)
+    if preprocessing is not None:
+        device = torch.device(device)
+        was_training = network.training
+        network.eval()
+        features = []
+        with torch.no_grad(), precision_context(device, precision):
+            for item in items:
+                sample = preprocessing(dict(item))
+                image, plane_mask = sample["image"][None].to(device), sample["plane_mask"][None].to(device)
+                features.append(network.embed(image, plane_mask)[0].float().cpu())
+        network.train(was_training)
+        features = torch.stack(features)
+        spread = features.std(0).clamp_min(1e-6) if len(features) > 1 else torch.ones(features.shape[1])
+        head.set_feature_stats(features.mean(0), spread)
+        logger.info(f"phenotype head: representation statistics from {len(features)} training subjects")
     return network
 
 

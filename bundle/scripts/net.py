@@ -680,7 +680,9 @@ class PhenotypeHead(nn.Module):
     """Shallow head predicting all phenotypes at once in normalised units.
 
     ``target_mean`` / ``target_std`` (buffers, saved with the weights) map predictions to mL / % / g; set them from
-    the training targets with :meth:`set_target_stats`.
+    the training targets with :meth:`set_target_stats`. ``feature_mean`` / ``feature_std`` (D,) standardise the
+    representation first (:meth:`set_feature_stats`): a mean-pooled ViT embedding is dominated by a component shared
+    by all subjects, and its informative directions are small beside it.
 
     Args:
         in_features: representation width D.
@@ -698,23 +700,37 @@ class PhenotypeHead(nn.Module):
             self.mlp = nn.Sequential(nn.Linear(in_features, num_outputs))
         self.register_buffer("target_mean", torch.zeros(num_outputs))
         self.register_buffer("target_std", torch.ones(num_outputs))
+        self.register_buffer("feature_mean", torch.zeros(in_features))
+        self.register_buffer("feature_std", torch.ones(in_features))
+
+    @staticmethod
+    def _checked_stats(
+        mean: torch.Tensor | Sequence[float], std: torch.Tensor | Sequence[float], size: int, what: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+        std = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
+        if mean.numel() != size or std.numel() != size:
+            raise ValueError(f"{what} mean and std need {size} values, got {mean.numel()} and {std.numel()}")
+        if not bool((std > 0).all()):
+            raise ValueError(f"every {what} std must be > 0")
+        return mean, std
+
+    def set_feature_stats(self, mean: torch.Tensor | Sequence[float], std: torch.Tensor | Sequence[float]) -> None:
+        """Store the mean and standard deviation (D,) of the training representations."""
+        mean, std = self._checked_stats(mean, std, self.feature_mean.numel(), "feature")
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std)
 
     def set_target_stats(self, mean: torch.Tensor | Sequence[float], std: torch.Tensor | Sequence[float]) -> None:
         """Store the per-phenotype mean and standard deviation (K,) of the training targets (physical units)."""
-        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
-        std = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
-        if mean.shape != self.target_mean.shape or std.shape != self.target_std.shape:
-            raise ValueError(
-                f"mean and std need {self.target_mean.numel()} values, got {mean.numel()} and {std.numel()}"
-            )
-        if not bool((std > 0).all()):
-            raise ValueError("every target std must be > 0")
+        mean, std = self._checked_stats(mean, std, self.target_mean.numel(), "target")
         self.target_mean.copy_(mean)
         self.target_std.copy_(std)
 
     def forward(self, representation: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B, K) normalised predictions (train against (target - mean) / std)."""
-        return self.mlp(representation)
+        standardised = (representation.float() - self.feature_mean) / self.feature_std
+        return self.mlp(standardised.to(representation.dtype))
 
     def predict_physical(self, representation: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B, K) in physical units (order of ``labels.PHENOTYPE_NAMES``)."""
