@@ -152,8 +152,8 @@ def test_evaluate_reports_dice_phenotypes_robustness_side_by_side(trained, tiny_
     assert lvef["mae"] >= 0 and lvef["mean_guess_mae"] > 0
     assert "LVEDV" in pretrained["phenotypes_from_segmentation"] or pretrained["dice"]["all"]["LVBP"] == 0
     for removed in ("1_planes_removed", "2_planes_removed"):
-        cosine = pretrained["robustness"][removed]["embedding_cosine_mean"]
-        assert -1.0 <= cosine <= 1.0
+        for key in ("embedding_cosine_mean", "standardised_embedding_cosine_mean"):
+            assert -1.0 <= pretrained["robustness"][removed][key] <= 1.0
 
 
 def test_metadata_and_network_io_verify():
