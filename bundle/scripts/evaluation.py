@@ -3,7 +3,8 @@
 - Dice per class per view (SA, 2ch, 3ch, 4ch and all planes together), on the canonical grid over all frames,
   only where labels exist; the mean over subjects (a subject lacking a class in a view does not count there).
 - Phenotype mean absolute error per phenotype, with the mean-guess MAE (predicting the training mean) beside it,
-  for the regressed phenotypes and for those measured on the segmentations of the input planes.
+  for the regressed phenotypes and for those measured on the segmentations of the input planes; the same measures
+  on the subjects' own label files give the error floor of measuring on these planes.
 - Missing-plane robustness: cosine similarity of the embedding, and phenotype shift, with 1 and 2 planes removed.
   The cosine is given for the raw embedding (as the paper reports it) and for the embedding standardised by the
   phenotype head's training statistics: the raw mean-pooled embedding is dominated by a component all subjects
@@ -27,7 +28,8 @@ from scripts.engines import dice_per_class, precision_context
 from scripts.files import write_json_atomic
 from scripts.inference import load_network_weights, predict_sample, segment_input_planes
 from scripts.labels import CLASS_NAMES, LA_PLANES, PHENOTYPE_NAMES
-from scripts.measures import phenotypes_from_segmentations
+from scripts.measures import PHENOTYPE_CLASSES, phenotypes_from_segmentations
+from scripts.subject import load_subject
 from scripts.subject import load_datalist
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,17 @@ def removal_subsets(present: list[int], count: int, seed: int) -> list[tuple[int
         return combos
     rng = np.random.default_rng(seed)
     return [combos[i] for i in sorted(rng.choice(len(combos), ROBUSTNESS_SUBSETS, replace=False))]
+
+
+def phenotypes_from_reference_labels(folder: str | os.PathLike, label_map: str | Mapping[int, int]) -> list[float]:
+    """Phenotypes measured on a subject's own label files (order of ``PHENOTYPE_NAMES``): what the measures give
+    with a perfect segmentation, i.e. the error floor of measuring on these planes. NaN where a needed class is not
+    annotated or a view has no labels."""
+    subject = load_subject(folder, label_map)
+    planes = {name: (plane.label, plane.affine) for name, plane in subject.planes.items() if plane.label is not None}
+    measured = phenotypes_from_segmentations(planes)
+    annotated = set(subject.annotated_classes)
+    return [measured[name] if set(PHENOTYPE_CLASSES[name]) <= annotated else float("nan") for name in PHENOTYPE_NAMES]
 
 
 class CohortEvaluator:
@@ -233,6 +246,17 @@ class CohortEvaluator:
             "subjects": [s["id"] for _, s in samples],
             "failed": failures,
             "mean_guess_from": f"{reference_dir or dataset_dir} (training split, {len(training)} subjects)",
+            "phenotypes_from_reference_labels": self.summarise_phenotypes(
+                [
+                    {
+                        "measured": phenotypes_from_reference_labels(item["subject"], self.load_subject.label_map),
+                        "truth": np.asarray(sample["phenotypes"], dtype=np.float64).tolist(),
+                    }
+                    for item, sample in samples
+                ],
+                training_mean,
+                "measured",
+            ),
             "models": {},
         }
         for name, checkpoint in self.checkpoints.items():
@@ -260,10 +284,13 @@ def print_summary(report: Mapping[str, Any]) -> None:
     for cls in CLASS_NAMES[1:]:
         values = [report["models"][n]["dice"].get("all", {}).get(cls) for n in names]
         print(f"  Dice {cls:6s} " + " | ".join("  n/a " if v is None else f"{v:.3f}" for v in values))
+    reference = report["phenotypes_from_reference_labels"]
     for source, title in (("phenotypes", "regressed"), ("phenotypes_from_segmentation", "from segmentation")):
-        print(f"  phenotype MAE, {title}:")
+        print(f"  phenotype MAE, {title}:" + (" (measured on the reference labels)" if source != "phenotypes" else ""))
         for phenotype in ("LVEDV", "LVEF", "LVM", "RVEDV", "RVEF"):
             entries = [report["models"][n][source].get(phenotype) for n in names]
+            if source != "phenotypes":
+                entries.append(reference.get(phenotype))
             if all(e is None for e in entries):
                 continue
             cells = [

@@ -28,6 +28,16 @@ AREA_LENGTH_FACTOR = 8.0 / (3.0 * math.pi)
 LVBP, LVMYO, RVBP, LABP, RABP = (CLASS_NAMES.index(name) for name in ("LVBP", "LVMYO", "RVBP", "LABP", "RABP"))
 
 
+#: the classes each phenotype is measured from (the LV blood pool also fixes ED and ES for the ventricles)
+PHENOTYPE_CLASSES: dict[str, tuple[int, ...]] = {
+    **{name: (LVBP,) for name in ("LVEDV", "LVESV", "LVSV", "LVEF")},
+    "LVM": (LVBP, LVMYO),
+    **{name: (LVBP, RVBP) for name in ("RVEDV", "RVESV", "RVSV", "RVEF")},
+    **{f"LA{suffix}": (LABP,) for suffix in ("Vmax", "Vmin", "SV", "EF")},
+    **{f"RA{suffix}": (RABP,) for suffix in ("Vmax", "Vmin", "SV", "EF")},
+}
+
+
 def voxel_volume_ml(affine: np.ndarray) -> float:
     """Volume (mL) of one voxel of a NIfTI affine (4, 4): for an SA stack the depth is the slice-to-slice distance."""
     return abs(float(np.linalg.det(np.asarray(affine, dtype=float)[:3, :3]))) / 1000.0
