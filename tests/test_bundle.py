@@ -156,6 +156,13 @@ def test_evaluate_reports_dice_phenotypes_robustness_side_by_side(trained, tiny_
     # measured on the reference labels, the ventricular volumes are close to the synthetic model's truth
     reference = metrics["phenotypes_from_reference_labels"]
     assert reference["LVEDV"]["mae"] < reference["LVEDV"]["mean_guess_mae"]
+    # the tables of docs/README.md are printed from the report by scripts/metrics_table.py
+    tables = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "metrics_table.py"), str(out / "metrics.json")],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    lvbp = pretrained["dice"]["all"]["LVBP"]
+    assert f"| pretrained | all | {lvbp:.3f} |" in tables and "| scratch, measured on segmentation |" in tables
     for removed in ("1_planes_removed", "2_planes_removed"):
         for key in ("embedding_cosine_mean", "standardised_embedding_cosine_mean"):
             assert -1.0 <= pretrained["robustness"][removed][key] <= 1.0

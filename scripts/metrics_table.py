@@ -1,0 +1,98 @@
+"""Markdown tables of an ``evaluate`` report (``metrics.json``): Dice per view, phenotype MAE beside the mean guess
+(regressed, measured on the segmentations, and measured on the reference labels), missing-plane robustness.
+
+    python scripts/metrics_table.py runs/full/outputs/evaluation/metrics.json [--phenotypes LVEDV LVEF ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+CLASSES = ("LVBP", "LVMYO", "RVBP", "LABP", "RABP")
+VIEWS = ("all", "sa", "la_2ch", "la_3ch", "la_4ch")
+DEFAULT_PHENOTYPES = ("LVEDV", "LVESV", "LVEF", "LVM", "RVEDV", "RVEF", "LAVmax", "RAVmax")
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def dice_table(report: Mapping[str, Any]) -> list[str]:
+    lines = ["| model | view | " + " | ".join(CLASSES) + " |", "|---|---|" + "---|" * len(CLASSES)]
+    for name, model in report["models"].items():
+        for view in VIEWS:
+            if view in model["dice"]:
+                cells = [fmt(model["dice"][view].get(c)) for c in CLASSES]
+                lines.append(f"| {name} | {view} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def phenotype_cell(entry: Mapping[str, Any] | None) -> str:
+    if not entry:
+        return "n/a"
+    return f"{entry['mae']:.1f} ({fmt(entry['ratio_to_mean_guess'], 2)})"
+
+
+def phenotype_table(report: Mapping[str, Any], phenotypes: tuple[str, ...]) -> list[str]:
+    lines = ["| source | " + " | ".join(phenotypes) + " |", "|---|" + "---|" * len(phenotypes)]
+    for name, model in report["models"].items():
+        for key, title in (("phenotypes", "regressed"), ("phenotypes_from_segmentation", "measured on segmentation")):
+            row = [phenotype_cell(model.get(key, {}).get(p)) for p in phenotypes]
+            lines.append(f"| {name}, {title} | " + " | ".join(row) + " |")
+    reference = report.get("phenotypes_from_reference_labels", {})
+    lines.append(
+        "| measured on the reference labels | "
+        + " | ".join(phenotype_cell(reference.get(p)) for p in phenotypes)
+        + " |"
+    )
+    first = next(iter(report["models"].values()))["phenotypes"]
+    lines.append(
+        "| mean guess | " + " | ".join(fmt(first.get(p, {}).get("mean_guess_mae"), 1) for p in phenotypes) + " |"
+    )
+    return lines
+
+
+def robustness_table(report: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "| model | cosine, 1 plane removed | cosine, 2 removed | standardised cosine, 1 / 2 removed "
+        "| LVM shift (g), 2 removed | RVEF shift (%), 2 removed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, model in report["models"].items():
+        one, two = (model["robustness"].get(f"{k}_planes_removed") for k in (1, 2))
+        if not one or not two:
+            continue
+        lines.append(
+            f"| {name} | {one['embedding_cosine_mean']:.3f} / {one['embedding_cosine_min']:.3f} "
+            f"| {two['embedding_cosine_mean']:.3f} / {two['embedding_cosine_min']:.3f} "
+            f"| {one.get('standardised_embedding_cosine_mean', float('nan')):.3f} / "
+            f"{two.get('standardised_embedding_cosine_mean', float('nan')):.3f} "
+            f"| {two['phenotype_abs_shift_mean']['LVM']:.2f} | {two['phenotype_abs_shift_mean']['RVEF']:.2f} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("metrics", type=Path, help="metrics.json written by the evaluate workflow")
+    parser.add_argument("--phenotypes", nargs="+", default=list(DEFAULT_PHENOTYPES), help="phenotype columns")
+    args = parser.parse_args()
+    try:
+        report = json.loads(args.metrics.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"cannot read {args.metrics}: {err}; pass the metrics.json of an evaluate run") from err
+    print(f"{len(report['subjects'])} subjects ({report['split']} split of {report['dataset_dir']}); "
+          f"mean guess from {report['mean_guess_from']}\n")  # fmt: skip
+    print("Dice over all planes and frames, then per view (mean over subjects):\n")
+    print("\n".join(dice_table(report)))
+    print("\nPhenotype MAE (ratio to the mean-guess MAE):\n")
+    print("\n".join(phenotype_table(report, tuple(args.phenotypes))))
+    print("\nMissing-plane robustness (embedding cosine to the full set, mean / min over trials):\n")
+    print("\n".join(robustness_table(report)))
+
+
+if __name__ == "__main__":
+    main()
