@@ -31,6 +31,8 @@ RECIPES = {
     "full": {"subjects": 100, "pretrain_epochs": 30, "segmentation_epochs": 20, "phenotype_epochs": 30},
 }
 PRESET = "small"
+#: the phenotypes whose error the demo prints
+TARGET_PHENOTYPES = ("LVEDV", "LVEF", "LVM", "RVEDV", "RVEF")
 TRAIN_CONFIGS = ["configs/inference.yaml", "configs/train.yaml"]
 
 
@@ -183,8 +185,12 @@ def main() -> None:
     for name, model_metrics in metrics["models"].items():
         dice = model_metrics["dice"].get("all", {})
         print(f"  {name}: Dice " + ", ".join(f"{k} {v:.3f}" for k, v in dice.items() if v is not None))
+        for source, title in (("phenotypes", "regressed"), ("phenotypes_from_segmentation", "measured")):
+            ratios = {k: model_metrics[source].get(k, {}).get("ratio_to_mean_guess") for k in TARGET_PHENOTYPES}
+            cells = ", ".join(f"{k} {v:.2f}" for k, v in ratios.items() if v is not None)
+            print(f"    phenotype MAE / mean-guess MAE, {title}: {cells or 'n/a'}")
     print(f"\nsegmentations: {predictions}/<subject>/seg_<plane>.nii.gz")
-    print(f"phenotypes:    {predictions}/phenotypes.csv")
+    print(f"phenotypes:    {predictions}/phenotypes.csv (regressed), phenotypes_from_segmentation.csv (measured)")
     print(f"metrics:       {evaluation}/metrics.json")
     print(f"log:           {log}")
 
