@@ -185,24 +185,19 @@ class CohortPredictor:
         convert_study(study, converted)
         return {"subject": str(converted), "id": study.name}
 
-    def forward(self, sample: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """Segmentation labels (P, T, H, W), embedding (D,) and phenotypes (K,) of one canonical sample."""
-        network = self.network.module if hasattr(self.network, "module") else self.network
-        return predict_sample(network, sample, self.device, self.precision)
-
-    def segment_planes(
-        self, item: Mapping[str, Any], sample: Mapping[str, Any], labels: torch.Tensor
-    ) -> tuple[dict, list[int]]:
-        """See :func:`segment_input_planes`."""
-        network = self.network.module if hasattr(self.network, "module") else self.network
-        return segment_input_planes(network, self.load_subject, item, sample, labels, self.device, self.precision)
+    @property
+    def model(self) -> torch.nn.Module:
+        """The network without a (Distributed)DataParallel wrapper: inference calls its methods directly."""
+        return self.network.module if hasattr(self.network, "module") else self.network
 
     def predict_subject(self, item: Mapping[str, Any]) -> dict[str, Any]:
         sample = self.load_subject(dict(item))
         subject_id = sample["id"]
-        result = self.forward(sample)
+        result = predict_sample(self.model, sample, self.device, self.precision)
         subject_dir = self.output_dir / subject_id
-        planes, sa_slices_unsegmented = self.segment_planes(item, sample, result["labels"])
+        planes, sa_slices_unsegmented = segment_input_planes(
+            self.model, self.load_subject, item, sample, result["labels"], self.device, self.precision
+        )
         for stem, (array, affine) in planes.items():
             save_nifti_atomic(array.astype(np.uint8), affine, subject_dir / f"seg_{stem}.nii.gz")
         phenotypes = {name: float(v) for name, v in zip(PHENOTYPE_NAMES, result["phenotypes"].tolist())}
