@@ -29,8 +29,7 @@ from scripts.files import write_json_atomic
 from scripts.inference import load_network_weights, predict_sample, segment_input_planes
 from scripts.labels import CLASS_NAMES, LA_PLANES, PHENOTYPE_NAMES
 from scripts.measures import PHENOTYPE_CLASSES, phenotypes_from_segmentations
-from scripts.subject import load_subject
-from scripts.subject import load_datalist
+from scripts.subject import load_datalist, load_subject
 
 logger = logging.getLogger(__name__)
 
