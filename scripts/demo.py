@@ -28,7 +28,7 @@ from scripts.files import atomic_path  # noqa: E402
 #: sizes of the two recipes: cohort, epochs per stage, preset
 RECIPES = {
     "demo": {"subjects": 24, "pretrain_epochs": 8, "segmentation_epochs": 4, "phenotype_epochs": 15},
-    "full": {"subjects": 100, "pretrain_epochs": 30, "segmentation_epochs": 20, "phenotype_epochs": 30},
+    "full": {"subjects": 100, "pretrain_epochs": 30, "segmentation_epochs": 30, "phenotype_epochs": 30},
 }
 PRESET = "small"
 #: the phenotypes whose error the demo prints

@@ -48,7 +48,7 @@ def random_case(batch: int = 2, planes: int = 3, frames: int = 2, size: int = 5,
 
 def naive_loss(logits: torch.Tensor, label: torch.Tensor, class_mask: torch.Tensor, smooth: float = 1.0) -> float:
     """Cross-entropy + soft Dice with explicit one-hot targets and the unannotated classes' mass merged into
-    background, loops over subjects and classes, float64."""
+    background, loops over subjects, planes and classes (Dice over the pairs whose labels show the class), float64."""
     probs = torch.softmax(logits.double(), dim=1)
     merged = torch.zeros_like(probs)
     for b in range(len(logits)):
@@ -62,13 +62,14 @@ def naive_loss(logits: torch.Tensor, label: torch.Tensor, class_mask: torch.Tens
     cross_entropy = -(one_hot * torch.log(merged.clamp_min(1e-300))).sum() / valid.sum()
     dice_terms = []
     for b in range(len(logits)):
-        for c in range(1, NUM_CLASSES):
-            if not class_mask[b, c]:
-                continue
-            p = merged[b, c] * valid[b]
-            g = one_hot[b, c]
-            dice = (2 * (p * g).sum() + smooth) / (p.sum() + g.sum() + smooth)
-            dice_terms.append(1 - dice)
+        for p in range(logits.shape[2]):
+            for c in range(1, NUM_CLASSES):
+                g = one_hot[b, c, p]
+                if not class_mask[b, c] or g.sum() == 0:
+                    continue
+                predicted = merged[b, c, p] * valid[b, p]
+                dice = (2 * (predicted * g).sum() + smooth) / (predicted.sum() + g.sum() + smooth)
+                dice_terms.append(1 - dice)
     return float(cross_entropy + torch.stack(dice_terms).mean())
 
 
@@ -94,6 +95,23 @@ def test_segmentation_loss_equals_naive_one_hot_reference(class_mask):
     # the Dice term matters: the reference without it differs by far more than the tolerance above
     cross_entropy_only = float(segmentation_loss(logits, label, class_mask, dice_weight=0.0))
     assert abs(actual - cross_entropy_only) > 1e-2
+
+
+def test_dice_term_weighs_a_small_structure_in_one_plane_like_a_large_one_in_another():
+    """Class 1 fills plane 0 and shows 2 voxels in plane 1: finding it only in plane 0 leaves half of the Dice term
+    (a whole-subject Dice would hardly notice the 2 missed voxels)."""
+    label = torch.zeros(1, 1, 2, 2, 8, 8, dtype=torch.uint8)
+    label[0, 0, 0, :, 1:7, 1:7] = 1
+    label[0, 0, 1, 0, 3, 3:5] = 1
+    logits = torch.full((1, NUM_CLASSES, 2, 2, 8, 8), -20.0)
+    logits[:, 0] = 20.0
+    logits[:, 1, 0] = torch.where(label[0, 0, 0] == 1, 40.0, -20.0)  # plane 0 right, plane 1's 2 voxels missed
+    class_mask = torch.ones(1, NUM_CLASSES, dtype=torch.bool)
+    dice_term = float(segmentation_loss(logits, label, class_mask)) - float(
+        segmentation_loss(logits, label, class_mask, dice_weight=0.0)
+    )
+    # plane 0: Dice 1; plane 1: (0 + 1) / (2 + 1) -> loss 2/3; mean over the two (plane, class) pairs = 1/3
+    assert dice_term == pytest.approx(1 / 3, abs=1e-3)
 
 
 def test_segmentation_loss_ignores_unlabelled_voxels():

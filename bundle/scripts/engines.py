@@ -109,6 +109,10 @@ def segmentation_loss(
 ) -> torch.Tensor:
     """Cross-entropy + soft Dice over annotated voxels and classes (a plane or class without labels adds no loss).
 
+    The Dice term is taken per subject, plane and class (over the plane's frames) and averaged over the pairs whose
+    labels show the class: a structure that is small in one view (the RA in 4ch, the RV in 2ch) then weighs as much
+    as the same structure in a view where it is large, instead of vanishing in a whole-subject overlap.
+
     Args:
         logits: (B, C, P, T, H, W).
         label: (B, 1, P, T, H, W) uint8, :data:`UNLABELLED` where not annotated (incl. missing planes).
@@ -122,28 +126,26 @@ def segmentation_loss(
     cross_entropy = F.nll_loss(log_probs, target, ignore_index=UNLABELLED)
     if dice_weight == 0:
         return cross_entropy
-    # soft Dice per subject and class without a one-hot tensor: the overlap is the probability of the true class,
-    # summed per (subject, class) with scatter_add (full-size one-hot tensors cost more than the network's head)
-    batch, num_classes = logits.shape[:2]
+    # soft Dice per (subject, plane, class) without a one-hot tensor: the overlap is the probability of the true
+    # class, summed per bin with scatter_add (full-size one-hot tensors cost more than the network's head)
+    batch, num_classes, num_planes = logits.shape[:3]
     probs = log_probs.exp()
     safe_target = target.masked_fill(~valid, 0)
     true_class_prob = probs.gather(1, safe_target.unsqueeze(1)).squeeze(1) * valid
-    bins = torch.arange(batch, device=logits.device).view(-1, *[1] * (target.ndim - 1)) * num_classes + safe_target
-    intersection = torch.zeros(batch * num_classes, device=logits.device).scatter_add(
-        0, bins.flatten(), true_class_prob.flatten()
-    )
-    label_volume = torch.zeros(batch * num_classes, device=logits.device).scatter_add(
-        0, bins.flatten(), valid.flatten().float()
-    )
-    predicted_volume = (probs * valid.unsqueeze(1)).flatten(2).sum(-1)
-    dice = (2 * intersection.view(batch, num_classes) + 1.0) / (
-        predicted_volume + label_volume.view(batch, num_classes) + 1.0
-    )
-    foreground = class_mask.bool().clone()
-    foreground[:, 0] = False
-    # a subject without any annotated voxel here has Dice 1 by the smoothing: it must not dilute the others' term
-    foreground &= valid.flatten(1).any(1)[:, None]
-    dice_loss = (1 - dice)[foreground].mean() if bool(foreground.any()) else dice.sum() * 0.0
+    plane_index = torch.arange(batch * num_planes, device=logits.device).view(batch, num_planes, 1, 1, 1)
+    bins = plane_index * num_classes + safe_target
+    num_bins = batch * num_planes * num_classes
+    intersection = torch.zeros(num_bins, device=logits.device).scatter_add(0, bins.flatten(), true_class_prob.flatten())
+    label_volume = torch.zeros(num_bins, device=logits.device).scatter_add(0, bins.flatten(), valid.flatten().float())
+    intersection = intersection.view(batch, num_planes, num_classes)
+    label_volume = label_volume.view(batch, num_planes, num_classes)
+    # (B, C, P, T, H, W) -> (B, P, C)
+    predicted_volume = (probs * valid.unsqueeze(1)).flatten(3).sum(-1).transpose(1, 2)
+    dice = (2 * intersection + 1.0) / (predicted_volume + label_volume + 1.0)
+    # the pairs whose labels show an annotated foreground class; false positives elsewhere are the cross-entropy's
+    shown = (label_volume > 0) & class_mask.bool()[:, None, :]
+    shown[..., 0] = False
+    dice_loss = (1 - dice)[shown].mean() if bool(shown.any()) else dice.sum() * 0.0
     return cross_entropy + dice_weight * dice_loss
 
 
