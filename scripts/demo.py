@@ -27,8 +27,8 @@ from scripts.files import atomic_path  # noqa: E402
 
 #: sizes of the two recipes: cohort, epochs per stage, preset
 RECIPES = {
-    "demo": {"subjects": 24, "pretrain_epochs": 8, "segmentation_epochs": 4, "phenotype_epochs": 15},
-    "full": {"subjects": 100, "pretrain_epochs": 30, "segmentation_epochs": 30, "phenotype_epochs": 30},
+    "demo": {"subjects": 24, "pretrain_epochs": 8, "segmentation_epochs": 4, "phenotype_epochs": 5},
+    "full": {"subjects": 100, "pretrain_epochs": 30, "segmentation_epochs": 30, "phenotype_epochs": 10},
 }
 PRESET = "small"
 #: the phenotypes whose error the demo prints

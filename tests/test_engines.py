@@ -20,9 +20,10 @@ from scripts.engines import (
     SegmentationStep,
     dice_per_class,
     drop_random_planes,
+    fit_ridge,
     load_pretrained,
+    prepare_phenotype_head,
     segmentation_loss,
-    set_phenotype_normalisation,
 )
 from scripts.labels import NUM_CLASSES, PHENOTYPE_NAMES, UNLABELLED
 from scripts.net import build_network
@@ -341,14 +342,14 @@ def test_step_with_non_finite_gradient_skips_the_update():
 # --- setup helpers ---------------------------------------------------------------------------------
 
 
-def test_set_phenotype_normalisation_is_nan_aware():
+def test_prepare_phenotype_head_is_nan_aware():
     k = len(PHENOTYPE_NAMES)
     values = np.full((4, k), np.nan)
     values[:, 0] = [50.0, 60.0, 70.0, 100.0]  # all known
     values[:2, 1] = [10.0, 20.0]  # half known
     values[0, 2] = 7.0  # one known: no spread, std stays 1
     items = [{"phenotypes": row.astype(np.float32)} for row in values]
-    network = set_phenotype_normalisation(tiny_heart(), items)
+    network = prepare_phenotype_head(tiny_heart(), items)
     head = network.phenotype_head
     mean, std = head.target_mean.numpy(), head.target_std.numpy()
     np.testing.assert_allclose(mean[:2], np.nanmean(values[:, :2], axis=0), rtol=1e-6)
@@ -357,10 +358,10 @@ def test_set_phenotype_normalisation_is_nan_aware():
     np.testing.assert_array_equal(mean[3:], 0.0)  # never known: identity normalisation
     np.testing.assert_array_equal(std[3:], 1.0)
     with pytest.raises(ValueError, match="phenotypes"):
-        set_phenotype_normalisation(tiny_heart(), [{"phenotypes": np.full(k, np.nan)}])
+        prepare_phenotype_head(tiny_heart(), [{"phenotypes": np.full(k, np.nan)}])
 
 
-def test_set_phenotype_normalisation_standardises_the_training_representations():
+def test_prepare_phenotype_head_standardises_the_training_representations():
     network = tiny_heart()
     generator = torch.Generator().manual_seed(3)
     items = [{"phenotypes": np.arange(len(PHENOTYPE_NAMES), dtype=np.float32) + i, "index": i} for i in range(4)]
@@ -371,7 +372,7 @@ def test_set_phenotype_normalisation_standardises_the_training_representations()
         loaded.append(item["index"])
         return {"image": images[item["index"]], "plane_mask": torch.ones(PLANES, dtype=torch.bool)}
 
-    set_phenotype_normalisation(network, items, preprocessing, precision="fp32")
+    prepare_phenotype_head(network, items, preprocessing, precision="fp32")
     assert loaded == [0, 1, 2, 3] and network.training, "every item embedded once; the training mode is restored"
     network.eval()
     with torch.no_grad():
@@ -379,6 +380,51 @@ def test_set_phenotype_normalisation_standardises_the_training_representations()
     head = network.phenotype_head
     torch.testing.assert_close(head.feature_mean, embeddings.mean(0), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(head.feature_std, embeddings.std(0), atol=1e-5, rtol=1e-4)
+
+
+def test_fit_ridge_recovers_a_linear_map_and_regularises_noise():
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((60, 5))
+    true_weight = np.array([1.0, -2.0, 0.5, 0.0, 0.0])
+    targets = np.stack([features @ true_weight + 0.3, rng.standard_normal(60), np.full(60, np.nan)], axis=1)
+    targets[:10, 0] = np.nan  # unknown for some subjects: those rows are left out of that column only
+    weight, bias, penalties = fit_ridge(features, targets, np.arange(60))
+    np.testing.assert_allclose(weight[0], true_weight, atol=0.05)
+    assert bias[0] == pytest.approx(0.3, abs=0.05)
+    # pure noise: cross-validation picks a strong penalty, so the weights shrink towards 0
+    assert penalties[1] > penalties[0] and np.abs(weight[1]).max() < 0.2
+    # never known: no weights, bias 0
+    assert not np.isfinite(penalties[2]) and np.all(weight[2] == 0) and bias[2] == 0
+
+
+def test_prepare_phenotype_head_fits_the_linear_head_in_closed_form():
+    """Targets that are a linear function of the full-plane embeddings are predicted far better than the mean."""
+    network = tiny_heart()
+    assert network.phenotype_head.is_linear
+    generator = torch.Generator().manual_seed(5)
+    images = [torch.randn(1, PLANES, FRAMES, SIZE, SIZE, generator=generator) for _ in range(40)]
+    network.eval()
+    with torch.no_grad():
+        embeddings = torch.cat([network.embed(image[None]) for image in images]).double().numpy()
+    direction = np.random.default_rng(1).standard_normal(embeddings.shape[1])
+    signal = (embeddings - embeddings.mean(0)) / embeddings.std(0) @ direction
+    values = np.full((40, len(PHENOTYPE_NAMES)), np.nan)
+    values[:, 0] = 120.0 + 10.0 * signal / signal.std()
+    items = [{"phenotypes": row.astype(np.float32), "index": i} for i, row in enumerate(values)]
+
+    def preprocessing(item):
+        return {"image": images[item["index"]], "plane_mask": torch.ones(PLANES, dtype=torch.bool)}
+
+    prepare_phenotype_head(network, items, preprocessing, precision="fp32", augmented_views=1)
+    with torch.no_grad():
+        predicted = network.phenotype_head.predict_physical(torch.as_tensor(embeddings).float())[:, 0].numpy()
+    error = np.abs(predicted - values[:, 0]).mean()
+    mean_guess = np.abs(values[:, 0] - values[:, 0].mean()).mean()
+    assert error < 0.5 * mean_guess
+    with pytest.raises(ValueError, match="linear"):
+        build_network("heart", "tiny", PLANES, FRAMES, SIZE, phenotype_hidden=8).phenotype_head.set_linear(
+            np.zeros((len(PHENOTYPE_NAMES), 32)), np.zeros(len(PHENOTYPE_NAMES))
+        )
 
 
 def test_load_pretrained_scratch_missing_and_heart_checkpoint(tmp_path):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 
-from scripts.labels import NUM_CLASSES, UNLABELLED
+from scripts.labels import NUM_CLASSES, PHENOTYPE_NAMES, UNLABELLED
 from scripts.net import autocast_context
 
 logger = logging.getLogger(__name__)
@@ -344,19 +344,76 @@ def lower_is_better(current: float, previous: float) -> bool:
 # --- setup helpers used by the configs ------------------------------------------------------------
 
 
-def set_phenotype_normalisation(
+#: ridge penalties tried for the closed-form phenotype head (in standardised units: 1 = one subject's worth)
+RIDGE_PENALTIES = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
+
+
+def fit_ridge(
+    features: np.ndarray, targets: np.ndarray, groups: np.ndarray, penalties: Sequence[float] = RIDGE_PENALTIES
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ridge regression of every target column on the features, each with its own penalty chosen by 5-fold
+    cross-validation over ``groups`` (rows of one subject stay in one fold).
+
+    Args:
+        features: (N, D) standardised representations.
+        targets: (N, K) normalised targets, NaN where unknown (such rows do not enter that column's fit).
+        groups: (N,) subject index of each row.
+        penalties: the L2 penalties tried.
+
+    Returns:
+        weight (K, D), bias (K,) and the chosen penalty per column (K,); a column known for fewer than 2 subjects
+        gets weight 0 and bias = its mean (0 when never known).
+    """
+    num_targets, width = targets.shape[1], features.shape[1]
+    weight, bias, chosen = np.zeros((num_targets, width)), np.zeros(num_targets), np.full(num_targets, np.nan)
+
+    def solve(x: np.ndarray, y: np.ndarray, penalty: float) -> tuple[np.ndarray, float]:
+        x_mean, y_mean = x.mean(0), y.mean()
+        centred = x - x_mean
+        w = np.linalg.solve(centred.T @ centred + penalty * np.eye(width), centred.T @ (y - y_mean))
+        return w, float(y_mean - x_mean @ w)
+
+    for k in range(num_targets):
+        known = np.isfinite(targets[:, k])
+        subjects = np.unique(groups[known])
+        if len(subjects) < 2:
+            bias[k] = float(targets[known, k].mean()) if known.any() else 0.0
+            continue
+        x, y, g = features[known], targets[known, k], groups[known]
+        fold_of = {subject: i % min(5, len(subjects)) for i, subject in enumerate(subjects)}
+        folds = np.array([fold_of[subject] for subject in g])
+        errors = []
+        for penalty in penalties:
+            squared = 0.0
+            for fold in np.unique(folds):
+                w, b = solve(x[folds != fold], y[folds != fold], penalty)
+                squared += float(((x[folds == fold] @ w + b - y[folds == fold]) ** 2).sum())
+            errors.append(squared)
+        chosen[k] = penalties[int(np.argmin(errors))]
+        weight[k], bias[k] = solve(x, y, chosen[k])
+    return weight, bias, chosen
+
+
+def prepare_phenotype_head(
     network: torch.nn.Module,
     items: Sequence[dict],
     preprocessing: Callable[[dict], dict] | None = None,
     device: torch.device | str = "cpu",
     precision: str = "auto",
+    augmented_views: int = 2,
+    max_dropped_planes: int = 2,
+    seed: int = 0,
 ) -> torch.nn.Module:
-    """Set the phenotype head's normalisation from the training items.
+    """Set the phenotype head's normalisation from the training items and, for a linear head, fit it in closed form.
 
     ``target_mean`` / ``target_std`` (K,) come from the items' phenotypes (unknown (NaN) values skipped; a phenotype
     known for no subject keeps mean 0 and std 1). With ``preprocessing`` (the deterministic loader of the items),
     ``feature_mean`` / ``feature_std`` (D,) come from the representations the network's current encoder gives them,
-    so call it after loading the encoder (and keep the encoder frozen for them to stay valid).
+    so call it after loading the encoder (and keep the encoder frozen for them to stay valid). A linear head is then
+    set to the ridge regression (:func:`fit_ridge`) of the normalised targets on the standardised representations
+    of every subject with all its planes and ``augmented_views`` times with 1 to ``max_dropped_planes`` planes
+    removed at random (seeded): the least-squares answer of a linear probe with few subjects, and robust to
+    missing planes by construction. Training epochs after it start from there.
     """
     values = np.stack([np.asarray(item["phenotypes"], dtype=np.float64) for item in items])
     known = np.isfinite(values)
@@ -368,21 +425,40 @@ def set_phenotype_normalisation(
     std = np.sqrt(np.maximum(variance, 1e-6))
     head = network.phenotype_head
     head.set_target_stats(mean, std)
-    if preprocessing is not None:
-        device = torch.device(device)
-        was_training = network.training
-        network.eval()
-        features = []
-        with torch.no_grad(), precision_context(device, precision):
-            for item in items:
-                sample = preprocessing(dict(item))
-                image, plane_mask = sample["image"][None].to(device), sample["plane_mask"][None].to(device)
-                features.append(network.embed(image, plane_mask)[0].float().cpu())
-        network.train(was_training)
-        features = torch.stack(features)
-        spread = features.std(0).clamp_min(1e-6) if len(features) > 1 else torch.ones(features.shape[1])
-        head.set_feature_stats(features.mean(0), spread)
-        logger.info(f"phenotype head: representation statistics from {len(features)} training subjects")
+    if preprocessing is None:
+        return network
+    device = torch.device(device)
+    was_training = network.training
+    network.eval()
+    features, rows = [], []
+    with torch.no_grad(), precision_context(device, precision), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for index, item in enumerate(items):
+            sample = preprocessing(dict(item))
+            image, plane_mask = sample["image"][None].to(device), sample["plane_mask"][None].to(device).bool()
+            features.append(network.embed(image, plane_mask)[0].float().cpu())
+            rows.append(index)
+            if not head.is_linear:
+                continue
+            for _ in range(augmented_views):
+                dropped_image, dropped_mask = drop_random_planes(image, plane_mask, max_dropped_planes, 1.0)
+                features.append(network.embed(dropped_image, dropped_mask)[0].float().cpu())
+                rows.append(index)
+    network.train(was_training)
+    features = torch.stack(features)
+    rows = np.asarray(rows)
+    full_planes = features[np.r_[0, np.flatnonzero(np.diff(rows)) + 1]]
+    spread = full_planes.std(0).clamp_min(1e-6) if len(full_planes) > 1 else torch.ones(features.shape[1])
+    head.set_feature_stats(full_planes.mean(0), spread)
+    logger.info(f"phenotype head: representation statistics from {len(full_planes)} training subjects")
+    if head.is_linear:
+        standardised = ((features - head.feature_mean) / head.feature_std).double().numpy()
+        weight, bias, penalties = fit_ridge(standardised, ((values - mean) / std)[rows], rows)
+        head.set_linear(weight, bias)
+        logger.info(
+            f"phenotype head: ridge fit on {len(rows)} representations of {len(items)} subjects, penalties "
+            + ", ".join(f"{name} {p:g}" for name, p in zip(PHENOTYPE_NAMES, penalties) if np.isfinite(p))
+        )
     return network
 
 

@@ -687,10 +687,11 @@ class PhenotypeHead(nn.Module):
     Args:
         in_features: representation width D.
         num_outputs: K, defaults to ``len(labels.PHENOTYPE_NAMES)``.
-        hidden_size: width of the one hidden layer (Linear-GELU-Linear); 0 for a purely linear head.
+        hidden_size: width of a hidden layer (Linear-GELU-Linear); 0 (default) for the linear head of the paper,
+            which :meth:`set_linear` can set in closed form.
     """
 
-    def __init__(self, in_features: int, num_outputs: int = len(PHENOTYPE_NAMES), hidden_size: int = 256) -> None:
+    def __init__(self, in_features: int, num_outputs: int = len(PHENOTYPE_NAMES), hidden_size: int = 0) -> None:
         super().__init__()
         if hidden_size > 0:
             self.mlp = nn.Sequential(
@@ -727,6 +728,27 @@ class PhenotypeHead(nn.Module):
         self.target_mean.copy_(mean)
         self.target_std.copy_(std)
 
+    @property
+    def is_linear(self) -> bool:
+        return len(self.mlp) == 1
+
+    def set_linear(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Set a linear head's weight (K, D) and bias (K,) (tensors or arrays), on standardised features and
+        normalised targets."""
+        if not self.is_linear:
+            raise ValueError("set_linear needs a linear phenotype head (hidden_size 0)")
+        layer = self.mlp[0]
+        weight = torch.as_tensor(weight, dtype=layer.weight.dtype)
+        bias = torch.as_tensor(bias, dtype=layer.bias.dtype)
+        if weight.shape != layer.weight.shape or bias.shape != layer.bias.shape:
+            raise ValueError(
+                f"linear head needs weight {tuple(layer.weight.shape)} and bias {tuple(layer.bias.shape)}, "
+                f"got {tuple(weight.shape)} and {tuple(bias.shape)}"
+            )
+        with torch.no_grad():
+            layer.weight.copy_(weight)
+            layer.bias.copy_(bias)
+
     def forward(self, representation: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B, K) normalised predictions (train against (target - mean) / std)."""
         standardised = (representation.float() - self.feature_mean) / self.feature_std
@@ -748,7 +770,7 @@ class CineHeartNet(nn.Module):
         seg_channels: segmentation decoder widths, full resolution first (see :class:`CineSegmenter`).
         num_classes: segmentation classes.
         num_phenotypes: phenotype outputs.
-        phenotype_hidden: hidden width of the phenotype head (0 = linear).
+        phenotype_hidden: hidden width of the phenotype head (0 = linear, the paper's).
     """
 
     def __init__(
@@ -757,7 +779,7 @@ class CineHeartNet(nn.Module):
         seg_channels: Sequence[int] = (32, 144, 288, 576),
         num_classes: int = NUM_CLASSES,
         num_phenotypes: int = len(PHENOTYPE_NAMES),
-        phenotype_hidden: int = 256,
+        phenotype_hidden: int = 0,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -809,7 +831,7 @@ class NetConfig:
     decoder_heads: int
     seg_channels: tuple[int, ...]
     mlp_ratio: float = 4.0
-    phenotype_hidden: int = 256
+    phenotype_hidden: int = 0
     mask_ratio: float = 0.7
     norm_pix_loss: bool = False
 
@@ -853,7 +875,6 @@ def tiny_preset() -> NetConfig:
         decoder_layers=1,
         decoder_heads=2,
         seg_channels=(4, 8, 8, 16),
-        phenotype_hidden=16,
     )
 
 
