@@ -114,6 +114,11 @@ def test_inference_writes_every_plane_in_its_own_geometry(trained, tiny_cohort, 
         assert measured["LVEDV"] == pytest.approx(lv_ml.max(), rel=1e-6)
     else:  # an untrained tiny model may find no LV: then nothing is measured rather than a 0 mL ventricle
         assert measured["LVEDV"] is None and measured["LVEF"] is None
+    # a chamber is named where its EF was left empty because the ES volume exceeded the ED one
+    for chamber in ("LV", "RV"):
+        edv, esv, ef = (measured[f"{chamber}{k}"] for k in ("EDV", "ESV", "EF"))
+        not_measured = edv is not None and esv is not None and edv > 0 and esv > edv
+        assert (chamber in report["ejection_not_measured"]) == not_measured and (ef is None or not not_measured)
     rows = list(csv.DictReader(open(out / "phenotypes.csv")))
     assert [r["subject"] for r in rows] == [subject.name]
     rows = list(csv.DictReader(open(out / "phenotypes_from_segmentation.csv")))

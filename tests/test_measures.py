@@ -9,6 +9,7 @@ from scripts.labels import PHENOTYPE_NAMES
 from scripts.measures import (
     AREA_LENGTH_FACTOR,
     atrial_volume_curve_ml,
+    implausible_ejections,
     long_axis_length_mm,
     phenotypes_from_segmentations,
     phenotypes_from_volumes,
@@ -50,6 +51,17 @@ def test_ventricular_phenotypes_follow_the_lv_curve():
     # the RV is read at the LV's ED and ES frames (UK Biobank), not at its own extremes
     assert out["RVEDV"] == 130 and out["RVESV"] == 60
     assert math.isnan(out["LAVmax"]) and math.isnan(out["RAEF"])
+
+
+def test_ejection_fraction_is_not_reported_when_the_smaller_volume_exceeds_the_larger():
+    """An RV barely found at the LV's ED frame but found at ES would give EF = -1,900 %: it is left empty, and
+    named, while the volumes themselves are still reported."""
+    lv = np.array([120.0, 50.0])
+    out = phenotypes_from_volumes({"LVBP": lv, "LVMYO": np.full(2, 100.0), "RVBP": np.array([3.0, 60.0])})
+    assert out["RVEDV"] == 3 and out["RVESV"] == 60
+    assert math.isnan(out["RVSV"]) and math.isnan(out["RVEF"])
+    assert out["LVEF"] == pytest.approx(100 * 70 / 120)
+    assert implausible_ejections(out) == ["RV"]
 
 
 def test_long_axis_length_of_an_ellipse():

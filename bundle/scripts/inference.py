@@ -24,7 +24,7 @@ from scripts.canonical import LoadCineSubjectd, canonical_to_planes, parse_geome
 from scripts.engines import precision_context
 from scripts.files import atomic_path, save_nifti_atomic, write_json_atomic, write_text_atomic
 from scripts.labels import PHENOTYPE_NAMES, PHENOTYPE_UNITS, UNLABELLED
-from scripts.measures import phenotypes_from_segmentations
+from scripts.measures import implausible_ejections, phenotypes_from_segmentations
 from scripts.subject import discover_subjects, is_subject_folder
 
 logger = logging.getLogger(__name__)
@@ -224,6 +224,8 @@ class CohortPredictor:
             "canonical_planes_missing": missing,
             "heart_centre_method": geometry.get("centre_method"),
             "problems": [p for p in sample["problems"].split("\n") if p],
+            # chambers whose measured ES (or minimum) volume exceeded the ED (maximum) one: SV and EF left empty
+            "ejection_not_measured": implausible_ejections(measured),
         }
         write_json_atomic(report, subject_dir / "report.json")
         if missing:

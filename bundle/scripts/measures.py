@@ -9,7 +9,9 @@ The conventions are those of UK Biobank analyses (Bai et al. 2018, Petersen et a
 - atria: area-length from the long-axis views, V = 8 / (3 pi) x A1 x A2 / L (biplane, LA from 2ch and 4ch; single
   plane A^2 / L where one view is missing, RA from 4ch), L the atrium's long axis in the view (the shorter of the two
   for the biplane form); maximum and minimum over the cycle;
-- EF = (EDV - ESV) / EDV in %.
+- EF = (EDV - ESV) / EDV in %; where the smaller volume exceeds the larger one (a segmentation that finds a
+  ventricle at ES but barely at ED, or the RV out of phase with the LV's frames) stroke volume and EF are NaN, since
+  a negative EF is not a measurement.
 
 Everything is in physical units from the NIfTI affines; a measure needing a missing view is NaN, never guessed.
 """
@@ -116,12 +118,34 @@ def atrial_volume_curve_ml(views: Mapping[str, tuple[np.ndarray, np.ndarray]], l
     return volume_mm3 / 1000.0
 
 
+#: (prefix, larger volume, smaller volume) of each chamber's stroke volume and ejection fraction
+EJECTION_PAIRS = (
+    ("LV", "LVEDV", "LVESV"),
+    ("RV", "RVEDV", "RVESV"),
+    ("LA", "LAVmax", "LAVmin"),
+    ("RA", "RAVmax", "RAVmin"),
+)
+
+
+def implausible_ejections(phenotypes: Mapping[str, float]) -> list[str]:
+    """The chambers (``LV``, ``RV``, ``LA``, ``RA``) whose two volumes are known but whose EF was left NaN because
+    the smaller volume exceeded the larger one (see :func:`phenotypes_from_volumes`)."""
+    return [
+        prefix
+        for prefix, big, small in EJECTION_PAIRS
+        if math.isfinite(phenotypes[big])
+        and math.isfinite(phenotypes[small])
+        and phenotypes[big] > 0
+        and not math.isfinite(phenotypes[f"{prefix}EF"])
+    ]
+
+
 def phenotypes_from_volumes(volumes: Mapping[str, np.ndarray | None]) -> dict[str, float]:
     """The 17 phenotypes (:data:`labels.PHENOTYPE_NAMES`; mL, %, g) from per-frame volume curves (mL).
 
     ``volumes`` maps LVBP, LVMYO, RVBP, LABP, RABP to (T,) curves; a missing or None curve makes its phenotypes NaN.
     ED / ES are the frames of largest / smallest LV volume; the RV is read at the same frames (UK Biobank); atrial
-    maximum and minimum are taken over the cycle.
+    maximum and minimum are taken over the cycle. SV and EF are NaN where the smaller volume exceeds the larger.
     """
     nan = float("nan")
     out = dict.fromkeys(PHENOTYPE_NAMES, nan)
@@ -137,14 +161,10 @@ def phenotypes_from_volumes(volumes: Mapping[str, np.ndarray | None]) -> dict[st
         curve = volumes.get(name)
         if curve is not None:
             out.update({f"{prefix}Vmax": np.max(curve), f"{prefix}Vmin": np.min(curve)})
-    for prefix, big, small in (
-        ("LV", "LVEDV", "LVESV"),
-        ("RV", "RVEDV", "RVESV"),
-        ("LA", "LAVmax", "LAVmin"),
-        ("RA", "RAVmax", "RAVmin"),
-    ):
-        out[f"{prefix}SV"] = out[big] - out[small]
-        out[f"{prefix}EF"] = 100.0 * out[f"{prefix}SV"] / out[big] if out[big] > 0 else nan
+    for prefix, big, small in EJECTION_PAIRS:
+        if out[big] > 0 and out[small] <= out[big]:
+            out[f"{prefix}SV"] = out[big] - out[small]
+            out[f"{prefix}EF"] = 100.0 * out[f"{prefix}SV"] / out[big]
     return {name: float(out[name]) for name in PHENOTYPE_NAMES}
 
 
