@@ -194,20 +194,40 @@ def test_metadata_and_network_io_verify():
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_finetuning_from_scratch_when_asked(trained, tiny_cohort):
+def test_finetuning_from_scratch_when_asked(trained, tiny_cohort, tmp_path):
+    # a pretrained checkpoint at the default path whose encoder is all 0.5: loading it would be unmistakable
+    out = tmp_path / "outputs"
+    (out / "pretrain" / "models").mkdir(parents=True)
+    state = torch.load(trained / "pretrain" / "models" / "model.pt", weights_only=True)
+    torch.save({k: torch.full_like(v, 0.5) if k.startswith("encoder.") else v for k, v in state.items()},
+               out / "pretrain" / "models" / "model.pt")  # fmt: skip
     result = bundle_run(
         TRAIN + ["configs/finetune_segmentation.yaml"],
         dataset_dir=tiny_cohort,
-        output_dir=trained,
+        output_dir=out,
         max_epochs=1,
         task="finetune_segmentation_scratch",
         pretrained_ckpt="''",
     )
     assert "training from scratch" in result.stdout + result.stderr
-    pretrained = torch.load(trained / "pretrain" / "models" / "model.pt", weights_only=True)
-    scratch = torch.load(trained / "finetune_segmentation_scratch" / "models" / "model.pt", weights_only=True)
-    key = "encoder.patch_embed.weight"
-    assert key in scratch and not torch.allclose(pretrained[key], scratch[key], atol=1e-3)
+    scratch = torch.load(out / "finetune_segmentation_scratch" / "models" / "model.pt", weights_only=True)
+    weight = scratch["encoder.patch_embed.weight"]
+    assert weight.std() > 1e-3 and (weight - 0.5).abs().min() > 0.1, "the encoder starts from its own initialisation"
+
+
+def test_finetuning_on_the_first_subjects_only(trained, tiny_cohort):
+    """A label-efficiency run: the encoder pretrained on every subject, segmentation fine-tuned on one."""
+    bundle_run(
+        TRAIN + ["configs/finetune_segmentation.yaml"],
+        dataset_dir=tiny_cohort,
+        output_dir=trained,
+        max_epochs=1,
+        task="finetune_segmentation_one_subject",
+        max_train_subjects=1,
+    )
+    models = trained / "finetune_segmentation_one_subject" / "models"
+    checkpoint = torch.load(models / "checkpoint_epoch=1.pt", weights_only=True)
+    assert checkpoint["trainer"]["epoch_length"] == 1, "one training subject, batch size 1: one step per epoch"
 
 
 def test_inference_uses_the_shipped_weights_by_default(tiny_cohort, tmp_path):

@@ -319,9 +319,15 @@ def test_datalist_discovery_phenotypes_and_collate(tmp_path: Path) -> None:
     (dataset / "phenotypes.csv").write_text("subject,LVEDV,LVEF,other\ns1,150.5,,x\n")
     everything = load_datalist(dataset, "validation")
     assert [item["id"] for item in everything] == ["s1", "s2"]
+    assert [item["id"] for item in load_datalist(dataset, "training", max_subjects=1)] == ["s1"]
+    with pytest.raises(SubjectError, match="max_subjects"):
+        load_datalist(dataset, "training", max_subjects=0)
     assert everything[0]["phenotypes"][0] == np.float32(150.5) and np.isnan(everything[0]["phenotypes"][1:]).all()
-    (dataset / "datalist.json").write_text(json.dumps({"training": [{"subject": "s2"}], "validation": []}))
-    assert [item["id"] for item in load_datalist(dataset, "train")] == ["s2"]
+    (dataset / "datalist.json").write_text(
+        json.dumps({"training": [{"subject": "s2"}, {"subject": "s1"}], "validation": []})
+    )
+    assert [item["id"] for item in load_datalist(dataset, "train")] == ["s2", "s1"]
+    assert [item["id"] for item in load_datalist(dataset, "train", max_subjects=1)] == ["s2"]
     with pytest.raises(SubjectError, match="test"):
         load_datalist(dataset, "test")
     assert [item["id"] for item in discover_subjects(dataset / "s1")] == ["s1"]

@@ -313,7 +313,10 @@ def _subject_folders(dataset_dir: Path) -> list[Path]:
 
 
 def load_datalist(
-    dataset_dir: str | os.PathLike, split: str, datalist: str | os.PathLike = "datalist.json"
+    dataset_dir: str | os.PathLike,
+    split: str,
+    datalist: str | os.PathLike = "datalist.json",
+    max_subjects: int | None = None,
 ) -> list[dict[str, Any]]:
     """Items of one split of a dataset folder.
 
@@ -322,6 +325,8 @@ def load_datalist(
         split: ``training``, ``validation`` or ``test`` (aliases ``train``, ``val``).
         datalist: the datalist file, relative to ``dataset_dir`` unless absolute. Without it, EVERY subject folder
             is in EVERY split (useful for pretraining and inference; make a datalist for honest validation).
+        max_subjects: keep only the first this many subjects of the split (e.g. a label-efficiency study: pretrain
+            on all, fine-tune on a few); None keeps all.
 
     Returns:
         ``[{"subject": absolute folder path, "id": folder name, "phenotypes": float32 (17,) NaN where unknown}]``.
@@ -335,8 +340,10 @@ def load_datalist(
     csv_path = dataset_dir / PHENOTYPES_CSV
     phenotypes = read_phenotypes(csv_path) if csv_path.is_file() else {}
     datalist_path = dataset_dir / datalist
+    if max_subjects is not None and max_subjects < 1:
+        raise SubjectError(f"max_subjects must be at least 1 (or None for all), got {max_subjects}")
     if not datalist_path.is_file():
-        return _items(_subject_folders(dataset_dir), phenotypes)
+        return _items(_subject_folders(dataset_dir)[:max_subjects], phenotypes)
 
     split = SPLIT_ALIASES.get(split, split)
     try:
@@ -354,7 +361,7 @@ def load_datalist(
         if not folder.is_dir():
             raise SubjectError(f"{datalist_path}: subject {name!r} of split {split!r} has no folder {folder}")
         folders.append(folder)
-    return _items(folders, phenotypes)
+    return _items(folders[:max_subjects], phenotypes)
 
 
 def discover_subjects(path: str | os.PathLike) -> list[dict[str, Any]]:
