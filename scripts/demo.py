@@ -25,10 +25,22 @@ sys.path.insert(0, str(BUNDLE))
 
 from scripts.files import atomic_path  # noqa: E402
 
-#: sizes of the two recipes: cohort, epochs per stage, preset
+#: sizes of the two recipes: cohort, epochs per stage, training steps of the optional few-label fine-tunings
 RECIPES = {
-    "demo": {"subjects": 24, "pretrain_epochs": 8, "segmentation_epochs": 4, "phenotype_epochs": 5},
-    "full": {"subjects": 100, "pretrain_epochs": 30, "segmentation_epochs": 30, "phenotype_epochs": 10},
+    "demo": {
+        "subjects": 24,
+        "pretrain_epochs": 8,
+        "segmentation_epochs": 4,
+        "phenotype_epochs": 5,
+        "few_label_steps": 40,
+    },
+    "full": {
+        "subjects": 100,
+        "pretrain_epochs": 30,
+        "segmentation_epochs": 30,
+        "phenotype_epochs": 10,
+        "few_label_steps": 400,
+    },
 }
 PRESET = "small"
 #: the phenotypes whose error the demo prints
@@ -95,6 +107,46 @@ def install_weights(checkpoint: Path, destination: Path) -> None:
     print(f"installed {checkpoint} as {destination} ({destination.stat().st_size / 2**20:.1f} MB, float16 weights)")
 
 
+def few_labels(count: int, recipe: dict, common: dict, test_data: Path, data: Path, out: Path, work: Path) -> None:
+    """Segmentation fine-tuned on the first ``count`` training subjects only, from the MAE encoder (pretrained on
+    all subjects) and from scratch, side by side; then both evaluated on the held-out cohort."""
+    segmentation = TRAIN_CONFIGS + ["configs/finetune_segmentation.yaml"]
+    # a fixed budget of steps (batch size 1): fewer subjects, more epochs
+    epochs = max(1, recipe["few_label_steps"] // count)
+    tasks = {
+        "pretrained": f"finetune_segmentation_{count}_subjects",
+        "scratch": f"finetune_segmentation_{count}_subjects_scratch",
+    }
+    run_side_by_side(
+        [
+            bundle_command(segmentation, max_epochs=epochs, val_interval=max(1, epochs // 5), task=tasks["pretrained"],
+                           max_train_subjects=count, **common),
+            bundle_command(segmentation, max_epochs=epochs, val_interval=max(1, epochs // 5), task=tasks["scratch"],
+                           max_train_subjects=count, pretrained_ckpt="''", **common),
+        ],
+        [work / f"few_labels_{count}.log", work / f"few_labels_{count}_scratch.log"],
+    )  # fmt: skip
+    evaluation = out / f"evaluation_{count}_subjects"
+    run(
+        bundle_command(
+            ["configs/inference.yaml", "configs/evaluate.yaml"],
+            dataset_dir=test_data,
+            output_dir=evaluation,
+            ckpt=out / tasks["pretrained"] / "models" / "model.pt",
+            scratch_ckpt=out / tasks["scratch"] / "models" / "model.pt",
+            reference_dataset_dir=data,
+            preset=PRESET,
+        ),
+        work / "demo.log",
+    )
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    print(f"\nsegmentation fine-tuned on {count} labelled subjects ({epochs} epochs), held-out Dice:")
+    for name, model_metrics in metrics["models"].items():
+        dice = model_metrics["dice"].get("all", {})
+        print(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in dice.items() if v is not None))
+    print(f"metrics: {evaluation}/metrics.json")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", default=str(REPO / "runs" / "demo"), help="where data, models and outputs go")
@@ -104,6 +156,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes synthesising the cohort")
     parser.add_argument("--test-seed", type=int, default=2024, help="seed of the held-out evaluation cohort")
     parser.add_argument("--install-weights", action="store_true", help="copy the final model to bundle/models")
+    parser.add_argument(
+        "--few-labels",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also fine-tune segmentation on only N labelled subjects, pretrained and from scratch, and evaluate both "
+        "(does pretraining help when labels are scarce?)",
+    )
     args = parser.parse_args()
 
     recipe = RECIPES["full" if args.full else "demo"]
@@ -179,6 +239,8 @@ def main() -> None:
     )
     if args.install_weights:
         install_weights(model, BUNDLE / "models" / "model.pt")
+    if args.few_labels:
+        few_labels(args.few_labels, recipe, common, test_data, data, out, work)
 
     metrics = json.loads((evaluation / "metrics.json").read_text())
     print("\nresults on held-out synthetic subjects (seed %d):" % args.test_seed)
