@@ -430,13 +430,14 @@ def prepare_phenotype_head(
     device = torch.device(device)
     was_training = network.training
     network.eval()
-    features, rows = [], []
+    full_planes, features, rows = [], [], []  # rows: the item index of each entry of ``features``
     with torch.no_grad(), precision_context(device, precision), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for index, item in enumerate(items):
             sample = preprocessing(dict(item))
             image, plane_mask = sample["image"][None].to(device), sample["plane_mask"][None].to(device).bool()
-            features.append(network.embed(image, plane_mask)[0].float().cpu())
+            full_planes.append(network.embed(image, plane_mask)[0].float().cpu())
+            features.append(full_planes[-1])
             rows.append(index)
             if not head.is_linear:
                 continue
@@ -445,14 +446,13 @@ def prepare_phenotype_head(
                 features.append(network.embed(dropped_image, dropped_mask)[0].float().cpu())
                 rows.append(index)
     network.train(was_training)
-    features = torch.stack(features)
-    rows = np.asarray(rows)
-    full_planes = features[np.r_[0, np.flatnonzero(np.diff(rows)) + 1]]
-    spread = full_planes.std(0).clamp_min(1e-6) if len(full_planes) > 1 else torch.ones(features.shape[1])
+    full_planes = torch.stack(full_planes)
+    spread = full_planes.std(0).clamp_min(1e-6) if len(full_planes) > 1 else torch.ones(full_planes.shape[1])
     head.set_feature_stats(full_planes.mean(0), spread)
     logger.info(f"phenotype head: representation statistics from {len(full_planes)} training subjects")
     if head.is_linear:
-        standardised = ((features - head.feature_mean) / head.feature_std).double().numpy()
+        rows = np.asarray(rows)
+        standardised = ((torch.stack(features) - head.feature_mean) / head.feature_std).double().numpy()
         weight, bias, penalties = fit_ridge(standardised, ((values - mean) / std)[rows], rows)
         head.set_linear(weight, bias)
         logger.info(
