@@ -107,43 +107,67 @@ def install_weights(checkpoint: Path, destination: Path) -> None:
     print(f"installed {checkpoint} as {destination} ({destination.stat().st_size / 2**20:.1f} MB, float16 weights)")
 
 
-def few_labels(count: int, recipe: dict, common: dict, test_data: Path, data: Path, out: Path, work: Path) -> None:
-    """Segmentation fine-tuned on the first ``count`` training subjects only, from the MAE encoder (pretrained on
-    all subjects) and from scratch, side by side; then both evaluated on the held-out cohort."""
+def segmentation_side_by_side(task: str, logs: list[Path], common: dict, **overrides: object) -> None:
+    """Fine-tune segmentation as ``task`` from the MAE encoder and as ``task``_scratch from scratch, side by side."""
     segmentation = TRAIN_CONFIGS + ["configs/finetune_segmentation.yaml"]
-    # a fixed budget of steps (batch size 1): fewer subjects, more epochs
-    epochs = max(1, recipe["few_label_steps"] // count)
-    tasks = {
-        "pretrained": f"finetune_segmentation_{count}_subjects",
-        "scratch": f"finetune_segmentation_{count}_subjects_scratch",
-    }
     run_side_by_side(
         [
-            bundle_command(segmentation, max_epochs=epochs, val_interval=max(1, epochs // 5), task=tasks["pretrained"],
-                           max_train_subjects=count, **common),
-            bundle_command(segmentation, max_epochs=epochs, val_interval=max(1, epochs // 5), task=tasks["scratch"],
-                           max_train_subjects=count, pretrained_ckpt="''", **common),
+            bundle_command(segmentation, task=task, **overrides, **common),
+            bundle_command(segmentation, task=f"{task}_scratch", pretrained_ckpt="''", **overrides, **common),
         ],
-        [work / f"few_labels_{count}.log", work / f"few_labels_{count}_scratch.log"],
-    )  # fmt: skip
-    evaluation = out / f"evaluation_{count}_subjects"
+        logs,
+    )
+
+
+def evaluate(ckpt: Path, scratch_ckpt: Path, output_dir: Path, test_data: Path, data: Path, log: Path) -> dict:
+    """The ``evaluate`` workflow on the held-out cohort, both models side by side; returns its metrics."""
     run(
         bundle_command(
             ["configs/inference.yaml", "configs/evaluate.yaml"],
             dataset_dir=test_data,
-            output_dir=evaluation,
-            ckpt=out / tasks["pretrained"] / "models" / "model.pt",
-            scratch_ckpt=out / tasks["scratch"] / "models" / "model.pt",
+            output_dir=output_dir,
+            ckpt=ckpt,
+            scratch_ckpt=scratch_ckpt,
             reference_dataset_dir=data,
             preset=PRESET,
         ),
+        log,
+    )
+    return json.loads((output_dir / "metrics.json").read_text())
+
+
+def dice_line(model_metrics: dict) -> str:
+    """``LVBP 0.963, LVMYO 0.900, ...``: a model's Dice over all planes and frames."""
+    dice = model_metrics["dice"].get("all", {})
+    return ", ".join(f"{k} {v:.3f}" for k, v in dice.items() if v is not None)
+
+
+def few_labels(count: int, recipe: dict, common: dict, test_data: Path, data: Path, out: Path, work: Path) -> None:
+    """Segmentation fine-tuned on the first ``count`` training subjects only, from the MAE encoder (pretrained on
+    all subjects) and from scratch, side by side; then both evaluated on the held-out cohort."""
+    # a fixed budget of steps (batch size 1): fewer subjects, more epochs
+    epochs = max(1, recipe["few_label_steps"] // count)
+    task = f"finetune_segmentation_{count}_subjects"
+    segmentation_side_by_side(
+        task,
+        [work / f"few_labels_{count}.log", work / f"few_labels_{count}_scratch.log"],
+        common,
+        max_epochs=epochs,
+        val_interval=max(1, epochs // 5),
+        max_train_subjects=count,
+    )
+    evaluation = out / f"evaluation_{count}_subjects"
+    metrics = evaluate(
+        out / task / "models" / "model.pt",
+        out / f"{task}_scratch" / "models" / "model.pt",
+        evaluation,
+        test_data,
+        data,
         work / "demo.log",
     )
-    metrics = json.loads((evaluation / "metrics.json").read_text())
     print(f"\nsegmentation fine-tuned on {count} labelled subjects ({epochs} epochs), held-out Dice:")
     for name, model_metrics in metrics["models"].items():
-        dice = model_metrics["dice"].get("all", {})
-        print(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in dice.items() if v is not None))
+        print(f"  {name}: {dice_line(model_metrics)}")
     print(f"metrics: {evaluation}/metrics.json")
 
 
@@ -183,20 +207,12 @@ def main() -> None:
              "--split", "0,0,1", "--workers", str(args.workers)], log)  # fmt: skip
 
     run(bundle_command(TRAIN_CONFIGS + ["configs/pretrain.yaml"], max_epochs=recipe["pretrain_epochs"], **common), log)
-    segmentation = TRAIN_CONFIGS + ["configs/finetune_segmentation.yaml"]
-    run_side_by_side(
-        [
-            bundle_command(segmentation, max_epochs=recipe["segmentation_epochs"], val_interval=2, **common),
-            bundle_command(
-                segmentation,
-                max_epochs=recipe["segmentation_epochs"],
-                val_interval=2,
-                task="finetune_segmentation_scratch",
-                pretrained_ckpt="''",
-                **common,
-            ),
-        ],
+    segmentation_side_by_side(
+        "finetune_segmentation",
         [log, work / "demo_scratch.log"],
+        common,
+        max_epochs=recipe["segmentation_epochs"],
+        val_interval=2,
     )
     phenotypes = TRAIN_CONFIGS + ["configs/finetune_phenotypes.yaml"]
     run(bundle_command(phenotypes, max_epochs=recipe["phenotype_epochs"], **common), log)
@@ -225,28 +241,15 @@ def main() -> None:
         log,
     )
     evaluation = out / "evaluation"
-    run(
-        bundle_command(
-            ["configs/inference.yaml", "configs/evaluate.yaml"],
-            dataset_dir=test_data,
-            output_dir=evaluation,
-            ckpt=model,
-            scratch_ckpt=scratch,
-            reference_dataset_dir=data,
-            preset=PRESET,
-        ),
-        log,
-    )
+    metrics = evaluate(model, scratch, evaluation, test_data, data, log)
     if args.install_weights:
         install_weights(model, BUNDLE / "models" / "model.pt")
     if args.few_labels:
         few_labels(args.few_labels, recipe, common, test_data, data, out, work)
 
-    metrics = json.loads((evaluation / "metrics.json").read_text())
     print("\nresults on held-out synthetic subjects (seed %d):" % args.test_seed)
     for name, model_metrics in metrics["models"].items():
-        dice = model_metrics["dice"].get("all", {})
-        print(f"  {name}: Dice " + ", ".join(f"{k} {v:.3f}" for k, v in dice.items() if v is not None))
+        print(f"  {name}: Dice {dice_line(model_metrics)}")
         for source, title in (("phenotypes", "regressed"), ("phenotypes_from_segmentation", "measured")):
             ratios = {k: model_metrics[source].get(k, {}).get("ratio_to_mean_guess") for k in TARGET_PHENOTYPES}
             cells = ", ".join(f"{k} {v:.2f}" for k, v in ratios.items() if v is not None)
