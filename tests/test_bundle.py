@@ -65,6 +65,39 @@ def test_pretrain_writes_latest_and_best_checkpoints_and_resumes(trained, tiny_c
     assert (trained / "pretrain" / "logs").is_dir() and any((trained / "pretrain" / "logs").iterdir())
 
 
+def validation_metric_of(checkpoint: Path, configs: list[str], metric: str, **overrides) -> float:
+    """``metric`` of the network weights in ``checkpoint`` on the validation split, by the config's own evaluator
+    (with no handlers, so nothing is written)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / c) for c in configs])
+    parser.update({"preset": "tiny", **{k: str(v) for k, v in overrides.items()}, "validate#handlers": []})
+    network = parser.get_parsed_content("train#network")
+    network.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    evaluator.run()
+    return float(evaluator.state.metrics[metric])
+
+
+def test_an_error_metric_keeps_the_lowest_epoch_as_model_pt_also_when_resumed(trained, tiny_cohort):
+    configs = TRAIN + ["configs/finetune_phenotypes.yaml"]
+    common = {"dataset_dir": tiny_cohort, "output_dir": trained, "task": "phenotypes_best_model", "max_epochs": 3}
+    result = bundle_run(configs, **common)
+    logged = [float(line.rsplit(":", 1)[1]) for line in (result.stdout + result.stderr).splitlines()
+              if "Metrics -- val_phenotype_mae:" in line]  # fmt: skip
+    assert len(logged) == 4, "validation before epoch 1 and after each of the 3 epochs"
+    assert max(logged) - min(logged) > 1e-3, "the epochs' errors must differ for this test to tell them apart"
+    model = trained / "phenotypes_best_model" / "models" / "model.pt"
+    kept = validation_metric_of(model, configs, "val_phenotype_mae", **common)
+    assert kept == pytest.approx(min(logged), abs=2e-4), f"model.pt has MAE {kept}, the epochs had {logged}"
+    before = torch.load(model, weights_only=True)
+    # resuming the finished run validates again at start: that must not count as a new best
+    bundle_run(configs, resume="true", **common)
+    after = torch.load(model, weights_only=True)
+    assert all(torch.equal(before[k], after[k]) for k in before), "resuming rewrote the best model"
+
+
 def test_finetuning_starts_from_the_pretrained_encoder(trained):
     pretrained = torch.load(trained / "pretrain" / "models" / "model.pt", weights_only=True)
     segmentation = torch.load(trained / "finetune_segmentation" / "models" / "model.pt", weights_only=True)

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
+from monai.engines.utils import default_metric_cmp_fn
+from monai.handlers import CheckpointSaver
 
 from scripts.labels import NUM_CLASSES, PHENOTYPE_NAMES, UNLABELLED
 from scripts.net import autocast_context
@@ -341,6 +343,11 @@ def lower_is_better(current: float, previous: float) -> bool:
     return previous < 0 or current < previous
 
 
+def metric_comparison(lower_metric_is_better: bool) -> Callable[[float, float], bool]:
+    """The evaluator's ``metric_cmp_fn`` for a key metric that is an error (lower is better) or a score."""
+    return lower_is_better if lower_metric_is_better else default_metric_cmp_fn
+
+
 # --- setup helpers used by the configs ------------------------------------------------------------
 
 
@@ -498,17 +505,52 @@ def trainable_parameters(
     return groups
 
 
+class BestModelRecord:
+    """Which validation score the best model (``model.pt``) has, as a checkpointable object.
+
+    A resumed training must not count its first validation as a new best and overwrite ``model.pt``: this keeps the
+    best-model saver's record and the validator's best metric in ``checkpoint_epoch=N.pt`` beside the network.
+    MONAI's ``CheckpointSaver`` can load that record but offers no way to read it, hence the private attribute.
+    """
+
+    def __init__(self, saver: CheckpointSaver, validator: Engine) -> None:
+        self.saver, self.validator = saver, validator
+
+    def state_dict(self) -> dict:
+        record = self.saver._key_metric_checkpoint
+        return {
+            "saved": [[item.priority, item.filename] for item in (record._saved if record is not None else [])],
+            "best_metric": float(self.validator.state.best_metric),
+            "best_metric_epoch": int(self.validator.state.best_metric_epoch),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.saver.load_state_dict({"_saved": [tuple(item) for item in state["saved"]]})
+        self.validator.state.best_metric = state["best_metric"]
+        self.validator.state.best_metric_epoch = state["best_metric_epoch"]
+
+
 class LatestCheckpoint:
-    """Ignite handler: keep ``checkpoint_epoch=N.pt`` (network, optimiser, scheduler and trainer state) of the last
-    epoch in ``ckpt_dir`` and, when ``resume`` is set, continue from the newest one at start.
+    """Ignite handler: keep ``checkpoint_epoch=N.pt`` (network, optimiser, scheduler and trainer state, and the
+    best model's record when ``best_model_saver`` and ``validator`` are given) of the last epoch in ``ckpt_dir`` and,
+    when ``resume`` is set, continue from the newest one at start.
 
     The trainer is added at ``attach`` time, which lets a config list this handler among the trainer's own handlers
     (a config reference from a handler to its trainer would be circular).
     """
 
-    def __init__(self, ckpt_dir: str, objects: dict, resume: bool = False) -> None:
+    def __init__(
+        self,
+        ckpt_dir: str,
+        objects: dict,
+        resume: bool = False,
+        best_model_saver: CheckpointSaver | None = None,
+        validator: Engine | None = None,
+    ) -> None:
         self.ckpt_dir = ckpt_dir
         self.objects = dict(objects)
+        if best_model_saver is not None and validator is not None:
+            self.objects["best_model"] = BestModelRecord(best_model_saver, validator)
         self.resume = resume
 
     def attach(self, engine: Engine) -> None:
@@ -531,6 +573,9 @@ class LatestCheckpoint:
             return
         latest = max(candidates, key=lambda p: int(p.rsplit("=", 1)[1].split(".")[0]))
         checkpoint = torch.load(latest, map_location=engine.state.device, weights_only=True)
+        if "best_model" in objects and "best_model" not in checkpoint:
+            objects = {k: v for k, v in objects.items() if k != "best_model"}
+            logger.warning(f"{latest} has no best-model record: the first validation will replace model.pt")
         # the saved trainer and schedule carry the old run's length: keep this run's, so --max_epochs can extend it
         max_epochs = engine.state.max_epochs
         scheduler = objects.get("lr_scheduler")
