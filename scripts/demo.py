@@ -25,10 +25,14 @@ sys.path.insert(0, str(BUNDLE))
 
 from scripts.files import atomic_path  # noqa: E402
 
-#: sizes of the two recipes: cohort, epochs per stage, training steps of the optional few-label fine-tunings
+#: sizes of the two recipes: cohort, epochs per stage, training steps of the optional few-label fine-tunings, and the
+#: subjects of the phenotype head's own cohort (0: the training cohort). Phenotypes are labels a cohort study has for
+#: far more subjects than it has segmentations (UK Biobank derives them for tens of thousands), so the full recipe fits
+#: the head on a larger labelled cohort than the segmentation's.
 RECIPES = {
     "demo": {
         "subjects": 24,
+        "phenotype_subjects": 0,
         "pretrain_epochs": 8,
         "segmentation_epochs": 4,
         "phenotype_epochs": 5,
@@ -36,6 +40,7 @@ RECIPES = {
     },
     "full": {
         "subjects": 100,
+        "phenotype_subjects": 250,
         "pretrain_epochs": 30,
         "segmentation_epochs": 30,
         "phenotype_epochs": 10,
@@ -46,6 +51,8 @@ PRESET = "small"
 #: the phenotypes whose error the demo prints
 TARGET_PHENOTYPES = ("LVEDV", "LVEF", "LVM", "RVEDV", "RVEF")
 TRAIN_CONFIGS = ["configs/inference.yaml", "configs/train.yaml"]
+SEGMENTATION_TASKS = ("finetune_segmentation", "finetune_segmentation_scratch")
+PHENOTYPE_TASKS = ("finetune_phenotypes", "finetune_phenotypes_scratch")
 
 
 def bundle_command(configs: list[str], **overrides: object) -> list[str]:
@@ -57,6 +64,20 @@ def bundle_command(configs: list[str], **overrides: object) -> list[str]:
 
 def printable(command: list[str]) -> str:
     return " ".join(f'"{c}"' if ("[" in c or " " in c) else c for c in command)
+
+
+def finished(task_dir: Path, max_epochs: int) -> bool:
+    """Whether a training's latest checkpoint is at ``max_epochs`` (a resumed demo skips it, not reloads it)."""
+    return (task_dir / "models" / f"checkpoint_epoch={max_epochs}.pt").is_file()
+
+
+def synthesize(out: Path, subjects: int, seed: int, workers: int, log: Path, split: str | None = None) -> None:
+    """A synthetic cohort in ``out`` (kept if already there)."""
+    if (out / "datalist.json").is_file():
+        return
+    command = [sys.executable, str(REPO / "scripts" / "synthesize.py"), "--out", str(out), "--subjects", str(subjects),
+               "--seed", str(seed), "--workers", str(workers)] + (["--split", split] if split else [])  # fmt: skip
+    run(command, log)
 
 
 def run(command: list[str], log: Path) -> None:
@@ -179,6 +200,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="seed of the training cohort")
     parser.add_argument("--workers", type=int, default=2, help="processes synthesising the cohort")
     parser.add_argument("--test-seed", type=int, default=2024, help="seed of the held-out evaluation cohort")
+    parser.add_argument("--phenotype-seed", type=int, default=7, help="seed of the phenotype head's cohort (--full)")
     parser.add_argument("--install-weights", action="store_true", help="copy the final model to bundle/models")
     parser.add_argument(
         "--few-labels",
@@ -197,35 +219,44 @@ def main() -> None:
     log = work / "demo.log"
     common = {"dataset_dir": data, "output_dir": out, "preset": PRESET, "resume": str(args.resume).lower()}
 
-    if not (data / "datalist.json").is_file():
-        run([sys.executable, str(REPO / "scripts" / "synthesize.py"), "--out", str(data), "--subjects",
-             str(recipe["subjects"]), "--seed", str(args.seed), "--workers", str(args.workers)], log)  # fmt: skip
-    if not (test_data / "datalist.json").is_file():
-        # subjects from a seed the training never saw, all in the test split
-        run([sys.executable, str(REPO / "scripts" / "synthesize.py"), "--out", str(test_data),
-             "--subjects", str(max(8, recipe["subjects"] // 6)), "--seed", str(args.test_seed),
-             "--split", "0,0,1", "--workers", str(args.workers)], log)  # fmt: skip
+    synthesize(data, recipe["subjects"], args.seed, args.workers, log)
+    # subjects from a seed the training never saw, all in the test split
+    synthesize(test_data, max(8, recipe["subjects"] // 6), args.test_seed, args.workers, log, split="0,0,1")
+    phenotype_data = data
+    if recipe["phenotype_subjects"]:
+        phenotype_data = work / "phenotype_data"
+        synthesize(phenotype_data, recipe["phenotype_subjects"], args.phenotype_seed, args.workers, log, "0.9,0.1,0")
 
-    run(bundle_command(TRAIN_CONFIGS + ["configs/pretrain.yaml"], max_epochs=recipe["pretrain_epochs"], **common), log)
-    segmentation_side_by_side(
-        "finetune_segmentation",
-        [log, work / "demo_scratch.log"],
-        common,
-        max_epochs=recipe["segmentation_epochs"],
-        val_interval=2,
-    )
-    phenotypes = TRAIN_CONFIGS + ["configs/finetune_phenotypes.yaml"]
-    run(bundle_command(phenotypes, max_epochs=recipe["phenotype_epochs"], **common), log)
-    run(
-        bundle_command(
-            phenotypes,
-            max_epochs=recipe["phenotype_epochs"],
-            task="finetune_phenotypes_scratch",
-            pretrained_ckpt=out / "finetune_segmentation_scratch" / "models" / "model.pt",
-            **common,
-        ),
-        log,
-    )
+    # with --resume a finished stage is skipped, not reloaded
+    if not (args.resume and finished(out / "pretrain", recipe["pretrain_epochs"])):
+        pretrain = TRAIN_CONFIGS + ["configs/pretrain.yaml"]
+        run(bundle_command(pretrain, max_epochs=recipe["pretrain_epochs"], **common), log)
+    epochs = recipe["segmentation_epochs"]
+    if not (args.resume and all(finished(out / t, epochs) for t in SEGMENTATION_TASKS)):
+        segmentation_side_by_side(
+            "finetune_segmentation",
+            [log, work / "demo_scratch.log"],
+            common,
+            max_epochs=epochs,
+            val_interval=2,
+        )
+    epochs = recipe["phenotype_epochs"]
+    if not (args.resume and all(finished(out / t, epochs) for t in PHENOTYPE_TASKS)):
+        # the head of each segmentation model (pretrained, scratch), fit on the phenotype cohort, side by side
+        phenotypes = TRAIN_CONFIGS + ["configs/finetune_phenotypes.yaml"]
+        settings = {**common, "dataset_dir": phenotype_data, "max_epochs": epochs}
+        run_side_by_side(
+            [
+                bundle_command(phenotypes, **settings),
+                bundle_command(
+                    phenotypes,
+                    task="finetune_phenotypes_scratch",
+                    pretrained_ckpt=out / "finetune_segmentation_scratch" / "models" / "model.pt",
+                    **settings,
+                ),
+            ],
+            [log, work / "demo_scratch.log"],
+        )
 
     model = out / "finetune_phenotypes" / "models" / "model.pt"
     scratch = out / "finetune_phenotypes_scratch" / "models" / "model.pt"
