@@ -526,13 +526,11 @@ def trainable_parameters(
         return [{"params": [p for p in target.parameters() if p.requires_grad]}]
     if layer_decay < 1.0 and learning_rate is None:
         raise ValueError("layer_decay scales the encoder's learning_rate: give one")
-    num_layers = target.encoder.num_layers
-
-    def steps_below_top(name: str) -> int:
-        """How many blocks lie between an encoder parameter and the encoder's output."""
-        if name.startswith("encoder.blocks."):
-            return num_layers - 1 - int(name.split(".")[2])
-        return 0 if name.startswith("encoder.norm.") else num_layers
+    # blocks between an encoder parameter and the encoder's output: the final norm 0, block i of L (1-based)
+    # L - i, the embeddings (any other encoder parameter) L; read from the modules, not parsed from names
+    blocks = target.encoder.blocks
+    steps_below_top = {id(p): len(blocks) - 1 - k for k, block in enumerate(blocks) for p in block.parameters()}
+    steps_below_top.update({id(p): 0 for p in target.encoder.norm.parameters()})
 
     # group key: (0 = encoder, decay steps) or (1 = heads, 0); sorted, the encoder groups come first as before
     groups: dict[tuple[int, int], dict[str, Any]] = {}
@@ -540,7 +538,7 @@ def trainable_parameters(
         if not parameter.requires_grad:
             continue
         if name.startswith("encoder."):
-            steps = steps_below_top(name) if layer_decay < 1.0 else 0
+            steps = steps_below_top.get(id(parameter), len(blocks)) if layer_decay < 1.0 else 0
             key, rate = (0, steps), None if learning_rate is None else learning_rate * layer_decay**steps
         else:
             key, rate = (1, 0), head_learning_rate
