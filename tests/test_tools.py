@@ -1,14 +1,19 @@
-"""Command-line tools run as files: canonical 4-D NIfTI export and the planes picture."""
+"""Command-line tools run as files: canonical 4-D NIfTI export, the planes picture and the representation probe."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import shutil
 import subprocess
 import sys
 
 import numpy as np
+import torch
 from conftest import REPO
 
 from scripts.canonical import LoadCineSubjectd, read_canonical_nifti
+from scripts.net import build_network
 
 
 def test_export_canonical_writes_one_4d_nifti_per_subject(tiny_cohort, tmp_path):
@@ -44,3 +49,50 @@ def test_plot_planes_writes_a_picture(tiny_cohort, tmp_path):
         capture_output=True,
     )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_probe_pool_time_averages_the_tokens_of_each_temporal_index():
+    spec = importlib.util.spec_from_file_location("probe_representation", REPO / "scripts" / "probe_representation.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    tokens = torch.tensor([[1.0, 2.0], [3.0, 4.0], [10.0, 20.0]])
+    pooled = probe.pool_time(tokens, torch.tensor([0, 0, 2]), num_times=3)
+    np.testing.assert_allclose(pooled.numpy(), [2.0, 3.0, 0.0, 0.0, 10.0, 20.0])
+
+
+def test_probe_representation_reads_the_checkpoint_and_skips_a_bad_subject(tiny_cohort, tmp_path):
+    dataset = tmp_path / "dataset"
+    shutil.copytree(tiny_cohort, dataset)
+    (dataset / "datalist.json").unlink()  # every subject is probed
+    (dataset / "zz_bad").mkdir()
+    (dataset / "zz_bad" / "sa.nii.gz").write_bytes(b"truncated")
+    torch.manual_seed(0)
+    torch.save(build_network("heart", "tiny", num_frames=10, image_size=32).state_dict(), tmp_path / "seed0.pt")
+    torch.manual_seed(1)
+    torch.save(
+        {"network": build_network("mae", "tiny", num_frames=10, image_size=32).state_dict()}, tmp_path / "mae.pt"
+    )
+
+    def probe(ckpt: str, name: str) -> tuple[subprocess.CompletedProcess, dict]:
+        command = [sys.executable, str(REPO / "scripts" / "probe_representation.py"), str(dataset), "--ckpt", ckpt]
+        command += ["--preset", "tiny", "--folds", "2", "--test-dataset-dir", str(tiny_cohort), "--out"]
+        result = subprocess.run(command + [str(tmp_path / name)], capture_output=True, text=True)
+        return result, json.loads((tmp_path / name).read_text())
+
+    random, random_report = probe("random", "random.json")
+    assert random.returncode == 1 and "zz_bad" in random.stderr and "skipped" in random.stderr
+    assert random_report["subjects"] == 6 and random_report["test_subjects"] == 1
+    assert {name: p["width"] for name, p in random_report["poolings"].items()} == {
+        "mean": 32,
+        "time": 64,
+        "mean_std": 64,
+    }
+    for pooling in random_report["poolings"].values():
+        assert all(np.isfinite(pooling[score]["LVEDV"]) for score in ("cross_validation", "test"))
+    assert "| mean | 32 | 2-fold CV |" in random.stdout
+    # the random baseline is the network initialised with --seed 0: the same weights from a file give the same probe,
+    # an MAE checkpoint's encoder (other weights) another one
+    _, same_report = probe(str(tmp_path / "seed0.pt"), "same.json")
+    _, mae_report = probe(str(tmp_path / "mae.pt"), "mae.json")
+    assert same_report["poolings"] == random_report["poolings"]
+    assert mae_report["poolings"]["mean"]["test"] != random_report["poolings"]["mean"]["test"]
