@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -63,6 +64,23 @@ def test_pretrain_writes_latest_and_best_checkpoints_and_resumes(trained, tiny_c
     checkpoint = torch.load(models / "checkpoint_epoch=2.pt", weights_only=True)
     assert checkpoint["trainer"]["iteration"] == 2 * checkpoint["trainer"]["epoch_length"]
     assert (trained / "pretrain" / "logs").is_dir() and any((trained / "pretrain" / "logs").iterdir())
+
+
+def test_resume_false_on_the_command_line_starts_over(trained, tiny_cohort, tmp_path):
+    """``--resume false`` reaches the config as the string 'false' (python-fire): it must start at epoch 1, not resume
+    from the checkpoint that is there."""
+    shutil.copytree(trained / "pretrain", tmp_path / "pretrain")
+    models = tmp_path / "pretrain" / "models"
+    assert list(models.glob("checkpoint_epoch=*.pt")), "a checkpoint to (wrongly) resume from"
+    started = time.time()
+    result = bundle_run(
+        TRAIN + ["configs/pretrain.yaml"], dataset_dir=tiny_cohort, output_dir=tmp_path, max_epochs=1, resume="false"
+    )
+    assert "resumed from" not in result.stdout + result.stderr
+    written = models / "checkpoint_epoch=1.pt"
+    assert written.is_file() and written.stat().st_mtime >= started, "epoch 1 trained and saved again"
+    checkpoint = torch.load(written, weights_only=True)
+    assert checkpoint["trainer"]["iteration"] == checkpoint["trainer"]["epoch_length"]
 
 
 def validation_metric_of(checkpoint: Path, configs: list[str], metric: str, **overrides) -> float:

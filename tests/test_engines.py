@@ -26,6 +26,7 @@ from scripts.engines import (
     segmentation_loss,
     spurious_voxels,
 )
+from scripts.flags import as_flag
 from scripts.labels import NUM_CLASSES, PHENOTYPE_NAMES, UNLABELLED
 from scripts.net import build_network
 
@@ -439,10 +440,25 @@ def test_load_pretrained_scratch_missing_and_heart_checkpoint(tmp_path):
         load_pretrained(network, str(tmp_path / "missing.pt"))
     other = tiny_heart(seed=1)
     torch.save({"network": other.state_dict()}, tmp_path / "other.pt")
-    load_pretrained(network, str(tmp_path / "other.pt"), train_only="phenotype_head")
+    # the command line's "false" is a non-empty string: it must not freeze anything
+    load_pretrained(network, str(tmp_path / "other.pt"), freeze_encoder="false", train_only="phenotype_head")
     assert all(torch.equal(other.state_dict()[k], v) for k, v in network.state_dict().items())
+    assert all(p.requires_grad for p in network.parameters())
+    load_pretrained(network, str(tmp_path / "other.pt"), freeze_encoder="true", train_only="phenotype_head")
     trainable = {name.split(".")[0] for name, p in network.named_parameters() if p.requires_grad}
     assert trainable == {"phenotype_head"}
+    with pytest.raises(ValueError, match="--freeze_encoder 'maybe'"):
+        load_pretrained(network, "", freeze_encoder="maybe")
+
+
+def test_as_flag_reads_the_command_lines_words_and_names_a_bad_one():
+    for word in (True, 1, "true", "True", " YES ", "on", "1"):
+        assert as_flag(word, "resume") is True
+    for word in (False, 0, "false", "False", "no", "off", "0"):
+        assert as_flag(word, "resume") is False
+    for bad in ("", "ture", 2, None):
+        with pytest.raises(ValueError, match="--resume"):
+            as_flag(bad, "resume")
 
 
 def test_layer_decay_gives_each_encoder_depth_its_rate_and_every_parameter_one_group():

@@ -23,6 +23,7 @@ from ignite.handlers import Checkpoint, DiskSaver
 from monai.engines.utils import default_metric_cmp_fn
 from monai.handlers import CheckpointSaver
 
+from scripts.flags import as_flag
 from scripts.labels import NUM_CLASSES, PHENOTYPE_NAMES, UNLABELLED
 from scripts.net import autocast_context
 
@@ -593,7 +594,7 @@ class LatestCheckpoint:
         self.objects = dict(objects)
         if best_model_saver is not None and validator is not None:
             self.objects["best_model"] = BestModelRecord(best_model_saver, validator)
-        self.resume = resume
+        self.resume = as_flag(resume, "resume")
 
     def attach(self, engine: Engine) -> None:
         objects = {**self.objects, "trainer": engine}
@@ -643,8 +644,9 @@ def load_pretrained(
     when fine-tuning phenotypes on top of it) gives every tensor it shares with ``network``.
 
     Args:
-        freeze_encoder: keep the encoder's weights fixed.
-        train_only: name of the one submodule left trainable (e.g. ``"phenotype_head"``); everything else is frozen.
+        freeze_encoder: keep the encoder's weights fixed (a bool, or the command line's ``true`` / ``false``).
+        train_only: with ``freeze_encoder``, the one submodule left trainable (e.g. ``"phenotype_head"``: a head fit
+            on the segmentation model leaves its segmentation unchanged); everything else is frozen too.
     """
     from scripts.net import _unwrap_state_dict, load_encoder_weights
 
@@ -666,9 +668,9 @@ def load_pretrained(
             logger.info(f"loaded the pretrained encoder ({info['loaded']} tensors) from {checkpoint}")
     else:
         logger.info("no pretrained checkpoint: training from scratch")
-    if freeze_encoder:
+    if as_flag(freeze_encoder, "freeze_encoder"):
         freeze(network.encoder)
-    if train_only:
-        freeze(network)
-        freeze(getattr(network, train_only), frozen=False)
+        if train_only:
+            freeze(network)
+            freeze(getattr(network, train_only), frozen=False)
     return network

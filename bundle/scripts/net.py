@@ -39,6 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scripts.flags import as_flag
 from scripts.labels import NUM_CLASSES, PHENOTYPE_NAMES
 
 __all__ = [
@@ -457,7 +458,7 @@ class CineMAE(nn.Module):
             raise ValueError(f"mask_ratio must lie in (0, 1) for pretraining, got {mask_ratio}")
         self.encoder = encoder
         self.mask_ratio = mask_ratio
-        self.norm_pix_loss = norm_pix_loss
+        self.norm_pix_loss = as_flag(norm_pix_loss, "norm_pix_loss")
         patch_dim = math.prod(encoder.patch_size)
 
         self.decoder_embed = nn.Linear(encoder.hidden_size, decoder_hidden_size)
