@@ -21,6 +21,7 @@ def as_flag(value: bool | int | str, name: str) -> bool:
         return value
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
-        return value.strip().lower() in TRUE_WORDS
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word in TRUE_WORDS or word in FALSE_WORDS:
+        return word in TRUE_WORDS
     raise ValueError(f"--{name} {value!r}: expected true or false (also yes/no, on/off, 1/0)")
