@@ -1,5 +1,6 @@
 """Markdown tables of an ``evaluate`` report (``metrics.json``): Dice per view, phenotype MAE beside the mean guess
-(regressed, measured on the segmentations, and measured on the reference labels), missing-plane robustness.
+and phenotype bias (regressed, measured on the segmentations, and measured on the reference labels), missing-plane
+robustness.
 
     python scripts/metrics_table.py runs/full/outputs/evaluation/metrics.json [--phenotypes LVEDV LVEF ...]
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 CLASSES = ("LVBP", "LVMYO", "RVBP", "LABP", "RABP")
 VIEWS = ("all", "sa", "la_2ch", "la_3ch", "la_4ch")
@@ -48,18 +49,30 @@ def phenotype_cell(entry: Mapping[str, Any] | None) -> str:
     return f"{entry['mae']:.1f} ({fmt(entry['ratio_to_mean_guess'], 2)})"
 
 
-def phenotype_table(report: Mapping[str, Any], phenotypes: tuple[str, ...]) -> list[str]:
+def bias_cell(entry: Mapping[str, Any] | None) -> str:
+    # reports written before the bias was added have none
+    return "n/a" if not entry or entry.get("bias") is None else f"{entry['bias']:+.1f}"
+
+
+def phenotype_table(
+    report: Mapping[str, Any],
+    phenotypes: tuple[str, ...],
+    cell: Callable[[Mapping[str, Any] | None], str] = phenotype_cell,
+    mean_guess_row: bool = True,
+) -> list[str]:
+    """One row per model and source (regressed, measured on the segmentations), one for the reference labels and
+    (``mean_guess_row``) one for the mean-guess MAE; ``cell`` formats a report entry (error and ratio, or bias)."""
     lines = ["| source | " + " | ".join(phenotypes) + " |", "|---|" + "---|" * len(phenotypes)]
     for name, model in report["models"].items():
         for key, title in (("phenotypes", "regressed"), ("phenotypes_from_segmentation", "measured on segmentation")):
-            row = [phenotype_cell(model.get(key, {}).get(p)) for p in phenotypes]
+            row = [cell(model.get(key, {}).get(p)) for p in phenotypes]
             lines.append(f"| {name}, {title} | " + " | ".join(row) + " |")
     reference = report.get("phenotypes_from_reference_labels", {})
     lines.append(
-        "| measured on the reference labels | "
-        + " | ".join(phenotype_cell(reference.get(p)) for p in phenotypes)
-        + " |"
+        "| measured on the reference labels | " + " | ".join(cell(reference.get(p)) for p in phenotypes) + " |"
     )
+    if not mean_guess_row:
+        return lines
     first = next(iter(report["models"].values()))["phenotypes"]
     lines.append(
         "| mean guess | " + " | ".join(fmt(first.get(p, {}).get("mean_guess_mae"), 1) for p in phenotypes) + " |"
@@ -105,6 +118,8 @@ def main() -> None:
         print("\n".join(spurious_table(report)))
     print("\nPhenotype MAE (ratio to the mean-guess MAE):\n")
     print("\n".join(phenotype_table(report, tuple(args.phenotypes))))
+    print("\nPhenotype bias (mean of value - truth; mL, %, g):\n")
+    print("\n".join(phenotype_table(report, tuple(args.phenotypes), bias_cell, mean_guess_row=False)))
     print("\nMissing-plane robustness (embedding cosine to the full set, mean / min over trials):\n")
     print("\n".join(robustness_table(report)))
 

@@ -209,7 +209,7 @@ def test_evaluate_reports_dice_phenotypes_robustness_side_by_side(trained, tiny_
     assert set(pretrained["dice"]) >= {"sa", "la_2ch", "la_3ch", "la_4ch", "all"}
     assert 0.0 <= pretrained["dice"]["all"]["LVBP"] <= 1.0
     lvef = pretrained["phenotypes"]["LVEF"]
-    assert lvef["mae"] >= 0 and lvef["mean_guess_mae"] > 0
+    assert lvef["mae"] >= 0 and lvef["mean_guess_mae"] > 0 and abs(lvef["bias"]) <= lvef["mae"] + 1e-9
     assert "LVEDV" in pretrained["phenotypes_from_segmentation"] or pretrained["dice"]["all"]["LVBP"] == 0
     # measured on the reference labels, the ventricular volumes are close to the synthetic model's truth
     reference = metrics["phenotypes_from_reference_labels"]
@@ -226,6 +226,8 @@ def test_evaluate_reports_dice_phenotypes_robustness_side_by_side(trained, tiny_
     ra_2ch = pretrained["spurious"]["la_2ch"]["RABP"]
     assert ra_2ch["absent"] == len(metrics["subjects"]) and 0 <= ra_2ch["painted"] <= ra_2ch["absent"]
     assert "| pretrained | la_2ch |" in tables.split("Classes painted where the labels show none")[1]
+    bias_table = tables.split("Phenotype bias")[1].split("Missing-plane robustness")[0]
+    assert f"| pretrained, regressed | {pretrained['phenotypes']['LVEDV']['bias']:+.1f} |" in bias_table
     for removed in ("1_planes_removed", "2_planes_removed"):
         for key in ("embedding_cosine_mean", "standardised_embedding_cosine_mean"):
             assert -1.0 <= pretrained["robustness"][removed][key] <= 1.0

@@ -248,3 +248,22 @@ def test_temporal_upsampling_factors():
     assert temporal_upsampling_factors(8, 3) == [2, 2, 2]
     assert temporal_upsampling_factors(16, 3) == [4, 2, 2]
     assert temporal_upsampling_factors(1, 2) == [1, 1]
+
+
+def test_image_levels_feed_the_coarser_decoder_stages():
+    torch.manual_seed(0)
+    heart = build_network("heart", "tiny", num_planes=PLANES, num_frames=FRAMES, image_size=SIZE, image_levels=3)
+    baseline_keys = set(build("heart").state_dict())
+    # the default (1) adds no weights, so checkpoints trained before the option existed still load
+    assert not any("coarse_image_branches" in key for key in baseline_keys)
+    assert set(heart.state_dict()) - baseline_keys == {
+        f"segmenter.coarse_image_branches.{i}.{p}" for i in range(2) for p in ("weight", "bias")
+    }
+    image = make_image(1).requires_grad_(True)
+    logits, representation = heart.segment_and_embed(image)
+    assert logits.shape == (1, NUM_CLASSES, PLANES, FRAMES, SIZE, SIZE)
+    (logits.mean() + heart.phenotype_head(representation).mean()).backward()
+    for branch in heart.segmenter.coarse_image_branches:
+        assert branch.weight.grad is not None and branch.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"image_levels must lie in \[1, 4\]"):
+        build_network("heart", "tiny", num_frames=FRAMES, image_size=SIZE, image_levels=5)

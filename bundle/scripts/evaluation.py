@@ -2,7 +2,8 @@
 
 - Dice per class per view (SA, 2ch, 3ch, 4ch and all planes together), on the canonical grid over all frames,
   only where labels exist; the mean over subjects (a subject lacking a class in a view does not count there).
-- Phenotype mean absolute error per phenotype, with the mean-guess MAE (predicting the training mean) beside it,
+- Phenotype mean absolute error and bias (mean signed error) per phenotype, with the mean-guess MAE (predicting the
+  training mean) beside it,
   for the regressed phenotypes and for those measured on the segmentations of the input planes; the same measures
   on the subjects' own label files give the error floor of measuring on these planes.
 - Missing-plane robustness: cosine similarity of the embedding, and phenotype shift, with 1 and 2 planes removed.
@@ -195,7 +196,8 @@ class CohortEvaluator:
         per_subject: list[dict[str, Any]], training_mean: np.ndarray, source: str = "phenotypes"
     ) -> dict[str, Any]:
         """MAE per phenotype of ``source`` ("phenotypes": regressed, "measured": from the segmentations) beside the
-        mean guess, over the subjects where both the truth and the value exist."""
+        mean guess, and the bias (mean of value - truth: a segmentation that blurs the cycle over time reads ED too
+        small and ES too large, so EF too low), over the subjects where both the truth and the value exist."""
         predicted = np.array([s[source] for s in per_subject], dtype=np.float64)
         truth = np.array([s["truth"] for s in per_subject])
         summary = {}
@@ -203,7 +205,8 @@ class CohortEvaluator:
             known = np.isfinite(truth[:, k]) & np.isfinite(predicted[:, k])
             if not known.any():
                 continue
-            mae = float(np.abs(predicted[known, k] - truth[known, k]).mean())
+            error = predicted[known, k] - truth[known, k]
+            mae = float(np.abs(error).mean())
             mean_guess = (
                 float(np.abs(training_mean[k] - truth[known, k]).mean()) if np.isfinite(training_mean[k]) else None
             )
@@ -211,6 +214,7 @@ class CohortEvaluator:
                 "mae": mae,
                 "mean_guess_mae": mean_guess,
                 "ratio_to_mean_guess": mae / mean_guess if mean_guess else None,
+                "bias": float(error.mean()),
                 "subjects": int(known.sum()),
             }
         return summary

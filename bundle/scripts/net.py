@@ -555,9 +555,11 @@ class CineSegmenter(nn.Module):
     - stage S: deepest skip (last encoder layer) projected to ``channels[S]`` on the token grid, two conv blocks;
     - stage k = S-1..0: transposed conv (kernel = stride) from stage k + 1 to ``channels[k]``; add the skip of encoder
       layer ``skip_layers[k - 1]`` (projected per token, trilinearly resized to stage k; k >= 1) or, at k = 0, a
-      full-resolution in-plane conv of the raw image; conv blocks: two per stage from 1/4 resolution down, one at half
-      resolution and one in-plane (1x3x3) at full resolution, because the high-resolution stages dominate the compute
-      on CPU (temporal context comes from the lower stages);
+      full-resolution in-plane conv of the raw image; for 1 <= k < ``image_levels`` also the raw image average-pooled
+      to stage k's grid through its own in-plane conv, so the 3D blocks of the coarser stages see every frame's image
+      and not only the encoder's tokens (25 frames each at the paper's patch); conv blocks: two per stage from 1/4
+      resolution down, one at half resolution and one in-plane (1x3x3) at full resolution, because the high-resolution
+      stages dominate the compute on CPU (temporal context comes from the lower stages);
     - per-voxel linear layer to ``num_classes``.
 
     Args:
@@ -566,6 +568,7 @@ class CineSegmenter(nn.Module):
         encoder_layers: encoder depth; the skips come from layers at k/S of it (k = 1..S).
         channels: decoder widths from full resolution to the token grid, ``S + 1`` entries.
         num_classes: output classes.
+        image_levels: how many stages, from full resolution up, read the raw image (1 = full resolution only).
     """
 
     def __init__(
@@ -575,6 +578,7 @@ class CineSegmenter(nn.Module):
         encoder_layers: int,
         channels: Sequence[int] = (8, 16, 32, 64),
         num_classes: int = NUM_CLASSES,
+        image_levels: int = 1,
     ) -> None:
         super().__init__()
         pt, ph, pw = _as_size3(patch_size, "patch_size")
@@ -589,7 +593,12 @@ class CineSegmenter(nn.Module):
                 f"seg_channels needs one width per stage from full resolution to the token grid: "
                 f"log2({ph}) + 1 = {num_steps + 1} entries, got {tuple(channels)}"
             )
+        if not 1 <= image_levels <= num_steps + 1:
+            raise ValueError(
+                f"image_levels must lie in [1, {num_steps + 1}] (the decoder's stages), got {image_levels}"
+            )
         self.num_steps = num_steps
+        self.image_levels = image_levels
         # Evenly spaced encoder layers (UNETR uses 3, 6, 9, 12 of 12); skip_layers[k - 1] feeds stage k.
         self.skip_layers = tuple(math.ceil(encoder_layers * k / num_steps) for k in range(1, num_steps + 1))
         time_factors = temporal_upsampling_factors(pt, num_steps)
@@ -618,6 +627,10 @@ class CineSegmenter(nn.Module):
             self.stages.append(nn.Sequential(*blocks))
         # Linear in-plane filters of the raw image; the merged stage-0 block supplies norm and nonlinearity.
         self.image_branch = nn.Conv3d(1, channels[0], kernel_size=(1, 3, 3), padding=(0, 1, 1))
+        # coarse_image_branches[k - 1] feeds stage k (k = 1 .. image_levels - 1) the pooled image.
+        self.coarse_image_branches = nn.ModuleList(
+            [nn.Conv3d(1, channels[k], kernel_size=(1, 3, 3), padding=(0, 1, 1)) for k in range(1, image_levels)]
+        )
         # A per-voxel Linear on the channels-last features rather than a 1x1x1 Conv3d: same map, but oneDNN's 1x1x1
         # convolution with few channels measured ~10x slower at full resolution on CPU.
         self.head = nn.Linear(channels[0], num_classes)
@@ -653,6 +666,9 @@ class CineSegmenter(nn.Module):
         if len(encoded.hidden_states) != self.num_steps:
             raise ValueError(f"expected the encoder hidden states of layers {self.skip_layers}")
         batch, _, num_planes, frames, height, width = image.shape
+        planes = image if decode_planes is None else image[:, :, decode_planes]
+        planes = planes.permute(0, 2, 1, 3, 4, 5).reshape(-1, 1, frames, height, width)
+        planes = planes.contiguous(memory_format=torch.channels_last_3d)  # (B * P', 1, T, H, W)
         x = self.token_volume(self.skip_proj[-1](encoded.hidden_states[-1]), encoded, grid, num_planes, decode_planes)
         # The token-grid convolutions run in fp32: under CPU bf16 autocast, oneDNN's Conv3d weight gradient on such
         # small volumes (e.g. 2x8x8) came out non-finite in ~1 of 5 steps (measured on torch 2.13); they are cheap.
@@ -665,10 +681,11 @@ class CineSegmenter(nn.Module):
                 hidden = self.skip_proj[k - 1](encoded.hidden_states[k - 1])
                 skip = self.token_volume(hidden, encoded, grid, num_planes, decode_planes)
                 x = x + F.interpolate(skip, size=x.shape[2:], mode="trilinear", align_corners=False)
+                if k < self.image_levels:
+                    pooled = F.adaptive_avg_pool3d(planes, x.shape[2:])
+                    x = x + self.coarse_image_branches[k - 1](pooled)
             else:
-                planes = image if decode_planes is None else image[:, :, decode_planes]
-                planes = planes.permute(0, 2, 1, 3, 4, 5).reshape(-1, 1, frames, height, width)
-                x = x + self.image_branch(planes.contiguous(memory_format=torch.channels_last_3d))
+                x = x + self.image_branch(planes)
             x = stage(x)
         logits = self.head(x.permute(0, 2, 3, 4, 1))  # (B * P', T, H, W, classes)
         return logits.reshape(batch, -1, frames, height, width, logits.shape[-1]).permute(0, 5, 1, 2, 3, 4)
@@ -772,6 +789,7 @@ class CineHeartNet(nn.Module):
         num_classes: segmentation classes.
         num_phenotypes: phenotype outputs.
         phenotype_hidden: hidden width of the phenotype head (0 = linear, the paper's).
+        image_levels: decoder stages that read the raw image (see :class:`CineSegmenter`).
     """
 
     def __init__(
@@ -781,11 +799,12 @@ class CineHeartNet(nn.Module):
         num_classes: int = NUM_CLASSES,
         num_phenotypes: int = len(PHENOTYPE_NAMES),
         phenotype_hidden: int = 0,
+        image_levels: int = 1,
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.segmenter = CineSegmenter(
-            encoder.hidden_size, encoder.patch_size, encoder.num_layers, seg_channels, num_classes
+            encoder.hidden_size, encoder.patch_size, encoder.num_layers, seg_channels, num_classes, image_levels
         )
         self.phenotype_head = PhenotypeHead(encoder.hidden_size, num_phenotypes, phenotype_hidden)
 
@@ -833,6 +852,7 @@ class NetConfig:
     seg_channels: tuple[int, ...]
     mlp_ratio: float = 4.0
     phenotype_hidden: int = 0
+    image_levels: int = 1
     mask_ratio: float = 0.7
     norm_pix_loss: bool = False
 
@@ -927,7 +947,12 @@ def build_network(
             norm_pix_loss=config.norm_pix_loss,
         )
     if kind == "heart":
-        return CineHeartNet(encoder, seg_channels=config.seg_channels, phenotype_hidden=config.phenotype_hidden)
+        return CineHeartNet(
+            encoder,
+            seg_channels=config.seg_channels,
+            phenotype_hidden=config.phenotype_hidden,
+            image_levels=config.image_levels,
+        )
     raise ValueError(f"unknown network kind {kind!r}; choose 'mae' or 'heart'")
 
 
