@@ -117,10 +117,12 @@ def run_side_by_side(commands: list[list[str]], logs: list[Path]) -> None:
 
 def install_weights(checkpoint: Path, destination: Path) -> None:
     """Ship ``checkpoint`` as ``destination`` with float16 weights: the Model Zoo caps files at 25 MB and fp32 `small`
-    weights are ~32 MB. The phenotype normalisation buffers stay float32 (they carry physical units)."""
+    weights are ~32 MB. The phenotype normalisation buffers stay float32 (they carry physical units), and so does
+    the measure head (a few hundred numbers, most of them in mL)."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    keep_float32 = ("phenotype_head.target_", "measure_head.")
     shipped = {
-        key: value.half() if value.is_floating_point() and not key.startswith("phenotype_head.target_") else value
+        key: value.half() if value.is_floating_point() and not key.startswith(keep_float32) else value
         for key, value in state.items()
     }
     with atomic_path(destination) as temp_path:
@@ -281,12 +283,21 @@ def main() -> None:
     print("\nresults on held-out synthetic subjects (seed %d):" % args.test_seed)
     for name, model_metrics in metrics["models"].items():
         print(f"  {name}: Dice {dice_line(model_metrics)}")
-        for source, title in (("phenotypes", "regressed"), ("phenotypes_from_segmentation", "measured")):
+        for source, title in (
+            ("phenotypes", "regressed on the embedding"),
+            ("phenotypes_from_measures", "regressed on the measures"),
+            ("phenotypes_from_segmentation", "measured"),
+        ):
+            if source not in model_metrics:
+                continue
             ratios = {k: model_metrics[source].get(k, {}).get("ratio_to_mean_guess") for k in TARGET_PHENOTYPES}
             cells = ", ".join(f"{k} {v:.2f}" for k, v in ratios.items() if v is not None)
             print(f"    phenotype MAE / mean-guess MAE, {title}: {cells or 'n/a'}")
     print(f"\nsegmentations: {predictions}/<subject>/seg_<plane>.nii.gz")
-    print(f"phenotypes:    {predictions}/phenotypes.csv (regressed), phenotypes_from_segmentation.csv (measured)")
+    print(
+        f"phenotypes:    {predictions}/phenotypes.csv (estimated: see phenotypes_method in each phenotypes.json), "
+        "phenotypes_from_embedding.csv, phenotypes_from_segmentation.csv (measured)"
+    )
     print(f"metrics:       {evaluation}/metrics.json")
     print(f"log:           {log}")
 

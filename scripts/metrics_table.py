@@ -1,5 +1,6 @@
 """Markdown tables of an ``evaluate`` report (``metrics.json``): Dice per view, phenotype MAE beside the mean guess
-and phenotype bias (regressed, measured on the segmentations, and measured on the reference labels), missing-plane
+and phenotype bias (regressed on the embedding, regressed on the measures, measured on the segmentations, and
+measured on the reference labels), missing-plane
 robustness.
 
     python scripts/metrics_table.py runs/full/outputs/evaluation/metrics.json [--phenotypes LVEDV LVEF ...]
@@ -60,11 +61,18 @@ def phenotype_table(
     cell: Callable[[Mapping[str, Any] | None], str] = phenotype_cell,
     mean_guess_row: bool = True,
 ) -> list[str]:
-    """One row per model and source (regressed, measured on the segmentations), one for the reference labels and
+    """One row per model and source (regressed on the embedding, regressed on the measures where the report has
+    them, measured on the segmentations), one for the reference labels and
     (``mean_guess_row``) one for the mean-guess MAE; ``cell`` formats a report entry (error and ratio, or bias)."""
     lines = ["| source | " + " | ".join(phenotypes) + " |", "|---|" + "---|" * len(phenotypes)]
     for name, model in report["models"].items():
-        for key, title in (("phenotypes", "regressed"), ("phenotypes_from_segmentation", "measured on segmentation")):
+        for key, title in (
+            ("phenotypes", "regressed on embedding"),
+            ("phenotypes_from_measures", "regressed on measures"),
+            ("phenotypes_from_segmentation", "measured on segmentation"),
+        ):
+            if key not in model:
+                continue
             row = [cell(model.get(key, {}).get(p)) for p in phenotypes]
             lines.append(f"| {name}, {title} | " + " | ".join(row) + " |")
     reference = report.get("phenotypes_from_reference_labels", {})

@@ -18,6 +18,9 @@ import pytest
 import torch
 from conftest import BUNDLE, REPO, SHARED
 
+from scripts.inference import load_network_weights, phenotypes_from_measures
+from scripts.labels import PHENOTYPE_NAMES
+from scripts.measures import volume_curves_from_segmentations
 from scripts.net import build_network
 
 TRAIN = ["configs/inference.yaml", "configs/train.yaml"]
@@ -156,7 +159,17 @@ def test_inference_writes_every_plane_in_its_own_geometry(trained, tiny_cohort, 
     reported = json.loads((predicted / "phenotypes.json").read_text())
     assert set(reported["phenotypes"]) >= {"LVEDV", "LVEF", "LVM", "RVEDV", "RVEF"}
     measured = reported["phenotypes_from_segmentation"]
-    assert set(measured) == set(reported["phenotypes"])
+    assert set(measured) == set(reported["phenotypes"]) == set(reported["phenotypes_from_embedding"])
+    # finetune_phenotypes (encoder frozen) fit the measure head: the phenotypes are that head on what is measured
+    # on the segmentations written here
+    assert reported["phenotypes_method"] == "measure_head"
+    network = build_network("heart", "tiny", num_frames=10, image_size=32)
+    load_network_weights(network, model)
+    written = {stem: nib.load(predicted / f"seg_{stem}.nii.gz") for stem in ("sa", "la_2ch", "la_4ch")}
+    volumes = volume_curves_from_segmentations({k: (np.asarray(v.dataobj), v.affine) for k, v in written.items()})
+    expected = phenotypes_from_measures(network, volumes)
+    for name, value in zip(PHENOTYPE_NAMES, expected):
+        assert reported["phenotypes"][name] == pytest.approx(value, rel=1e-4, abs=1e-3)
     # measured on the written segmentations: the LV blood pool volume at ED is what seg_sa holds
     seg_sa = nib.load(predicted / "seg_sa.nii.gz")
     voxel_ml = abs(np.linalg.det(seg_sa.affine[:3, :3])) / 1000
@@ -170,10 +183,14 @@ def test_inference_writes_every_plane_in_its_own_geometry(trained, tiny_cohort, 
         edv, esv, ef = (measured[f"{chamber}{k}"] for k in ("EDV", "ESV", "EF"))
         not_measured = edv is not None and esv is not None and edv > 0 and esv > edv
         assert (chamber in report["ejection_not_measured"]) == not_measured and (ef is None or not not_measured)
-    rows = list(csv.DictReader(open(out / "phenotypes.csv")))
-    assert [r["subject"] for r in rows] == [subject.name]
-    rows = list(csv.DictReader(open(out / "phenotypes_from_segmentation.csv")))
-    assert [r["subject"] for r in rows] == [subject.name]
+    tables = {}
+    for table in ("phenotypes", "phenotypes_from_embedding", "phenotypes_from_segmentation"):
+        tables[table] = list(csv.DictReader(open(out / f"{table}.csv")))
+        assert [r["subject"] for r in tables[table]] == [subject.name]
+    # the cohort table holds the reported phenotypes (the measure head's), not the embedding head's
+    assert float(tables["phenotypes"][0]["LVEDV"]) == pytest.approx(reported["phenotypes"]["LVEDV"], abs=1e-3)
+    embedding_lvedv = reported["phenotypes_from_embedding"]["LVEDV"]
+    assert float(tables["phenotypes_from_embedding"][0]["LVEDV"]) == pytest.approx(embedding_lvedv, abs=1e-3)
 
 
 def test_inference_keeps_going_past_a_bad_subject(trained, tiny_cohort, tmp_path):
@@ -221,13 +238,18 @@ def test_evaluate_reports_dice_phenotypes_robustness_side_by_side(trained, tiny_
     ).stdout  # fmt: skip
     lvbp = pretrained["dice"]["all"]["LVBP"]
     assert f"| pretrained | all | {lvbp:.3f} |" in tables and "| scratch, measured on segmentation |" in tables
+    # only the phenotype fine-tuning fit a measure head; the segmentation model has none fit
+    from_measures = pretrained["phenotypes_from_measures"]["LVEDV"]
+    assert from_measures["mae"] >= 0 and "phenotypes_from_measures" not in metrics["models"]["scratch"]
+    assert f"| pretrained, regressed on measures | {from_measures['mae']:.1f} " in tables
+    assert "| scratch, regressed on measures |" not in tables
     # the RA is in no 2-chamber view: not scored there, but counted when painted
     assert pretrained["dice"]["la_2ch"]["RABP"] is None
     ra_2ch = pretrained["spurious"]["la_2ch"]["RABP"]
     assert ra_2ch["absent"] == len(metrics["subjects"]) and 0 <= ra_2ch["painted"] <= ra_2ch["absent"]
     assert "| pretrained | la_2ch |" in tables.split("Classes painted where the labels show none")[1]
     bias_table = tables.split("Phenotype bias")[1].split("Missing-plane robustness")[0]
-    assert f"| pretrained, regressed | {pretrained['phenotypes']['LVEDV']['bias']:+.1f} |" in bias_table
+    assert f"| pretrained, regressed on embedding | {pretrained['phenotypes']['LVEDV']['bias']:+.1f} |" in bias_table
     for removed in ("1_planes_removed", "2_planes_removed"):
         for key in ("embedding_cosine_mean", "standardised_embedding_cosine_mean"):
             assert -1.0 <= pretrained["robustness"][removed][key] <= 1.0
@@ -299,6 +321,10 @@ def test_inference_uses_the_shipped_weights_by_default(tiny_cohort, tmp_path):
     written = nib.load(out / subject.name / "seg_sa.nii.gz")
     assert written.shape == nib.load(subject / "sa.nii.gz").shape
     assert (np.asarray(written.dataobj) > 0).any(), "the trained model finds heart structures in a synthetic subject"
+    # weights saved before the measure head existed load with it unfit; the phenotypes then come from the embedding
+    has_measure_head = any(k.startswith("measure_head.") for k in torch.load(shipped, weights_only=True))
+    method = json.loads((out / subject.name / "phenotypes.json").read_text())["phenotypes_method"]
+    assert method == ("measure_head" if has_measure_head else "phenotype_head")
 
 
 def test_ckpt_export_writes_a_torchscript_segmenter(trained, tmp_path):

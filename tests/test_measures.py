@@ -8,9 +8,12 @@ import pytest
 from scripts.labels import PHENOTYPE_NAMES
 from scripts.measures import (
     AREA_LENGTH_FACTOR,
+    CURVE_QUANTILES,
+    MEASURE_FEATURE_NAMES,
     atrial_volume_curve_ml,
     implausible_ejections,
     long_axis_length_mm,
+    measure_features,
     phenotypes_from_segmentations,
     phenotypes_from_volumes,
     stack_volume_curves_ml,
@@ -90,3 +93,19 @@ def test_missing_views_give_nan_not_guesses():
     assert all(math.isnan(out[name]) for name in PHENOTYPE_NAMES if name.startswith(("LA", "RA")))
     la_only = phenotypes_from_segmentations({"la_4ch": (np.zeros((8, 8, 1, 5), np.uint8), stack_affine(2.0, 8.0))})
     assert math.isnan(la_only["LVEDV"]) and math.isnan(la_only["RVEF"])
+
+
+def test_measure_features_are_the_phenotypes_then_the_ventricular_curve_quantiles():
+    lv = np.array([120.0, 100.0, 50.0, 80.0, 110.0])
+    volumes = {"LVBP": lv, "LVMYO": np.full(5, 100.0), "RVBP": lv + 10, "LABP": None, "RABP": None}
+    features = measure_features(volumes)
+    assert features.shape == (len(MEASURE_FEATURE_NAMES),)
+    phenotypes = phenotypes_from_volumes(volumes)
+    np.testing.assert_array_equal(features[: len(PHENOTYPE_NAMES)], [phenotypes[n] for n in PHENOTYPE_NAMES])
+    named = dict(zip(MEASURE_FEATURE_NAMES, features))
+    assert named["LVBP_q0"] == 50 and named["LVBP_q100"] == 120 and named["RVBP_q100"] == 130
+    assert np.all(np.diff([named[f"LVBP_q{round(100 * q)}"] for q in CURVE_QUANTILES]) >= 0)
+    # without an SA stack the ventricular measures are NaN, never guessed
+    no_sa = measure_features({"LABP": np.array([60.0, 40.0]), "RABP": None})
+    assert np.isnan(no_sa[[MEASURE_FEATURE_NAMES.index(n) for n in ("LVEDV", "LVBP_q0", "RVBP_q100")]]).all()
+    assert no_sa[MEASURE_FEATURE_NAMES.index("LAVmax")] == 60

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from scripts.labels import NUM_CLASSES, PHENOTYPE_NAMES
+from scripts.measures import MEASURE_FEATURE_NAMES
 from scripts.net import (
     CineEncoder,
     CineHeartNet,
@@ -241,6 +242,25 @@ def test_phenotype_head_standardises_its_input():
     assert torch.allclose(head(features), expected, atol=1e-5)
     with pytest.raises(ValueError, match="feature mean and std need 32"):
         head.set_feature_stats(torch.zeros(3), torch.ones(3))
+
+
+def test_measure_head_reads_an_unmeasured_value_as_the_training_mean():
+    head = build("heart").measure_head
+    width = len(MEASURE_FEATURE_NAMES)
+    assert not bool(head.fitted), "a new network's measure head is unfit (inference then reports the embedding head)"
+    torch.manual_seed(0)
+    head.set_linear(torch.randn(len(PHENOTYPE_NAMES), width), torch.randn(len(PHENOTYPE_NAMES)))
+    assert bool(head.fitted)
+    mean, std = torch.rand(width) * 100, torch.rand(width) + 1
+    head.set_feature_stats(mean, std)
+    measures = mean + torch.randn(2, width) * std
+    unmeasured = measures.clone()
+    unmeasured[:, :5] = float("nan")  # e.g. no SA stack: the ventricular measures are NaN
+    imputed = measures.clone()
+    imputed[:, :5] = mean[:5]
+    assert torch.isfinite(head(unmeasured)).all()
+    assert torch.allclose(head(unmeasured), head(imputed), atol=1e-5)
+    assert not torch.allclose(head(unmeasured), head(measures), atol=1e-3)
 
 
 def test_temporal_upsampling_factors():

@@ -432,8 +432,12 @@ def prepare_phenotype_head(
     augmented_views: int = 2,
     max_dropped_planes: int = 2,
     seed: int = 0,
+    measure_head: bool | str = False,
+    load_subject: Callable[[dict], dict] | None = None,
 ) -> torch.nn.Module:
-    """Set the phenotype head's normalisation from the training items and, for a linear head, fit it in closed form.
+    """Set the phenotype head's normalisation from the training items and, for a linear head, fit it in closed form;
+    with ``measure_head`` (a bool, or the command line's ``true`` / ``false``) fit the measure head too
+    (:func:`fit_measure_head`, which segments through ``load_subject``, the config's canonical loader).
 
     ``target_mean`` / ``target_std`` (K,) come from the items' phenotypes (unknown (NaN) values skipped; a phenotype
     known for no subject keeps mean 0 and std 1). With ``preprocessing`` (the deterministic loader of the items),
@@ -488,6 +492,59 @@ def prepare_phenotype_head(
             f"phenotype head: ridge fit on {len(rows)} representations of {len(items)} subjects, penalties "
             + ", ".join(f"{name} {p:g}" for name, p in zip(PHENOTYPE_NAMES, penalties) if np.isfinite(p))
         )
+    if as_flag(measure_head, "fit_measure_head"):
+        if load_subject is None:
+            raise ValueError("fitting the measure head needs load_subject (the config's canonical loader)")
+        fit_measure_head(network, items, load_subject, device, precision)
+    return network
+
+
+def fit_measure_head(
+    network: torch.nn.Module,
+    items: Sequence[dict],
+    load_subject: Callable[[dict], dict],
+    device: torch.device | str = "cpu",
+    precision: str = "auto",
+) -> torch.nn.Module:
+    """Fit ``network.measure_head`` (:class:`scripts.net.MeasureHead`) in closed form: ridge regression
+    (:func:`fit_ridge`) of the normalised phenotypes of ``items`` on the standardised measures of the network's own
+    segmentation of every input plane, each subject with all its planes (what inference measures).
+
+    The segmentation must stay as it is afterwards (train with the encoder and decoder frozen), or the fit goes
+    stale. Uses the phenotype head's target statistics: call :func:`prepare_phenotype_head` first. A measure
+    missing for every subject (a view no subject has) is left out by its zero weight.
+    """
+    from scripts.inference import predict_sample, segment_input_planes  # scripts.inference imports this module
+    from scripts.measures import measure_features, volume_curves_from_segmentations
+
+    head = network.measure_head
+    head.set_target_stats(network.phenotype_head.target_mean, network.phenotype_head.target_std)
+    device = torch.device(device)
+    was_training = network.training
+    network.eval()
+    features = []
+    for item in items:
+        sample = load_subject(dict(item))
+        labels = predict_sample(network, sample, device, precision)["labels"]
+        planes, _ = segment_input_planes(network, load_subject, item, sample, labels, device, precision)
+        features.append(measure_features(volume_curves_from_segmentations(planes)))
+    network.train(was_training)
+    features = np.stack(features)
+    measured = np.isfinite(features)
+    counts = measured.sum(0)
+    mean = np.where(counts > 0, np.where(measured, features, 0.0).sum(0) / np.maximum(counts, 1), 0.0)
+    spread = np.sqrt(np.where(measured, (features - mean) ** 2, 0.0).sum(0) / np.maximum(counts - 1, 1))
+    spread = np.where(spread > 1e-6, spread, 1.0)
+    head.set_feature_stats(mean, spread)
+    standardised = np.where(measured, (features - mean) / spread, 0.0)
+    values = np.stack([np.asarray(item["phenotypes"], dtype=np.float64) for item in items])
+    targets = (values - head.target_mean.double().cpu().numpy()) / head.target_std.double().cpu().numpy()
+    weight, bias, penalties = fit_ridge(standardised, targets, np.arange(len(items)))
+    head.set_linear(weight, bias)
+    logger.info(
+        f"measure head: ridge fit on the segmentations of {len(items)} subjects, penalties "
+        + ", ".join(f"{name} {p:g}" for name, p in zip(PHENOTYPE_NAMES, penalties) if np.isfinite(p))
+    )
     return network
 
 

@@ -4,7 +4,8 @@
   only where labels exist; the mean over subjects (a subject lacking a class in a view does not count there).
 - Phenotype mean absolute error and bias (mean signed error) per phenotype, with the mean-guess MAE (predicting the
   training mean) beside it,
-  for the regressed phenotypes and for those measured on the segmentations of the input planes; the same measures
+  for the phenotypes regressed on the embedding, those measured on the segmentations of the input planes and
+  (where the weights have it fit) those regressed on these measures by the measure head; the same measures
   on the subjects' own label files give the error floor of measuring on these planes.
 - Missing-plane robustness: cosine similarity of the embedding, and phenotype shift, with 1 and 2 planes removed.
   The cosine is given for the raw embedding (as the paper reports it) and for the embedding standardised by the
@@ -27,9 +28,14 @@ import torch
 from scripts.canonical import LoadCineSubjectd, parse_geometry
 from scripts.engines import dice_per_class, precision_context, spurious_voxels
 from scripts.files import write_json_atomic
-from scripts.inference import load_network_weights, predict_sample, segment_input_planes
+from scripts.inference import load_network_weights, phenotypes_from_measures, predict_sample, segment_input_planes
 from scripts.labels import CLASS_NAMES, LA_PLANES, PHENOTYPE_NAMES
-from scripts.measures import PHENOTYPE_CLASSES, phenotypes_from_segmentations
+from scripts.measures import (
+    PHENOTYPE_CLASSES,
+    phenotypes_from_segmentations,
+    phenotypes_from_volumes,
+    volume_curves_from_segmentations,
+)
 from scripts.subject import load_datalist, load_subject
 
 logger = logging.getLogger(__name__)
@@ -131,7 +137,9 @@ class CohortEvaluator:
         planes, _ = segment_input_planes(
             self.network, self.load_subject, item, sample, predicted, self.device, self.precision
         )
-        measured = phenotypes_from_segmentations(planes)
+        volumes = volume_curves_from_segmentations(planes)
+        measured = phenotypes_from_volumes(volumes)
+        from_measures = phenotypes_from_measures(self.network, volumes)
         present = [k for k in range(len(views)) if bool(sample["plane_mask"][k])]
         head = self.network.phenotype_head
         feature_mean, feature_std = head.feature_mean.cpu().numpy(), head.feature_std.cpu().numpy()
@@ -157,6 +165,7 @@ class CohortEvaluator:
             "spurious": spurious,
             "phenotypes": phenotypes.tolist(),
             "measured": [measured[name] for name in PHENOTYPE_NAMES],
+            "from_measures": None if from_measures is None else from_measures.tolist(),
             "truth": np.asarray(sample["phenotypes"], dtype=np.float64).tolist(),
             "robustness": robustness,
         }
@@ -195,7 +204,8 @@ class CohortEvaluator:
     def summarise_phenotypes(
         per_subject: list[dict[str, Any]], training_mean: np.ndarray, source: str = "phenotypes"
     ) -> dict[str, Any]:
-        """MAE per phenotype of ``source`` ("phenotypes": regressed, "measured": from the segmentations) beside the
+        """MAE per phenotype of ``source`` ("phenotypes": regressed on the embedding, "measured": from the
+        segmentations, "from_measures": regressed on those measures by the measure head) beside the
         mean guess, and the bias (mean of value - truth: a segmentation that blurs the cycle over time reads ED too
         small and ES too large, so EF too low), over the subjects where both the truth and the value exist."""
         predicted = np.array([s[source] for s in per_subject], dtype=np.float64)
@@ -287,6 +297,7 @@ class CohortEvaluator:
             load_network_weights(self.network, checkpoint)
             self.network.eval()
             per_subject = [self.evaluate_subject(item, sample, seed=i) for i, (item, sample) in enumerate(samples)]
+            has_measure_head = all(s["from_measures"] is not None for s in per_subject)
             report["models"][name] = {
                 "checkpoint": str(checkpoint),
                 "dice": self.summarise_dice(per_subject),
@@ -295,6 +306,10 @@ class CohortEvaluator:
                 "phenotypes_from_segmentation": self.summarise_phenotypes(per_subject, training_mean, "measured"),
                 "robustness": self.summarise_robustness(per_subject),
             }
+            if has_measure_head:
+                report["models"][name]["phenotypes_from_measures"] = self.summarise_phenotypes(
+                    per_subject, training_mean, "from_measures"
+                )
             logger.info(f"evaluated {name} ({checkpoint}) on {len(per_subject)} subjects")
         write_json_atomic(report, self.output_dir / "metrics.json")
         print_summary(report)
@@ -310,11 +325,20 @@ def print_summary(report: Mapping[str, Any]) -> None:
         values = [report["models"][n]["dice"].get("all", {}).get(cls) for n in names]
         print(f"  Dice {cls:6s} " + " | ".join("  n/a " if v is None else f"{v:.3f}" for v in values))
     reference = report["phenotypes_from_reference_labels"]
-    for source, title in (("phenotypes", "regressed"), ("phenotypes_from_segmentation", "from segmentation")):
-        print(f"  phenotype MAE, {title}:" + (" (measured on the reference labels)" if source != "phenotypes" else ""))
+    for source, title in (
+        ("phenotypes", "regressed on the embedding"),
+        ("phenotypes_from_measures", "regressed on the measures"),
+        ("phenotypes_from_segmentation", "from segmentation"),
+    ):
+        if not any(source in report["models"][n] for n in names):
+            continue
+        print(
+            f"  phenotype MAE, {title}:"
+            + (" (measured on the reference labels)" if source == "phenotypes_from_segmentation" else "")
+        )
         for phenotype in ("LVEDV", "LVEF", "LVM", "RVEDV", "RVEF"):
-            entries = [report["models"][n][source].get(phenotype) for n in names]
-            if source != "phenotypes":
+            entries = [report["models"][n].get(source, {}).get(phenotype) for n in names]
+            if source == "phenotypes_from_segmentation":
                 entries.append(reference.get(phenotype))
             if all(e is None for e in entries):
                 continue

@@ -1,10 +1,14 @@
-"""Cohort inference: every plane and frame segmented, phenotypes regressed, embedding written, per subject.
+"""Cohort inference: every plane and frame segmented, phenotypes estimated, embedding written, per subject.
 
 Per subject ``<output_dir>/<id>/``: ``seg_<plane>.nii.gz`` for every input plane in that plane's own shape and
-affine, ``phenotypes.json`` (regressed by the phenotype head, and measured on the segmentations by
-:mod:`scripts.measures`), ``embedding.npy`` and ``report.json`` (planes used, missing, problems); for the cohort
-``phenotypes.csv`` (regressed), ``phenotypes_from_segmentation.csv`` and ``summary.json`` (subjects done and
-failed). A bad subject is reported and skipped.
+affine, ``phenotypes.json``, ``embedding.npy`` and ``report.json`` (planes used, missing, problems); for the cohort
+``phenotypes.csv``, ``phenotypes_from_embedding.csv``, ``phenotypes_from_segmentation.csv`` and ``summary.json``
+(subjects done and failed). A bad subject is reported and skipped.
+
+Phenotypes come three ways: measured on the segmentations (:mod:`scripts.measures`), regressed on the embedding by
+the phenotype head (the paper's linear head), and regressed on those measures by the measure head. ``phenotypes``
+(json and csv) is the measure head's where the weights have it fit, else the phenotype head's;
+``phenotypes_method`` says which.
 """
 
 from __future__ import annotations
@@ -24,7 +28,12 @@ from scripts.canonical import LoadCineSubjectd, canonical_to_planes, parse_geome
 from scripts.engines import precision_context
 from scripts.files import atomic_path, save_nifti_atomic, write_json_atomic, write_text_atomic
 from scripts.labels import PHENOTYPE_NAMES, PHENOTYPE_UNITS, UNLABELLED
-from scripts.measures import implausible_ejections, phenotypes_from_segmentations
+from scripts.measures import (
+    implausible_ejections,
+    measure_features,
+    phenotypes_from_volumes,
+    volume_curves_from_segmentations,
+)
 from scripts.subject import discover_subjects, is_subject_folder
 
 logger = logging.getLogger(__name__)
@@ -58,6 +67,8 @@ def load_network_weights(network: torch.nn.Module, checkpoint: str | os.PathLike
         state = state["network"]
     target = network.module if hasattr(network, "module") else network
     missing, unexpected = target.load_state_dict(state, strict=False)
+    # weights saved before the measure head existed load with it unfit (phenotypes then come from the embedding)
+    missing = [key for key in missing if not key.startswith("measure_head.")]
     if missing or unexpected:
         raise RuntimeError(
             f"{checkpoint} does not match the network ({len(missing)} missing keys, e.g. {missing[:3]}; "
@@ -82,6 +93,17 @@ def predict_sample(
         "embedding": embedding[0].float().cpu(),
         "phenotypes": phenotypes[0].float().cpu(),
     }
+
+
+@torch.no_grad()
+def phenotypes_from_measures(network: torch.nn.Module, volumes: Mapping[str, np.ndarray | None]) -> np.ndarray | None:
+    """(K,) phenotypes (physical units) from the measure head of ``network`` on a subject's volume curves (see
+    :func:`scripts.measures.volume_curves_from_segmentations`); None while the head is unfit."""
+    head = network.measure_head
+    if not bool(head.fitted):
+        return None
+    features = torch.as_tensor(measure_features(volumes), dtype=torch.float32, device=head.fitted.device)
+    return head.predict_physical(features[None])[0].cpu().numpy()
 
 
 def segment_input_planes(
@@ -200,13 +222,22 @@ class CohortPredictor:
         )
         for stem, (array, affine) in planes.items():
             save_nifti_atomic(array.astype(np.uint8), affine, subject_dir / f"seg_{stem}.nii.gz")
-        phenotypes = {name: float(v) for name, v in zip(PHENOTYPE_NAMES, result["phenotypes"].tolist())}
-        measured = phenotypes_from_segmentations(planes)
+        from_embedding = {name: float(v) for name, v in zip(PHENOTYPE_NAMES, result["phenotypes"].tolist())}
+        volumes = volume_curves_from_segmentations(planes)
+        measured = phenotypes_from_volumes(volumes)
+        from_measures = phenotypes_from_measures(self.model, volumes)
+        if from_measures is None:
+            phenotypes, method = from_embedding, "phenotype_head"
+        else:
+            phenotypes, method = dict(zip(PHENOTYPE_NAMES, from_measures.tolist())), "measure_head"
         write_json_atomic(
             {
                 "subject": subject_id,
                 "units": PHENOTYPE_UNITS,
-                "phenotypes": phenotypes,
+                "phenotypes": {k: (v if np.isfinite(v) else None) for k, v in phenotypes.items()},
+                # measure_head: regressed on what is measured on the segmentation; phenotype_head: on the embedding
+                "phenotypes_method": method,
+                "phenotypes_from_embedding": from_embedding,
                 "phenotypes_from_segmentation": {k: (v if np.isfinite(v) else None) for k, v in measured.items()},
             },
             subject_dir / "phenotypes.json",
@@ -230,7 +261,11 @@ class CohortPredictor:
         write_json_atomic(report, subject_dir / "report.json")
         if missing:
             logger.warning(f"{subject_id}: planes missing (reported, not invented): {', '.join(missing)}")
-        return {"regressed": {"subject": subject_id, **phenotypes}, "measured": {"subject": subject_id, **measured}}
+        return {
+            "estimated": {"subject": subject_id, **phenotypes},
+            "from_embedding": {"subject": subject_id, **from_embedding},
+            "measured": {"subject": subject_id, **measured},
+        }
 
     def run(self, input_path: str | os.PathLike) -> dict[str, Any]:
         if self.checkpoint:
@@ -248,10 +283,11 @@ class CohortPredictor:
             except Exception as err:  # a batch job keeps going past a bad subject, and says why it failed
                 logger.error(f"{name}: skipped: {err}")
                 failures.append({"subject": name, "error": str(err)})
-        write_phenotype_csv([r["regressed"] for r in rows], self.output_dir / "phenotypes.csv")
+        write_phenotype_csv([r["estimated"] for r in rows], self.output_dir / "phenotypes.csv")
+        write_phenotype_csv([r["from_embedding"] for r in rows], self.output_dir / "phenotypes_from_embedding.csv")
         write_phenotype_csv([r["measured"] for r in rows], self.output_dir / "phenotypes_from_segmentation.csv")
         summary = {
-            "done": [r["regressed"]["subject"] for r in rows],
+            "done": [r["estimated"]["subject"] for r in rows],
             "failed": failures,
             "output_dir": str(self.output_dir),
         }

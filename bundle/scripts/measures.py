@@ -168,15 +168,18 @@ def phenotypes_from_volumes(volumes: Mapping[str, np.ndarray | None]) -> dict[st
     return {name: float(out[name]) for name in PHENOTYPE_NAMES}
 
 
-def phenotypes_from_segmentations(planes: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """The 17 phenotypes of a subject from its per-plane segmentations.
+def volume_curves_from_segmentations(
+    planes: Mapping[str, tuple[np.ndarray, np.ndarray]],
+) -> dict[str, np.ndarray | None]:
+    """Per-frame volume curves (mL) of the five chambers from per-plane segmentations.
 
     Args:
         planes: file stem (``sa``, ``la_2ch``, ``la_3ch``, ``la_4ch``) -> (labels (X, Y, Z, T), affine (4, 4)), the
             arrays that inference writes as ``seg_<stem>.nii.gz``.
 
     Returns:
-        phenotype name -> value (mL, %, g); NaN where the view a measure needs is missing.
+        LVBP, LVMYO, RVBP (SA summation; absent without an SA stack), LABP, RABP (area-length; None without the
+        views they need) -> (T,) volumes in mL.
     """
     volumes: dict[str, np.ndarray | None] = {}
     if "sa" in planes:
@@ -186,4 +189,42 @@ def phenotypes_from_segmentations(planes: Mapping[str, tuple[np.ndarray, np.ndar
     left_views = {stem: planes[stem] for stem in ("la_4ch", "la_2ch") if stem in planes}
     volumes["LABP"] = atrial_volume_curve_ml(left_views, LABP)
     volumes["RABP"] = atrial_volume_curve_ml({"la_4ch": planes["la_4ch"]} if "la_4ch" in planes else {}, RABP)
-    return phenotypes_from_volumes(volumes)
+    return volumes
+
+
+def phenotypes_from_segmentations(planes: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """The 17 phenotypes of a subject from its per-plane segmentations (``planes`` as in
+    :func:`volume_curves_from_segmentations`): phenotype name -> value (mL, %, g); NaN where the view a measure needs
+    is missing."""
+    return phenotypes_from_volumes(volume_curves_from_segmentations(planes))
+
+
+#: quantile levels (0 = smallest frame, 1 = largest) at which the ventricular volume curves enter the measures
+CURVE_QUANTILES = tuple(float(q) for q in np.linspace(0.0, 1.0, 10))
+#: the ventricular curves summarised in the measures
+CURVE_CLASSES = ("LVBP", "LVMYO", "RVBP")
+#: what :func:`measure_features` returns, in order: the 17 phenotypes, then each curve's quantiles
+MEASURE_FEATURE_NAMES: tuple[str, ...] = tuple(PHENOTYPE_NAMES) + tuple(
+    f"{name}_q{round(100 * q)}" for name in CURVE_CLASSES for q in CURVE_QUANTILES
+)
+
+
+def measure_features(volumes: Mapping[str, np.ndarray | None]) -> np.ndarray:
+    """What the measure head (:class:`scripts.net.MeasureHead`) reads from a subject's segmentation.
+
+    Args:
+        volumes: chamber -> (T,) volume curve (mL), as from :func:`volume_curves_from_segmentations`.
+
+    Returns:
+        (F,) float64 in the order of :data:`MEASURE_FEATURE_NAMES`: the 17 measured phenotypes and the quantiles of
+        the LV blood pool, myocardium and RV blood pool curves over the cycle (the whole curve, not only its ED and
+        ES frames, whose choice is noisy on a segmentation); NaN where a view is missing.
+    """
+    curves = []
+    for name in CURVE_CLASSES:
+        curve = volumes.get(name)
+        curves.append(
+            np.quantile(curve, CURVE_QUANTILES) if curve is not None else np.full(len(CURVE_QUANTILES), np.nan)
+        )
+    phenotypes = phenotypes_from_volumes(volumes)
+    return np.concatenate([[phenotypes[name] for name in PHENOTYPE_NAMES], *curves]).astype(np.float64)

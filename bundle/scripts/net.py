@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from scripts.flags import as_flag
 from scripts.labels import NUM_CLASSES, PHENOTYPE_NAMES
+from scripts.measures import MEASURE_FEATURE_NAMES
 
 __all__ = [
     "CineEncoder",
@@ -777,8 +778,34 @@ class PhenotypeHead(nn.Module):
         return self.forward(representation).float() * self.target_std + self.target_mean
 
 
+class MeasureHead(PhenotypeHead):
+    """Linear phenotype head on what is measured on the network's own segmentation (``measures.measure_features``:
+    the 17 measured phenotypes and the ventricular volume curves' quantiles), fit in closed form by
+    :func:`scripts.engines.fit_measure_head`.
+
+    Measures on a segmentation are biased where the segmentation is (a decoder that flattens the cycle reads ED too
+    small and ES too large); a linear map fit on labelled subjects removes what is systematic. A measure that a
+    missing view leaves NaN enters as the training mean. ``fitted`` (a buffer, saved with the weights) says whether
+    the head has been fit; weights saved before the head existed load with it unfit.
+    """
+
+    def __init__(self, in_features: int, num_outputs: int = len(PHENOTYPE_NAMES)) -> None:
+        super().__init__(in_features, num_outputs)
+        self.register_buffer("fitted", torch.tensor(False))
+
+    def set_linear(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().set_linear(weight, bias)
+        self.fitted.fill_(True)
+
+    def forward(self, representation: torch.Tensor) -> torch.Tensor:
+        """(B, F) measures (NaN where unmeasured) -> (B, K) normalised predictions."""
+        standardised = torch.nan_to_num((representation.float() - self.feature_mean) / self.feature_std, nan=0.0)
+        return self.mlp(standardised)
+
+
 class CineHeartNet(nn.Module):
-    """The bundle's network: shared encoder, all-planes segmentation decoder and phenotype head.
+    """The bundle's network: shared encoder, all-planes segmentation decoder, phenotype head on the embedding and
+    measure head on what is measured on the segmentation (applied by inference, outside ``forward``).
 
     ``forward(image)`` is the one-tensor segmentation call used by MONAI inferers, ``verify_net_in_out`` and
     ``torch.jit.trace``.
@@ -807,6 +834,7 @@ class CineHeartNet(nn.Module):
             encoder.hidden_size, encoder.patch_size, encoder.num_layers, seg_channels, num_classes, image_levels
         )
         self.phenotype_head = PhenotypeHead(encoder.hidden_size, num_phenotypes, phenotype_hidden)
+        self.measure_head = MeasureHead(len(MEASURE_FEATURE_NAMES), num_phenotypes)
 
     def segment_and_embed(
         self, image: torch.Tensor, plane_mask: torch.Tensor | None = None, decode_planes: torch.Tensor | None = None
