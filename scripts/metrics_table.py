@@ -30,6 +30,18 @@ def dice_table(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def spurious_table(report: Mapping[str, Any]) -> list[str]:
+    """Per model and view: in how many subjects whose labels lack a class the model paints it."""
+    lines = ["| model | view | " + " | ".join(CLASSES) + " |", "|---|---|" + "---|" * len(CLASSES)]
+    for name, model in report["models"].items():
+        for view in VIEWS:
+            counts = model.get("spurious", {}).get(view)
+            if counts:
+                cells = [f"{counts[c]['painted']} of {counts[c]['absent']}" if c in counts else "" for c in CLASSES]
+                lines.append(f"| {name} | {view} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def phenotype_cell(entry: Mapping[str, Any] | None) -> str:
     if not entry:
         return "n/a"
@@ -86,8 +98,11 @@ def main() -> None:
         raise SystemExit(f"cannot read {args.metrics}: {err}; pass the metrics.json of an evaluate run") from err
     print(f"{len(report['subjects'])} subjects ({report['split']} split of {report['dataset_dir']}); "
           f"mean guess from {report['mean_guess_from']}\n")  # fmt: skip
-    print("Dice over all planes and frames, then per view (mean over subjects):\n")
+    print("Dice over all planes and frames, then per view (mean over the subjects whose labels show the class):\n")
     print("\n".join(dice_table(report)))
+    if any(model.get("spurious") for model in report["models"].values()):
+        print("\nClasses painted where the labels show none (subjects painted of subjects without the class):\n")
+        print("\n".join(spurious_table(report)))
     print("\nPhenotype MAE (ratio to the mean-guess MAE):\n")
     print("\n".join(phenotype_table(report, tuple(args.phenotypes))))
     print("\nMissing-plane robustness (embedding cosine to the full set, mean / min over trials):\n")

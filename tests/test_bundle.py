@@ -203,6 +203,11 @@ def test_evaluate_reports_dice_phenotypes_robustness_side_by_side(trained, tiny_
     ).stdout  # fmt: skip
     lvbp = pretrained["dice"]["all"]["LVBP"]
     assert f"| pretrained | all | {lvbp:.3f} |" in tables and "| scratch, measured on segmentation |" in tables
+    # the RA is in no 2-chamber view: not scored there, but counted when painted
+    assert pretrained["dice"]["la_2ch"]["RABP"] is None
+    ra_2ch = pretrained["spurious"]["la_2ch"]["RABP"]
+    assert ra_2ch["absent"] == len(metrics["subjects"]) and 0 <= ra_2ch["painted"] <= ra_2ch["absent"]
+    assert "| pretrained | la_2ch |" in tables.split("Classes painted where the labels show none")[1]
     for removed in ("1_planes_removed", "2_planes_removed"):
         for key in ("embedding_cosine_mean", "standardised_embedding_cosine_mean"):
             assert -1.0 <= pretrained["robustness"][removed][key] <= 1.0

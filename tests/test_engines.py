@@ -24,6 +24,7 @@ from scripts.engines import (
     load_pretrained,
     prepare_phenotype_head,
     segmentation_loss,
+    spurious_voxels,
 )
 from scripts.labels import NUM_CLASSES, PHENOTYPE_NAMES, UNLABELLED
 from scripts.net import build_network
@@ -465,6 +466,22 @@ def test_dice_per_class_on_hand_made_maps():
     predicted_rv = label.clone()
     predicted_rv[0, 0] = 4
     assert math.isnan(dice_per_class(predicted_rv, label, annotated)[3].item())
+
+
+def test_a_class_the_label_lacks_is_not_scored_but_counted_as_spurious_with_ignore_empty():
+    label = torch.tensor([[0, 1, 1, 2], [0, 1, 2, 2], [UNLABELLED, UNLABELLED, 0, 0]])
+    annotated = torch.tensor([True, True, True, True, False, False])
+    predicted = label.clone()
+    predicted[2, 2:] = 3  # class 3 is annotated but absent from the label: 2 spurious voxels
+    predicted[2, 0] = 3  # a prediction on an unlabelled voxel does not count
+    assert dice_per_class(predicted, label, annotated)[2].item() == 0.0
+    assert math.isnan(dice_per_class(predicted, label, annotated, ignore_empty=True)[2].item())
+    assert dice_per_class(predicted, label, annotated, ignore_empty=True)[:2].tolist() == [1.0, 1.0]
+    spurious = spurious_voxels(predicted, label, annotated)
+    assert spurious[2].item() == 2.0
+    # classes the label shows, and classes it does not annotate, have no spurious count
+    assert all(math.isnan(spurious[k].item()) for k in (0, 1, 3, 4))
+    assert spurious_voxels(label.clone(), label, annotated)[2].item() == 0.0
 
 
 def test_segmentation_loss_decreases_when_logits_follow_the_labels():

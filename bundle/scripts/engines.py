@@ -166,13 +166,18 @@ def phenotype_loss(predicted_normalised: torch.Tensor, phenotypes: torch.Tensor,
     return F.mse_loss(predicted_normalised.float()[known], target[known])
 
 
-def dice_per_class(predicted: torch.Tensor, label: torch.Tensor, class_mask: torch.Tensor) -> torch.Tensor:
+def dice_per_class(
+    predicted: torch.Tensor, label: torch.Tensor, class_mask: torch.Tensor, ignore_empty: bool = False
+) -> torch.Tensor:
     """Hard Dice per foreground class over annotated voxels; NaN where a class is absent from both or unannotated.
 
     Args:
         predicted: (..., ) integer class map.
         label: same shape, :data:`UNLABELLED` where not annotated.
         class_mask: (C,) bool.
+        ignore_empty: NaN also where the label has no voxel of the class, whatever the prediction (as MONAI's
+            ``DiceMetric(ignore_empty=True)``): without a reference structure there is no overlap to score, and a
+            few spurious voxels would otherwise count as Dice 0. :func:`spurious_voxels` counts those instead.
 
     Returns:
         (C - 1,) float tensor for classes 1..C-1.
@@ -184,10 +189,26 @@ def dice_per_class(predicted: torch.Tensor, label: torch.Tensor, class_mask: tor
             continue
         pred_c = (predicted == c) & valid
         true_c = (label == c) & valid
+        if ignore_empty and not bool(true_c.any()):
+            continue
         denominator = pred_c.sum() + true_c.sum()
         if denominator > 0:
             scores[c - 1] = float(2 * (pred_c & true_c).sum()) / float(denominator)
     return scores
+
+
+def spurious_voxels(predicted: torch.Tensor, label: torch.Tensor, class_mask: torch.Tensor) -> torch.Tensor:
+    """Voxels predicted as each foreground class where the annotated label has none of it (e.g. an RA painted into
+    a 2-chamber view); NaN where the label shows the class or does not annotate it.
+
+    Args: as :func:`dice_per_class`. Returns: (C - 1,) float tensor for classes 1..C-1.
+    """
+    valid = label != UNLABELLED
+    counts = torch.full((NUM_CLASSES - 1,), float("nan"))
+    for c in range(1, NUM_CLASSES):
+        if bool(class_mask[c]) and not bool(((label == c) & valid).any()):
+            counts[c - 1] = float(((predicted == c) & valid).sum())
+    return counts
 
 
 # --- iteration steps ------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from scripts.canonical import LoadCineSubjectd, parse_geometry
-from scripts.engines import dice_per_class, precision_context
+from scripts.engines import dice_per_class, precision_context, spurious_voxels
 from scripts.files import write_json_atomic
 from scripts.inference import load_network_weights, predict_sample, segment_input_planes
 from scripts.labels import CLASS_NAMES, LA_PLANES, PHENOTYPE_NAMES
@@ -118,10 +118,12 @@ class CohortEvaluator:
         label, class_mask = sample["label"][0], sample["class_mask"]
         views = plane_views(parse_geometry(sample["geometry"]))
         dice: dict[str, list[float]] = {}
+        spurious: dict[str, list[float]] = {}
         for view in VIEWS + ("all",):
             planes = [k for k, v in enumerate(views) if (view == "all" or v == view) and bool(sample["plane_mask"][k])]
             if planes:
-                dice[view] = dice_per_class(predicted[planes], label[planes], class_mask).tolist()
+                dice[view] = dice_per_class(predicted[planes], label[planes], class_mask, ignore_empty=True).tolist()
+                spurious[view] = spurious_voxels(predicted[planes], label[planes], class_mask).tolist()
 
         embedding, phenotypes = full["embedding"].numpy(), full["phenotypes"].numpy()
         planes, _ = segment_input_planes(
@@ -150,6 +152,7 @@ class CohortEvaluator:
                 )
         return {
             "dice": dice,
+            "spurious": spurious,
             "phenotypes": phenotypes.tolist(),
             "measured": [measured[name] for name in PHENOTYPE_NAMES],
             "truth": np.asarray(sample["phenotypes"], dtype=np.float64).tolist(),
@@ -160,6 +163,7 @@ class CohortEvaluator:
 
     @staticmethod
     def summarise_dice(per_subject: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+        """Mean Dice per view and class over the subjects whose labels show the class in that view."""
         summary = {}
         for view in VIEWS + ("all",):
             rows = [s["dice"][view] for s in per_subject if view in s["dice"]]
@@ -167,6 +171,22 @@ class CohortEvaluator:
                 summary[view] = {
                     CLASS_NAMES[c + 1]: _nanmean([r[c] for r in rows]) for c in range(len(CLASS_NAMES) - 1)
                 }
+        return summary
+
+    @staticmethod
+    def summarise_spurious(per_subject: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, int]]]:
+        """Per view and class whose labels lack it in some subjects: in how many of those (``absent``) the model
+        paints at least one voxel of it (``painted``)."""
+        summary: dict[str, dict[str, dict[str, int]]] = {}
+        for view in VIEWS + ("all",):
+            rows = [s["spurious"][view] for s in per_subject if view in s["spurious"]]
+            for c in range(len(CLASS_NAMES) - 1):
+                counts = [r[c] for r in rows if np.isfinite(r[c])]
+                if counts:
+                    summary.setdefault(view, {})[CLASS_NAMES[c + 1]] = {
+                        "absent": len(counts),
+                        "painted": sum(count > 0 for count in counts),
+                    }
         return summary
 
     @staticmethod
@@ -265,6 +285,7 @@ class CohortEvaluator:
             report["models"][name] = {
                 "checkpoint": str(checkpoint),
                 "dice": self.summarise_dice(per_subject),
+                "spurious": self.summarise_spurious(per_subject),
                 "phenotypes": self.summarise_phenotypes(per_subject, training_mean),
                 "phenotypes_from_segmentation": self.summarise_phenotypes(per_subject, training_mean, "measured"),
                 "robustness": self.summarise_robustness(per_subject),
