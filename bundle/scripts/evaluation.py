@@ -122,8 +122,9 @@ class CohortEvaluator:
         for view in VIEWS + ("all",):
             planes = [k for k, v in enumerate(views) if (view == "all" or v == view) and bool(sample["plane_mask"][k])]
             if planes:
-                dice[view] = dice_per_class(predicted[planes], label[planes], class_mask, ignore_empty=True).tolist()
-                spurious[view] = spurious_voxels(predicted[planes], label[planes], class_mask).tolist()
+                view_predicted, view_label = predicted[planes], label[planes]
+                dice[view] = dice_per_class(view_predicted, view_label, class_mask, ignore_empty=True).tolist()
+                spurious[view] = spurious_voxels(view_predicted, view_label, class_mask).tolist()
 
         embedding, phenotypes = full["embedding"].numpy(), full["phenotypes"].numpy()
         planes, _ = segment_input_planes(
