@@ -47,7 +47,7 @@ RECIPES = {
         "segmented_subjects": 80,
         "test_subjects": 16,
         "pretrain_epochs": 20,
-        "segmentation_epochs": 30,
+        "segmentation_epochs": 20,
         "phenotype_epochs": 5,
         "few_label_steps": 400,
     },
