@@ -445,6 +445,25 @@ def test_load_pretrained_scratch_missing_and_heart_checkpoint(tmp_path):
     assert trainable == {"phenotype_head"}
 
 
+def test_layer_decay_gives_each_encoder_depth_its_rate_and_every_parameter_one_group():
+    network = tiny_heart()
+    groups = engines.trainable_parameters(network, learning_rate=1e-3, head_learning_rate=4e-3, layer_decay=0.5)
+    rate_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    named = dict(network.named_parameters())
+    assert sum(len(g["params"]) for g in groups) == len(named) == len(rate_of)
+    last = network.encoder.num_layers - 1
+    assert rate_of[id(named["encoder.norm.weight"])] == pytest.approx(1e-3)
+    assert rate_of[id(named[f"encoder.blocks.{last}.attn.qkv.weight"])] == pytest.approx(1e-3)
+    assert rate_of[id(named[f"encoder.blocks.{last - 1}.attn.qkv.weight"])] == pytest.approx(5e-4)
+    assert rate_of[id(named["encoder.patch_embed.weight"])] == pytest.approx(1e-3 * 0.5 ** (last + 1))
+    assert rate_of[id(named["encoder.plane_embed"])] == pytest.approx(1e-3 * 0.5 ** (last + 1))
+    assert {rate_of[id(p)] for n, p in named.items() if not n.startswith("encoder.")} == {4e-3}
+    # without decay the encoder is one group, as checkpoints of earlier runs expect
+    assert [g["lr"] for g in engines.trainable_parameters(network, 1e-3, 4e-3)] == [1e-3, 4e-3]
+    with pytest.raises(ValueError, match="layer_decay"):
+        engines.trainable_parameters(network, 1e-3, 4e-3, layer_decay=0.0)
+
+
 def test_dice_per_class_on_hand_made_maps():
     label = torch.tensor([[0, 1, 1, 2], [0, 1, 2, 2], [UNLABELLED, UNLABELLED, 0, 0]])
     annotated = torch.tensor([True, True, True, True, False, False])
