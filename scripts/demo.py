@@ -25,25 +25,30 @@ sys.path.insert(0, str(BUNDLE))
 
 from scripts.files import atomic_path  # noqa: E402
 
-#: sizes of the two recipes: cohort, epochs per stage, training steps of the optional few-label fine-tunings, and the
-#: subjects of the phenotype head's own cohort (0: the training cohort). Phenotypes are labels a cohort study has for
-#: far more subjects than it has segmentations (UK Biobank derives them for tens of thousands), so the full recipe fits
-#: the head on a larger labelled cohort than the segmentation's.
+#: sizes of the two recipes: the cohort (and its training/validation/test split), how many of its training subjects
+#: have segmentations (None: all), the held-out cohort, epochs per stage and the training steps of the optional
+#: few-label fine-tunings. As in a cohort study (UK Biobank has cine for tens of thousands and contours for a few
+#: thousand), the full recipe pretrains on every training subject without labels, fits the phenotype head on every
+#: subject's phenotypes and fine-tunes segmentation on the first 80 only.
 RECIPES = {
     "demo": {
         "subjects": 24,
-        "phenotype_subjects": 0,
+        "split": "0.8,0.1,0.1",
+        "segmented_subjects": None,
+        "test_subjects": 8,
         "pretrain_epochs": 8,
         "segmentation_epochs": 4,
         "phenotype_epochs": 5,
         "few_label_steps": 40,
     },
     "full": {
-        "subjects": 100,
-        "phenotype_subjects": 250,
-        "pretrain_epochs": 30,
-        "segmentation_epochs": 30,
-        "phenotype_epochs": 10,
+        "subjects": 350,
+        "split": "0.97,0.03,0",
+        "segmented_subjects": 80,
+        "test_subjects": 16,
+        "pretrain_epochs": 20,
+        "segmentation_epochs": 20,
+        "phenotype_epochs": 5,
         "few_label_steps": 400,
     },
 }
@@ -71,13 +76,11 @@ def finished(task_dir: Path, max_epochs: int) -> bool:
     return (task_dir / "models" / f"checkpoint_epoch={max_epochs}.pt").is_file()
 
 
-def synthesize(out: Path, subjects: int, seed: int, workers: int, log: Path, split: str | None = None) -> None:
+def synthesize(out: Path, subjects: int, seed: int, workers: int, log: Path, split: str) -> None:
     """A synthetic cohort in ``out`` (kept if already there)."""
-    if (out / "datalist.json").is_file():
-        return
-    command = [sys.executable, str(REPO / "scripts" / "synthesize.py"), "--out", str(out), "--subjects", str(subjects),
-               "--seed", str(seed), "--workers", str(workers)] + (["--split", split] if split else [])  # fmt: skip
-    run(command, log)
+    if not (out / "datalist.json").is_file():
+        run([sys.executable, str(REPO / "scripts" / "synthesize.py"), "--out", str(out), "--subjects", str(subjects),
+             "--seed", str(seed), "--workers", str(workers), "--split", split], log)  # fmt: skip
 
 
 def run(command: list[str], log: Path) -> None:
@@ -202,7 +205,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="seed of the training cohort")
     parser.add_argument("--workers", type=int, default=2, help="processes synthesising the cohort")
     parser.add_argument("--test-seed", type=int, default=2024, help="seed of the held-out evaluation cohort")
-    parser.add_argument("--phenotype-seed", type=int, default=7, help="seed of the phenotype head's cohort (--full)")
     parser.add_argument("--install-weights", action="store_true", help="copy the final model to bundle/models")
     parser.add_argument(
         "--few-labels",
@@ -221,13 +223,9 @@ def main() -> None:
     log = work / "demo.log"
     common = {"dataset_dir": data, "output_dir": out, "preset": PRESET, "resume": str(args.resume).lower()}
 
-    synthesize(data, recipe["subjects"], args.seed, args.workers, log)
+    synthesize(data, recipe["subjects"], args.seed, args.workers, log, recipe["split"])
     # subjects from a seed the training never saw, all in the test split
-    synthesize(test_data, max(8, recipe["subjects"] // 6), args.test_seed, args.workers, log, split="0,0,1")
-    phenotype_data = data
-    if recipe["phenotype_subjects"]:
-        phenotype_data = work / "phenotype_data"
-        synthesize(phenotype_data, recipe["phenotype_subjects"], args.phenotype_seed, args.workers, log, "0.9,0.1,0")
+    synthesize(test_data, recipe["test_subjects"], args.test_seed, args.workers, log, split="0,0,1")
 
     # with --resume a finished stage is skipped, not reloaded
     if not (args.resume and finished(out / "pretrain", recipe["pretrain_epochs"])):
@@ -235,18 +233,20 @@ def main() -> None:
         run(bundle_command(pretrain, max_epochs=recipe["pretrain_epochs"], **common), log)
     epochs = recipe["segmentation_epochs"]
     if not (args.resume and all(finished(out / t, epochs) for t in SEGMENTATION_TASKS)):
+        segmented = recipe["segmented_subjects"]
         segmentation_side_by_side(
             "finetune_segmentation",
             [log, work / "demo_scratch.log"],
             common,
             max_epochs=epochs,
             val_interval=2,
+            **({"max_train_subjects": segmented} if segmented else {}),
         )
     epochs = recipe["phenotype_epochs"]
     if not (args.resume and all(finished(out / t, epochs) for t in PHENOTYPE_TASKS)):
-        # the head of each segmentation model (pretrained, scratch), fit on the phenotype cohort, side by side
+        # the head of each segmentation model (pretrained, scratch), side by side
         phenotypes = TRAIN_CONFIGS + ["configs/finetune_phenotypes.yaml"]
-        settings = {**common, "dataset_dir": phenotype_data, "max_epochs": epochs}
+        settings = {**common, "max_epochs": epochs}
         run_side_by_side(
             [
                 bundle_command(phenotypes, **settings),

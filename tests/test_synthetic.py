@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bundle"))
 
 from scripts import labels, synthetic  # noqa: E402
+from scripts.measures import phenotypes_from_segmentations  # noqa: E402
 
 SEED = 7
 NUM_SUBJECTS = 3
@@ -148,6 +149,20 @@ def test_phenotypes_consistent(cohort: Path) -> None:
         seg, affine = load(cohort / row["subject"], "seg_sa")
         voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1e3
         assert (seg[..., 0] == 1).sum() * voxel_ml == pytest.approx(p["LVEDV"], rel=0.25)
+
+
+def test_the_4ch_view_cuts_both_atria_near_their_middle(cohort: Path) -> None:
+    """The 4ch view is planned through both AV valves, so the single-plane area-length RA volume on its labels comes
+    close to the model's true RA volume (it was 0-41 % of it for most subjects when the RA lay off the plane)."""
+    ratios = []
+    for row in read_phenotypes(cohort):
+        folder = cohort / row["subject"]
+        planes = {stem: load(folder, f"seg_{stem}") for stem in labels.ALL_PLANE_FILES}
+        measured = phenotypes_from_segmentations(planes)
+        ratios.append([measured[name] / float(row[name]) for name in ("RAVmax", "LAVmax")])
+    ratios = np.asarray(ratios)
+    assert (ratios > 0.4).all(), f"an atrium is barely in the 4ch view: measured / true (RA, LA) {ratios.tolist()}"
+    assert 0.7 <= ratios.mean() <= 1.2, ratios.tolist()
 
 
 def test_sa_slice_centres_lie_on_the_long_axis(cohort: Path) -> None:

@@ -605,8 +605,10 @@ def sample_atria(
     """
     above_fraction = 0.896
     out: dict[str, list] = {}
+    # both atria sit behind the ventricles, near the plane through the LV axis and the RV that the 4ch view is planned
+    # on (a technologist lays it through the mitral and tricuspid valves, so it shows both atria across their middle)
     la_xy = (-rng.uniform(0.1, 0.3) * epi_radius, -rng.uniform(0.15, 0.35) * epi_radius)
-    ra_xy = (rng.uniform(0.5, 0.7) * rv_axes[0] + 0.3 * epi_radius, -rng.uniform(0.4, 0.6) * epi_radius)
+    ra_xy = (rng.uniform(0.5, 0.7) * rv_axes[0] + 0.3 * epi_radius, -rng.uniform(0.15, 0.35) * epi_radius)
     placements = {"la": (design.lavmax, design.laef, la_xy), "ra": (design.ravmax, design.raef, ra_xy)}
     for name, (vmax, ef, (cx, cy)) in placements.items():
         shape = np.array([1.0, rng.uniform(0.8, 1.0), rng.uniform(1.0, 1.3)])
