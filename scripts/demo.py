@@ -25,29 +25,28 @@ sys.path.insert(0, str(BUNDLE))
 
 from scripts.files import atomic_path  # noqa: E402
 
-#: sizes of the two recipes: the cohort (and its training/validation/test split), how many of its training subjects
-#: have segmentations (None: all), the held-out cohort, epochs per stage and the training steps of the optional
-#: few-label fine-tunings. As in a cohort study (UK Biobank has cine for tens of thousands and contours for a few
-#: thousand), the full recipe pretrains on every training subject without labels, fits the phenotype head on every
-#: subject's phenotypes and fine-tunes segmentation on the first 80 only.
+#: sizes of the two recipes: the cohort (and its training/validation/test split), the held-out cohort, epochs per
+#: stage, validation interval of the segmentation fine-tuning and the training steps of the optional few-label
+#: fine-tunings. Every stage uses all training subjects: pretraining without labels, segmentation with the contours,
+#: the phenotype heads with the phenotypes.
 RECIPES = {
     "demo": {
         "subjects": 24,
         "split": "0.8,0.1,0.1",
-        "segmented_subjects": None,
         "test_subjects": 8,
         "pretrain_epochs": 8,
         "segmentation_epochs": 4,
+        "segmentation_val_interval": 2,
         "phenotype_epochs": 5,
         "few_label_steps": 40,
     },
     "full": {
         "subjects": 350,
         "split": "0.97,0.03,0",
-        "segmented_subjects": 80,
         "test_subjects": 16,
         "pretrain_epochs": 20,
-        "segmentation_epochs": 20,
+        "segmentation_epochs": 5,
+        "segmentation_val_interval": 1,
         "phenotype_epochs": 5,
         "few_label_steps": 400,
     },
@@ -233,14 +232,12 @@ def main() -> None:
         run(bundle_command(pretrain, max_epochs=recipe["pretrain_epochs"], **common), log)
     epochs = recipe["segmentation_epochs"]
     if not (args.resume and all(finished(out / t, epochs) for t in SEGMENTATION_TASKS)):
-        segmented = recipe["segmented_subjects"]
         segmentation_side_by_side(
             "finetune_segmentation",
             [log, work / "demo_scratch.log"],
             common,
             max_epochs=epochs,
-            val_interval=2,
-            **({"max_train_subjects": segmented} if segmented else {}),
+            val_interval=recipe["segmentation_val_interval"],
         )
     epochs = recipe["phenotype_epochs"]
     if not (args.resume and all(finished(out / t, epochs) for t in PHENOTYPE_TASKS)):
