@@ -273,8 +273,9 @@ def test_temporal_upsampling_factors():
 def test_image_levels_feed_the_coarser_decoder_stages():
     torch.manual_seed(0)
     heart = build_network("heart", "tiny", num_planes=PLANES, num_frames=FRAMES, image_size=SIZE, image_levels=3)
-    baseline_keys = set(build("heart").state_dict())
-    # the default (1) adds no weights, so checkpoints trained before the option existed still load
+    baseline = build_network("heart", "tiny", num_planes=PLANES, num_frames=FRAMES, image_size=SIZE, image_levels=1)
+    baseline_keys = set(baseline.state_dict())
+    # 1 (the network before the option) adds no weights, so checkpoints trained before it load with it
     assert not any("coarse_image_branches" in key for key in baseline_keys)
     assert set(heart.state_dict()) - baseline_keys == {
         f"segmenter.coarse_image_branches.{i}.{p}" for i in range(2) for p in ("weight", "bias")

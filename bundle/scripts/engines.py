@@ -528,6 +528,8 @@ def fit_measure_head(
         labels = predict_sample(network, sample, device, precision)["labels"]
         planes, _ = segment_input_planes(network, load_subject, item, sample, labels, device, precision)
         features.append(measure_features(volume_curves_from_segmentations(planes)))
+        if len(features) % 50 == 0:
+            logger.info(f"measure head: segmented {len(features)} of {len(items)} training subjects")
     network.train(was_training)
     features = np.stack(features)
     measured = np.isfinite(features)

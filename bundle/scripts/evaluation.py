@@ -28,7 +28,7 @@ import torch
 from scripts.canonical import LoadCineSubjectd, parse_geometry
 from scripts.engines import dice_per_class, precision_context, spurious_voxels
 from scripts.files import write_json_atomic
-from scripts.inference import load_network_weights, phenotypes_from_measures, predict_sample, segment_input_planes
+from scripts.inference import load_network_weights, predict_sample, reported_phenotypes, segment_input_planes
 from scripts.labels import CLASS_NAMES, LA_PLANES, PHENOTYPE_NAMES
 from scripts.measures import (
     PHENOTYPE_CLASSES,
@@ -139,7 +139,8 @@ class CohortEvaluator:
         )
         volumes = volume_curves_from_segmentations(planes)
         measured = phenotypes_from_volumes(volumes)
-        from_measures = phenotypes_from_measures(self.network, volumes)
+        # what inference reports where the weights have a fit measure head (see reported_phenotypes)
+        from_measures = reported_phenotypes(self.network, phenotypes, volumes)[0]
         present = [k for k in range(len(views)) if bool(sample["plane_mask"][k])]
         head = self.network.phenotype_head
         feature_mean, feature_std = head.feature_mean.cpu().numpy(), head.feature_std.cpu().numpy()
@@ -165,7 +166,7 @@ class CohortEvaluator:
             "spurious": spurious,
             "phenotypes": phenotypes.tolist(),
             "measured": [measured[name] for name in PHENOTYPE_NAMES],
-            "from_measures": None if from_measures is None else from_measures.tolist(),
+            "from_measures": from_measures.tolist() if bool(self.network.measure_head.fitted) else None,
             "truth": np.asarray(sample["phenotypes"], dtype=np.float64).tolist(),
             "robustness": robustness,
         }
@@ -205,9 +206,10 @@ class CohortEvaluator:
         per_subject: list[dict[str, Any]], training_mean: np.ndarray, source: str = "phenotypes"
     ) -> dict[str, Any]:
         """MAE per phenotype of ``source`` ("phenotypes": regressed on the embedding, "measured": from the
-        segmentations, "from_measures": regressed on those measures by the measure head) beside the
-        mean guess, and the bias (mean of value - truth: a segmentation that blurs the cycle over time reads ED too
-        small and ES too large, so EF too low), over the subjects where both the truth and the value exist."""
+        segmentations, "from_measures": regressed on those measures by the measure head, as inference reports them)
+        beside the mean guess, and the bias (mean of value - truth: a segmentation that blurs the cycle over time
+        reads ED too small and ES too large, so EF too low), over the subjects where both the truth and the value
+        exist."""
         predicted = np.array([s[source] for s in per_subject], dtype=np.float64)
         truth = np.array([s["truth"] for s in per_subject])
         summary = {}
@@ -297,7 +299,6 @@ class CohortEvaluator:
             load_network_weights(self.network, checkpoint)
             self.network.eval()
             per_subject = [self.evaluate_subject(item, sample, seed=i) for i, (item, sample) in enumerate(samples)]
-            has_measure_head = all(s["from_measures"] is not None for s in per_subject)
             report["models"][name] = {
                 "checkpoint": str(checkpoint),
                 "dice": self.summarise_dice(per_subject),
@@ -306,7 +307,7 @@ class CohortEvaluator:
                 "phenotypes_from_segmentation": self.summarise_phenotypes(per_subject, training_mean, "measured"),
                 "robustness": self.summarise_robustness(per_subject),
             }
-            if has_measure_head:
+            if bool(self.network.measure_head.fitted):
                 report["models"][name]["phenotypes_from_measures"] = self.summarise_phenotypes(
                     per_subject, training_mean, "from_measures"
                 )

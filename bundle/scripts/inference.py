@@ -106,6 +106,20 @@ def phenotypes_from_measures(network: torch.nn.Module, volumes: Mapping[str, np.
     return head.predict_physical(features[None])[0].cpu().numpy()
 
 
+def reported_phenotypes(
+    network: torch.nn.Module, from_embedding: np.ndarray, volumes: Mapping[str, np.ndarray | None]
+) -> tuple[np.ndarray, str]:
+    """The (K,) phenotypes inference reports and the head they come from: the measure head's where it is fit and the
+    segmentation measured an LV (its measures hinge on the SA stack; without one they would all be imputed), else
+    ``from_embedding``, the phenotype head's."""
+    lv = volumes.get("LVBP")
+    if lv is not None and np.max(lv) > 0:
+        from_measures = phenotypes_from_measures(network, volumes)
+        if from_measures is not None:
+            return from_measures, "measure_head"
+    return from_embedding, "phenotype_head"
+
+
 def segment_input_planes(
     network: torch.nn.Module,
     load_subject: LoadCineSubjectd,
@@ -225,17 +239,15 @@ class CohortPredictor:
         from_embedding = {name: float(v) for name, v in zip(PHENOTYPE_NAMES, result["phenotypes"].tolist())}
         volumes = volume_curves_from_segmentations(planes)
         measured = phenotypes_from_volumes(volumes)
-        from_measures = phenotypes_from_measures(self.model, volumes)
-        if from_measures is None:
-            phenotypes, method = from_embedding, "phenotype_head"
-        else:
-            phenotypes, method = dict(zip(PHENOTYPE_NAMES, from_measures.tolist())), "measure_head"
+        values, method = reported_phenotypes(self.model, result["phenotypes"].numpy(), volumes)
+        phenotypes = dict(zip(PHENOTYPE_NAMES, values.tolist()))
         write_json_atomic(
             {
                 "subject": subject_id,
                 "units": PHENOTYPE_UNITS,
                 "phenotypes": {k: (v if np.isfinite(v) else None) for k, v in phenotypes.items()},
                 # measure_head: regressed on what is measured on the segmentation; phenotype_head: on the embedding
+                # (weights without a fit measure head, or no LV found to measure)
                 "phenotypes_method": method,
                 "phenotypes_from_embedding": from_embedding,
                 "phenotypes_from_segmentation": {k: (v if np.isfinite(v) else None) for k, v in measured.items()},

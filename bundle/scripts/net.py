@@ -910,6 +910,7 @@ def small_preset() -> NetConfig:
         decoder_layers=2,
         decoder_heads=4,
         seg_channels=(8, 16, 32, 64, 128),
+        image_levels=3,
     )
 
 
@@ -924,6 +925,7 @@ def tiny_preset() -> NetConfig:
         decoder_layers=1,
         decoder_heads=2,
         seg_channels=(4, 8, 8, 16),
+        image_levels=3,
     )
 
 
