@@ -7,8 +7,8 @@ affine, ``phenotypes.json``, ``embedding.npy`` and ``report.json`` (planes used,
 
 Phenotypes come three ways: measured on the segmentations (:mod:`scripts.measures`), regressed on the embedding by
 the phenotype head (the paper's linear head), and regressed on those measures by the measure head. ``phenotypes``
-(json and csv) is the measure head's where the weights have it fit, else the phenotype head's;
-``phenotypes_method`` says which.
+(json and csv) is the measure head's where the weights have it fit and an LV was measured, else the phenotype
+head's; ``phenotypes_method`` says which.
 """
 
 from __future__ import annotations

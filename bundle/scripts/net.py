@@ -792,6 +792,8 @@ class MeasureHead(PhenotypeHead):
     def __init__(self, in_features: int, num_outputs: int = len(PHENOTYPE_NAMES)) -> None:
         super().__init__(in_features, num_outputs)
         self.register_buffer("fitted", torch.tensor(False))
+        # fit in closed form only: no optimiser of the network's training moves (or weight-decays) it
+        self.mlp.requires_grad_(False)
 
     def set_linear(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         super().set_linear(weight, bias)
