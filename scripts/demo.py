@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundle"
 sys.path.insert(0, str(BUNDLE))
 
+from scripts.evaluation import PHENOTYPE_SOURCES  # noqa: E402
 from scripts.files import atomic_path  # noqa: E402
 
 #: sizes of the two recipes: the cohort (and its training/validation/test split), the held-out cohort, epochs per
@@ -280,11 +281,7 @@ def main() -> None:
     print("\nresults on held-out synthetic subjects (seed %d):" % args.test_seed)
     for name, model_metrics in metrics["models"].items():
         print(f"  {name}: Dice {dice_line(model_metrics)}")
-        for source, title in (
-            ("phenotypes", "regressed on the embedding"),
-            ("phenotypes_from_measures", "regressed on the measures"),
-            ("phenotypes_from_segmentation", "measured"),
-        ):
+        for source, title in PHENOTYPE_SOURCES:
             if source not in model_metrics:
                 continue
             ratios = {k: model_metrics[source].get(k, {}).get("ratio_to_mean_guess") for k in TARGET_PHENOTYPES}

@@ -1,7 +1,6 @@
 """Markdown tables of an ``evaluate`` report (``metrics.json``): Dice per view, phenotype MAE beside the mean guess
 and phenotype bias (regressed on the embedding, regressed on the measures, measured on the segmentations, and
-measured on the reference labels), missing-plane
-robustness.
+measured on the reference labels), missing-plane robustness.
 
     python scripts/metrics_table.py runs/full/outputs/evaluation/metrics.json [--phenotypes LVEDV LVEF ...]
 """
@@ -10,8 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
+
+from scripts.evaluation import PHENOTYPE_SOURCES  # noqa: E402
 
 CLASSES = ("LVBP", "LVMYO", "RVBP", "LABP", "RABP")
 VIEWS = ("all", "sa", "la_2ch", "la_3ch", "la_4ch")
@@ -66,11 +70,7 @@ def phenotype_table(
     (``mean_guess_row``) one for the mean-guess MAE; ``cell`` formats a report entry (error and ratio, or bias)."""
     lines = ["| source | " + " | ".join(phenotypes) + " |", "|---|" + "---|" * len(phenotypes)]
     for name, model in report["models"].items():
-        for key, title in (
-            ("phenotypes", "regressed on embedding"),
-            ("phenotypes_from_measures", "regressed on measures"),
-            ("phenotypes_from_segmentation", "measured on segmentation"),
-        ):
+        for key, title in PHENOTYPE_SOURCES:
             if key not in model:
                 continue
             row = [cell(model.get(key, {}).get(p)) for p in phenotypes]

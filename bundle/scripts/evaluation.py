@@ -40,6 +40,13 @@ from scripts.subject import load_datalist, load_subject
 
 logger = logging.getLogger(__name__)
 
+#: the phenotype entries of a model in ``metrics.json`` and how tables name them, in the order they are shown
+PHENOTYPE_SOURCES = (
+    ("phenotypes", "regressed on embedding"),
+    ("phenotypes_from_measures", "regressed on measures"),
+    ("phenotypes_from_segmentation", "measured on segmentation"),
+)
+
 VIEWS = ("sa",) + LA_PLANES
 #: how many plane subsets are tried per subject for each number of removed planes (deterministic choice)
 ROBUSTNESS_SUBSETS = 4
@@ -326,11 +333,7 @@ def print_summary(report: Mapping[str, Any]) -> None:
         values = [report["models"][n]["dice"].get("all", {}).get(cls) for n in names]
         print(f"  Dice {cls:6s} " + " | ".join("  n/a " if v is None else f"{v:.3f}" for v in values))
     reference = report["phenotypes_from_reference_labels"]
-    for source, title in (
-        ("phenotypes", "regressed on the embedding"),
-        ("phenotypes_from_measures", "regressed on the measures"),
-        ("phenotypes_from_segmentation", "from segmentation"),
-    ):
+    for source, title in PHENOTYPE_SOURCES:
         if not any(source in report["models"][n] for n in names):
             continue
         print(
