@@ -528,3 +528,10 @@ def test_segmentation_loss_decreases_when_logits_follow_the_labels():
     target = label[:, 0].long().masked_fill(label[:, 0] == UNLABELLED, 0)
     good = F.one_hot(target, NUM_CLASSES).permute(0, 5, 1, 2, 3, 4).float() * 20
     assert float(segmentation_loss(good, label, class_mask)) < 0.1 < float(segmentation_loss(logits, label, class_mask))
+
+
+def test_nan_mean_std_skips_unknown_values():
+    values = np.array([[1.0, np.nan, np.nan], [3.0, 5.0, np.nan], [5.0, np.nan, np.nan]])
+    mean, std = engines.nan_mean_std(values)
+    np.testing.assert_allclose(mean, [3.0, 5.0, 0.0])  # a column known for no row: mean 0
+    np.testing.assert_allclose(std, [2.0, 1.0, 1.0])  # sample std; fewer than 2 known: 1

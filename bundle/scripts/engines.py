@@ -423,6 +423,16 @@ def fit_ridge(
     return weight, bias, chosen
 
 
+def nan_mean_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and sample standard deviation of (N, K) ``values`` over their finite entries: (K,) each;
+    mean 0 for a column with none, standard deviation 1 for a column with fewer than 2."""
+    known = np.isfinite(values)
+    counts = known.sum(0)
+    mean = np.where(counts > 0, np.where(known, values, 0.0).sum(0) / np.maximum(counts, 1), 0.0)
+    squares = np.where(known, (values - mean) ** 2, 0.0).sum(0)
+    return mean, np.where(counts > 1, np.sqrt(squares / np.maximum(counts - 1, 1)), 1.0)
+
+
 def prepare_phenotype_head(
     network: torch.nn.Module,
     items: Sequence[dict],
@@ -449,13 +459,10 @@ def prepare_phenotype_head(
     missing planes by construction. Training epochs after it start from there.
     """
     values = np.stack([np.asarray(item["phenotypes"], dtype=np.float64) for item in items])
-    known = np.isfinite(values)
-    if not known.any():
+    if not np.isfinite(values).any():
         raise ValueError("no training subject has phenotypes: add phenotypes.csv to the dataset folder")
-    counts = known.sum(0)
-    mean = np.where(counts > 0, np.nansum(values, 0) / np.maximum(counts, 1), 0.0)
-    variance = np.where(counts > 1, np.nansum((values - mean) ** 2, 0) / np.maximum(counts - 1, 1), 1.0)
-    std = np.sqrt(np.maximum(variance, 1e-6))
+    mean, std = nan_mean_std(values)
+    std = np.maximum(std, 1e-3)
     head = network.phenotype_head
     head.set_target_stats(mean, std)
     if preprocessing is None:
@@ -532,13 +539,11 @@ def fit_measure_head(
             logger.info(f"measure head: segmented {len(features)} of {len(items)} training subjects")
     network.train(was_training)
     features = np.stack(features)
-    measured = np.isfinite(features)
-    counts = measured.sum(0)
-    mean = np.where(counts > 0, np.where(measured, features, 0.0).sum(0) / np.maximum(counts, 1), 0.0)
-    spread = np.sqrt(np.where(measured, (features - mean) ** 2, 0.0).sum(0) / np.maximum(counts - 1, 1))
+    mean, spread = nan_mean_std(features)
+    # a measure constant over the training subjects carries nothing: keep it at 0 rather than magnify its noise
     spread = np.where(spread > 1e-6, spread, 1.0)
     head.set_feature_stats(mean, spread)
-    standardised = np.where(measured, (features - mean) / spread, 0.0)
+    standardised = np.nan_to_num((features - mean) / spread, nan=0.0)
     values = np.stack([np.asarray(item["phenotypes"], dtype=np.float64) for item in items])
     targets = (values - head.target_mean.double().cpu().numpy()) / head.target_std.double().cpu().numpy()
     weight, bias, penalties = fit_ridge(standardised, targets, np.arange(len(items)))
