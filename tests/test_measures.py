@@ -12,11 +12,13 @@ from scripts.measures import (
     MEASURE_FEATURE_NAMES,
     atrial_volume_curve_ml,
     implausible_ejections,
+    implausible_values,
     long_axis_length_mm,
     measure_features,
     phenotypes_from_segmentations,
     phenotypes_from_volumes,
     stack_volume_curves_ml,
+    unmeasurable_phenotypes,
 )
 
 
@@ -109,3 +111,16 @@ def test_measure_features_are_the_phenotypes_then_the_ventricular_curve_quantile
     no_sa = measure_features({"LABP": np.array([60.0, 40.0]), "RABP": None})
     assert np.isnan(no_sa[[MEASURE_FEATURE_NAMES.index(n) for n in ("LVEDV", "LVBP_q0", "RVBP_q100")]]).all()
     assert no_sa[MEASURE_FEATURE_NAMES.index("LAVmax")] == 60
+
+
+def test_phenotypes_of_a_missing_view_are_unmeasurable_and_impossible_values_are_named():
+    curve = np.array([100.0, 60.0])
+    sa_and_4ch = {"LVBP": curve, "LVMYO": curve, "RVBP": curve, "LABP": curve, "RABP": curve}
+    assert unmeasurable_phenotypes(sa_and_4ch) == []
+    sa_only = {"LVBP": curve, "LVMYO": curve, "RVBP": curve, "LABP": None, "RABP": None}
+    assert unmeasurable_phenotypes(sa_only) == [n for n in PHENOTYPE_NAMES if n.startswith(("LA", "RA"))]
+    la_only = {"LABP": curve, "RABP": None}
+    assert set(unmeasurable_phenotypes(la_only)) == set(PHENOTYPE_NAMES) - {"LAVmax", "LAVmin", "LASV", "LAEF"}
+    values = dict.fromkeys(PHENOTYPE_NAMES, 50.0)
+    values.update(LVESV=-7.8, RVEF=101.0, LVSV=-0.1, RAEF=float("nan"))
+    assert implausible_values(values) == ["LVESV", "LVSV", "RVEF"]

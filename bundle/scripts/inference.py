@@ -8,7 +8,7 @@ affine, ``phenotypes.json``, ``embedding.npy`` and ``report.json`` (planes used,
 Phenotypes come three ways: measured on the segmentations (:mod:`scripts.measures`), regressed on the embedding by
 the phenotype head (the paper's linear head), and regressed on those measures by the measure head. ``phenotypes``
 (json and csv) is the measure head's where the weights have it fit and an LV was measured, else the phenotype
-head's; ``phenotypes_method`` says which.
+head's; ``phenotypes_method`` says which. A value no heart has is left empty there and named in ``report.json``.
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ from scripts.files import atomic_path, save_nifti_atomic, write_json_atomic, wri
 from scripts.labels import PHENOTYPE_NAMES, PHENOTYPE_UNITS, UNLABELLED
 from scripts.measures import (
     implausible_ejections,
+    implausible_values,
     measure_features,
     phenotypes_from_volumes,
+    unmeasurable_phenotypes,
     volume_curves_from_segmentations,
 )
 from scripts.subject import discover_subjects, is_subject_folder
@@ -108,16 +110,24 @@ def phenotypes_from_measures(network: torch.nn.Module, volumes: Mapping[str, np.
 
 def reported_phenotypes(
     network: torch.nn.Module, from_embedding: np.ndarray, volumes: Mapping[str, np.ndarray | None]
-) -> tuple[np.ndarray, str]:
-    """The (K,) phenotypes inference reports and the head they come from: the measure head's where it is fit and the
-    segmentation measured an LV (its measures hinge on the SA stack; without one they would all be imputed), else
-    ``from_embedding``, the phenotype head's."""
+) -> tuple[np.ndarray, str, list[str]]:
+    """The (K,) phenotypes inference reports, the head they come from and the phenotypes left empty (NaN) because
+    no heart has their value (:func:`scripts.measures.implausible_values`).
+
+    The measure head's where it is fit and the segmentation measured an LV (its measures hinge on the SA stack;
+    without one they would all be imputed), with the phenotypes of chambers whose view is missing left empty rather
+    than regressed from the other chambers; else ``from_embedding``, the phenotype head's.
+    """
+    values, method = from_embedding.astype(np.float64), "phenotype_head"
     lv = volumes.get("LVBP")
     if lv is not None and np.max(lv) > 0:
         from_measures = phenotypes_from_measures(network, volumes)
         if from_measures is not None:
-            return from_measures, "measure_head"
-    return from_embedding, "phenotype_head"
+            values, method = from_measures.astype(np.float64), "measure_head"
+            values[[PHENOTYPE_NAMES.index(name) for name in unmeasurable_phenotypes(volumes)]] = np.nan
+    implausible = implausible_values(dict(zip(PHENOTYPE_NAMES, values.tolist())))
+    values[[PHENOTYPE_NAMES.index(name) for name in implausible]] = np.nan
+    return values, method, implausible
 
 
 def segment_input_planes(
@@ -239,7 +249,7 @@ class CohortPredictor:
         from_embedding = {name: float(v) for name, v in zip(PHENOTYPE_NAMES, result["phenotypes"].tolist())}
         volumes = volume_curves_from_segmentations(planes)
         measured = phenotypes_from_volumes(volumes)
-        values, method = reported_phenotypes(self.model, result["phenotypes"].numpy(), volumes)
+        values, method, implausible = reported_phenotypes(self.model, result["phenotypes"].numpy(), volumes)
         phenotypes = dict(zip(PHENOTYPE_NAMES, values.tolist()))
         write_json_atomic(
             {
@@ -269,6 +279,8 @@ class CohortPredictor:
             "problems": [p for p in sample["problems"].split("\n") if p],
             # chambers whose measured ES (or minimum) volume exceeded the ED (maximum) one: SV and EF left empty
             "ejection_not_measured": implausible_ejections(measured),
+            # phenotypes left empty because the head gave a value no heart has (e.g. a scan far from its training data)
+            "phenotypes_implausible": implausible,
         }
         write_json_atomic(report, subject_dir / "report.json")
         if missing:

@@ -23,7 +23,7 @@ from typing import Mapping
 
 import numpy as np
 
-from scripts.labels import CLASS_NAMES, MYOCARDIUM_DENSITY_G_PER_ML, PHENOTYPE_NAMES
+from scripts.labels import CLASS_NAMES, MYOCARDIUM_DENSITY_G_PER_ML, PHENOTYPE_NAMES, PHENOTYPE_UNITS
 
 #: area-length constant 8 / (3 pi) ~ 0.85: exact for an ellipsoid cut through its long axis
 AREA_LENGTH_FACTOR = 8.0 / (3.0 * math.pi)
@@ -228,3 +228,24 @@ def measure_features(volumes: Mapping[str, np.ndarray | None]) -> np.ndarray:
         )
     phenotypes = phenotypes_from_volumes(volumes)
     return np.concatenate([[phenotypes[name] for name in PHENOTYPE_NAMES], *curves]).astype(np.float64)
+
+
+def unmeasurable_phenotypes(volumes: Mapping[str, np.ndarray | None]) -> list[str]:
+    """The phenotypes whose chambers have no volume curve (the view that measures them is missing): a head that
+    regresses them from the other measures would be inventing them."""
+    return [
+        name for name in PHENOTYPE_NAMES if any(volumes.get(CLASS_NAMES[c]) is None for c in PHENOTYPE_CLASSES[name])
+    ]
+
+
+def implausible_values(phenotypes: Mapping[str, float]) -> list[str]:
+    """The phenotypes whose value no heart has: a negative volume, stroke volume or mass, or an EF outside
+    0-100 % (what a linear head gives far outside the data it was fit on)."""
+    out = []
+    for name in PHENOTYPE_NAMES:
+        value = phenotypes.get(name, float("nan"))
+        if not math.isfinite(value):
+            continue
+        if value < 0 or (PHENOTYPE_UNITS[name] == "%" and value > 100):
+            out.append(name)
+    return out
