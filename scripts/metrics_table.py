@@ -1,6 +1,6 @@
-"""Markdown tables of an ``evaluate`` report (``metrics.json``): Dice per view, phenotype MAE beside the mean guess
-and phenotype bias (regressed on the embedding, regressed on the measures, measured on the segmentations, and
-measured on the reference labels), missing-plane robustness.
+"""Markdown tables of an ``evaluate`` report (``metrics.json``): Dice per view (canonical grid, and as written),
+phenotype MAE beside the mean guess and phenotype bias (regressed on the embedding, regressed on the measures,
+measured on the segmentations, and measured on the reference labels), missing-plane robustness.
 
     python scripts/metrics_table.py runs/full/outputs/evaluation/metrics.json [--phenotypes LVEDV LVEF ...]
 """
@@ -26,12 +26,14 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def dice_table(report: Mapping[str, Any]) -> list[str]:
+def dice_table(report: Mapping[str, Any], key: str = "dice") -> list[str]:
+    """Per model and view: the Dice of report entry ``key`` (``dice``: canonical grid; ``dice_input_planes``: the
+    segmentations as written)."""
     lines = ["| model | view | " + " | ".join(CLASSES) + " |", "|---|---|" + "---|" * len(CLASSES)]
     for name, model in report["models"].items():
         for view in VIEWS:
-            if view in model["dice"]:
-                cells = [fmt(model["dice"][view].get(c)) for c in CLASSES]
+            if view in model.get(key, {}):
+                cells = [fmt(model[key][view].get(c)) for c in CLASSES]
                 lines.append(f"| {name} | {view} | " + " | ".join(cells) + " |")
     return lines
 
@@ -121,6 +123,12 @@ def main() -> None:
           f"mean guess from {report['mean_guess_from']}\n")  # fmt: skip
     print("Dice over all planes and frames, then per view (mean over the subjects whose labels show the class):\n")
     print("\n".join(dice_table(report)))
+    if any(model.get("dice_input_planes") for model in report["models"].values()):
+        print(
+            "\nDice of the segmentations as inference writes them (every input plane in its own grid, every SA slice,"
+            " every frame) against the label files:\n"
+        )
+        print("\n".join(dice_table(report, "dice_input_planes")))
     if any(model.get("spurious") for model in report["models"].values()):
         print("\nClasses painted where the labels show none (subjects painted of subjects without the class):\n")
         print("\n".join(spurious_table(report)))

@@ -48,8 +48,11 @@ def trained(tiny_cohort, tmp_path_factory) -> Path:
     bundle_run(TRAIN + ["configs/pretrain.yaml"], **common)
     # the segmentation fine-tuning runs from the repository root: the top-level scripts/ must not shadow the bundle's
     bundle_run(TRAIN + ["configs/finetune_segmentation.yaml"], cwd=REPO, **common)
-    # ``run training`` is the Model Zoo name of the training section
-    bundle_run(TRAIN + ["configs/finetune_phenotypes.yaml"], section="training", **common)
+    # ``run training`` is the Model Zoo name of the training section; the measure head on 3 of the 4 subjects
+    result = bundle_run(
+        TRAIN + ["configs/finetune_phenotypes.yaml"], section="training", measure_head_subjects=3, **common
+    )
+    (out / "finetune_phenotypes.log").write_text(result.stdout + result.stderr)
     return out
 
 
@@ -117,6 +120,12 @@ def test_an_error_metric_keeps_the_lowest_epoch_as_model_pt_also_when_resumed(tr
     bundle_run(configs, resume="true", **common)
     after = torch.load(model, weights_only=True)
     assert all(torch.equal(before[k], after[k]) for k in before), "resuming rewrote the best model"
+
+
+def test_measure_head_is_fit_on_as_many_subjects_as_asked(trained, tiny_cohort):
+    training = json.loads((tiny_cohort / "datalist.json").read_text())["training"]
+    log = (trained / "finetune_phenotypes.log").read_text()
+    assert len(training) == 4 and "measure head: ridge fit on the segmentations of 3 subjects" in log
 
 
 def test_finetuning_starts_from_the_pretrained_encoder(trained):
@@ -246,6 +255,21 @@ def test_evaluate_reports_dice_phenotypes_robustness_side_by_side(trained, tiny_
     ).stdout  # fmt: skip
     lvbp = pretrained["dice"]["all"]["LVBP"]
     assert f"| pretrained | all | {lvbp:.3f} |" in tables and "| scratch, measured on segmentation |" in tables
+    # Dice "as written" is that of the files inference writes (every plane in its own grid, every SA slice)
+    assert set(pretrained["dice_input_planes"]) == {"sa", "la_2ch", "la_3ch", "la_4ch", "all"}
+    (test_entry,) = json.loads((tiny_cohort / "datalist.json").read_text())["test"]
+    subject = tiny_cohort / test_entry["subject"]
+    predictions = tmp_path / "predictions"
+    bundle_run(["configs/inference.yaml"], dataset_dir=subject, output_dir=predictions, ckpt=model)
+    overlap = sizes = 0
+    for stem in ("sa", "la_2ch", "la_3ch", "la_4ch"):
+        written = np.asarray(nib.load(predictions / subject.name / f"seg_{stem}.nii.gz").dataobj)
+        label = np.asarray(nib.load(subject / f"seg_{stem}.nii.gz").dataobj)
+        overlap += 2 * ((written == 1) & (label == 1)).sum()
+        sizes += (written == 1).sum() + (label == 1).sum()
+    assert pretrained["dice_input_planes"]["all"]["LVBP"] == pytest.approx(overlap / sizes, abs=1e-6)
+    written_lvbp = pretrained["dice_input_planes"]["all"]["LVBP"]
+    assert f"| pretrained | all | {written_lvbp:.3f} |" in tables.split("as inference writes them")[1]
     # only the phenotype fine-tuning fit a measure head; the segmentation model has none fit
     from_measures = pretrained["phenotypes_from_measures"]["LVEDV"]
     assert from_measures["mae"] >= 0 and "phenotypes_from_measures" not in metrics["models"]["scratch"]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
-from scripts.evaluation import CohortEvaluator
+from scripts.evaluation import CohortEvaluator, dice_on_input_planes
 from scripts.labels import PHENOTYPE_NAMES
+from scripts.subject import Plane, Subject
 
 LVEF = PHENOTYPE_NAMES.index("LVEF")
 
@@ -31,3 +35,34 @@ def test_phenotype_summary_gives_error_bias_and_mean_guess():
     assert entry["mean_guess_mae"] == pytest.approx((5.0 + 15.0) / 2)
     assert entry["ratio_to_mean_guess"] == pytest.approx(0.3)
     assert entry["subjects"] == 2
+
+
+def _plane(name: str, label: np.ndarray) -> Plane:
+    return Plane(name, Path(f"{name}.nii.gz"), np.zeros(label.shape, np.float32), np.eye(4), label, Path(f"seg_{name}"))
+
+
+def test_dice_on_input_planes_scores_every_slice_and_frame_per_view_and_pooled():
+    # SA: 2 slices x 3 frames of 4 x 4 pixels; the LV blood pool (class 1) is 4 px in every slice and frame
+    sa_label = np.zeros((4, 4, 2, 3), np.uint8)
+    sa_label[:2, :2] = 1
+    sa_label[3, 3, 1, :] = 255  # not annotated: never scored
+    sa_written = sa_label.copy()
+    sa_written[sa_written == 255] = 1
+    sa_written[0, 0, 1, 2] = 0  # one LV pixel missed in the second slice's last frame (not a canonical slice)
+    # 4ch: the RA (class 5) labelled on 2 px, written on 4 px of which 2 are right
+    la_label = np.zeros((4, 4, 1, 3), np.uint8)
+    la_label[0, :2, 0, 0] = 5
+    la_written = np.zeros_like(la_label)
+    la_written[0, :, 0, 0] = 5
+    reference = Subject("s1", Path("s1"), {"sa": _plane("sa", sa_label), "la_4ch": _plane("la_4ch", la_label)})
+    written = {"sa": (sa_written, np.eye(4)), "la_4ch": (la_written, np.eye(4)), "la_2ch": (la_written, np.eye(4))}
+    class_mask = torch.ones(6, dtype=torch.bool)
+    dice = dice_on_input_planes(written, reference, class_mask)
+    assert set(dice) == {"sa", "la_4ch", "all"}  # la_2ch has no label file: not scored
+    lv_pixels = 4 * 2 * 3
+    assert dice["sa"][0] == pytest.approx(2 * (lv_pixels - 1) / (2 * lv_pixels - 1))
+    assert np.isnan(dice["sa"][4]) and np.isnan(dice["la_4ch"][0])  # no reference structure: no score
+    assert dice["la_4ch"][4] == pytest.approx(2 * 2 / (2 + 4))
+    assert dice["all"][0] == pytest.approx(dice["sa"][0]) and dice["all"][4] == pytest.approx(dice["la_4ch"][4])
+    with pytest.raises(ValueError, match="s1: the segmentation of sa has shape"):
+        dice_on_input_planes({"sa": (sa_written[:, :, :1], np.eye(4))}, reference, class_mask)

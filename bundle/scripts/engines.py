@@ -444,10 +444,12 @@ def prepare_phenotype_head(
     seed: int = 0,
     measure_head: bool | str = False,
     load_subject: Callable[[dict], dict] | None = None,
+    measure_head_subjects: int | None = None,
 ) -> torch.nn.Module:
     """Set the phenotype head's normalisation from the training items and, for a linear head, fit it in closed form;
     with ``measure_head`` (a bool, or the command line's ``true`` / ``false``) fit the measure head too
-    (:func:`fit_measure_head`, which segments through ``load_subject``, the config's canonical loader).
+    (:func:`fit_measure_head`, which segments through ``load_subject``, the config's canonical loader, at most
+    ``measure_head_subjects`` of the items).
 
     ``target_mean`` / ``target_std`` (K,) come from the items' phenotypes (unknown (NaN) values skipped; a phenotype
     known for no subject keeps mean 0 and std 1). With ``preprocessing`` (the deterministic loader of the items),
@@ -502,7 +504,7 @@ def prepare_phenotype_head(
     if as_flag(measure_head, "fit_measure_head"):
         if load_subject is None:
             raise ValueError("fitting the measure head needs load_subject (the config's canonical loader)")
-        fit_measure_head(network, items, load_subject, device, precision)
+        fit_measure_head(network, items, load_subject, device, precision, measure_head_subjects)
     return network
 
 
@@ -512,10 +514,14 @@ def fit_measure_head(
     load_subject: Callable[[dict], dict],
     device: torch.device | str = "cpu",
     precision: str = "auto",
+    max_subjects: int | None = None,
 ) -> torch.nn.Module:
     """Fit ``network.measure_head`` (:class:`scripts.net.MeasureHead`) in closed form: ridge regression
     (:func:`fit_ridge`) of the normalised phenotypes of ``items`` on the standardised measures of the network's own
     segmentation of every input plane, each subject with all its planes (what inference measures).
+
+    ``max_subjects`` (None or 0: all) fits on that many of the items, evenly spread over their order: segmenting a
+    subject costs some 8 s of a CPU core, and 47 measures need far fewer subjects than a large cohort has.
 
     The segmentation must stay as it is afterwards (train with the encoder and decoder frozen), or the fit goes
     stale. Uses the phenotype head's target statistics: call :func:`prepare_phenotype_head` first. A measure
@@ -528,6 +534,8 @@ def fit_measure_head(
     head.set_target_stats(network.phenotype_head.target_mean, network.phenotype_head.target_std)
     device = torch.device(device)
     was_training = network.training
+    if max_subjects and len(items) > max_subjects:
+        items = [items[k] for k in np.rint(np.linspace(0, len(items) - 1, int(max_subjects))).astype(int)]
     network.eval()
     features = []
     for item in items:

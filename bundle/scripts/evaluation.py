@@ -2,6 +2,10 @@
 
 - Dice per class per view (SA, 2ch, 3ch, 4ch and all planes together), on the canonical grid over all frames,
   only where labels exist; the mean over subjects (a subject lacking a class in a view does not count there).
+  The same on the segmentations as inference writes them (``dice_input_planes``: every input plane in its own
+  grid, every SA slice of the stack, every acquired frame) against the subject's label files. The canonical grid
+  holds 6 SA slices; the others, segmented by extra passes, include the basal slices where the atria meet the
+  ventricles, so the atria score lower on the written segmentations.
 - Phenotype mean absolute error and bias (mean signed error) per phenotype, with the mean-guess MAE (predicting the
   training mean) beside it,
   for the phenotypes regressed on the embedding, those measured on the segmentations of the input planes and
@@ -36,7 +40,7 @@ from scripts.measures import (
     phenotypes_from_volumes,
     volume_curves_from_segmentations,
 )
-from scripts.subject import load_datalist, load_subject
+from scripts.subject import Subject, load_datalist, load_subject
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +70,34 @@ def plane_views(geometry: Mapping[str, Any]) -> list[str]:
     return ["sa" if record["name"].startswith("sa_") else record["name"] for record in geometry["planes"]]
 
 
+def dice_on_input_planes(
+    written: Mapping[str, tuple[np.ndarray, np.ndarray]], reference: Subject, class_mask: torch.Tensor
+) -> dict[str, list[float]]:
+    """Dice per class (as :func:`scripts.engines.dice_per_class` with ``ignore_empty``) of the segmentations of
+    every input plane in its own grid (``written``: file stem -> (labels (X, Y, S, T), affine), as
+    :func:`scripts.inference.segment_input_planes` returns them) against the subject's label files, per view and
+    over all planes together; views without a label file are left out."""
+    pairs = {
+        stem: (torch.from_numpy(labels), torch.from_numpy(reference.planes[stem].label))
+        for stem, (labels, _) in written.items()
+        if stem in reference.planes and reference.planes[stem].label is not None
+    }
+    for stem, (predicted, label) in pairs.items():
+        if predicted.shape != label.shape:
+            raise ValueError(
+                f"{reference.id}: the segmentation of {stem} has shape {tuple(predicted.shape)}, its label file "
+                f"{reference.planes[stem].label_path} {tuple(label.shape)}"
+            )
+    dice = {}
+    for view in VIEWS + ("all",):
+        chosen = [pair for stem, pair in pairs.items() if view in ("all", stem)]
+        if chosen:
+            predicted = torch.cat([p.reshape(-1) for p, _ in chosen])
+            label = torch.cat([lab.reshape(-1) for _, lab in chosen])
+            dice[view] = dice_per_class(predicted, label, class_mask, ignore_empty=True).tolist()
+    return dice
+
+
 def removal_subsets(present: list[int], count: int, seed: int) -> list[tuple[int, ...]]:
     """Up to :data:`ROBUSTNESS_SUBSETS` distinct sets of ``count`` present planes to remove (seeded, reproducible)."""
     combos = list(itertools.combinations(present, count)) if len(present) > count else []
@@ -75,11 +107,10 @@ def removal_subsets(present: list[int], count: int, seed: int) -> list[tuple[int
     return [combos[i] for i in sorted(rng.choice(len(combos), ROBUSTNESS_SUBSETS, replace=False))]
 
 
-def phenotypes_from_reference_labels(folder: str | os.PathLike, label_map: str | Mapping[int, int]) -> list[float]:
+def phenotypes_from_reference_labels(subject: Subject) -> list[float]:
     """Phenotypes measured on a subject's own label files (order of ``PHENOTYPE_NAMES``): what the measures give
     with a perfect segmentation, i.e. the error floor of measuring on these planes. NaN where a needed class is not
     annotated or a view has no labels."""
-    subject = load_subject(folder, label_map)
     planes = {name: (plane.label, plane.affine) for name, plane in subject.planes.items() if plane.label is not None}
     measured = phenotypes_from_segmentations(planes)
     annotated = set(subject.annotated_classes)
@@ -144,6 +175,9 @@ class CohortEvaluator:
         planes, _ = segment_input_planes(
             self.network, self.load_subject, item, sample, predicted, self.device, self.precision
         )
+        # the label files are read again here rather than kept for the cohort: a subject's images are ~0.1-1 GB
+        reference = load_subject(item["subject"], self.load_subject.label_map)
+        dice_input_planes = dice_on_input_planes(planes, reference, class_mask)
         volumes = volume_curves_from_segmentations(planes)
         measured = phenotypes_from_volumes(volumes)
         # what inference reports where the weights have a fit measure head (see reported_phenotypes)
@@ -170,6 +204,7 @@ class CohortEvaluator:
                 )
         return {
             "dice": dice,
+            "dice_input_planes": dice_input_planes,
             "spurious": spurious,
             "phenotypes": phenotypes.tolist(),
             "measured": [measured[name] for name in PHENOTYPE_NAMES],
@@ -181,11 +216,12 @@ class CohortEvaluator:
     # --- cohort ---------------------------------------------------------------------------------------
 
     @staticmethod
-    def summarise_dice(per_subject: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-        """Mean Dice per view and class over the subjects whose labels show the class in that view."""
+    def summarise_dice(per_subject: list[dict[str, Any]], key: str = "dice") -> dict[str, dict[str, float | None]]:
+        """Mean Dice (entry ``key`` of each subject) per view and class over the subjects whose labels show the
+        class in that view."""
         summary = {}
         for view in VIEWS + ("all",):
-            rows = [s["dice"][view] for s in per_subject if view in s["dice"]]
+            rows = [s[key][view] for s in per_subject if view in s[key]]
             if rows:
                 summary[view] = {
                     CLASS_NAMES[c + 1]: _nanmean([r[c] for r in rows]) for c in range(len(CLASS_NAMES) - 1)
@@ -292,7 +328,9 @@ class CohortEvaluator:
             "phenotypes_from_reference_labels": self.summarise_phenotypes(
                 [
                     {
-                        "measured": phenotypes_from_reference_labels(item["subject"], self.load_subject.label_map),
+                        "measured": phenotypes_from_reference_labels(
+                            load_subject(item["subject"], self.load_subject.label_map)
+                        ),
                         "truth": np.asarray(sample["phenotypes"], dtype=np.float64).tolist(),
                     }
                     for item, sample in samples
@@ -309,6 +347,7 @@ class CohortEvaluator:
             report["models"][name] = {
                 "checkpoint": str(checkpoint),
                 "dice": self.summarise_dice(per_subject),
+                "dice_input_planes": self.summarise_dice(per_subject, "dice_input_planes"),
                 "spurious": self.summarise_spurious(per_subject),
                 "phenotypes": self.summarise_phenotypes(per_subject, training_mean),
                 "phenotypes_from_segmentation": self.summarise_phenotypes(per_subject, training_mean, "measured"),
@@ -329,8 +368,11 @@ def print_summary(report: Mapping[str, Any]) -> None:
     """A short side-by-side table of the headline numbers on stdout."""
     names = list(report["models"])
     print(f"evaluation on {len(report['subjects'])} subjects ({report['split']}): " + " | ".join(names))
+    print("  Dice over all planes and frames: canonical grid | as written (every input plane and SA slice)")
     for cls in CLASS_NAMES[1:]:
-        values = [report["models"][n]["dice"].get("all", {}).get(cls) for n in names]
+        values = [
+            report["models"][n][key].get("all", {}).get(cls) for n in names for key in ("dice", "dice_input_planes")
+        ]
         print(f"  Dice {cls:6s} " + " | ".join("  n/a " if v is None else f"{v:.3f}" for v in values))
     reference = report["phenotypes_from_reference_labels"]
     for source, title in PHENOTYPE_SOURCES:
