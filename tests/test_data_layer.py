@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 from scripts.canonical import (  # noqa: E402
     BASE_DIRECTION_RAS,
     LoadCineSubjectd,
+    RandSAStackd,
     canonical_to_planes,
     parse_geometry,
     plan_sa_passes,
@@ -202,6 +203,25 @@ def test_sa_slices_ordered_base_to_apex(subject_dir: Path) -> None:
     override = _transform(sa_slice_indices=passes[1])(_item(subject_dir))
     chosen = [p["slice"] for p in parse_geometry(override["geometry"])["planes"] if p["source"] == "sa"]
     assert chosen == passes[1] and override["plane_mask"][:6].sum() == len(passes[1])
+
+
+def test_training_loader_also_trains_on_the_slices_the_canonical_stack_skips(subject_dir: Path) -> None:
+    def sa_slices(sample: dict) -> list[int]:
+        return [p["slice"] for p in parse_geometry(sample["geometry"])["planes"] if p["source"] == "sa"]
+
+    canonical = _transform()(_item(subject_dir))
+    never = RandSAStackd(keys="subject", prob=0.0, **SMALL_GRID)
+    assert sa_slices(never(_item(subject_dir))) == sa_slices(canonical)
+    always = RandSAStackd(keys="subject", prob=1.0, **SMALL_GRID)
+    always.set_random_state(0)
+    passes = plan_sa_passes(canonical["geometry"], sa_slices(canonical))
+    seen = {tuple(sa_slices(always(_item(subject_dir)))) for _ in range(6)}
+    # the stacks of inference's extra passes, and together with the canonical one every slice of the stack
+    assert seen <= {tuple(p) for p in passes} and set(sa_slices(canonical)).union(*seen) == set(
+        range(NUM_SA_SOURCE_SLICES)
+    )
+    with pytest.raises(ValueError, match="chooses the SA slices itself"):
+        RandSAStackd(keys="subject", sa_slice_indices=[0, 1], **SMALL_GRID)
 
 
 def test_canonical_label_round_trip_identity(subject_dir: Path, tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ as a list of strings under MONAI ``list_data_collate``; :func:`canonical_to_plan
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -43,7 +44,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, RandomizableTransform
 
 from scripts.files import atomic_path
 from scripts.labels import LA_PLANES, NUM_CLASSES, PHENOTYPE_NAMES, SA_PLANE, UNLABELLED, canonical_plane_names
@@ -533,6 +534,35 @@ class LoadCineSubjectd(MapTransform):
             d["id"] = str(d.get("id") or folder.name)
             d["problems"] = "\n".join(built["problems"])
         return d
+
+
+class RandSAStackd(LoadCineSubjectd, RandomizableTransform):
+    """Training loader: with probability ``prob`` the SA planes are one of the stacks that inference's extra passes
+    use (:func:`plan_sa_passes` of the slices the canonical stack leaves out) instead of the canonical one.
+
+    Inference segments every slice of the stack, but the canonical choice trains on the same 6 slices of a subject
+    every epoch, so a slice it skips (e.g. the second from the base, where the atria meet the ventricles) is never a
+    training target. Same arguments as :class:`LoadCineSubjectd`, plus ``prob``; both stacks go through the cache.
+    """
+
+    def __init__(self, *args: Any, prob: float = 0.0, **kwargs: Any) -> None:
+        LoadCineSubjectd.__init__(self, *args, **kwargs)
+        RandomizableTransform.__init__(self, prob)
+        if self.sa_slice_indices is not None:
+            raise ValueError("RandSAStackd chooses the SA slices itself: do not pass sa_slice_indices")
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        self.randomize(None)
+        d = LoadCineSubjectd.__call__(self, data)
+        if not self._do_transform:
+            return d
+        canonical = [p["slice"] for p in parse_geometry(d["geometry"])["planes"] if p["source"] == SA_PLANE]
+        passes = plan_sa_passes(d["geometry"], canonical)
+        if not passes:  # a stack of at most num_sa_slices slices: the canonical stack holds them all
+            return d
+        alternate = copy.copy(self)
+        alternate.sa_slice_indices = passes[self.R.randint(len(passes))]
+        return LoadCineSubjectd.__call__(alternate, data)
 
 
 # --- one 4-D NIfTI per case -----------------------------------------------------------------------
