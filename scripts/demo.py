@@ -118,18 +118,31 @@ def run_side_by_side(commands: list[list[str]], logs: list[Path]) -> None:
         sys.exit(f"step failed (exit {returncode}); last lines of {log}:\n" + "\n".join(tail))
 
 
-def install_weights(checkpoint: Path, destination: Path) -> None:
-    """Ship ``checkpoint`` as ``destination`` with float16 weights: the Model Zoo caps files at 25 MB and fp32 `small`
-    weights are ~32 MB. The phenotype normalisation buffers stay float32 (they carry physical units), and so does
-    the measure head (a few hundred numbers, most of them in mL)."""
+#: tensors the shipped file keeps in float32: the phenotype head (its input statistics standardise an embedding whose
+#: mean dwarfs its spread, so rounding them moves its values; a few thousand numbers) and the measure head (a few
+#: hundred, most of them in mL)
+KEEP_FLOAT32 = ("phenotype_head.", "measure_head.")
+
+
+def shipped_precision(checkpoint: Path, destination: Path) -> Path:
+    """``checkpoint`` with every other floating tensor rounded to float16, as the shipped file holds it.
+
+    The Model Zoo caps files at 25 MB and float32 `small` weights are ~32 MB, so the shipped file is float16. The
+    heads are fit in closed form on the network they are given; fitting them on this rounded network, rather than
+    on the float32 one, makes them fit the encoder and segmentation that users actually run."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    keep_float32 = ("phenotype_head.target_", "measure_head.")
     shipped = {
-        key: value.half() if value.is_floating_point() and not key.startswith(keep_float32) else value
+        key: value.half() if value.is_floating_point() and not key.startswith(KEEP_FLOAT32) else value
         for key, value in state.items()
     }
     with atomic_path(destination) as temp_path:
         torch.save(shipped, temp_path)
+    return destination
+
+
+def install_weights(checkpoint: Path, destination: Path) -> None:
+    """Ship ``checkpoint`` as ``destination`` at the shipped precision (:func:`shipped_precision`)."""
+    shipped_precision(checkpoint, destination)
     print(f"installed {checkpoint} as {destination} ({destination.stat().st_size / 2**20:.1f} MB, float16 weights)")
 
 
@@ -243,17 +256,17 @@ def main() -> None:
     epochs = recipe["phenotype_epochs"]
     if not (args.resume and all(finished(out / t, epochs) for t in PHENOTYPE_TASKS)):
         # the head of each segmentation model (pretrained, scratch), side by side
+        # fit on each segmentation model as it will be shipped (float16), so the heads match the installed file
+        rounded = [
+            shipped_precision(out / task / "models" / "model.pt", out / task / "models" / "model_float16.pt")
+            for task in SEGMENTATION_TASKS
+        ]
         phenotypes = TRAIN_CONFIGS + ["configs/finetune_phenotypes.yaml"]
         settings = {**common, "max_epochs": epochs}
         run_side_by_side(
             [
-                bundle_command(phenotypes, **settings),
-                bundle_command(
-                    phenotypes,
-                    task="finetune_phenotypes_scratch",
-                    pretrained_ckpt=out / "finetune_segmentation_scratch" / "models" / "model.pt",
-                    **settings,
-                ),
+                bundle_command(phenotypes, pretrained_ckpt=rounded[0], **settings),
+                bundle_command(phenotypes, task="finetune_phenotypes_scratch", pretrained_ckpt=rounded[1], **settings),
             ],
             [log, work / "demo_scratch.log"],
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 import os
@@ -357,6 +358,38 @@ def test_inference_uses_the_shipped_weights_by_default(tiny_cohort, tmp_path):
     has_measure_head = any(k.startswith("measure_head.") for k in torch.load(shipped, weights_only=True))
     method = json.loads((out / subject.name / "phenotypes.json").read_text())["phenotypes_method"]
     assert method == ("measure_head" if has_measure_head else "phenotype_head")
+
+
+def test_shipped_float16_file_reports_what_its_heads_were_fit_for(trained, tiny_cohort, tmp_path):
+    """The recipe rounds the segmentation model to the shipped precision before the heads are fit on it, and the
+    installed file keeps both heads in float32: inference with the installed file then reports exactly what the
+    fitted model does (the embedding head's input statistics, rounded to float16, used to move its values)."""
+    spec = importlib.util.spec_from_file_location("demo", REPO / "scripts" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    rounded = demo.shipped_precision(
+        trained / "finetune_segmentation" / "models" / "model.pt", tmp_path / "segmentation_float16.pt"
+    )
+    common = {"dataset_dir": tiny_cohort, "output_dir": tmp_path, "max_epochs": 1, "measure_head_subjects": 2}
+    bundle_run(TRAIN + ["configs/finetune_phenotypes.yaml"], pretrained_ckpt=rounded, **common)
+    fitted = tmp_path / "finetune_phenotypes" / "models" / "model.pt"
+    installed = tmp_path / "installed.pt"
+    demo.install_weights(fitted, installed)
+    state = torch.load(installed, weights_only=True)
+    assert state["encoder.patch_embed.weight"].dtype == torch.float16
+    heads = [
+        v for k, v in state.items() if k.startswith(("phenotype_head.", "measure_head.")) and v.is_floating_point()
+    ]
+    assert heads and {v.dtype for v in heads} == {torch.float32}
+    reported = {}
+    for name, checkpoint in (("fitted", fitted), ("installed", installed)):
+        out = tmp_path / name
+        bundle_run(
+            ["configs/inference.yaml"], dataset_dir=tiny_cohort / "subject_0005", output_dir=out, ckpt=checkpoint
+        )
+        reported[name] = json.loads((out / "subject_0005" / "phenotypes.json").read_text())
+    for key in ("phenotypes", "phenotypes_from_embedding"):
+        assert reported["installed"][key] == reported["fitted"][key], key
 
 
 def test_ckpt_export_writes_a_torchscript_segmenter(trained, tmp_path):
