@@ -123,4 +123,7 @@ def test_phenotypes_of_a_missing_view_are_unmeasurable_and_impossible_values_are
     assert set(unmeasurable_phenotypes(la_only)) == set(PHENOTYPE_NAMES) - {"LAVmax", "LAVmin", "LASV", "LAEF"}
     values = dict.fromkeys(PHENOTYPE_NAMES, 50.0)
     values.update(LVESV=-7.8, RVEF=101.0, LVSV=-0.1, RAEF=float("nan"))
-    assert implausible_values(values) == ["LVESV", "LVSV", "RVEF"]
+    # a stroke volume above its chamber's largest volume (seen on a real study: LVSV 48 mL beside an LVEDV of 33);
+    # equal to it (an atrium emptying fully) or beside an unknown largest volume is possible
+    values.update(RASV=50.5, RVSV=49.0, RVEDV=48.0, LAVmax=float("nan"), LASV=400.0)
+    assert implausible_values(values) == ["LVESV", "LVSV", "RVSV", "RVEF", "RASV"]
