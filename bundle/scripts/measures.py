@@ -238,20 +238,18 @@ def unmeasurable_phenotypes(volumes: Mapping[str, np.ndarray | None]) -> list[st
     ]
 
 
-#: each chamber's stroke volume and its largest (end-diastolic) volume, which a stroke volume cannot exceed
-STROKE_VOLUME_LIMITS = {"LVSV": "LVEDV", "RVSV": "RVEDV", "LASV": "LAVmax", "RASV": "RAVmax"}
-
-
 def implausible_values(phenotypes: Mapping[str, float]) -> list[str]:
     """The phenotypes whose value no heart has: a negative volume, stroke volume or mass, an EF outside 0-100 %, or a
     stroke volume above its chamber's largest volume (what a linear head gives far outside the data it was fit on;
     it regresses each phenotype on its own, so only such rules keep them consistent)."""
+    # each chamber's stroke volume and its largest volume (the pairs the measured SV and EF come from)
+    largest_volume_of = {f"{prefix}SV": big for prefix, big, _ in EJECTION_PAIRS}
     out = []
     for name in PHENOTYPE_NAMES:
         value = phenotypes.get(name, float("nan"))
         if not math.isfinite(value):
             continue
-        largest = phenotypes.get(STROKE_VOLUME_LIMITS.get(name, ""), float("nan"))
+        largest = phenotypes.get(largest_volume_of.get(name, ""), float("nan"))
         if value < 0 or (PHENOTYPE_UNITS[name] == "%" and value > 100) or value > largest:
             out.append(name)
     return out
