@@ -494,7 +494,9 @@ def prepare_phenotype_head(
     logger.info(f"phenotype head: representation statistics from {len(full_planes)} training subjects")
     if head.is_linear:
         rows = np.asarray(rows)
-        standardised = ((torch.stack(features) - head.feature_mean) / head.feature_std).double().numpy()
+        # the features were gathered on the CPU; the head's statistics live on the network's device (CUDA too)
+        feature_mean, feature_std = head.feature_mean.cpu(), head.feature_std.cpu()
+        standardised = ((torch.stack(features) - feature_mean) / feature_std).double().numpy()
         weight, bias, penalties = fit_ridge(standardised, ((values - mean) / std)[rows], rows)
         head.set_linear(weight, bias)
         logger.info(
