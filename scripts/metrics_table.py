@@ -1,6 +1,7 @@
 """Markdown tables of an ``evaluate`` report (``metrics.json``): Dice per view (canonical grid, and as written),
 phenotype MAE beside the mean guess and phenotype bias (regressed on the embedding, regressed on the measures,
-measured on the segmentations, and measured on the reference labels), missing-plane robustness.
+measured on the segmentations, and measured on the reference labels), missing-plane robustness and, with two models,
+their subject-by-subject comparison.
 
     python scripts/metrics_table.py runs/full/outputs/evaluation/metrics.json [--phenotypes LVEDV LVEF ...]
 """
@@ -110,6 +111,27 @@ def robustness_table(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def paired_table(report: Mapping[str, Any], phenotypes: tuple[str, ...]) -> list[str]:
+    """Subject by subject, the first model (pretrained) against the second (scratch): Dice as written per class and
+    the reported phenotypes' absolute error, with the sign test's p-value."""
+    paired = report["paired"]
+    first, second = paired["first"], paired["second"]
+    lines = [
+        f"| measure | subjects | {first} better | {second} better | ties | mean difference ({first} - {second}) "
+        "| sign test p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows = [(f"Dice {c}, as written", paired["dice_input_planes"].get(c), 3) for c in CLASSES]
+    rows += [(f"reported {p} abs. error", paired["reported_abs_error"].get(p), 1) for p in phenotypes]
+    for title, entry, digits in rows:
+        if entry:
+            lines.append(
+                f"| {title} | {entry['subjects']} | {entry['first_better']} | {entry['second_better']} | "
+                f"{entry['ties']} | {entry['mean_difference']:+.{digits}f} | {entry['sign_test_p']:.3f} |"
+            )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("metrics", type=Path, help="metrics.json written by the evaluate workflow")
@@ -138,6 +160,9 @@ def main() -> None:
     print("\n".join(phenotype_table(report, tuple(args.phenotypes), bias_cell, mean_guess_row=False)))
     print("\nMissing-plane robustness (embedding cosine to the full set, mean / min over trials):\n")
     print("\n".join(robustness_table(report)))
+    if "paired" in report:
+        print("\nSubject by subject (the same subjects; two-sided sign test, ties left out):\n")
+        print("\n".join(paired_table(report, tuple(args.phenotypes))))
 
 
 if __name__ == "__main__":

@@ -286,6 +286,17 @@ def test_evaluate_reports_dice_phenotypes_robustness_side_by_side(trained, tiny_
     for removed in ("1_planes_removed", "2_planes_removed"):
         for key in ("embedding_cosine_mean", "standardised_embedding_cosine_mean"):
             assert -1.0 <= pretrained["robustness"][removed][key] <= 1.0
+    # subject by subject: one test subject, so its record is the cohort's mean, and the paired difference theirs
+    (record,) = pretrained["per_subject"]
+    assert record["subject"] == metrics["subjects"][0]
+    assert record["dice_input_planes"]["LVBP"] == pytest.approx(written_lvbp)
+    scratch_lvbp = metrics["models"]["scratch"]["dice_input_planes"]["all"]["LVBP"]
+    paired = metrics["paired"]
+    assert (paired["first"], paired["second"]) == ("pretrained", "scratch")
+    lvbp_pair = paired["dice_input_planes"]["LVBP"]
+    assert lvbp_pair["mean_difference"] == pytest.approx(written_lvbp - scratch_lvbp)
+    assert lvbp_pair["first_better"] + lvbp_pair["second_better"] + lvbp_pair["ties"] == lvbp_pair["subjects"] == 1
+    assert "| Dice LVBP, as written | 1 |" in tables.split("Subject by subject")[1]
 
 
 def test_metadata_and_network_io_verify():

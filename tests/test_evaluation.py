@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.stats import binomtest
 
-from scripts.evaluation import CohortEvaluator, dice_on_input_planes
+from scripts.evaluation import CohortEvaluator, dice_on_input_planes, paired_comparison, sign_test_p
 from scripts.labels import PHENOTYPE_NAMES
 from scripts.subject import Plane, Subject
 
@@ -66,3 +67,33 @@ def test_dice_on_input_planes_scores_every_slice_and_frame_per_view_and_pooled()
     assert dice["all"][0] == pytest.approx(dice["sa"][0]) and dice["all"][4] == pytest.approx(dice["la_4ch"][4])
     with pytest.raises(ValueError, match="s1: the segmentation of sa has shape"):
         dice_on_input_planes({"sa": (sa_written[:, :, :1], np.eye(4))}, reference, class_mask)
+
+
+@pytest.mark.parametrize("wins, losses", [(6, 0), (3, 3), (1, 4), (12, 4), (0, 9)])
+def test_sign_test_matches_the_exact_binomial_test(wins, losses):
+    expected = binomtest(wins, wins + losses, 0.5).pvalue
+    assert sign_test_p(wins, losses) == pytest.approx(expected, rel=1e-12)
+
+
+def test_sign_test_without_a_decided_subject_says_nothing():
+    assert sign_test_p(0, 0) == 1.0
+
+
+def test_paired_comparison_counts_subjects_where_both_models_have_a_value():
+    first = [{"A": 0.9, "B": None}, {"A": 0.8, "B": 0.5}, {"A": 0.7, "B": 0.6}]
+    second = [{"A": 0.8, "B": 0.4}, {"A": 0.8, "B": 0.6}, {"A": 0.6, "B": float("nan")}]
+    dice = paired_comparison(first, second, higher_is_better=True)
+    assert (dice["A"]["subjects"], dice["A"]["first_better"], dice["A"]["second_better"], dice["A"]["ties"]) == (
+        3,
+        2,
+        0,
+        1,
+    )
+    assert dice["A"]["mean_difference"] == pytest.approx(0.2 / 3)
+    assert dice["A"]["sign_test_p"] == pytest.approx(0.5)
+    # B: the first subject lacks the first model's value and the third the second's: only the second subject counts
+    assert (dice["B"]["subjects"], dice["B"]["first_better"], dice["B"]["second_better"]) == (1, 0, 1)
+    # for an error a smaller value is better: the same differences, the other way round
+    errors = paired_comparison(first, second, higher_is_better=False)
+    assert (errors["A"]["first_better"], errors["A"]["second_better"]) == (0, 2)
+    assert errors["A"]["mean_difference"] == pytest.approx(dice["A"]["mean_difference"])

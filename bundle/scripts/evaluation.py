@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -105,6 +106,41 @@ def removal_subsets(present: list[int], count: int, seed: int) -> list[tuple[int
         return combos
     rng = np.random.default_rng(seed)
     return [combos[i] for i in sorted(rng.choice(len(combos), ROBUSTNESS_SUBSETS, replace=False))]
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """Two-sided exact sign test: the chance of a split at least this uneven if either model were as likely to be
+    better on a subject (ties left out beforehand)."""
+    trials = wins + losses
+    if trials == 0:
+        return 1.0
+    tail = sum(math.comb(trials, k) for k in range(min(wins, losses) + 1)) / 2**trials
+    return min(1.0, 2.0 * tail)
+
+
+def paired_comparison(
+    first: list[dict[str, float | None]], second: list[dict[str, float | None]], higher_is_better: bool
+) -> dict[str, dict[str, float]]:
+    """Per key of the subjects' records (the same subjects, in the same order, for both models): over the subjects
+    where both values exist, in how many each model is better, how many tie, the mean difference (first - second) and
+    the sign test's p-value (:func:`sign_test_p`). Paired, so a subject that is hard for both counts once."""
+    summary = {}
+    for key in first[0] if first else ():
+        pairs = [(a[key], b[key]) for a, b in zip(first, second)]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None and np.isfinite(a) and np.isfinite(b)]
+        if not pairs:
+            continue
+        difference = np.array([a - b for a, b in pairs]) * (1.0 if higher_is_better else -1.0)
+        wins, losses = int((difference > 0).sum()), int((difference < 0).sum())
+        summary[key] = {
+            "subjects": len(pairs),
+            "first_better": wins,
+            "second_better": losses,
+            "ties": len(pairs) - wins - losses,
+            "mean_difference": float(np.mean([a - b for a, b in pairs])),
+            "sign_test_p": sign_test_p(wins, losses),
+        }
+    return summary
 
 
 def phenotypes_from_reference_labels(subject: Subject) -> list[float]:
@@ -211,6 +247,29 @@ class CohortEvaluator:
             "from_measures": from_measures.tolist() if bool(self.network.measure_head.fitted) else None,
             "truth": np.asarray(sample["phenotypes"], dtype=np.float64).tolist(),
             "robustness": robustness,
+        }
+
+    @staticmethod
+    def subject_record(subject_id: str, result: Mapping[str, Any]) -> dict[str, Any]:
+        """What the report keeps of one subject (``result`` of :meth:`evaluate_subject`), for paired comparisons:
+        Dice per class over all planes and frames, on the canonical grid and as written (None where the labels do
+        not show the class), and the absolute error of each reported phenotype (the measure head's where it is
+        fit, else the embedding head's, as inference reports them; None where the truth or the value is unknown)."""
+
+        def finite_or_none(value: float) -> float | None:
+            return float(value) if value is not None and np.isfinite(value) else None
+
+        def dice_of(key: str) -> dict[str, float | None]:
+            values = result[key].get("all", [float("nan")] * (len(CLASS_NAMES) - 1))
+            return {name: finite_or_none(value) for name, value in zip(CLASS_NAMES[1:], values)}
+
+        reported = result["from_measures"] if result["from_measures"] is not None else result["phenotypes"]
+        errors = np.abs(np.asarray(reported, dtype=np.float64) - np.asarray(result["truth"], dtype=np.float64))
+        return {
+            "subject": subject_id,
+            "dice": dice_of("dice"),
+            "dice_input_planes": dice_of("dice_input_planes"),
+            "reported_abs_error": {name: finite_or_none(error) for name, error in zip(PHENOTYPE_NAMES, errors)},
         }
 
     # --- cohort ---------------------------------------------------------------------------------------
@@ -352,12 +411,22 @@ class CohortEvaluator:
                 "phenotypes": self.summarise_phenotypes(per_subject, training_mean),
                 "phenotypes_from_segmentation": self.summarise_phenotypes(per_subject, training_mean, "measured"),
                 "robustness": self.summarise_robustness(per_subject),
+                "per_subject": [self.subject_record(s["id"], r) for (_, s), r in zip(samples, per_subject)],
             }
             if bool(self.network.measure_head.fitted):
                 report["models"][name]["phenotypes_from_measures"] = self.summarise_phenotypes(
                     per_subject, training_mean, "from_measures"
                 )
             logger.info(f"evaluated {name} ({checkpoint}) on {len(per_subject)} subjects")
+        names = list(report["models"])
+        if len(names) > 1:
+            # the first model (pretrained) against the second (scratch), subject by subject
+            first, second = (report["models"][name]["per_subject"] for name in names[:2])
+            report["paired"] = {"first": names[0], "second": names[1]}
+            for key, higher_is_better in (("dice", True), ("dice_input_planes", True), ("reported_abs_error", False)):
+                report["paired"][key] = paired_comparison(
+                    [r[key] for r in first], [r[key] for r in second], higher_is_better
+                )
         write_json_atomic(report, self.output_dir / "metrics.json")
         print_summary(report)
         print(f"metrics written to {self.output_dir / 'metrics.json'}")
