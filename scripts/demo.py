@@ -181,6 +181,19 @@ def dice_line(model_metrics: dict) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in dice.items() if v is not None)
 
 
+def paired_line(metrics: dict) -> str | None:
+    """``LVBP 6-10 (p 0.45), ...``: per class, in how many subjects the first model's Dice as written beats the
+    second's and the other way round, with the sign test's p-value (None for a report of one model)."""
+    paired = metrics.get("paired")
+    if not paired:
+        return None
+    cells = ", ".join(
+        f"{c} {e['first_better']}-{e['second_better']} (p {e['sign_test_p']:.2f})"
+        for c, e in paired["dice_input_planes"].items()
+    )
+    return f"subject by subject, Dice as written, {paired['first']} better-{paired['second']} better: {cells}"
+
+
 def few_labels(count: int, recipe: dict, common: dict, test_data: Path, data: Path, out: Path, work: Path) -> None:
     """Segmentation fine-tuned on the first ``count`` training subjects only, from the MAE encoder (pretrained on
     all subjects) and from scratch, side by side; then both evaluated on the held-out cohort."""
@@ -300,6 +313,8 @@ def main() -> None:
             ratios = {k: model_metrics[source].get(k, {}).get("ratio_to_mean_guess") for k in TARGET_PHENOTYPES}
             cells = ", ".join(f"{k} {v:.2f}" for k, v in ratios.items() if v is not None)
             print(f"    phenotype MAE / mean-guess MAE, {title}: {cells or 'n/a'}")
+    if paired_line(metrics):
+        print(f"  {paired_line(metrics)}")
     print(f"\nsegmentations: {predictions}/<subject>/seg_<plane>.nii.gz")
     print(
         f"phenotypes:    {predictions}/phenotypes.csv (estimated: see phenotypes_method in each phenotypes.json), "

@@ -297,6 +297,11 @@ def test_evaluate_reports_dice_phenotypes_robustness_side_by_side(trained, tiny_
     assert lvbp_pair["mean_difference"] == pytest.approx(written_lvbp - scratch_lvbp)
     assert lvbp_pair["first_better"] + lvbp_pair["second_better"] + lvbp_pair["ties"] == lvbp_pair["subjects"] == 1
     assert "| Dice LVBP, as written | 1 |" in tables.split("Subject by subject")[1]
+    spec = importlib.util.spec_from_file_location("demo", REPO / "scripts" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    wins, losses = lvbp_pair["first_better"], lvbp_pair["second_better"]
+    assert f"LVBP {wins}-{losses} (p 1.00)" in demo.paired_line(metrics)
 
 
 def test_metadata_and_network_io_verify():
