@@ -313,8 +313,9 @@ def main() -> None:
             ratios = {k: model_metrics[source].get(k, {}).get("ratio_to_mean_guess") for k in TARGET_PHENOTYPES}
             cells = ", ".join(f"{k} {v:.2f}" for k, v in ratios.items() if v is not None)
             print(f"    phenotype MAE / mean-guess MAE, {title}: {cells or 'n/a'}")
-    if paired_line(metrics):
-        print(f"  {paired_line(metrics)}")
+    comparison = paired_line(metrics)
+    if comparison:
+        print(f"  {comparison}")
     print(f"\nsegmentations: {predictions}/<subject>/seg_<plane>.nii.gz")
     print(
         f"phenotypes:    {predictions}/phenotypes.csv (estimated: see phenotypes_method in each phenotypes.json), "

@@ -83,12 +83,8 @@ def test_paired_comparison_counts_subjects_where_both_models_have_a_value():
     first = [{"A": 0.9, "B": None}, {"A": 0.8, "B": 0.5}, {"A": 0.7, "B": 0.6}]
     second = [{"A": 0.8, "B": 0.4}, {"A": 0.8, "B": 0.6}, {"A": 0.6, "B": float("nan")}]
     dice = paired_comparison(first, second, higher_is_better=True)
-    assert (dice["A"]["subjects"], dice["A"]["first_better"], dice["A"]["second_better"], dice["A"]["ties"]) == (
-        3,
-        2,
-        0,
-        1,
-    )
+    counts = [dice["A"][k] for k in ("subjects", "first_better", "second_better", "ties")]
+    assert counts == [3, 2, 0, 1]
     assert dice["A"]["mean_difference"] == pytest.approx(0.2 / 3)
     assert dice["A"]["sign_test_p"] == pytest.approx(0.5)
     # B: the first subject lacks the first model's value and the third the second's: only the second subject counts

@@ -130,14 +130,15 @@ def paired_comparison(
         pairs = [(a, b) for a, b in pairs if a is not None and b is not None and np.isfinite(a) and np.isfinite(b)]
         if not pairs:
             continue
-        difference = np.array([a - b for a, b in pairs]) * (1.0 if higher_is_better else -1.0)
-        wins, losses = int((difference > 0).sum()), int((difference < 0).sum())
+        difference = np.array([a - b for a, b in pairs])
+        gain = difference if higher_is_better else -difference
+        wins, losses = int((gain > 0).sum()), int((gain < 0).sum())
         summary[key] = {
             "subjects": len(pairs),
             "first_better": wins,
             "second_better": losses,
             "ties": len(pairs) - wins - losses,
-            "mean_difference": float(np.mean([a - b for a, b in pairs])),
+            "mean_difference": float(difference.mean()),
             "sign_test_p": sign_test_p(wins, losses),
         }
     return summary
@@ -256,7 +257,7 @@ class CohortEvaluator:
         not show the class), and the absolute error of each reported phenotype (the measure head's where it is
         fit, else the embedding head's, as inference reports them; None where the truth or the value is unknown)."""
 
-        def finite_or_none(value: float) -> float | None:
+        def finite_or_none(value: float | None) -> float | None:
             return float(value) if value is not None and np.isfinite(value) else None
 
         def dice_of(key: str) -> dict[str, float | None]:
