@@ -23,6 +23,7 @@ from scripts.engines import (
     fit_ridge,
     load_pretrained,
     prepare_phenotype_head,
+    seeded_rng,
     segmentation_loss,
     spurious_voxels,
 )
@@ -535,3 +536,19 @@ def test_nan_mean_std_skips_unknown_values():
     mean, std = engines.nan_mean_std(values)
     np.testing.assert_allclose(mean, [3.0, 5.0, 0.0])  # a column known for no row: mean 0
     np.testing.assert_allclose(std, [2.0, 1.0, 1.0])  # sample std; fewer than 2 known: 1
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))],
+)
+def test_seeded_rng_repeats_its_block_and_leaves_the_generators_as_they_were(device):
+    """Seeded validation must not restart the training's random streams (on CUDA the MAE's masks) every epoch."""
+    torch.manual_seed(123)
+    state = torch.cuda.get_rng_state() if device == "cuda" else torch.get_rng_state()
+    with seeded_rng(7, device):
+        first = torch.rand(4, device=device)
+    with seeded_rng(7, device):
+        second = torch.rand(4, device=device)
+    assert torch.equal(first, second)
+    assert torch.equal(torch.cuda.get_rng_state() if device == "cuda" else torch.get_rng_state(), state)

@@ -13,7 +13,7 @@ import contextlib
 import glob
 import logging
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +37,17 @@ def precision_context(device: torch.device | str, precision: str = "auto") -> co
     if precision not in ("auto", "fp32"):
         raise ValueError(f"precision must be 'auto' or 'fp32', got {precision!r}")
     return autocast_context(device) if precision == "auto" else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int, device: torch.device | str) -> Iterator[None]:
+    """Run a block with torch's random generators seeded by ``seed`` and restore them afterwards: the CPU's and, on
+    CUDA, the device's, which ``torch.manual_seed`` reseeds too. Seeded validation then leaves the training's random
+    streams (on CUDA the MAE's masks) where they were, rather than restarting them at the same seed every epoch."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def batch_to_device(batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
@@ -323,8 +334,7 @@ class _EvalStep(abc.ABC):
         batch = batch_to_device(batchdata, device)
         engine.network.eval()
         # the MAE masks at random: seeding by iteration makes validation losses comparable across epochs
-        with torch.no_grad(), torch.random.fork_rng(devices=[]), precision_context(device, self.precision):
-            torch.manual_seed(engine.state.iteration)
+        with torch.no_grad(), seeded_rng(engine.state.iteration, device), precision_context(device, self.precision):
             return self.evaluate(engine.network, batch)
 
 
@@ -473,8 +483,7 @@ def prepare_phenotype_head(
     was_training = network.training
     network.eval()
     full_planes, features, rows = [], [], []  # rows: the item index of each entry of ``features``
-    with torch.no_grad(), precision_context(device, precision), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.no_grad(), precision_context(device, precision), seeded_rng(seed, device):
         for index, item in enumerate(items):
             sample = preprocessing(dict(item))
             image, plane_mask = sample["image"][None].to(device), sample["plane_mask"][None].to(device).bool()
