@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
+from scipy.stats import binomtest
 
 from scripts.canonical import LoadCineSubjectd, parse_geometry
 from scripts.engines import dice_per_class, precision_context, spurious_voxels
@@ -109,13 +109,9 @@ def removal_subsets(present: list[int], count: int, seed: int) -> list[tuple[int
 
 
 def sign_test_p(wins: int, losses: int) -> float:
-    """Two-sided exact sign test: the chance of a split at least this uneven if either model were as likely to be
-    better on a subject (ties left out beforehand)."""
-    trials = wins + losses
-    if trials == 0:
-        return 1.0
-    tail = sum(math.comb(trials, k) for k in range(min(wins, losses) + 1)) / 2**trials
-    return min(1.0, 2.0 * tail)
+    """Two-sided exact sign test (SciPy's binomial test at 1/2): the chance of a split at least this uneven if either
+    model were as likely to be better on a subject (ties left out beforehand); 1 when no subject decides."""
+    return float(binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else 1.0
 
 
 def paired_comparison(
