@@ -365,3 +365,47 @@ def test_datalist_discovery_phenotypes_and_collate(tmp_path: Path) -> None:
     batch = list_data_collate([preprocessing(item) for item in everything])
     assert batch["image"].shape == (2, 1, 9, 4, 128, 128) and batch["plane_mask"].shape == (2, 9)
     assert len(batch["geometry"]) == 2 and batch["id"] == ["s1", "s2"]
+
+
+def test_extra_sa_passes_read_the_files_once_and_decode_only_their_slices(subject_dir: Path, monkeypatch) -> None:
+    """Inference's passes over an SA stack longer than the canonical one: the subject's files are read once for all
+    of them, each pass decodes only its SA slices (same logits as decoding every plane), and the merged SA
+    segmentation equals the passes run one by one from the files."""
+    import scripts.canonical as canonical
+    from scripts.inference import predict_sample, segment_subject
+    from scripts.net import build_network
+
+    torch.manual_seed(0)
+    network = build_network("heart", "tiny", num_planes=2 + len(LA_PLANES), num_frames=20, image_size=48).eval()
+    transform = _transform(num_sa_slices=2)  # 9 source slices: the canonical 2, then 4 passes of the other 7
+    reads = []
+    with monkeypatch.context() as patch:
+        patch.setattr(canonical, "load_subject", lambda *args: reads.append(args) or load_subject(*args))
+        sample, prediction, planes, uncovered = segment_subject(network, transform, _item(subject_dir), "cpu", "fp32")
+    assert len(reads) == 1 and uncovered == []
+    assert prediction["labels"].shape == (5, 20, 48, 48) and planes["sa"][0].shape == (FOV_PIXELS, FOV_PIXELS, 9, 20)
+
+    # decoding a subset of the planes: the same logits for those planes (the decoder works plane by plane)
+    image, plane_mask = sample["image"][None], sample["plane_mask"][None]
+    with torch.no_grad():
+        every_plane = network(image, plane_mask)
+        subset = network(image, plane_mask, torch.tensor([0, 3]))
+    torch.testing.assert_close(subset, every_plane[:, :, [0, 3]], rtol=1e-5, atol=1e-5)
+    only_first = predict_sample(network, sample, torch.device("cpu"), "fp32", planes=[0])["labels"]
+    assert torch.equal(only_first[0], prediction["labels"][0]) and not only_first[1:].any()
+
+    covered = {p["slice"] for p in parse_geometry(sample["geometry"])["planes"] if p["source"] == "sa"}
+    merged = canonical_to_planes(prediction["labels"], sample["geometry"])["sa"][0]
+    for sa_slices in plan_sa_passes(sample["geometry"], covered):
+        extra = _transform(num_sa_slices=2, sa_slice_indices=sa_slices)(_item(subject_dir))
+        labels = predict_sample(network, extra, torch.device("cpu"), "fp32", planes=[0, 1])["labels"]
+        extra_sa = canonical_to_planes(labels, extra["geometry"])["sa"][0]
+        merged = np.where(merged == UNLABELLED, extra_sa, merged)
+    np.testing.assert_array_equal(planes["sa"][0], np.where(merged == UNLABELLED, 0, merged))
+
+
+def test_read_files_leaves_the_reading_to_the_cache_when_there_is_one(subject_dir: Path, tmp_path: Path) -> None:
+    assert _transform().read_files(_item(subject_dir)).planes.keys() == {"sa", *LA_PLANES}
+    assert _transform(cache_dir=tmp_path / "cache").read_files(_item(subject_dir)) is None
+    stems = canonical_to_planes(torch.zeros(9, 20, 48, 48), _transform()(_item(subject_dir))["geometry"], stems=["sa"])
+    assert list(stems) == ["sa"]

@@ -358,6 +358,7 @@ def canonical_to_planes(
     geometry: str | Mapping[str, Any],
     outside_value: float = 0,
     uncovered_value: float = UNLABELLED,
+    stems: Collection[str] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Write a canonical prediction back onto every input plane file (nearest neighbour in space and time).
 
@@ -367,6 +368,7 @@ def canonical_to_planes(
         outside_value: value of source pixels of a covered slice that fall outside the canonical crop.
         uncovered_value: value of SA slices not in the canonical stack (merge several passes, see
             :func:`plan_sa_passes`); for float maps pass e.g. ``np.nan``.
+        stems: only these plane files (e.g. ``["sa"]``); None: all of the geometry's.
 
     Returns:
         file stem -> (array, affine): array of the plane file's shape (X, Y, S, T) (channels first: (C, X, Y, S, T)),
@@ -384,6 +386,8 @@ def canonical_to_planes(
 
     outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for stem, source in geometry["sources"].items():
+        if stems is not None and stem not in stems:
+            continue
         affine = np.array(source["affine"])
         size_x, size_y, _, source_frames = source["shape"]
         output = np.full([num_channels] + list(source["shape"]), uncovered_value, dtype=values.dtype)
@@ -499,8 +503,17 @@ class LoadCineSubjectd(MapTransform):
             "sa_slice_indices": self.sa_slice_indices,
         }
 
-    def build(self, folder: str | os.PathLike) -> dict[str, Any]:
-        """The :func:`build_canonical` result of a subject folder, through the cache when one is set."""
+    def read_files(self, data: Mapping[Hashable, Any]) -> Subject | None:
+        """The subject's files (``data[key]``, one key), read once to build several of its samples from (the SA
+        passes of inference: reading the NIfTI files costs more than building a sample); None when a cache is set,
+        which then serves each sample and reads the files only on a miss."""
+        if self.cache_dir is not None:
+            return None
+        return load_subject(data[self.first_key(data)], self.label_map)
+
+    def build(self, folder: str | os.PathLike, subject: Subject | None = None) -> dict[str, Any]:
+        """The :func:`build_canonical` result of a subject folder, through the cache when one is set; ``subject``
+        (the folder's files, already read) spares reading them again."""
         cache_path = None
         if self.cache_dir is not None:
             cache_path = self.cache_dir / f"{Path(folder).name}-{cache_key(folder, self.parameters())}.npz"
@@ -509,7 +522,8 @@ class LoadCineSubjectd(MapTransform):
                     return load_cached(cache_path)
                 except Exception as err:  # a damaged cache file is rebuilt, never trusted
                     logger.warning("cache file %s unreadable (%s); rebuilding", cache_path, err)
-        subject = load_subject(folder, self.label_map)
+        if subject is None:
+            subject = load_subject(folder, self.label_map)
         built = build_canonical(
             subject, self.num_sa_slices, self.num_frames, self.crop_size, self.spacing_mm, self.sa_slice_indices
         )
@@ -517,11 +531,12 @@ class LoadCineSubjectd(MapTransform):
             save_cached(cache_path, built)
         return built
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+    def __call__(self, data: Mapping[Hashable, Any], subject: Subject | None = None) -> dict[Hashable, Any]:
+        """``subject``: the files of ``data[key]`` already read (:meth:`read_files`), to build from."""
         d = dict(data)
         for key in self.key_iterator(d):
             folder = Path(d[key])
-            built = self.build(folder)
+            built = self.build(folder, subject)
             d["image"] = torch.from_numpy(built["image_u8"].astype(np.float32) * np.float32(1 / 255))
             d["label"] = torch.from_numpy(np.array(built["label"]))
             d["plane_mask"] = torch.from_numpy(np.array(built["plane_mask"], dtype=bool))

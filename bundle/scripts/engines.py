@@ -538,7 +538,7 @@ def fit_measure_head(
     stale. Uses the phenotype head's target statistics: call :func:`prepare_phenotype_head` first. A measure
     missing for every subject (a view no subject has) is left out by its zero weight.
     """
-    from scripts.inference import predict_sample, segment_input_planes  # scripts.inference imports this module
+    from scripts.inference import segment_subject  # scripts.inference imports this module
     from scripts.measures import measure_features, volume_curves_from_segmentations
 
     head = network.measure_head
@@ -550,9 +550,7 @@ def fit_measure_head(
     network.eval()
     features = []
     for item in items:
-        sample = load_subject(dict(item))
-        labels = predict_sample(network, sample, device, precision)["labels"]
-        planes, _ = segment_input_planes(network, load_subject, item, sample, labels, device, precision)
+        planes = segment_subject(network, load_subject, item, device, precision)[2]
         features.append(measure_features(volume_curves_from_segmentations(planes)))
         if len(features) % 50 == 0:
             logger.info(f"measure head: segmented {len(features)} of {len(items)} training subjects")

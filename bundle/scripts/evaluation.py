@@ -205,11 +205,11 @@ class CohortEvaluator:
                 spurious[view] = spurious_voxels(view_predicted, view_label, class_mask).tolist()
 
         embedding, phenotypes = full["embedding"].numpy(), full["phenotypes"].numpy()
-        planes, _ = segment_input_planes(
-            self.network, self.load_subject, item, sample, predicted, self.device, self.precision
-        )
         # the label files are read again here rather than kept for the cohort: a subject's images are ~0.1-1 GB
         reference = load_subject(item["subject"], self.load_subject.label_map)
+        planes, _ = segment_input_planes(
+            self.network, self.load_subject, item, sample, predicted, self.device, self.precision, reference
+        )
         dice_input_planes = dice_on_input_planes(planes, reference, class_mask)
         volumes = volume_curves_from_segmentations(planes)
         measured = phenotypes_from_volumes(volumes)

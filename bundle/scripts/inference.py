@@ -19,7 +19,7 @@ import io
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ import torch
 from scripts.canonical import LoadCineSubjectd, canonical_to_planes, parse_geometry, plan_sa_passes
 from scripts.engines import precision_context
 from scripts.files import atomic_path, save_nifti_atomic, write_json_atomic, write_text_atomic
-from scripts.labels import PHENOTYPE_NAMES, PHENOTYPE_UNITS, UNLABELLED
+from scripts.labels import PHENOTYPE_NAMES, PHENOTYPE_UNITS, SA_PLANE, UNLABELLED
 from scripts.measures import (
     implausible_ejections,
     implausible_values,
@@ -36,7 +36,7 @@ from scripts.measures import (
     unmeasurable_phenotypes,
     volume_curves_from_segmentations,
 )
-from scripts.subject import discover_subjects, is_subject_folder
+from scripts.subject import Subject, discover_subjects, is_subject_folder
 
 logger = logging.getLogger(__name__)
 
@@ -81,20 +81,30 @@ def load_network_weights(network: torch.nn.Module, checkpoint: str | os.PathLike
 
 @torch.no_grad()
 def predict_sample(
-    network: torch.nn.Module, sample: Mapping[str, Any], device: torch.device, precision: str = "auto"
+    network: torch.nn.Module,
+    sample: Mapping[str, Any],
+    device: torch.device,
+    precision: str = "auto",
+    planes: Sequence[int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """One encoder pass for everything inference reports about a canonical sample (CPU tensors):
-    ``labels`` uint8 (P, T, H, W), ``embedding`` (D,) and ``phenotypes`` (K,) in physical units."""
+    ``labels`` uint8 (P, T, H, W), ``embedding`` (D,) and ``phenotypes`` (K,) in physical units.
+
+    ``planes`` (canonical plane indices; default: the planes the sample has) are the ones segmented; the others'
+    labels are 0. The decoder works plane by plane and dominates the cost, so a plane not asked for is not computed
+    (an absent plane, or the LA planes of an extra SA pass).
+    """
     image = sample["image"][None].to(device)
     plane_mask = sample["plane_mask"][None].to(device)
+    if planes is None:
+        planes = torch.nonzero(sample["plane_mask"]).flatten().tolist()
+    decode_planes = torch.as_tensor(planes, dtype=torch.long, device=device)
     with precision_context(device, precision):
-        logits, embedding = network.segment_and_embed(image, plane_mask)
+        logits, embedding = network.segment_and_embed(image, plane_mask, decode_planes)
         phenotypes = network.phenotype_head.predict_physical(embedding)
-    return {
-        "labels": logits.argmax(1)[0].to(torch.uint8).cpu(),
-        "embedding": embedding[0].float().cpu(),
-        "phenotypes": phenotypes[0].float().cpu(),
-    }
+    labels = torch.zeros(image.shape[2:], dtype=torch.uint8)
+    labels[decode_planes.cpu()] = logits.argmax(1)[0].to(torch.uint8).cpu()
+    return {"labels": labels, "embedding": embedding[0].float().cpu(), "phenotypes": phenotypes[0].float().cpu()}
 
 
 @torch.no_grad()
@@ -138,11 +148,15 @@ def segment_input_planes(
     labels: torch.Tensor,
     device: torch.device,
     precision: str = "auto",
+    subject: Subject | None = None,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[int]]:
     """Labels of every input plane in its own shape, and the SA slices left unsegmented (normally none).
 
     ``labels`` (P, T, H, W) are the canonical prediction of ``sample``; they hold the canonical SA slices, and extra
-    passes of ``network`` cover the slices of the stack that the canonical grid skipped.
+    passes of ``network`` cover the slices of the stack that the canonical grid skipped. An extra pass encodes all
+    planes (the LA views inform the SA slices) but decodes only its SA slices. Its sample comes through
+    ``load_subject``'s cache when it has one (training caches these stacks too, see ``RandSAStackd``), else from
+    ``subject`` (the files of ``item``, already read), else from the files read once for all passes.
 
     Returns:
         file stem -> (labels uint8 (X, Y, S, T), affine (4, 4)) as in :func:`canonical_to_planes`; the SA slice
@@ -150,22 +164,48 @@ def segment_input_planes(
     """
     outputs = canonical_to_planes(labels.numpy(), sample["geometry"])
     uncovered: list[int] = []
-    if "sa" in outputs:
-        merged = outputs["sa"][0]
+    if SA_PLANE in outputs:
+        merged = outputs[SA_PLANE][0]
         covered = {z for z in range(merged.shape[2]) if (merged[:, :, z] != UNLABELLED).any()}
-        for sa_slices in plan_sa_passes(sample["geometry"], covered):
+        sa_passes = plan_sa_passes(sample["geometry"], covered)
+        if sa_passes and subject is None:
+            subject = load_subject.read_files(item)
+        for sa_slices in sa_passes:
             loader = copy.copy(load_subject)
             loader.sa_slice_indices = sa_slices
-            loader.cache_dir = None
-            extra = loader(dict(item))
-            extra_labels = predict_sample(network, extra, device, precision)["labels"]
-            sa_extra = canonical_to_planes(extra_labels.numpy(), extra["geometry"])["sa"][0]
+            extra = loader(dict(item), subject)
+            records = parse_geometry(extra["geometry"])["planes"]
+            sa_planes = [k for k, record in enumerate(records) if record["source"] == SA_PLANE]
+            extra_labels = predict_sample(network, extra, device, precision, sa_planes)["labels"]
+            sa_extra = canonical_to_planes(extra_labels.numpy(), extra["geometry"], stems=[SA_PLANE])[SA_PLANE][0]
             fill = (merged == UNLABELLED) & (sa_extra != UNLABELLED)
             merged[fill] = sa_extra[fill]
         uncovered = [z for z in range(merged.shape[2]) if (merged[:, :, z] == UNLABELLED).all()]
     for array, _ in outputs.values():
         array[array == UNLABELLED] = 0
     return outputs, uncovered
+
+
+def segment_subject(
+    network: torch.nn.Module,
+    load_subject: LoadCineSubjectd,
+    item: Mapping[str, Any],
+    device: torch.device,
+    precision: str = "auto",
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, tuple[np.ndarray, np.ndarray]], list[int]]:
+    """Load one datalist ``item`` (its files read once for all passes) and segment it.
+
+    Returns:
+        the canonical sample; its :func:`predict_sample` result; and :func:`segment_input_planes`' labels of every
+        input plane and SA slices left unsegmented.
+    """
+    files = load_subject.read_files(item)
+    sample = load_subject(dict(item), files)
+    prediction = predict_sample(network, sample, device, precision)
+    planes, uncovered = segment_input_planes(
+        network, load_subject, item, sample, prediction["labels"], device, precision, files
+    )
+    return sample, prediction, planes, uncovered
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -237,13 +277,11 @@ class CohortPredictor:
         return self.network.module if hasattr(self.network, "module") else self.network
 
     def predict_subject(self, item: Mapping[str, Any]) -> dict[str, Any]:
-        sample = self.load_subject(dict(item))
-        subject_id = sample["id"]
-        result = predict_sample(self.model, sample, self.device, self.precision)
-        subject_dir = self.output_dir / subject_id
-        planes, sa_slices_unsegmented = segment_input_planes(
-            self.model, self.load_subject, item, sample, result["labels"], self.device, self.precision
+        sample, result, planes, sa_slices_unsegmented = segment_subject(
+            self.model, self.load_subject, item, self.device, self.precision
         )
+        subject_id = sample["id"]
+        subject_dir = self.output_dir / subject_id
         for stem, (array, affine) in planes.items():
             save_nifti_atomic(array.astype(np.uint8), affine, subject_dir / f"seg_{stem}.nii.gz")
         from_embedding = {name: float(v) for name, v in zip(PHENOTYPE_NAMES, result["phenotypes"].tolist())}
