@@ -16,6 +16,10 @@ What is measured (batch of one subject, the configs' ``batch_size``):
   (segmentation forward, no grad). Median seconds per subject over the repeats, after warm-up.
 - **data**: one synthetic subject (or ``--subject DIR``) through :class:`scripts.canonical.LoadCineSubjectd`:
   from NIfTI without a cache (cold), the first load that also writes the cache, and from the cache (warm).
+- **subject inference**: the same subject segmented the way the ``inference`` workflow does it
+  (:func:`scripts.inference.segment_subject`: files read, canonical sample, one network pass per group of SA
+  slices until every slice is covered, labels written back onto each input plane's grid; NIfTI output not
+  included), with the preset's network (random weights: the cost does not depend on them).
 
 How to read the ratios (``of peak`` = achieved / peak, achieved = counted FLOPs / median seconds):
 
@@ -54,9 +58,10 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 # The bundle's ``scripts`` package must win over this top-level folder of the same name.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
-from scripts.canonical import LoadCineSubjectd  # noqa: E402
+from scripts.canonical import LoadCineSubjectd, parse_geometry, plan_sa_passes  # noqa: E402
 from scripts.engines import segmentation_loss  # noqa: E402
 from scripts.files import write_json_atomic  # noqa: E402
+from scripts.inference import segment_subject  # noqa: E402
 from scripts.labels import NUM_CLASSES  # noqa: E402
 from scripts.net import autocast_context, build_network  # noqa: E402
 from scripts.synthetic import synthesize_cohort  # noqa: E402
@@ -316,12 +321,17 @@ def loader(preset: str, cache_dir: Path | None) -> LoadCineSubjectd:
     )
 
 
-def measure_data(preset: str, settings: Settings, subject: Path | None, workdir: Path) -> dict[str, Any]:
-    """ms per subject from NIfTI (cold), first cached load (build + write) and from the cache (warm); cache MB."""
-    source = "given" if subject is not None else "synthetic"
-    if subject is None:
-        names = synthesize_cohort(workdir / "cohort", 1, seed=0, tiny=preset == "tiny")
-        subject = workdir / "cohort" / names[0]
+def benchmark_subject(preset: str, subject: Path | None, workdir: Path) -> Path:
+    """The given subject folder, or one synthetic subject written under ``workdir``."""
+    if subject is not None:
+        return subject
+    names = synthesize_cohort(workdir / "cohort", 1, seed=0, tiny=preset == "tiny")
+    return workdir / "cohort" / names[0]
+
+
+def measure_data(preset: str, settings: Settings, subject: Path, workdir: Path, name: str) -> dict[str, Any]:
+    """ms per subject from NIfTI (cold), first cached load (build + write) and from the cache (warm); cache MB.
+    ``name``: how the report names the subject."""
     item = {"subject": str(subject)}
     cold = time_calls(lambda: loader(preset, None)(item), torch.device("cpu"), settings.warmup, settings.repeats)
     cache_dir = workdir / "cache"
@@ -329,7 +339,7 @@ def measure_data(preset: str, settings: Settings, subject: Path | None, workdir:
     first = time_calls(lambda: cached(item), torch.device("cpu"), warmup=0, repeats=1)
     warm = time_calls(lambda: cached(item), torch.device("cpu"), settings.warmup, settings.repeats)
     return {
-        "subject": str(subject) if source == "given" else "synthetic",
+        "subject": name,
         "grid": dict(zip(("frames", "crop_size", "spacing_mm"), GRIDS[preset])),
         "nifti_mb_per_subject": folder_mb(subject),
         "cold_ms_per_subject": 1e3 * statistics.median(cold),
@@ -337,6 +347,28 @@ def measure_data(preset: str, settings: Settings, subject: Path | None, workdir:
         "warm_ms_per_subject": 1e3 * statistics.median(warm),
         "cache_mb_per_subject": folder_mb(cache_dir, "*.npz"),
         "repeats": len(cold),
+    }
+
+
+def measure_subject_inference(preset: str, device: torch.device, settings: Settings, subject: Path) -> dict[str, Any]:
+    """Seconds to segment ``subject`` as the inference workflow does (:func:`scripts.inference.segment_subject`)."""
+    frames, size, _ = GRIDS[preset]
+    torch.manual_seed(0)
+    network = build_network("heart", preset, num_planes=NUM_PLANES, num_frames=frames, image_size=size)
+    network = network.to(device).eval()
+    load = loader(preset, None)
+    item = {"subject": str(subject)}
+    geometry = parse_geometry(load(item)["geometry"])
+    canonical_sa = [plane["slice"] for plane in geometry["planes"] if plane["source"] == "sa"]
+    seconds = time_calls(
+        lambda: segment_subject(network, load, item, device), device, settings.warmup, settings.repeats
+    )
+    return {
+        "seconds_per_subject": statistics.median(seconds),
+        "seconds_min": min(seconds),
+        "sa_slices": geometry["sources"]["sa"]["shape"][2] if "sa" in geometry["sources"] else 0,
+        "network_passes": 1 + len(plan_sa_passes(geometry, canonical_sa)) if canonical_sa else 1,
+        "repeats": len(seconds),
     }
 
 
@@ -383,6 +415,12 @@ def format_table(results: dict[str, Any]) -> str:
         f"{data['first_cached_ms_per_subject']:.1f} ms, warm from cache {data['warm_ms_per_subject']:.1f} ms, "
         f"cache {data['cache_mb_per_subject']:.2f} MB per subject",
     ]
+    inference = results["subject_inference"]
+    lines.append(
+        f"subject inference (files read, {inference['network_passes']} network passes for its "
+        f"{inference['sa_slices']} SA slices, labels back on every input plane): "
+        f"{inference['seconds_per_subject']:.2f} s per subject"
+    )
     load, cpus = meta["load_average_1min"], meta["cpu_count"] or 1
     if load is not None and load > 0.5 * cpus:
         lines.append(
@@ -436,10 +474,21 @@ def run_benchmark(preset: str, device: torch.device, settings: Settings, subject
     add_peak_ratios(network, peak)
     lap("peak_after")
     with tempfile.TemporaryDirectory(prefix="benchmark-") as tmp:
-        data = measure_data(preset, settings, subject, Path(tmp))
-    lap("data")
+        name = "synthetic" if subject is None else str(subject)
+        subject = benchmark_subject(preset, subject, Path(tmp))
+        data = measure_data(preset, settings, subject, Path(tmp), name)
+        lap("data")
+        inference = measure_subject_inference(preset, device, settings, subject)
+        lap("subject_inference")
     meta["phase_seconds"] = phases
-    return {"schema": SCHEMA_VERSION, "meta": meta, "peak": peak, "network": network, "data": data}
+    return {
+        "schema": SCHEMA_VERSION,
+        "meta": meta,
+        "peak": peak,
+        "network": network,
+        "data": data,
+        "subject_inference": inference,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -20,7 +20,7 @@ def test_quick_benchmark_writes_json(tmp_path: Path) -> None:
     assert "of peak" in proc.stdout and "warm from cache" in proc.stdout
 
     results = json.loads(out.read_text())
-    assert set(results) >= {"schema", "meta", "peak", "network", "data"}
+    assert set(results) >= {"schema", "meta", "peak", "network", "data", "subject_inference"}
     assert not list(tmp_path.glob(".tmp.json.*"))  # the atomic write left no temporary file
 
     peak = results["peak"]
@@ -44,3 +44,8 @@ def test_quick_benchmark_writes_json(tmp_path: Path) -> None:
     assert data["subject"] == "synthetic"
     for key in ("cold_ms_per_subject", "first_cached_ms_per_subject", "warm_ms_per_subject", "cache_mb_per_subject"):
         assert data[key] > 0, key
+
+    inference = results["subject_inference"]
+    assert inference["seconds_per_subject"] > 0 and "s per subject" in proc.stdout
+    # the synthetic subject's SA stack is longer than the canonical 6 slices: extra passes cover the rest
+    assert inference["sa_slices"] > 6 and inference["network_passes"] == 1 + -(-(inference["sa_slices"] - 6) // 6)
