@@ -532,7 +532,7 @@ def fit_measure_head(
     segmentation of every input plane, each subject with all its planes (what inference measures).
 
     ``max_subjects`` (None or 0: all) fits on that many of the items, evenly spread over their order: segmenting a
-    subject costs some 8 s of a CPU core, and 47 measures need far fewer subjects than a large cohort has.
+    subject costs ~3.4 s of 2 CPU cores at `small`, and 47 measures need far fewer subjects than a large cohort has.
 
     The segmentation must stay as it is afterwards (train with the encoder and decoder frozen), or the fit goes
     stale. Uses the phenotype head's target statistics: call :func:`prepare_phenotype_head` first. A measure
