@@ -32,7 +32,7 @@ from scipy.stats import binomtest
 
 from scripts.canonical import LoadCineSubjectd, parse_geometry
 from scripts.engines import dice_per_class, precision_context, spurious_voxels
-from scripts.files import write_json_atomic
+from scripts.files import json_number, write_json_atomic
 from scripts.inference import load_network_weights, predict_sample, reported_phenotypes, segment_input_planes
 from scripts.labels import CLASS_NAMES, LA_PLANES, PHENOTYPE_NAMES
 from scripts.measures import (
@@ -253,12 +253,9 @@ class CohortEvaluator:
         not show the class), and the absolute error of each reported phenotype (the measure head's where it is
         fit, else the embedding head's, as inference reports them; None where the truth or the value is unknown)."""
 
-        def finite_or_none(value: float | None) -> float | None:
-            return float(value) if value is not None and np.isfinite(value) else None
-
         def dice_of(key: str) -> dict[str, float | None]:
             values = result[key].get("all", [float("nan")] * (len(CLASS_NAMES) - 1))
-            return {name: finite_or_none(value) for name, value in zip(CLASS_NAMES[1:], values)}
+            return {name: json_number(value) for name, value in zip(CLASS_NAMES[1:], values)}
 
         reported = result["from_measures"] if result["from_measures"] is not None else result["phenotypes"]
         errors = np.abs(np.asarray(reported, dtype=np.float64) - np.asarray(result["truth"], dtype=np.float64))
@@ -266,7 +263,7 @@ class CohortEvaluator:
             "subject": subject_id,
             "dice": dice_of("dice"),
             "dice_input_planes": dice_of("dice_input_planes"),
-            "reported_abs_error": {name: finite_or_none(error) for name, error in zip(PHENOTYPE_NAMES, errors)},
+            "reported_abs_error": {name: json_number(error) for name, error in zip(PHENOTYPE_NAMES, errors)},
         }
 
     # --- cohort ---------------------------------------------------------------------------------------
@@ -367,13 +364,23 @@ class CohortEvaluator:
         known = np.isfinite(training_values)
         training_mean = np.where(known.any(0), np.nansum(training_values, 0) / np.maximum(known.sum(0), 1), np.nan)
 
-        samples, failures = [], []
+        samples, failures, reference_phenotypes = [], [], []
         for item in items:
             try:
-                samples.append((item, self.load_subject(dict(item))))
+                # the files are read once here for the sample and the phenotypes measured on the label files
+                files = load_subject(item["subject"], self.load_subject.label_map)
+                sample = self.load_subject(dict(item), files)
             except Exception as err:  # keep going past a bad subject; it is listed in the report
                 logger.error(f"{item.get('id')}: skipped: {err}")
                 failures.append({"subject": item.get("id"), "error": str(err)})
+                continue
+            samples.append((item, sample))
+            reference_phenotypes.append(
+                {
+                    "measured": phenotypes_from_reference_labels(files),
+                    "truth": np.asarray(sample["phenotypes"], dtype=np.float64).tolist(),
+                }
+            )
 
         report: dict[str, Any] = {
             "dataset_dir": str(dataset_dir),
@@ -382,17 +389,7 @@ class CohortEvaluator:
             "failed": failures,
             "mean_guess_from": f"{reference_dir or dataset_dir} (training split, {len(training)} subjects)",
             "phenotypes_from_reference_labels": self.summarise_phenotypes(
-                [
-                    {
-                        "measured": phenotypes_from_reference_labels(
-                            load_subject(item["subject"], self.load_subject.label_map)
-                        ),
-                        "truth": np.asarray(sample["phenotypes"], dtype=np.float64).tolist(),
-                    }
-                    for item, sample in samples
-                ],
-                training_mean,
-                "measured",
+                reference_phenotypes, training_mean, "measured"
             ),
             "models": {},
         }

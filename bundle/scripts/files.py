@@ -59,6 +59,11 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
+def json_number(value: float | None) -> float | None:
+    """``value`` as a float, or None (JSON null) where it is unknown: JSON has no NaN or infinity."""
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
 def write_json_atomic(payload: Any, path: str | os.PathLike) -> None:
     """Pretty-printed JSON (numpy scalars and arrays, paths allowed)."""
     write_text_atomic(json.dumps(payload, indent=2, default=_json_default) + "\n", path)

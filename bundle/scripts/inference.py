@@ -26,7 +26,7 @@ import torch
 
 from scripts.canonical import LoadCineSubjectd, canonical_to_planes, parse_geometry, plan_sa_passes
 from scripts.engines import precision_context
-from scripts.files import atomic_path, save_nifti_atomic, write_json_atomic, write_text_atomic
+from scripts.files import atomic_path, json_number, save_nifti_atomic, write_json_atomic, write_text_atomic
 from scripts.labels import PHENOTYPE_NAMES, PHENOTYPE_UNITS, SA_PLANE, UNLABELLED
 from scripts.measures import (
     implausible_ejections,
@@ -293,12 +293,12 @@ class CohortPredictor:
             {
                 "subject": subject_id,
                 "units": PHENOTYPE_UNITS,
-                "phenotypes": {k: (v if np.isfinite(v) else None) for k, v in phenotypes.items()},
+                "phenotypes": {k: json_number(v) for k, v in phenotypes.items()},
                 # measure_head: regressed on what is measured on the segmentation; phenotype_head: on the embedding
                 # (weights without a fit measure head, or no LV found to measure)
                 "phenotypes_method": method,
                 "phenotypes_from_embedding": from_embedding,
-                "phenotypes_from_segmentation": {k: (v if np.isfinite(v) else None) for k, v in measured.items()},
+                "phenotypes_from_segmentation": {k: json_number(v) for k, v in measured.items()},
             },
             subject_dir / "phenotypes.json",
         )
