@@ -359,6 +359,37 @@ def test_finetuning_on_the_first_subjects_only(trained, tiny_cohort):
     assert checkpoint["trainer"]["epoch_length"] == 1, "one training subject, batch size 1: one step per epoch"
 
 
+def test_a_named_datalist_is_the_fold_of_training_validation_and_evaluation(trained, tiny_cohort, tmp_path):
+    """Cross-validation on a small labelled cohort: ``--datalist`` names one fold's split file for every workflow."""
+    from scripts.subject import read_phenotypes
+
+    names = sorted(json.loads((tiny_cohort / "datalist.json").read_text())["training"], key=lambda e: e["subject"])
+    names = [entry["subject"] for entry in names]
+    fold = tmp_path / "fold0.json"
+    fold.write_text(json.dumps({"training": [{"subject": names[0]}], "validation": [{"subject": names[1]}],
+                                "test": [{"subject": names[2]}, {"subject": names[3]}]}))  # fmt: skip
+    out = tmp_path / "outputs"
+    common = {"dataset_dir": tiny_cohort, "datalist": fold, "max_epochs": 1}
+    pretrained = trained / "pretrain" / "models" / "model.pt"
+    bundle_run(TRAIN + ["configs/finetune_segmentation.yaml"], output_dir=out, pretrained_ckpt=pretrained, **common)
+    checkpoint = torch.load(out / "finetune_segmentation" / "models" / "checkpoint_epoch=1.pt", weights_only=True)
+    assert checkpoint["trainer"]["epoch_length"] == 1, "the fold's one training subject, not the cohort's four"
+    common.pop("max_epochs")
+    model = out / "finetune_segmentation" / "models" / "model.pt"
+    bundle_run(["configs/inference.yaml", "configs/evaluate.yaml"], output_dir=tmp_path / "eval", ckpt=model, **common)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["subjects"] == names[2:4]
+    # the mean guess is that of the fold's training subjects: here the one subject's own values
+    truth = read_phenotypes(tiny_cohort / "phenotypes.csv")
+    index = PHENOTYPE_NAMES.index("LVEDV")
+    guess = np.mean([abs(truth[names[0]][index] - truth[name][index]) for name in names[2:4]])
+    lvedv = metrics["models"]["pretrained"]["phenotypes"]["LVEDV"]
+    assert lvedv["mean_guess_mae"] == pytest.approx(float(guess), rel=1e-5)
+    with pytest.raises(AssertionError, match="fold1.json does not exist"):
+        bundle_run(["configs/inference.yaml", "configs/evaluate.yaml"], output_dir=tmp_path / "eval1", ckpt=model,
+                   dataset_dir=tiny_cohort, datalist=tmp_path / "fold1.json")  # fmt: skip
+
+
 def test_inference_uses_the_shipped_weights_by_default(tiny_cohort, tmp_path):
     shipped = BUNDLE / "models" / "model.pt"
     if not shipped.is_file():

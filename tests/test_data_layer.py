@@ -352,6 +352,16 @@ def test_datalist_discovery_phenotypes_and_collate(tmp_path: Path) -> None:
     assert [item["id"] for item in load_datalist(dataset, "train", max_subjects=1)] == ["s2"]
     with pytest.raises(SubjectError, match="test"):
         load_datalist(dataset, "test")
+    # a named split file (a cross-validation fold), relative to the dataset or absolute; one that is missing is an
+    # error, never every subject in every split
+    (tmp_path / "fold1.json").write_text(json.dumps({"training": [{"subject": "s1"}], "test": [{"subject": "s2"}]}))
+    (dataset / "folds").mkdir()
+    (dataset / "folds" / "fold1.json").write_text((tmp_path / "fold1.json").read_text())
+    for named in (tmp_path / "fold1.json", "folds/fold1.json"):
+        assert [item["id"] for item in load_datalist(dataset, "test", named)] == ["s2"]
+        assert [item["id"] for item in load_datalist(dataset, "training", named)] == ["s1"]
+    with pytest.raises(SubjectError, match="fold2.json does not exist"):
+        load_datalist(dataset, "training", "folds/fold2.json")
     assert [item["id"] for item in discover_subjects(dataset / "s1")] == ["s1"]
     assert len(discover_subjects(dataset)) == 2
 

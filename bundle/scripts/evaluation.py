@@ -41,7 +41,7 @@ from scripts.measures import (
     phenotypes_from_volumes,
     volume_curves_from_segmentations,
 )
-from scripts.subject import Subject, load_datalist, load_subject
+from scripts.subject import DATALIST_JSON, Subject, load_datalist, load_subject
 
 logger = logging.getLogger(__name__)
 
@@ -350,16 +350,28 @@ class CohortEvaluator:
         return summary
 
     def run(
-        self, dataset_dir: str | os.PathLike, split: str = "test", reference_dir: str | os.PathLike | None = None
+        self,
+        dataset_dir: str | os.PathLike,
+        split: str = "test",
+        reference_dir: str | os.PathLike | None = None,
+        datalist: str | os.PathLike | None = None,
     ) -> dict[str, Any]:
-        """Evaluate on ``split`` of ``dataset_dir``; the mean guess is the training-split mean of ``reference_dir``
-        (default ``dataset_dir``), so a held-out cohort can be scored against the cohort the model was trained on."""
+        """Evaluate on ``split`` of ``dataset_dir`` as listed in its ``datalist`` (see
+        :func:`scripts.subject.load_datalist`); the mean guess is the training-split mean of ``reference_dir``
+        (default ``dataset_dir``), so a held-out cohort can be scored against the cohort the model was trained on.
+        The reference's training split is read from the same ``datalist`` when the reference is ``dataset_dir``
+        (a cross-validation fold's own training subjects), else from the reference folder's ``datalist.json``."""
         if not self.checkpoints:
             raise ValueError("no checkpoint to evaluate: pass --ckpt (and optionally --scratch_ckpt)")
-        items = load_datalist(dataset_dir, split)
+        items = load_datalist(dataset_dir, split, datalist)
         if not items:
-            raise FileNotFoundError(f"no subject in split {split!r} of {dataset_dir}")
-        training = load_datalist(reference_dir or dataset_dir, "training")
+            raise FileNotFoundError(f"no subject in split {split!r} of {dataset_dir} ({datalist or DATALIST_JSON})")
+        same_dataset = reference_dir is None or Path(reference_dir).resolve() == Path(dataset_dir).resolve()
+        training = (
+            load_datalist(dataset_dir, "training", datalist)
+            if same_dataset
+            else load_datalist(reference_dir, "training")
+        )
         training_values = np.array([np.asarray(i["phenotypes"], dtype=np.float64) for i in training])
         known = np.isfinite(training_values)
         training_mean = np.where(known.any(0), np.nansum(training_values, 0) / np.maximum(known.sum(0), 1), np.nan)

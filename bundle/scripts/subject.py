@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 SIDECAR_NAME = "subject.json"
 PHENOTYPES_CSV = "phenotypes.csv"
+DATALIST_JSON = "datalist.json"
 #: Split names of ``datalist.json`` and the short aliases accepted for them.
 SPLIT_ALIASES = {"train": "training", "val": "validation", "valid": "validation", "testing": "test"}
 #: |det| of the 3x3 affine below this (mm^3 per voxel) means a singular, unusable affine.
@@ -315,7 +316,7 @@ def _subject_folders(dataset_dir: Path) -> list[Path]:
 def load_datalist(
     dataset_dir: str | os.PathLike,
     split: str,
-    datalist: str | os.PathLike = "datalist.json",
+    datalist: str | os.PathLike | None = None,
     max_subjects: int | None = None,
 ) -> list[dict[str, Any]]:
     """Items of one split of a dataset folder.
@@ -323,8 +324,9 @@ def load_datalist(
     Args:
         dataset_dir: folder of subject folders, optionally with ``phenotypes.csv`` and ``datalist.json``.
         split: ``training``, ``validation`` or ``test`` (aliases ``train``, ``val``).
-        datalist: the datalist file, relative to ``dataset_dir`` unless absolute. Without it, EVERY subject folder
-            is in EVERY split (useful for pretraining and inference; make a datalist for honest validation).
+        datalist: the datalist file, relative to ``dataset_dir`` unless absolute (e.g. one per cross-validation
+            fold); it must exist. None: ``dataset_dir/datalist.json`` if there is one, else EVERY subject folder is
+            in EVERY split (useful for pretraining and inference; make a datalist for honest validation).
         max_subjects: keep only the first this many subjects of the split (e.g. a label-efficiency study: pretrain
             on all, fine-tune on a few); None keeps all.
 
@@ -332,17 +334,20 @@ def load_datalist(
         ``[{"subject": absolute folder path, "id": folder name, "phenotypes": float32 (17,) NaN where unknown}]``.
 
     Raises:
-        SubjectError: the dataset folder or a listed subject folder does not exist, or the split is not in the file.
+        SubjectError: the dataset folder, a named datalist or a listed subject folder does not exist, or the split is
+            not in the file.
     """
     dataset_dir = Path(dataset_dir).resolve()
     if not dataset_dir.is_dir():
         raise SubjectError(f"dataset folder {dataset_dir} does not exist; set dataset_dir to a folder of subjects")
     csv_path = dataset_dir / PHENOTYPES_CSV
     phenotypes = read_phenotypes(csv_path) if csv_path.is_file() else {}
-    datalist_path = dataset_dir / datalist
+    datalist_path = dataset_dir / (datalist or DATALIST_JSON)
     if max_subjects is not None and max_subjects < 1:
         raise SubjectError(f"max_subjects must be at least 1 (or None for all), got {max_subjects}")
     if not datalist_path.is_file():
+        if datalist:  # a named split file that is not there must not silently put every subject in every split
+            raise SubjectError(f"datalist {datalist_path} does not exist: check --datalist (relative to {dataset_dir})")
         return _items(_subject_folders(dataset_dir)[:max_subjects], phenotypes)
 
     split = SPLIT_ALIASES.get(split, split)
