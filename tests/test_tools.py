@@ -1,4 +1,5 @@
-"""Command-line tools run as files: canonical 4-D NIfTI export, the planes picture and the representation probe."""
+"""Command-line tools run as files: canonical 4-D NIfTI export, the planes picture, the representation probe and the
+cross-validation split files."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from conftest import REPO
 
 from scripts.canonical import LoadCineSubjectd, read_canonical_nifti
 from scripts.net import build_network
+from scripts.subject import load_datalist
 
 
 def test_export_canonical_writes_one_4d_nifti_per_subject(tiny_cohort, tmp_path):
@@ -96,3 +98,28 @@ def test_probe_representation_reads_the_checkpoint_and_skips_a_bad_subject(tiny_
     _, mae_report = probe(str(tmp_path / "mae.pt"), "mae.json")
     assert same_report["poolings"] == random_report["poolings"]
     assert mae_report["poolings"]["mean"]["test"] != random_report["poolings"]["mean"]["test"]
+
+
+def test_make_folds_writes_disjoint_splits_that_test_every_subject_once(tiny_cohort, tmp_path):
+    tool = [sys.executable, str(REPO / "scripts" / "make_folds.py"), str(tiny_cohort)]
+    subprocess.run(tool + ["--folds", "3", "--out", str(tmp_path / "folds")], check=True, capture_output=True)
+    tested = []
+    for k in range(3):
+        fold = tmp_path / "folds" / f"fold{k}.json"
+        splits = {split: {item["id"] for item in load_datalist(tiny_cohort, split, fold)} for split in
+                  ("training", "validation", "test")}  # fmt: skip
+        assert len(splits["test"]) == 2 and len(splits["validation"]) == 1 and len(splits["training"]) == 3
+        assert not (splits["test"] & splits["training"]) and not (splits["test"] & splits["validation"])
+        assert not (splits["training"] & splits["validation"])
+        tested += splits["test"]
+    assert sorted(tested) == sorted(p.name for p in tiny_cohort.iterdir() if p.name.startswith("subject_"))
+    # leave one out, validating on the training subjects (too few to spare one); the default folder is DATASET/folds
+    dataset = tmp_path / "dataset"
+    shutil.copytree(tiny_cohort, dataset, ignore=shutil.ignore_patterns(".cache"))
+    subprocess.run(tool[:2] + [str(dataset), "--validation", "0"], check=True, capture_output=True)
+    fold = json.loads((dataset / "folds" / "fold0.json").read_text())
+    assert len(fold["test"]) == 1 and fold["validation"] == fold["training"] and len(fold["training"]) == 5
+    # more folds than subjects, or none left to train on: a clear error and exit code 1
+    for arguments in (["--folds", "7"], ["--folds", "2", "--validation", "3"]):
+        result = subprocess.run(tool + arguments + ["--out", str(tmp_path / "bad")], capture_output=True, text=True)
+        assert result.returncode == 1 and str(tiny_cohort) in result.stderr and not (tmp_path / "bad").exists()
