@@ -7,6 +7,7 @@ manual contours are used only to check the data layer, never to build the canoni
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -208,3 +209,56 @@ def test_inference_workflow_accepts_a_dicom_study_folder(dataset, tmp_path):
     assert report["segmented_planes"] == ["sa"]
     assert report["canonical_planes_missing"] == list(LA_PLANES), "10 SA slices fill all 6 SA planes"
     assert report["heart_centre_method"] == "image_centre"
+
+
+def test_adaptation_recipe_fine_tunes_on_two_real_studies_and_scores_the_third(dataset, tmp_path):
+    """The documented adaptation to real scans (docs/README.md), at the tiny preset: split files by make_folds.py,
+    the whole segmentation network fine-tuned from a heart checkpoint on two studies' partial labels (LV classes,
+    contoured slices and phases only), evaluate on the held-out study."""
+    folds = tmp_path / "folds"
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "make_folds.py"),
+            str(dataset),
+            "--validation",
+            "0",
+            "--out",
+            str(folds),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    start = tmp_path / "start.pt"
+    torch.manual_seed(0)
+    torch.save(build_network("heart", "tiny", SA_SLICES + 3, 10, 32).state_dict(), start)
+    fold = folds / "fold0.json"
+    (held_out,) = [entry["subject"] for entry in json.loads(fold.read_text())["test"]]
+    common = ["--preset", "tiny", "--dataset_dir", str(dataset), "--datalist", str(fold)]
+    train = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+             "['configs/inference.yaml','configs/train.yaml','configs/finetune_segmentation.yaml']", *common,
+             "--output_dir", str(tmp_path / "adapted"), "--pretrained_ckpt", str(start), "--max_epochs", "2",
+             "--val_interval", "2", "--cache_dir", str(tmp_path / "cache")]  # fmt: skip
+    result = subprocess.run(train, cwd=BUNDLE, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    log = result.stdout + result.stderr
+    (loaded,) = re.findall(r"loaded (\d+) of (\d+) tensors from", log)
+    assert loaded[0] == loaded[1], "every tensor of the network starts from the heart checkpoint"
+    losses = [
+        float(line.rsplit("train_loss: ", 1)[1].split()[0]) for line in log.splitlines() if "train_loss: " in line
+    ]
+    assert len(losses) == 4 and np.isfinite(losses).all(), "two studies, two epochs; partial labels give a finite loss"
+    models = tmp_path / "adapted" / "finetune_segmentation" / "models"
+    assert torch.load(models / "checkpoint_epoch=2.pt", weights_only=True)["trainer"]["epoch_length"] == 2
+
+    evaluate = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+                "['configs/inference.yaml','configs/evaluate.yaml']", *common, "--output_dir", str(tmp_path / "eval"),
+                "--ckpt", str(models / "model.pt"), "--scratch_ckpt", str(start)]  # fmt: skip
+    result = subprocess.run(evaluate, cwd=BUNDLE, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["subjects"] == [held_out]
+    for model in ("pretrained", "scratch"):
+        dice = metrics["models"][model]["dice_input_planes"]["sa"]
+        assert 0.0 <= dice["LVBP"] <= 1.0 and 0.0 <= dice["LVMYO"] <= 1.0
+        assert dice["RVBP"] is None and dice["LABP"] is None, "classes the contours do not annotate get no Dice"
