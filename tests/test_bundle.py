@@ -363,8 +363,7 @@ def test_a_named_datalist_is_the_fold_of_training_validation_and_evaluation(trai
     """Cross-validation on a small labelled cohort: ``--datalist`` names one fold's split file for every workflow."""
     from scripts.subject import read_phenotypes
 
-    names = sorted(json.loads((tiny_cohort / "datalist.json").read_text())["training"], key=lambda e: e["subject"])
-    names = [entry["subject"] for entry in names]
+    names = sorted(entry["subject"] for entry in json.loads((tiny_cohort / "datalist.json").read_text())["training"])
     fold = tmp_path / "fold0.json"
     fold.write_text(json.dumps({"training": [{"subject": names[0]}], "validation": [{"subject": names[1]}],
                                 "test": [{"subject": names[2]}, {"subject": names[3]}]}))  # fmt: skip

@@ -216,19 +216,8 @@ def test_adaptation_recipe_fine_tunes_on_two_real_studies_and_scores_the_third(d
     the whole segmentation network fine-tuned from a heart checkpoint on two studies' partial labels (LV classes,
     contoured slices and phases only), evaluate on the held-out study."""
     folds = tmp_path / "folds"
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "make_folds.py"),
-            str(dataset),
-            "--validation",
-            "0",
-            "--out",
-            str(folds),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    make_folds = [sys.executable, str(REPO / "scripts" / "make_folds.py"), str(dataset), "--validation", "0"]
+    subprocess.run(make_folds + ["--out", str(folds)], check=True, capture_output=True)
     start = tmp_path / "start.pt"
     torch.manual_seed(0)
     torch.save(build_network("heart", "tiny", SA_SLICES + 3, 10, 32).state_dict(), start)
