@@ -39,7 +39,7 @@ def make_folds(names: list[str], folds: int, validation: int, seed: int) -> list
     splits = []
     for k in range(folds):
         test = order[k::folds]
-        rest = [name for name in order if name not in test]
+        rest = [name for i, name in enumerate(order) if i % folds != k]
         if len(rest) <= validation:
             raise ValueError(
                 f"fold {k} has {len(rest)} subjects outside its test set: too few to hold {validation} out for "

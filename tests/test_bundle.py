@@ -377,7 +377,7 @@ def test_a_named_datalist_is_the_fold_of_training_validation_and_evaluation(trai
     model = out / "finetune_segmentation" / "models" / "model.pt"
     bundle_run(["configs/inference.yaml", "configs/evaluate.yaml"], output_dir=tmp_path / "eval", ckpt=model, **common)
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert metrics["subjects"] == names[2:4]
+    assert metrics["subjects"] == names[2:4] and metrics["datalist"] == str(fold)
     # the mean guess is that of the fold's training subjects: here the one subject's own values
     truth = read_phenotypes(tiny_cohort / "phenotypes.csv")
     index = PHENOTYPE_NAMES.index("LVEDV")

@@ -397,6 +397,8 @@ class CohortEvaluator:
         report: dict[str, Any] = {
             "dataset_dir": str(dataset_dir),
             "split": split,
+            # the split file named on the command line (a cross-validation fold); None: the folder's datalist.json
+            "datalist": str(datalist) if datalist else None,
             "subjects": [s["id"] for _, s in samples],
             "failed": failures,
             "mean_guess_from": f"{reference_dir or dataset_dir} (training split, {len(training)} subjects)",
