@@ -12,8 +12,10 @@ What is measured (batch of one subject, the configs' ``batch_size``):
   under the project's own precision (:func:`scripts.net.autocast_context`: bf16 autocast where the device computes
   bf16 natively, else fp32):
   MAE pretraining step (forward + backward, 70 % of tokens masked), segmentation training step (forward + loss +
-  backward) decoding 3 planes (``decoded_planes: 3`` of ``finetune_segmentation.yaml``) and all 9, and inference
-  (segmentation forward, no grad). Median seconds per subject over the repeats, after warm-up.
+  backward) decoding 3 planes (``decoded_planes: 3`` of ``finetune_segmentation.yaml``), the same with the
+  full-resolution stage and the loss on 10 evenly spread frames (``decoded_frames: 10``; ``tiny``: 5 of its 10), and
+  all 9 planes, and inference (segmentation forward, no grad). Median seconds per subject over the repeats, after
+  warm-up.
 - **data**: one synthetic subject (or ``--subject DIR``) through :class:`scripts.canonical.LoadCineSubjectd`:
   from NIfTI without a cache (cold), the first load that also writes the cache, and from the cache (warm).
 - **subject inference**: the same subject segmented the way the ``inference`` workflow does it
@@ -69,6 +71,7 @@ from scripts.synthetic import synthesize_cohort  # noqa: E402
 SCHEMA_VERSION = 1
 NUM_PLANES = 9  # 6 SA slices + 3 LA views
 CONFIG_DECODED_PLANES = 3  # finetune_segmentation.yaml
+FAST_DECODED_FRAMES = 10  # finetune_segmentation.yaml's decoded_frames option: the full-resolution stage on 10 frames
 # canonical grid per preset, as in inference.yaml: (frames, crop size px, spacing mm)
 GRIDS = {"tiny": (10, 32, 7.2), "small": (50, 128, 1.8), "paper": (50, 128, 1.8)}
 
@@ -202,15 +205,15 @@ def synthetic_batch(shape: Sequence[int], device: torch.device) -> dict[str, tor
     }
 
 
-def decode_plane_ids(num_planes: int, count: int, device: torch.device) -> torch.Tensor | None:
-    """``count`` evenly spread plane indices (long), or None for all planes."""
-    if count >= num_planes:
+def spread_ids(size: int, count: int, device: torch.device) -> torch.Tensor | None:
+    """``count`` evenly spread indices (long) of ``size`` planes or frames, or None for all of them."""
+    if count <= 0 or count >= size:
         return None
-    return torch.linspace(0, num_planes - 1, count, device=device).round().long()
+    return torch.linspace(0, size - 1, count, device=device).round().long()
 
 
 def build_workloads(preset: str, shape: Sequence[int], device: torch.device) -> list[Workload]:
-    """MAE step, segmentation steps (config's decoded planes and all) and inference on one synthetic subject."""
+    """MAE step, segmentation steps (config's decoded planes, with fewer frames, all) and inference on one subject."""
     planes, frames, height, _ = shape
     batch = synthetic_batch(shape, device)
     image, plane_mask = batch["image"], batch["plane_mask"]
@@ -219,18 +222,27 @@ def build_workloads(preset: str, shape: Sequence[int], device: torch.device) -> 
     mae = build_network("mae", preset, **size).to(device)
     heart = build_network("heart", preset, **size).to(device)
 
-    def segmentation(count: int) -> Callable[[], torch.Tensor]:
-        decode = decode_plane_ids(planes, count, device)
+    def segmentation(count: int, frame_count: int = 0) -> Callable[[], torch.Tensor]:
+        decode, decode_frames = spread_ids(planes, count, device), spread_ids(frames, frame_count, device)
         label = batch["label"] if decode is None else batch["label"][:, :, decode]
+        label = label if decode_frames is None else label[:, :, :, decode_frames]
 
         def forward() -> torch.Tensor:
-            return segmentation_loss(heart(image, plane_mask, decode), label, batch["class_mask"])
+            return segmentation_loss(heart(image, plane_mask, decode, decode_frames), label, batch["class_mask"])
 
         return forward
+
+    fast_frames = min(FAST_DECODED_FRAMES, frames // 2)  # tiny's 10 frames: 5
 
     return [
         Workload("mae_step", mae, lambda: mae(image, plane_mask)["loss"], train=True),
         Workload(f"seg_step_{CONFIG_DECODED_PLANES}_planes", heart, segmentation(CONFIG_DECODED_PLANES), train=True),
+        Workload(
+            f"seg_step_{CONFIG_DECODED_PLANES}_planes_{fast_frames}_frames",
+            heart,
+            segmentation(CONFIG_DECODED_PLANES, fast_frames),
+            train=True,
+        ),
         Workload(f"seg_step_{planes}_planes", heart, segmentation(planes), train=True),
         Workload("inference", heart, lambda: heart(image, plane_mask), train=False),
     ]

@@ -237,9 +237,16 @@ class Recorder(torch.nn.Module):
         self.poison = poison
         self.calls: list[dict] = []
 
-    def forward(self, image, plane_mask=None, decode_planes=None):
-        logits = self.network(image, plane_mask, decode_planes)
-        self.calls.append({"image": image.detach(), "plane_mask": plane_mask.detach(), "decode_planes": decode_planes})
+    def forward(self, image, plane_mask=None, decode_planes=None, decode_frames=None):
+        logits = self.network(image, plane_mask, decode_planes, decode_frames)
+        self.calls.append(
+            {
+                "image": image.detach(),
+                "plane_mask": plane_mask.detach(),
+                "decode_planes": decode_planes,
+                "decode_frames": decode_frames,
+            }
+        )
         if self.poison:
             self.poison = False
             logits = logits * float("nan")
@@ -298,23 +305,25 @@ def test_segmentation_step_trains_the_tiny_network_in_a_supervised_trainer(monke
         return real_loss(logits, label, class_mask, dice_weight)
 
     monkeypatch.setattr(engines, "segmentation_loss", spy)
-    step = SegmentationStep(max_dropped_planes=2, drop_probability=1.0, decoded_planes=2)
+    step = SegmentationStep(max_dropped_planes=2, drop_probability=1.0, decoded_planes=2, decoded_frames=4)
     trainer = run_one_iteration(network, step)
 
     assert math.isfinite(trainer.state.output["loss"]) and trainer.state.output["loss"] > 0
     call = network.calls[0]
     decoded = call["decode_planes"]
+    frames = call["decode_frames"]
     assert decoded is not None and len(decoded) == 2
-    assert call["logits_shape"] == (2, NUM_CLASSES, 2, FRAMES, SIZE, SIZE)
+    assert frames is not None and len(frames) == 4 and bool((frames.diff() > 0).all()) and int(frames.max()) < FRAMES
+    assert call["logits_shape"] == (2, NUM_CLASSES, 2, 4, SIZE, SIZE)
     # the encoder saw every plane; the network's plane mask is the augmented one (1 or 2 of 8 present planes removed)
     assert call["image"].shape[2] == PLANES
     removed = ~call["plane_mask"][:, :-1]
     assert bool((1 <= removed.sum(1)).all() and (removed.sum(1) <= 2).all())
-    # the loss saw the labels of the decoded planes only, UNLABELLED wherever the plane was dropped
+    # the loss saw the labels of the decoded planes and frames only, UNLABELLED wherever the plane was dropped
     items = tiny_items(2)
     for b in range(2):
         for k, plane in enumerate(decoded.tolist()):
-            expected = items[b]["label"][0, plane]
+            expected = items[b]["label"][0, plane, frames]
             if not call["plane_mask"][b, plane]:
                 expected = torch.full_like(expected, UNLABELLED)
                 assert bool((call["image"][b, 0, plane] == 0).all())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -271,6 +272,30 @@ def test_temporal_upsampling_factors():
     assert temporal_upsampling_factors(8, 3) == [2, 2, 2]
     assert temporal_upsampling_factors(16, 3) == [4, 2, 2]
     assert temporal_upsampling_factors(1, 2) == [1, 1]
+
+
+def test_decode_frames_differs_from_the_full_pass_only_by_the_last_norm(heart):
+    """The full-resolution stage works frame by frame: decoding a few frames gives those frames' logits of the full
+    pass, except that stage 0's instance norm takes its statistics over the decoded frames."""
+    image, plane_mask = make_image(1), torch.ones(1, PLANES, dtype=torch.bool)
+    planes, frames = torch.tensor([1, 6]), torch.tensor([0, 3, 4, 9])
+    with torch.no_grad():
+        full = heart(image, plane_mask, planes)
+        subset = heart(image, plane_mask, planes, frames)
+        assert subset.shape == (1, NUM_CLASSES, 2, 4, SIZE, SIZE)
+        assert torch.equal(heart(image, plane_mask, planes, torch.arange(FRAMES)), full)
+        assert not torch.allclose(subset, full[:, :, :, frames], atol=1e-4)  # the norm's statistics differ
+        without_norm = copy.deepcopy(heart)
+        without_norm.segmenter.stages[-1][1] = torch.nn.Identity()
+        torch.testing.assert_close(
+            without_norm(image, plane_mask, planes, frames), without_norm(image, plane_mask, planes)[:, :, :, frames]
+        )
+    # a decoder that still upsamples time at full resolution cannot decode a subset of frames
+    coarse_time = build_network(
+        "heart", "tiny", num_frames=FRAMES, image_size=SIZE, patch_size=(5, 2, 2), seg_channels=(4, 8), image_levels=1
+    )
+    with pytest.raises(ValueError, match="decode_frames needs a full-resolution stage without temporal upsampling"):
+        coarse_time(image, plane_mask, None, frames)
 
 
 def test_image_levels_feed_the_coarser_decoder_stages():

@@ -600,6 +600,7 @@ class CineSegmenter(nn.Module):
             )
         self.num_steps = num_steps
         self.image_levels = image_levels
+        self.patch_size = (pt, ph, pw)
         # Evenly spaced encoder layers (UNETR uses 3, 6, 9, 12 of 12); skip_layers[k - 1] feeds stage k.
         self.skip_layers = tuple(math.ceil(encoder_layers * k / num_steps) for k in range(1, num_steps + 1))
         time_factors = temporal_upsampling_factors(pt, num_steps)
@@ -657,16 +658,30 @@ class CineSegmenter(nn.Module):
         return volume.reshape(-1, channels, *grid).contiguous(memory_format=torch.channels_last_3d)
 
     def forward(
-        self, image: torch.Tensor, encoded: EncoderOutput, grid: Size3, decode_planes: torch.Tensor | None = None
+        self,
+        image: torch.Tensor,
+        encoded: EncoderOutput,
+        grid: Size3,
+        decode_planes: torch.Tensor | None = None,
+        decode_frames: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """image (B, 1, P, T, H, W) + encoder output with ``hidden_states`` of ``skip_layers`` -> (B, C, P', T, H, W).
+        """image (B, 1, P, T, H, W) + encoder output with ``hidden_states`` of ``skip_layers`` -> (B, C, P', T', H, W).
 
         ``decode_planes`` (long (P',)) decodes only those planes: the decoder works plane by plane, so training can
         spend its full-resolution compute on a few planes per step while the encoder still sees all of them.
+        ``decode_frames`` (long (T',)) runs the full-resolution stage on those frames only. That stage works frame by
+        frame (in-plane convolutions, no temporal upsampling), so a frame's logits are those of the whole pass except
+        that stage 0's instance norm takes its statistics over the T' frames; it is most of a CPU training step.
         """
         if len(encoded.hidden_states) != self.num_steps:
             raise ValueError(f"expected the encoder hidden states of layers {self.skip_layers}")
         batch, _, num_planes, frames, height, width = image.shape
+        if decode_frames is not None:
+            if self.upsample[-1].stride[0] != 1:
+                raise ValueError(
+                    f"decode_frames needs a full-resolution stage without temporal upsampling; this decoder's last "
+                    f"step upsamples time by {self.upsample[-1].stride[0]} (patch {self.patch_size})"
+                )
         planes = image if decode_planes is None else image[:, :, decode_planes]
         planes = planes.permute(0, 2, 1, 3, 4, 5).reshape(-1, 1, frames, height, width)
         planes = planes.contiguous(memory_format=torch.channels_last_3d)  # (B * P', 1, T, H, W)
@@ -677,6 +692,9 @@ class CineSegmenter(nn.Module):
             x = self.bottleneck(x.float())
         for step, (upsample, stage) in enumerate(zip(self.upsample, self.stages)):
             k = self.num_steps - 1 - step
+            if k == 0 and decode_frames is not None:
+                x = x[:, :, decode_frames]
+                planes = planes[:, :, decode_frames]
             x = upsample(x)
             if k > 0:
                 hidden = self.skip_proj[k - 1](encoded.hidden_states[k - 1])
@@ -689,7 +707,7 @@ class CineSegmenter(nn.Module):
                 x = x + self.image_branch(planes)
             x = stage(x)
         logits = self.head(x.permute(0, 2, 3, 4, 1))  # (B * P', T, H, W, classes)
-        return logits.reshape(batch, -1, frames, height, width, logits.shape[-1]).permute(0, 5, 1, 2, 3, 4)
+        return logits.reshape(batch, -1, *logits.shape[1:]).permute(0, 5, 1, 2, 3, 4)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -839,22 +857,32 @@ class CineHeartNet(nn.Module):
         self.measure_head = MeasureHead(len(MEASURE_FEATURE_NAMES), num_phenotypes)
 
     def segment_and_embed(
-        self, image: torch.Tensor, plane_mask: torch.Tensor | None = None, decode_planes: torch.Tensor | None = None
+        self,
+        image: torch.Tensor,
+        plane_mask: torch.Tensor | None = None,
+        decode_planes: torch.Tensor | None = None,
+        decode_frames: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One encoder pass for multi-task training: (logits (B, C, P', T, H, W), representation (B, D)).
+        """One encoder pass for multi-task training: (logits (B, C, P', T', H, W), representation (B, D)).
 
-        P' = P, or the planes of ``decode_planes`` (long (P',), see :meth:`CineSegmenter.forward`).
+        P' = P and T' = T, or the planes of ``decode_planes`` and the frames of ``decode_frames`` (long tensors, see
+        :meth:`CineSegmenter.forward`).
         """
         plane_mask = self.encoder.check_inputs(image, plane_mask)
         encoded = self.encoder(image, plane_mask, return_layers=self.segmenter.skip_layers)
-        logits = self.segmenter(image, encoded, self.encoder.token_grid(image.shape[3:]), decode_planes)
+        grid = self.encoder.token_grid(image.shape[3:])
+        logits = self.segmenter(image, encoded, grid, decode_planes, decode_frames)
         return logits, encoded.mean_token()
 
     def forward(
-        self, image: torch.Tensor, plane_mask: torch.Tensor | None = None, decode_planes: torch.Tensor | None = None
+        self,
+        image: torch.Tensor,
+        plane_mask: torch.Tensor | None = None,
+        decode_planes: torch.Tensor | None = None,
+        decode_frames: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Segmentation logits (B, num_classes, P, T, H, W); absent planes get logits too (ignore them)."""
-        return self.segment_and_embed(image, plane_mask, decode_planes)[0]
+        return self.segment_and_embed(image, plane_mask, decode_planes, decode_frames)[0]
 
     def embed(self, image: torch.Tensor, plane_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, D) subject representation."""
