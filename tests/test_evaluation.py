@@ -94,3 +94,42 @@ def test_paired_comparison_counts_subjects_where_both_models_have_a_value():
     errors = paired_comparison(first, second, higher_is_better=False)
     assert (errors["A"]["first_better"], errors["A"]["second_better"]) == (0, 2)
     assert errors["A"]["mean_difference"] == pytest.approx(dice["A"]["mean_difference"])
+
+
+def test_evaluator_reads_each_subject_once_and_each_model_keeps_its_own_heads(tiny_cohort, tmp_path, monkeypatch):
+    """Two checkpoints scored subject by subject: every subject's files are read once for both models, and weights
+    without a measure head (saved before it existed) do not borrow the first checkpoint's fitted one."""
+    from monai.bundle import ConfigParser
+
+    import scripts.evaluation as evaluation
+
+    bundle = Path(__file__).resolve().parents[1] / "bundle"
+    parser = ConfigParser()
+    parser.read_config([str(bundle / "configs" / "inference.yaml"), str(bundle / "configs" / "evaluate.yaml")])
+    parser.update({"bundle_root": str(bundle), "dataset_dir": str(tiny_cohort), "preset": "tiny", "device": "cpu"})
+    torch.manual_seed(0)
+    network = parser.get_parsed_content("network")
+    head = network.measure_head
+    head.set_target_stats(torch.full((len(PHENOTYPE_NAMES),), 50.0), torch.full((len(PHENOTYPE_NAMES),), 10.0))
+    head.set_linear(torch.zeros_like(head.mlp[0].weight), torch.zeros_like(head.mlp[0].bias))
+    with_head, without_head = tmp_path / "with_head.pt", tmp_path / "without_head.pt"
+    torch.save(network.state_dict(), with_head)
+    torch.save({k: v for k, v in network.state_dict().items() if not k.startswith("measure_head.")}, without_head)
+
+    reads = []
+    real_load_subject = evaluation.load_subject
+    monkeypatch.setattr(evaluation, "load_subject", lambda *a, **kw: reads.append(a[0]) or real_load_subject(*a, **kw))
+    evaluator = CohortEvaluator(
+        parser.get_parsed_content("network", lazy=False),  # built afresh, as the workflow builds it
+        parser.get_parsed_content("load_subject"),
+        {"first": str(with_head), "second": str(without_head)},
+        str(tmp_path / "evaluation"),
+    )
+    report = evaluator.run(tiny_cohort, "test")
+
+    assert len(reads) == len(report["subjects"]) == 1, reads
+    assert "phenotypes_from_measures" in report["models"]["first"]
+    assert "phenotypes_from_measures" not in report["models"]["second"]
+    # same weights otherwise: the same segmentation and embedding, subject by subject
+    first, second = (report["models"][name]["per_subject"][0] for name in ("first", "second"))
+    assert first["dice_input_planes"] == second["dice_input_planes"]

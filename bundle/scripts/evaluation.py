@@ -20,6 +20,7 @@ Several checkpoints (e.g. with and without pretraining) are evaluated on the sam
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import os
@@ -179,19 +180,29 @@ class CohortEvaluator:
     # --- per subject ----------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _embed_and_phenotype(self, image: torch.Tensor, plane_mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _embed_and_phenotype(
+        self, network: torch.nn.Module, image: torch.Tensor, plane_mask: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray]:
         with precision_context(self.device, self.precision):
-            embedding = self.network.embed(image, plane_mask)
-            phenotypes = self.network.phenotype_head.predict_physical(embedding)
+            embedding = network.embed(image, plane_mask)
+            phenotypes = network.phenotype_head.predict_physical(embedding)
         return embedding[0].float().cpu().numpy(), phenotypes[0].float().cpu().numpy()
 
     @torch.no_grad()
-    def evaluate_subject(self, item: Mapping[str, Any], sample: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    def evaluate_subject(
+        self,
+        network: torch.nn.Module,
+        item: Mapping[str, Any],
+        sample: Mapping[str, Any],
+        reference: Subject,
+        seed: int,
+    ) -> dict[str, Any]:
         """Dice, phenotypes (regressed and measured on the segmentation of every input plane) and robustness of one
-        subject (``item`` its datalist entry, ``sample`` the loaded canonical sample)."""
+        subject by one model (``item`` its datalist entry, ``sample`` the loaded canonical sample, ``reference`` its
+        files as read for it: the label files to score against, and the source of inference's extra SA passes)."""
         image = sample["image"][None].to(self.device)
         plane_mask = sample["plane_mask"][None].to(self.device)
-        full = predict_sample(self.network, sample, self.device, self.precision)
+        full = predict_sample(network, sample, self.device, self.precision)
         predicted = full["labels"]
         label, class_mask = sample["label"][0], sample["class_mask"]
         views = plane_views(parse_geometry(sample["geometry"]))
@@ -205,18 +216,16 @@ class CohortEvaluator:
                 spurious[view] = spurious_voxels(view_predicted, view_label, class_mask).tolist()
 
         embedding, phenotypes = full["embedding"].numpy(), full["phenotypes"].numpy()
-        # the label files are read again here rather than kept for the cohort: a subject's images are ~0.1-1 GB
-        reference = load_subject(item["subject"], self.load_subject.label_map)
         planes, _ = segment_input_planes(
-            self.network, self.load_subject, item, sample, predicted, self.device, self.precision, reference
+            network, self.load_subject, item, sample, predicted, self.device, self.precision, reference
         )
         dice_input_planes = dice_on_input_planes(planes, reference, class_mask)
         volumes = volume_curves_from_segmentations(planes)
         measured = phenotypes_from_volumes(volumes)
         # what inference reports where the weights have a fit measure head (see reported_phenotypes)
-        from_measures = reported_phenotypes(self.network, phenotypes, volumes)[0]
+        from_measures = reported_phenotypes(network, phenotypes, volumes)[0]
         present = [k for k in range(len(views)) if bool(sample["plane_mask"][k])]
-        head = self.network.phenotype_head
+        head = network.phenotype_head
         feature_mean, feature_std = head.feature_mean.cpu().numpy(), head.feature_std.cpu().numpy()
         robustness: dict[str, list[dict[str, Any]]] = {}
         for count in (1, 2):
@@ -225,7 +234,7 @@ class CohortEvaluator:
                 reduced_mask = plane_mask.clone()
                 reduced_mask[0, list(removed)] = False
                 reduced_image = image * reduced_mask[:, None, :, None, None, None]
-                reduced_embedding, reduced_phenotypes = self._embed_and_phenotype(reduced_image, reduced_mask)
+                reduced_embedding, reduced_phenotypes = self._embed_and_phenotype(network, reduced_image, reduced_mask)
                 robustness[str(count)].append(
                     {
                         "cosine": cosine_similarity(embedding, reduced_embedding),
@@ -241,7 +250,7 @@ class CohortEvaluator:
             "spurious": spurious,
             "phenotypes": phenotypes.tolist(),
             "measured": [measured[name] for name in PHENOTYPE_NAMES],
-            "from_measures": from_measures.tolist() if bool(self.network.measure_head.fitted) else None,
+            "from_measures": from_measures.tolist() if bool(network.measure_head.fitted) else None,
             "truth": np.asarray(sample["phenotypes"], dtype=np.float64).tolist(),
             "robustness": robustness,
         }
@@ -376,30 +385,43 @@ class CohortEvaluator:
         known = np.isfinite(training_values)
         training_mean = np.where(known.any(0), np.nansum(training_values, 0) / np.maximum(known.sum(0), 1), np.nan)
 
-        samples, failures, reference_phenotypes = [], [], []
+        # one network per checkpoint (the config's for the first, copies of it as built for the others, so that
+        # weights without a measure head do not inherit another checkpoint's), so that each subject is read once and
+        # scored by every model while it is in memory: a canonical sample is ~37 MB and the files behind it up to
+        # ~1 GB, too much to keep for a large cohort or to read once per model
+        copies = [copy.deepcopy(self.network) for _ in range(len(self.checkpoints) - 1)]
+        networks = {
+            name: load_network_weights(network, checkpoint).eval()
+            for network, (name, checkpoint) in zip([self.network] + copies, self.checkpoints.items())
+        }
+        per_model: dict[str, list[dict[str, Any]]] = {name: [] for name in networks}
+        subject_ids, failures, reference_phenotypes = [], [], []
         for item in items:
             try:
-                # the files are read once here for the sample and the phenotypes measured on the label files
                 files = load_subject(item["subject"], self.load_subject.label_map)
                 sample = self.load_subject(dict(item), files)
             except Exception as err:  # keep going past a bad subject; it is listed in the report
                 logger.error(f"{item.get('id')}: skipped: {err}")
                 failures.append({"subject": item.get("id"), "error": str(err)})
                 continue
-            samples.append((item, sample))
+            for name, network in networks.items():
+                per_model[name].append(self.evaluate_subject(network, item, sample, files, seed=len(subject_ids)))
+            subject_ids.append(sample["id"])
+            logger.info(f"{sample['id']}: evaluated ({len(subject_ids) + len(failures)} of {len(items)} subjects)")
             reference_phenotypes.append(
                 {
                     "measured": phenotypes_from_reference_labels(files),
                     "truth": np.asarray(sample["phenotypes"], dtype=np.float64).tolist(),
                 }
             )
+            del files, sample
 
         report: dict[str, Any] = {
             "dataset_dir": str(dataset_dir),
             "split": split,
             # the split file named on the command line (a cross-validation fold); None: the folder's datalist.json
             "datalist": str(datalist) if datalist else None,
-            "subjects": [s["id"] for _, s in samples],
+            "subjects": subject_ids,
             "failed": failures,
             "mean_guess_from": f"{reference_dir or dataset_dir} (training split, {len(training)} subjects)",
             "phenotypes_from_reference_labels": self.summarise_phenotypes(
@@ -408,9 +430,7 @@ class CohortEvaluator:
             "models": {},
         }
         for name, checkpoint in self.checkpoints.items():
-            load_network_weights(self.network, checkpoint)
-            self.network.eval()
-            per_subject = [self.evaluate_subject(item, sample, seed=i) for i, (item, sample) in enumerate(samples)]
+            per_subject = per_model[name]
             report["models"][name] = {
                 "checkpoint": str(checkpoint),
                 "dice": self.summarise_dice(per_subject),
@@ -419,9 +439,9 @@ class CohortEvaluator:
                 "phenotypes": self.summarise_phenotypes(per_subject, training_mean),
                 "phenotypes_from_segmentation": self.summarise_phenotypes(per_subject, training_mean, "measured"),
                 "robustness": self.summarise_robustness(per_subject),
-                "per_subject": [self.subject_record(s["id"], r) for (_, s), r in zip(samples, per_subject)],
+                "per_subject": [self.subject_record(i, r) for i, r in zip(subject_ids, per_subject)],
             }
-            if bool(self.network.measure_head.fitted):
+            if bool(networks[name].measure_head.fitted):
                 report["models"][name]["phenotypes_from_measures"] = self.summarise_phenotypes(
                     per_subject, training_mean, "from_measures"
                 )
