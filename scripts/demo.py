@@ -46,7 +46,7 @@ RECIPES = {
         "split": "0.97,0.03,0",
         "test_subjects": 16,
         "pretrain_epochs": 20,
-        "segmentation_epochs": 14,
+        "segmentation_epochs": 10,
         "segmentation_val_interval": 1,
         "phenotype_epochs": 5,
         "few_label_steps": 400,
