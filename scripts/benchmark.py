@@ -411,12 +411,12 @@ def format_table(results: dict[str, Any]) -> str:
         f"peak matmul {n}^3: fp32 {peak['fp32_tflops']:.3f} TFLOP/s, bf16 {peak['bf16_tflops']:.3f} TFLOP/s",
         f"network: preset {net['preset']}, {' x '.join(map(str, net['geometry']))} (P x T x H x W), "
         f"precision {net['precision']} (ratios against the {net['precision']} peak)",
-        f"{'workload':<18}{'s/subject':>11}{'subjects/h':>12}{'fwd GFLOP':>11}{'step GFLOP':>12}"
+        f"{'workload':<28}{'s/subject':>11}{'subjects/h':>12}{'fwd GFLOP':>11}{'step GFLOP':>12}"
         f"{'TFLOP/s':>10}{'of peak':>9}",
     ]
     for name, w in net["workloads"].items():
         lines.append(
-            f"{name:<18}{w['seconds_per_subject']:>11.4f}{w['subjects_per_hour']:>12.0f}{w['forward_gflop']:>11.2f}"
+            f"{name:<28}{w['seconds_per_subject']:>11.4f}{w['subjects_per_hour']:>12.0f}{w['forward_gflop']:>11.2f}"
             f"{w['total_gflop']:>12.2f}{w['achieved_tflops']:>10.4f}{w['peak_ratio']:>9.1%}"
         )
     grid = data["grid"]
