@@ -60,7 +60,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 # The bundle's ``scripts`` package must win over this top-level folder of the same name.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
-from scripts.canonical import LoadCineSubjectd, parse_geometry, plan_sa_passes  # noqa: E402
+from scripts.canonical import LoadCineSubjectd, parse_geometry  # noqa: E402
 from scripts.engines import segmentation_loss  # noqa: E402
 from scripts.files import write_json_atomic  # noqa: E402
 from scripts.inference import segment_subject  # noqa: E402
@@ -371,15 +371,21 @@ def measure_subject_inference(preset: str, device: torch.device, settings: Setti
     load = loader(preset, None)
     item = {"subject": str(subject)}
     geometry = parse_geometry(load(item)["geometry"])
-    canonical_sa = [plane["slice"] for plane in geometry["planes"] if plane["source"] == "sa"]
+    # the network passes are counted on the timed calls themselves (every pass goes through segment_and_embed)
+    passes = []
+    segment_and_embed = network.segment_and_embed
+    network.segment_and_embed = lambda *args, **kwargs: passes.append(1) or segment_and_embed(*args, **kwargs)
     seconds = time_calls(
         lambda: segment_subject(network, load, item, device), device, settings.warmup, settings.repeats
     )
+    calls = settings.warmup + len(seconds)
+    if len(passes) % calls:
+        raise RuntimeError(f"{len(passes)} network passes over {calls} calls: segment_subject is not deterministic")
     return {
         "seconds_per_subject": statistics.median(seconds),
         "seconds_min": min(seconds),
         "sa_slices": geometry["sources"]["sa"]["shape"][2] if "sa" in geometry["sources"] else 0,
-        "network_passes": 1 + len(plan_sa_passes(geometry, canonical_sa)) if canonical_sa else 1,
+        "network_passes": len(passes) // calls,
         "repeats": len(seconds),
     }
 
