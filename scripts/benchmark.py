@@ -12,10 +12,10 @@ What is measured (batch of one subject, the configs' ``batch_size``):
   under the project's own precision (:func:`scripts.net.autocast_context`: bf16 autocast where the device computes
   bf16 natively, else fp32):
   MAE pretraining step (forward + backward, 70 % of tokens masked), segmentation training step (forward + loss +
-  backward) decoding 3 planes (``decoded_planes: 3`` of ``finetune_segmentation.yaml``), the same with the
-  full-resolution stage and the loss on 10 evenly spread frames (``decoded_frames: 10``; ``tiny``: 5 of its 10), and
-  all 9 planes, and inference (segmentation forward, no grad). Median seconds per subject over the repeats, after
-  warm-up.
+  backward) decoding ``decoded_planes`` planes (3, read from ``finetune_segmentation.yaml``) with every frame, the
+  same with the full-resolution stage and the loss on ``decoded_frames`` evenly spread frames (10, as training runs
+  it; ``tiny``: 5 of its 10), and all 9 planes, and inference (segmentation forward, no grad). Median seconds per
+  subject over the repeats, after warm-up.
 - **data**: one synthetic subject (or ``--subject DIR``) through :class:`scripts.canonical.LoadCineSubjectd`:
   from NIfTI without a cache (cold), the first load that also writes the cache, and from the cache (warm).
 - **subject inference**: the same subject segmented the way the ``inference`` workflow does it
@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+import yaml
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 # The bundle's ``scripts`` package must win over this top-level folder of the same name.
@@ -70,8 +71,8 @@ from scripts.synthetic import synthesize_cohort  # noqa: E402
 
 SCHEMA_VERSION = 1
 NUM_PLANES = 9  # 6 SA slices + 3 LA views
-CONFIG_DECODED_PLANES = 3  # finetune_segmentation.yaml
-FAST_DECODED_FRAMES = 10  # finetune_segmentation.yaml's decoded_frames option: the full-resolution stage on 10 frames
+# what a segmentation training step decodes, as the config trains it (planes per step, frames per decoded plane)
+SEGMENTATION_CONFIG = Path(__file__).resolve().parents[1] / "bundle" / "configs" / "finetune_segmentation.yaml"
 # canonical grid per preset, as in inference.yaml: (frames, crop size px, spacing mm)
 GRIDS = {"tiny": (10, 32, 7.2), "small": (50, 128, 1.8), "paper": (50, 128, 1.8)}
 
@@ -213,7 +214,7 @@ def spread_ids(size: int, count: int, device: torch.device) -> torch.Tensor | No
 
 
 def build_workloads(preset: str, shape: Sequence[int], device: torch.device) -> list[Workload]:
-    """MAE step, segmentation steps (config's decoded planes, with fewer frames, all) and inference on one subject."""
+    """MAE step, segmentation steps (the config's planes with all frames and with its frames; all planes), inference."""
     planes, frames, height, _ = shape
     batch = synthetic_batch(shape, device)
     image, plane_mask = batch["image"], batch["plane_mask"]
@@ -232,15 +233,17 @@ def build_workloads(preset: str, shape: Sequence[int], device: torch.device) -> 
 
         return forward
 
-    fast_frames = min(FAST_DECODED_FRAMES, frames // 2)  # tiny's 10 frames: 5
+    config = yaml.safe_load(SEGMENTATION_CONFIG.read_text())
+    decoded_planes = config["decoded_planes"]
+    decoded_frames = min(config["decoded_frames"], frames // 2)  # the same share of tiny's 10 frames: 5
 
     return [
         Workload("mae_step", mae, lambda: mae(image, plane_mask)["loss"], train=True),
-        Workload(f"seg_step_{CONFIG_DECODED_PLANES}_planes", heart, segmentation(CONFIG_DECODED_PLANES), train=True),
+        Workload(f"seg_step_{decoded_planes}_planes", heart, segmentation(decoded_planes), train=True),
         Workload(
-            f"seg_step_{CONFIG_DECODED_PLANES}_planes_{fast_frames}_frames",
+            f"seg_step_{decoded_planes}_planes_{decoded_frames}_frames",
             heart,
-            segmentation(CONFIG_DECODED_PLANES, fast_frames),
+            segmentation(decoded_planes, decoded_frames),
             train=True,
         ),
         Workload(f"seg_step_{planes}_planes", heart, segmentation(planes), train=True),

@@ -600,7 +600,6 @@ class CineSegmenter(nn.Module):
             )
         self.num_steps = num_steps
         self.image_levels = image_levels
-        self.patch_size = (pt, ph, pw)
         # Evenly spaced encoder layers (UNETR uses 3, 6, 9, 12 of 12); skip_layers[k - 1] feeds stage k.
         self.skip_layers = tuple(math.ceil(encoder_layers * k / num_steps) for k in range(1, num_steps + 1))
         time_factors = temporal_upsampling_factors(pt, num_steps)
@@ -680,7 +679,7 @@ class CineSegmenter(nn.Module):
             if self.upsample[-1].stride[0] != 1:
                 raise ValueError(
                     f"decode_frames needs a full-resolution stage without temporal upsampling; this decoder's last "
-                    f"step upsamples time by {self.upsample[-1].stride[0]} (patch {self.patch_size})"
+                    f"step upsamples time by {self.upsample[-1].stride[0]} (more temporal patch factors than steps)"
                 )
         planes = image if decode_planes is None else image[:, :, decode_planes]
         planes = planes.permute(0, 2, 1, 3, 4, 5).reshape(-1, 1, frames, height, width)
