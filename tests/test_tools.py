@@ -123,3 +123,44 @@ def test_make_folds_writes_disjoint_splits_that_test_every_subject_once(tiny_coh
     for arguments in (["--folds", "7"], ["--folds", "2", "--validation", "3"]):
         result = subprocess.run(tool + arguments + ["--out", str(tmp_path / "bad")], capture_output=True, text=True)
         assert result.returncode == 1 and str(tiny_cohort) in result.stderr and not (tmp_path / "bad").exists()
+
+
+def load_demo():
+    spec = importlib.util.spec_from_file_location("demo", REPO / "scripts" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    return demo
+
+
+def test_demo_no_scratch_trains_and_evaluates_the_pretrained_arm_only(tmp_path, monkeypatch):
+    """The stages the demo would run (its bundle commands recorded, not run): both arms by default, the pretrained
+    arm alone with --no-scratch."""
+    demo = load_demo()
+
+    def stages(name: str, *flags: str) -> tuple[list[str], list]:
+        """The tasks of the demo's training commands and the scratch checkpoint it evaluates."""
+        tasks, evaluated = [], []
+
+        def record(commands, logs):
+            for command in commands:
+                if "--max_epochs" in command:  # a training
+                    tasks.append(command[command.index("--task") + 1] if "--task" in command else "pretrain")
+
+        def evaluate(ckpt, scratch_ckpt, *args):
+            evaluated.append(scratch_ckpt)
+            return {"models": {"pretrained": {"dice": {"all": {"LVBP": 0.5}}}}}
+
+        monkeypatch.setattr(demo, "synthesize", lambda *args, **kwargs: None)
+        monkeypatch.setattr(demo, "shipped_precision", lambda checkpoint, destination: destination)
+        monkeypatch.setattr(demo, "run_side_by_side", record)
+        monkeypatch.setattr(demo, "evaluate", evaluate)
+        monkeypatch.setattr(sys, "argv", ["demo.py", "--work-dir", str(tmp_path / name), *flags])
+        demo.main()
+        return tasks, evaluated
+
+    tasks, evaluated = stages("both")
+    assert tasks == ["pretrain", "finetune_segmentation", "finetune_segmentation_scratch", "finetune_phenotypes",
+                     "finetune_phenotypes_scratch"]  # fmt: skip
+    assert evaluated[0] is not None
+    tasks, evaluated = stages("alone", "--no-scratch")
+    assert tasks == ["pretrain", "finetune_segmentation", "finetune_phenotypes"] and evaluated == [None]
