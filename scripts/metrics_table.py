@@ -1,9 +1,11 @@
 """Markdown tables of an ``evaluate`` report (``metrics.json``): Dice per view (canonical grid, and as written),
 phenotype MAE beside the mean guess and phenotype bias (regressed on the embedding, regressed on the measures,
 measured on the segmentations, and measured on the reference labels), missing-plane robustness and, with two models,
-their subject-by-subject comparison.
+their subject-by-subject comparison. ``--beside`` puts the first model of a second report (e.g. a training evaluated in
+another run, on the same subjects) beside the first model of the first, as one two-model report.
 
     python scripts/metrics_table.py runs/full/outputs/evaluation/metrics.json [--phenotypes LVEDV LVEF ...]
+    python scripts/metrics_table.py PRETRAINED/metrics.json --beside SCRATCH/metrics.json [--names pretrained scratch]
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
-from scripts.evaluation import PHENOTYPE_SOURCES  # noqa: E402
+from scripts.evaluation import PHENOTYPE_SOURCES, paired_models  # noqa: E402
 
 CLASSES = ("LVBP", "LVMYO", "RVBP", "LABP", "RABP")
 VIEWS = ("all", "sa", "la_2ch", "la_3ch", "la_4ch")
@@ -132,15 +134,47 @@ def paired_table(report: Mapping[str, Any], phenotypes: tuple[str, ...]) -> list
     return lines
 
 
+def read_report(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"cannot read {path}: {err}; pass the metrics.json of an evaluate run") from err
+
+
+def side_by_side(
+    report: Mapping[str, Any], other: Mapping[str, Any], names: tuple[str, str] | None = None
+) -> dict[str, Any]:
+    """The first model of ``report`` and the first model of ``other`` as one two-model report (named ``names``,
+    default their own names), compared subject by subject as ``evaluate`` compares its two checkpoints.
+
+    Both reports must score the same subjects in the same order and keep each subject's values (``per_subject``,
+    written by ``evaluate`` since 0.8.1); the rest (mean guess, reference labels) is taken from ``report``."""
+    if report["subjects"] != other["subjects"]:
+        raise SystemExit(
+            f"the two reports score different subjects ({len(report['subjects'])} from {report['dataset_dir']}, "
+            f"{len(other['subjects'])} from {other['dataset_dir']}): evaluate both models on the same dataset and split"
+        )
+    (name, model), (other_name, other_model) = (next(iter(r["models"].items())) for r in (report, other))
+    if not ("per_subject" in model and "per_subject" in other_model):
+        raise SystemExit("a report has no per-subject values (evaluate before 0.8.1): evaluate that model again")
+    names = names or (name, other_name)
+    if names[0] == names[1]:
+        raise SystemExit(f"both models are named {names[0]!r}: name them with --names")
+    merged = {**report, "models": {names[0]: model, names[1]: other_model}}
+    merged["paired"] = paired_models(merged["models"])
+    return merged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("metrics", type=Path, help="metrics.json written by the evaluate workflow")
     parser.add_argument("--phenotypes", nargs="+", default=list(DEFAULT_PHENOTYPES), help="phenotype columns")
+    parser.add_argument("--beside", type=Path, help="a second report whose first model goes beside the first's")
+    parser.add_argument("--names", nargs=2, help="the two models' names with --beside (default: their own)")
     args = parser.parse_args()
-    try:
-        report = json.loads(args.metrics.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise SystemExit(f"cannot read {args.metrics}: {err}; pass the metrics.json of an evaluate run") from err
+    report = read_report(args.metrics)
+    if args.beside:
+        report = side_by_side(report, read_report(args.beside), tuple(args.names) if args.names else None)
     print(f"{len(report['subjects'])} subjects ({report['split']} split of {report['dataset_dir']}); "
           f"mean guess from {report['mean_guess_from']}\n")  # fmt: skip
     print("Dice over all planes and frames, then per view (mean over the subjects whose labels show the class):\n")

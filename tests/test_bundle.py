@@ -303,6 +303,20 @@ def test_evaluate_reports_dice_phenotypes_robustness_side_by_side(trained, tiny_
     spec.loader.exec_module(demo)
     wins, losses = lvbp_pair["first_better"], lvbp_pair["second_better"]
     assert f"LVBP {wins}-{losses} (p 1.00)" in demo.paired_line(metrics)
+    # each model evaluated in a report of its own, then put side by side: the same tables as the joint report
+    single = {}
+    for name in ("pretrained", "scratch"):
+        single[name] = tmp_path / f"{name}.json"
+        alone = {key: value for key, value in metrics.items() if key != "paired"}
+        single[name].write_text(json.dumps({**alone, "models": {"model": metrics["models"][name]}}))
+    table_script = [sys.executable, str(REPO / "scripts" / "metrics_table.py"), str(single["pretrained"])]
+    beside = subprocess.run(
+        table_script + ["--beside", str(single["scratch"]), "--names", "pretrained", "scratch"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert beside == tables
+    unnamed = subprocess.run(table_script + ["--beside", str(single["scratch"])], capture_output=True, text=True)
+    assert unnamed.returncode != 0 and "--names" in unnamed.stderr
 
 
 def test_metadata_and_network_io_verify():

@@ -141,6 +141,20 @@ def paired_comparison(
     return summary
 
 
+def paired_models(models: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The first two of a report's ``models`` (name -> its entry, with ``per_subject`` records of the same subjects
+    in the same order) compared subject by subject (:func:`paired_comparison`) on the Dice of the grid and as
+    written, and on the reported phenotypes' absolute error."""
+    (first, first_model), (second, second_model) = list(models.items())[:2]
+    paired: dict[str, Any] = {"first": first, "second": second}
+    for key, higher_is_better in (("dice", True), ("dice_input_planes", True), ("reported_abs_error", False)):
+        paired[key] = paired_comparison(
+            [r[key] for r in first_model["per_subject"]], [r[key] for r in second_model["per_subject"]],
+            higher_is_better,
+        )  # fmt: skip
+    return paired
+
+
 def phenotypes_from_reference_labels(subject: Subject) -> list[float]:
     """Phenotypes measured on a subject's own label files (order of ``PHENOTYPE_NAMES``): what the measures give
     with a perfect segmentation, i.e. the error floor of measuring on these planes. NaN where a needed class is not
@@ -446,15 +460,9 @@ class CohortEvaluator:
                     per_subject, training_mean, "from_measures"
                 )
             logger.info(f"evaluated {name} ({checkpoint}) on {len(per_subject)} subjects")
-        names = list(report["models"])
-        if len(names) > 1:
+        if len(report["models"]) > 1:
             # the first model (pretrained) against the second (scratch), subject by subject
-            first, second = (report["models"][name]["per_subject"] for name in names[:2])
-            report["paired"] = {"first": names[0], "second": names[1]}
-            for key, higher_is_better in (("dice", True), ("dice_input_planes", True), ("reported_abs_error", False)):
-                report["paired"][key] = paired_comparison(
-                    [r[key] for r in first], [r[key] for r in second], higher_is_better
-                )
+            report["paired"] = paired_models(report["models"])
         write_json_atomic(report, self.output_dir / "metrics.json")
         print_summary(report)
         print(f"metrics written to {self.output_dir / 'metrics.json'}")
