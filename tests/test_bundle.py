@@ -390,14 +390,18 @@ def test_a_named_datalist_is_the_fold_of_training_validation_and_evaluation(trai
     assert checkpoint["trainer"]["epoch_length"] == 1, "the fold's one training subject, not the cohort's four"
     common.pop("max_epochs")
     model = out / "finetune_segmentation" / "models" / "model.pt"
-    bundle_run(["configs/inference.yaml", "configs/evaluate.yaml"], output_dir=tmp_path / "eval", ckpt=model, **common)
+    # the model named on the command line, as a report of one fold's model would be
+    named = {"evaluator#checkpoints": f"{{'fold0': '{model}'}}"}
+    bundle_run(["configs/inference.yaml", "configs/evaluate.yaml"], output_dir=tmp_path / "eval", **named, **common)
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert metrics["subjects"] == names[2:4] and metrics["datalist"] == str(fold)
+    assert (
+        metrics["subjects"] == names[2:4] and metrics["datalist"] == str(fold) and list(metrics["models"]) == ["fold0"]
+    )
     # the mean guess is that of the fold's training subjects: here the one subject's own values
     truth = read_phenotypes(tiny_cohort / "phenotypes.csv")
     index = PHENOTYPE_NAMES.index("LVEDV")
     guess = np.mean([abs(truth[names[0]][index] - truth[name][index]) for name in names[2:4]])
-    lvedv = metrics["models"]["pretrained"]["phenotypes"]["LVEDV"]
+    lvedv = metrics["models"]["fold0"]["phenotypes"]["LVEDV"]
     assert lvedv["mean_guess_mae"] == pytest.approx(float(guess), rel=1e-5)
     with pytest.raises(AssertionError, match="fold1.json does not exist"):
         bundle_run(["configs/inference.yaml", "configs/evaluate.yaml"], output_dir=tmp_path / "eval1", ckpt=model,
