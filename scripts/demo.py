@@ -147,18 +147,15 @@ def install_weights(checkpoint: Path, destination: Path) -> None:
     print(f"installed {checkpoint} as {destination} ({destination.stat().st_size / 2**20:.1f} MB, float16 weights)")
 
 
-def segmentation_side_by_side(
-    task: str, logs: list[Path], common: dict, scratch: bool = True, **overrides: object
-) -> None:
-    """Fine-tune segmentation as ``task`` from the MAE encoder and (``scratch``) as ``task``_scratch from scratch,
-    side by side."""
+def segmentation_side_by_side(task: str, logs: list[Path], common: dict, **overrides: object) -> None:
+    """Fine-tune segmentation as ``task`` from the MAE encoder and, given a second log, as ``task``_scratch from
+    scratch, side by side (each step into its log)."""
     segmentation = TRAIN_CONFIGS + ["configs/finetune_segmentation.yaml"]
-    commands = [bundle_command(segmentation, task=task, **overrides, **common)]
-    if scratch:
-        commands.append(
-            bundle_command(segmentation, task=f"{task}_scratch", pretrained_ckpt="''", **overrides, **common)
-        )
-    run_side_by_side(commands, logs[: len(commands)])
+    commands = [
+        bundle_command(segmentation, task=task, **overrides, **common),
+        bundle_command(segmentation, task=f"{task}_scratch", pretrained_ckpt="''", **overrides, **common),
+    ]
+    run_side_by_side(commands[: len(logs)], logs)
 
 
 def evaluate(ckpt: Path, scratch_ckpt: Path | None, output_dir: Path, test_data: Path, data: Path, log: Path) -> dict:
@@ -268,13 +265,14 @@ def main() -> None:
         pretrain = TRAIN_CONFIGS + ["configs/pretrain.yaml"]
         run(bundle_command(pretrain, max_epochs=recipe["pretrain_epochs"], **common), log)
     epochs = recipe["segmentation_epochs"]
-    arms = 1 if args.no_scratch else 2  # pretrained, then scratch
+    # the arms trained (pretrained, then scratch unless --no-scratch) and the log of each
+    arms = 1 if args.no_scratch else 2
+    logs = [log, work / "demo_scratch.log"][:arms]
     if not (args.resume and all(finished(out / t, epochs) for t in SEGMENTATION_TASKS[:arms])):
         segmentation_side_by_side(
             "finetune_segmentation",
-            [log, work / "demo_scratch.log"],
+            logs,
             common,
-            scratch=not args.no_scratch,
             max_epochs=epochs,
             val_interval=recipe["segmentation_val_interval"],
         )
@@ -292,7 +290,7 @@ def main() -> None:
             bundle_command(phenotypes, task=task, pretrained_ckpt=checkpoint, **settings)
             for task, checkpoint in zip(PHENOTYPE_TASKS, rounded)
         ]
-        run_side_by_side(commands, [log, work / "demo_scratch.log"][:arms])
+        run_side_by_side(commands, logs)
 
     model = out / "finetune_phenotypes" / "models" / "model.pt"
     scratch = None if args.no_scratch else out / "finetune_phenotypes_scratch" / "models" / "model.pt"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -15,6 +17,14 @@ SHARED = REPO.parent / "shared"
 # the bundle's code is importable in-process as ``scripts.*`` exactly as monai.bundle puts it on sys.path
 if str(BUNDLE) not in sys.path:
     sys.path.insert(0, str(BUNDLE))
+
+
+def load_tool(name: str) -> ModuleType:
+    """A command-line tool of the top-level ``scripts/`` folder (run as files, not a package) loaded as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

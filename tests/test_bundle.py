@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -17,7 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLE, REPO, SHARED
+from conftest import BUNDLE, REPO, SHARED, load_tool
 
 from scripts.inference import load_network_weights, phenotypes_from_measures
 from scripts.labels import PHENOTYPE_NAMES
@@ -298,9 +297,7 @@ def test_evaluate_reports_dice_phenotypes_robustness_side_by_side(trained, tiny_
     assert lvbp_pair["mean_difference"] == pytest.approx(written_lvbp - scratch_lvbp)
     assert lvbp_pair["first_better"] + lvbp_pair["second_better"] + lvbp_pair["ties"] == lvbp_pair["subjects"] == 1
     assert "| Dice LVBP, as written | 1 |" in tables.split("Subject by subject")[1]
-    spec = importlib.util.spec_from_file_location("demo", REPO / "scripts" / "demo.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = load_tool("demo")
     wins, losses = lvbp_pair["first_better"], lvbp_pair["second_better"]
     assert f"LVBP {wins}-{losses} (p 1.00)" in demo.paired_line(metrics)
     # each model evaluated in a report of its own, then put side by side: the same tables as the joint report
@@ -429,9 +426,7 @@ def test_shipped_float16_file_reports_what_its_heads_were_fit_for(trained, tiny_
     """The recipe rounds the segmentation model to the shipped precision before the heads are fit on it, and the
     installed file keeps both heads in float32: inference with the installed file then reports exactly what the
     fitted model does (the embedding head's input statistics, rounded to float16, used to move its values)."""
-    spec = importlib.util.spec_from_file_location("demo", REPO / "scripts" / "demo.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = load_tool("demo")
     rounded = demo.shipped_precision(
         trained / "finetune_segmentation" / "models" / "model.pt", tmp_path / "segmentation_float16.pt"
     )

@@ -3,7 +3,6 @@ cross-validation split files."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ import sys
 
 import numpy as np
 import torch
-from conftest import REPO
+from conftest import REPO, load_tool
 
 from scripts.canonical import LoadCineSubjectd, read_canonical_nifti
 from scripts.net import build_network
@@ -54,9 +53,7 @@ def test_plot_planes_writes_a_picture(tiny_cohort, tmp_path):
 
 
 def test_probe_pool_time_averages_the_tokens_of_each_temporal_index():
-    spec = importlib.util.spec_from_file_location("probe_representation", REPO / "scripts" / "probe_representation.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = load_tool("probe_representation")
     tokens = torch.tensor([[1.0, 2.0], [3.0, 4.0], [10.0, 20.0]])
     pooled = probe.pool_time(tokens, torch.tensor([0, 0, 2]), num_times=3)
     np.testing.assert_allclose(pooled.numpy(), [2.0, 3.0, 0.0, 0.0, 10.0, 20.0])
@@ -125,17 +122,10 @@ def test_make_folds_writes_disjoint_splits_that_test_every_subject_once(tiny_coh
         assert result.returncode == 1 and str(tiny_cohort) in result.stderr and not (tmp_path / "bad").exists()
 
 
-def load_demo():
-    spec = importlib.util.spec_from_file_location("demo", REPO / "scripts" / "demo.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
-    return demo
-
-
 def test_demo_no_scratch_trains_and_evaluates_the_pretrained_arm_only(tmp_path, monkeypatch):
     """The stages the demo would run (its bundle commands recorded, not run): both arms by default, the pretrained
     arm alone with --no-scratch."""
-    demo = load_demo()
+    demo = load_tool("demo")
 
     def stages(name: str, *flags: str) -> tuple[list[str], list]:
         """The tasks of the demo's training commands and the scratch checkpoint it evaluates."""
