@@ -312,8 +312,9 @@ class SegmentationStep(_Step):
         num_frames = image.shape[3]
         if 0 < self.decoded_frames < num_frames:
             # uniform over all frames, labelled or not. With labels sparse in time (real cine contoured at ED and ES
-            # only) many steps then decode no labelled frame; drawing among the labelled frames instead, or decoding
-            # all, adapted worse to held-out real studies (docs/history.md, "Sparse labels in time")
+            # only) many steps then decode no labelled frame; drawing among the labelled frames instead adapted worse
+            # to held-out real studies over 3 seeds, and decoding all frames worse on the one fold tried
+            # (docs/history.md, "Sparse labels in time")
             decode_frames = torch.randperm(num_frames, device=image.device)[: self.decoded_frames].sort().values
             label = label[:, :, :, decode_frames]
         logits = network(image, plane_mask, decode_planes, decode_frames)
