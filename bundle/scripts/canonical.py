@@ -136,8 +136,8 @@ def plan_sa_passes(geometry: str | Mapping[str, Any], covered: Collection[int] =
     """Groups of source SA slices that together cover the stack (but ``covered``), each spread base to apex.
 
     Pass ``k`` takes every ``n``-th remaining slice of the base-to-apex order starting at ``k`` (``n`` = number of
-    passes); run the transform with ``sa_slice_indices`` = each group and merge the :func:`canonical_to_planes`
-    outputs (255 marks slices a pass did not cover).
+    passes); run the transform with ``sa_slice_indices`` = each group and merge the outputs of
+    :func:`probabilities_to_plane_labels` (or :func:`canonical_to_planes`; 255 marks slices a pass did not cover).
     """
     geometry = parse_geometry(geometry)
     remaining = [z for z in geometry["sa_slice_order"] if z not in set(covered)]
@@ -353,6 +353,19 @@ def parse_geometry(geometry: str | Mapping[str, Any]) -> dict[str, Any]:
 # --- canonical -> source planes -------------------------------------------------------------------
 
 
+def _canonical_positions(
+    record: Mapping[str, Any], affine: np.ndarray, size_x: int, size_y: int, crop_size: int, spacing_mm: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical pixel coordinates (i along H, j along W; float (X, Y) each) of every pixel of the source slice of
+    plane ``record`` (a ``geometry["planes"]`` entry) in a file of in-plane size (``size_x``, ``size_y``)."""
+    grid = np.stack(np.meshgrid(np.arange(size_x), np.arange(size_y), indexing="ij"), axis=-1).astype(float)
+    slice_column = np.full((size_x, size_y, 1), float(record["slice"]))
+    offset = voxel_to_world(affine, np.concatenate([grid, slice_column], axis=-1)) - np.array(record["centre_mm"])
+    i = offset @ np.array(record["u"]) / spacing_mm + (crop_size - 1) / 2
+    j = offset @ np.array(record["v"]) / spacing_mm + (crop_size - 1) / 2
+    return i, j
+
+
 def canonical_to_planes(
     pred: np.ndarray | torch.Tensor,
     geometry: str | Mapping[str, Any],
@@ -382,7 +395,6 @@ def canonical_to_planes(
     num_channels, num_planes, num_frames, crop_size, _ = values.shape
     if num_planes != len(geometry["planes"]):
         raise ValueError(f"pred has {num_planes} planes, geometry {len(geometry['planes'])}")
-    spacing_mm = geometry["spacing_mm"]
 
     outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for stem, source in geometry["sources"].items():
@@ -392,21 +404,86 @@ def canonical_to_planes(
         size_x, size_y, _, source_frames = source["shape"]
         output = np.full([num_channels] + list(source["shape"]), uncovered_value, dtype=values.dtype)
         nearest_frame = np.floor(np.arange(source_frames) * num_frames / source_frames + 0.5).astype(int) % num_frames
-        grid = np.stack(np.meshgrid(np.arange(size_x), np.arange(size_y), indexing="ij"), axis=-1).astype(float)
         for index, record in enumerate(geometry["planes"]):
             if record["source"] != stem:
                 continue
-            z = record["slice"]
-            world = voxel_to_world(affine, np.concatenate([grid, np.full((size_x, size_y, 1), float(z))], axis=-1))
-            offset = world - np.array(record["centre_mm"])
-            i = np.rint(offset @ np.array(record["u"]) / spacing_mm + (crop_size - 1) / 2).astype(np.int64)
-            j = np.rint(offset @ np.array(record["v"]) / spacing_mm + (crop_size - 1) / 2).astype(np.int64)
+            i, j = _canonical_positions(record, affine, size_x, size_y, crop_size, geometry["spacing_mm"])
+            i, j = np.rint(i).astype(np.int64), np.rint(j).astype(np.int64)
             inside = (i >= 0) & (i < crop_size) & (j >= 0) & (j < crop_size)
             slice_values = np.full((num_channels, size_x, size_y, source_frames), outside_value, dtype=values.dtype)
             plane_values = values[:, index][:, nearest_frame]  # (C, T_source, H, W)
             slice_values[:, inside] = plane_values[:, :, i[inside], j[inside]].transpose(0, 2, 1)
-            output[:, :, :, z] = slice_values
+            output[:, :, :, record["slice"]] = slice_values
         outputs[stem] = (output if has_channels else output[0], affine)
+    return outputs
+
+
+def probabilities_to_plane_labels(
+    probabilities: torch.Tensor,
+    geometry: str | Mapping[str, Any],
+    stems: Collection[str] | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Labels of every input plane file from canonical class probabilities: interpolated linearly in space
+    (bilinear) and cyclically in time onto the file's own pixels and frames, then the most probable class.
+
+    Labels back-projected by nearest neighbour snap every boundary to the 1.8 mm canonical grid; the probabilities
+    carry where between two canonical pixels a boundary lies, which matters most where the file's pixels are finer
+    than the grid and for thin structures (the myocardium).
+
+    Args:
+        probabilities: (C, P, T, H, W) class probabilities (any float dtype) on the canonical grid.
+        geometry: the sample's ``geometry``.
+        stems: only these plane files; None: all of the geometry's.
+
+    Returns:
+        file stem -> (labels uint8 (X, Y, S, T), affine (4, 4)), as :func:`canonical_to_planes` gives for labels:
+        source pixels outside the canonical crop are class 0, SA slices not in the canonical stack ``UNLABELLED``.
+    """
+    geometry = parse_geometry(geometry)
+    num_channels, num_planes, num_frames, crop_size, _ = probabilities.shape
+    if num_planes != len(geometry["planes"]):
+        raise ValueError(f"probabilities have {num_planes} planes, geometry {len(geometry['planes'])}")
+    outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for stem, source in geometry["sources"].items():
+        if stems is not None and stem not in stems:
+            continue
+        affine = np.array(source["affine"])
+        size_x, size_y, _, source_frames = source["shape"]
+        output = np.full(source["shape"], UNLABELLED, dtype=np.uint8)
+        # source frame k lies at canonical frame k * T / T_source (the inverse of resample_time)
+        position = np.arange(source_frames) * num_frames / source_frames
+        before = np.floor(position).astype(np.int64)
+        weight = torch.from_numpy((position - before).astype(np.float32))[None, :, None, None]
+        on_canonical_frames = not bool(weight.any())  # e.g. 50 frames acquired, 50 canonical: no blending needed
+        for index, record in enumerate(geometry["planes"]):
+            if record["source"] != stem:
+                continue
+            plane = probabilities[:, index].float().cpu()  # (C, T, H, W)
+            in_time = plane[:, before % num_frames]
+            if not on_canonical_frames:
+                in_time = (1 - weight) * in_time + weight * plane[:, (before + 1) % num_frames]
+            i, j = _canonical_positions(record, affine, size_x, size_y, crop_size, geometry["spacing_mm"])
+            # grid_sample's last grid axis is (W, H) = (j, i); align_corners=False maps index k to (2k + 1) / n - 1
+            grid = np.stack([(2 * j + 1) / crop_size - 1, (2 * i + 1) / crop_size - 1], axis=-1)
+            sampled = torch.nn.functional.grid_sample(
+                in_time.reshape(1, num_channels * source_frames, crop_size, crop_size),
+                torch.from_numpy(grid.astype(np.float32))[None],
+                mode="bilinear",
+                padding_mode="border",
+                align_corners=False,
+            ).reshape(num_channels, source_frames, size_x, size_y)
+            # the most probable class by a running maximum: torch's argmax over the leading axis is ~20x slower here
+            best, labels = sampled[0], torch.zeros(sampled.shape[1:], dtype=torch.uint8)
+            for c in range(1, num_channels):
+                better = sampled[c] > best
+                best = torch.where(better, sampled[c], best)
+                labels = torch.where(better, c, labels)
+            labels = labels.permute(1, 2, 0).numpy()  # (X, Y, T_source)
+            # the crop's edge as nearest neighbour draws it: beyond half a canonical pixel is outside
+            inside = (np.rint(i) >= 0) & (np.rint(i) < crop_size) & (np.rint(j) >= 0) & (np.rint(j) < crop_size)
+            labels[~inside] = 0
+            output[:, :, record["slice"]] = labels
+        outputs[stem] = (output, affine)
     return outputs
 
 

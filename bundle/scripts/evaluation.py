@@ -231,7 +231,7 @@ class CohortEvaluator:
 
         embedding, phenotypes = full["embedding"].numpy(), full["phenotypes"].numpy()
         planes, _ = segment_input_planes(
-            network, self.load_subject, item, sample, predicted, self.device, self.precision, reference
+            network, self.load_subject, item, sample, full["probabilities"], self.device, self.precision, reference
         )
         dice_input_planes = dice_on_input_planes(planes, reference, class_mask)
         volumes = volume_curves_from_segmentations(planes)

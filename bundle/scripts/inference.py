@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from scripts.canonical import LoadCineSubjectd, canonical_to_planes, parse_geometry, plan_sa_passes
+from scripts.canonical import LoadCineSubjectd, parse_geometry, plan_sa_passes, probabilities_to_plane_labels
 from scripts.engines import precision_context
 from scripts.files import atomic_path, json_number, save_nifti_atomic, write_json_atomic, write_text_atomic
 from scripts.labels import PHENOTYPE_NAMES, PHENOTYPE_UNITS, SA_PLANE, UNLABELLED
@@ -88,7 +88,8 @@ def predict_sample(
     planes: Sequence[int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """One encoder pass for everything inference reports about a canonical sample (CPU tensors):
-    ``labels`` uint8 (P, T, H, W), ``embedding`` (D,) and ``phenotypes`` (K,) in physical units.
+    ``labels`` uint8 (P, T, H, W), ``probabilities`` float16 (C, P, T, H, W) (the softmax; what is written back onto
+    the input planes, :func:`segment_input_planes`), ``embedding`` (D,) and ``phenotypes`` (K,) in physical units.
 
     ``planes`` (canonical plane indices; default: the planes the sample has) are the ones segmented; the others'
     labels are 0. The decoder works plane by plane and dominates the cost, so a plane not asked for is not computed
@@ -104,7 +105,15 @@ def predict_sample(
         phenotypes = network.phenotype_head.predict_physical(embedding)
     labels = torch.zeros(image.shape[2:], dtype=torch.uint8)
     labels[decode_planes.cpu()] = logits.argmax(1)[0].to(torch.uint8).cpu()
-    return {"labels": labels, "embedding": embedding[0].float().cpu(), "phenotypes": phenotypes[0].float().cpu()}
+    # float16 halves the memory of a subject's maps (~100 MB at the small preset); a probability needs no more digits
+    probabilities = torch.zeros((logits.shape[1],) + tuple(image.shape[2:]), dtype=torch.float16)
+    probabilities[:, decode_planes.cpu()] = logits[0].float().softmax(0).to(torch.float16).cpu()
+    return {
+        "labels": labels,
+        "probabilities": probabilities,
+        "embedding": embedding[0].float().cpu(),
+        "phenotypes": phenotypes[0].float().cpu(),
+    }
 
 
 @torch.no_grad()
@@ -145,24 +154,25 @@ def segment_input_planes(
     load_subject: LoadCineSubjectd,
     item: Mapping[str, Any],
     sample: Mapping[str, Any],
-    labels: torch.Tensor,
+    probabilities: torch.Tensor,
     device: torch.device,
     precision: str = "auto",
     subject: Subject | None = None,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[int]]:
     """Labels of every input plane in its own shape, and the SA slices left unsegmented (normally none).
 
-    ``labels`` (P, T, H, W) are the canonical prediction of ``sample``; they hold the canonical SA slices, and extra
+    ``probabilities`` (C, P, T, H, W) are the canonical prediction of ``sample`` (:func:`predict_sample`), written
+    back by :func:`scripts.canonical.probabilities_to_plane_labels`; they hold the canonical SA slices, and extra
     passes of ``network`` cover the slices of the stack that the canonical grid skipped. An extra pass encodes all
     planes (the LA views inform the SA slices) but decodes only its SA slices. Its sample comes through
     ``load_subject``'s cache when it has one (training caches these stacks too, see ``RandSAStackd``), else from
     ``subject`` (the files of ``item``, already read), else from the files read once for all passes.
 
     Returns:
-        file stem -> (labels uint8 (X, Y, S, T), affine (4, 4)) as in :func:`canonical_to_planes`; the SA slice
+        file stem -> (labels uint8 (X, Y, S, T), affine (4, 4)); the SA slice
         indices that no pass covered.
     """
-    outputs = canonical_to_planes(labels.numpy(), sample["geometry"])
+    outputs = probabilities_to_plane_labels(probabilities, sample["geometry"])
     uncovered: list[int] = []
     if SA_PLANE in outputs:
         merged = outputs[SA_PLANE][0]
@@ -176,8 +186,8 @@ def segment_input_planes(
             extra = loader(dict(item), subject)
             records = parse_geometry(extra["geometry"])["planes"]
             sa_planes = [k for k, record in enumerate(records) if record["source"] == SA_PLANE]
-            extra_labels = predict_sample(network, extra, device, precision, sa_planes)["labels"]
-            sa_extra = canonical_to_planes(extra_labels.numpy(), extra["geometry"], stems=[SA_PLANE])[SA_PLANE][0]
+            extra_probabilities = predict_sample(network, extra, device, precision, sa_planes)["probabilities"]
+            sa_extra = probabilities_to_plane_labels(extra_probabilities, extra["geometry"], [SA_PLANE])[SA_PLANE][0]
             fill = (merged == UNLABELLED) & (sa_extra != UNLABELLED)
             merged[fill] = sa_extra[fill]
         uncovered = [z for z in range(merged.shape[2]) if (merged[:, :, z] == UNLABELLED).all()]
@@ -203,7 +213,7 @@ def segment_subject(
     sample = load_subject(dict(item), files)
     prediction = predict_sample(network, sample, device, precision)
     planes, uncovered = segment_input_planes(
-        network, load_subject, item, sample, prediction["labels"], device, precision, files
+        network, load_subject, item, sample, prediction["probabilities"], device, precision, files
     )
     return sample, prediction, planes, uncovered
 
