@@ -25,6 +25,7 @@ from scripts.canonical import (  # noqa: E402
     BASE_DIRECTION_RAS,
     LoadCineSubjectd,
     RandSAStackd,
+    _canonical_positions,
     canonical_to_planes,
     parse_geometry,
     plan_sa_passes,
@@ -280,6 +281,23 @@ def test_probabilities_written_back_recover_boundaries_between_canonical_pixels(
 
     soft = probabilities_to_plane_labels(probabilities, sample["geometry"])
     nearest = canonical_to_planes(probabilities.argmax(0).to(torch.uint8), sample["geometry"])
+    # the shortcut (interpolate only between pixels of different classes) gives what interpolating everything gives
+    for k, record in enumerate(geometry["planes"]):
+        size_x, size_y, _, _ = geometry["sources"][record["source"]]["shape"]
+        affine = np.array(geometry["sources"][record["source"]]["affine"])
+        i, j = _canonical_positions(record, affine, size_x, size_y, crop, geometry["spacing_mm"])
+        grid = torch.from_numpy(np.stack([(2 * j + 1) / crop - 1, (2 * i + 1) / crop - 1], axis=-1).astype(np.float32))
+        everywhere = torch.nn.functional.grid_sample(
+            probabilities[:, k].reshape(1, -1, crop, crop), grid[None], padding_mode="border", align_corners=False
+        ).reshape(3, num_frames, size_x, size_y)
+        everywhere = everywhere.permute(2, 3, 1, 0).numpy()  # (X, Y, T, C)
+        inside = (np.rint(i) >= 0) & (np.rint(i) < crop) & (np.rint(j) >= 0) & (np.rint(j) < crop)
+        written = soft[record["source"]][0][:, :, record["slice"]]
+        assert (written[~inside] == 0).all()
+        # the class written is the most probable one (ties, common in these 1/9 shares, may go either way; the sums
+        # round differently by 1e-6)
+        chosen = np.take_along_axis(everywhere, written[..., None].astype(np.int64), axis=-1)[..., 0]
+        assert (chosen[inside] >= everywhere.max(-1)[inside] - 1e-5).all()
     assert soft.keys() == nearest.keys() and soft["sa"][0].dtype == np.uint8
     truth = {stem: plane.label for stem, plane in load_subject(subject_dir).planes.items()}
     dice = {}

@@ -418,6 +418,48 @@ def canonical_to_planes(
     return outputs
 
 
+def _most_probable(probabilities: torch.Tensor) -> torch.Tensor:
+    """uint8 index of the largest of (C, ...) along C (the first on ties), by a running maximum: torch's argmax over
+    the leading axis of a large map is ~20x slower."""
+    best, labels = probabilities[0], torch.zeros(probabilities.shape[1:], dtype=torch.uint8)
+    for c in range(1, probabilities.shape[0]):
+        better = probabilities[c] > best
+        best = torch.where(better, probabilities[c], best)
+        labels = torch.where(better, c, labels)
+    return labels
+
+
+def _bilinear_labels(plane: torch.Tensor, i: np.ndarray, j: np.ndarray) -> torch.Tensor:
+    """Most probable class (X, Y, T) uint8 of the probabilities ``plane`` (C, T, H, W) interpolated bilinearly at the
+    canonical positions ``i``, ``j`` (X, Y) (beyond the outermost pixel centres: the edge value, as grid_sample's
+    ``border`` padding).
+
+    Where the four canonical pixels around a position agree on the class, so does any convex combination of their
+    probabilities (``p_c >= p_k`` in each implies it in the sum), so only positions between pixels of different classes
+    are interpolated: a few percent of them, which makes this ~10x faster than interpolating every class everywhere.
+    """
+    num_channels, num_frames, height, width = plane.shape
+    positions_shape = np.shape(i)
+    i = np.clip(i, 0, height - 1).reshape(-1)
+    j = np.clip(j, 0, width - 1).reshape(-1)
+    i0, j0 = np.floor(i).astype(np.int64), np.floor(j).astype(np.int64)
+    i1, j1 = np.minimum(i0 + 1, height - 1), np.minimum(j0 + 1, width - 1)
+    wi, wj = (i - i0).astype(np.float32), (j - j0).astype(np.float32)
+    corners = [torch.from_numpy(a * width + b) for a, b in ((i0, j0), (i0, j1), (i1, j0), (i1, j1))]
+    weights = [torch.from_numpy(w) for w in ((1 - wi) * (1 - wj), (1 - wi) * wj, wi * (1 - wj), wi * wj)]
+    # pixels as rows (H * W, T): a corner's gather copies whole rows of frames
+    grid_labels = _most_probable(plane).reshape(num_frames, height * width).T.contiguous()
+    corner_labels = [grid_labels[corner] for corner in corners]  # 4 x (X * Y, T)
+    labels = corner_labels[0]
+    mixed = (labels != corner_labels[1]) | (labels != corner_labels[2]) | (labels != corner_labels[3])
+    pixel, frame = torch.nonzero(mixed, as_tuple=True)
+    if len(pixel):
+        flat = plane.reshape(num_channels, num_frames, height * width)
+        blend = sum(w[pixel] * flat[:, frame, corner[pixel]] for corner, w in zip(corners, weights))  # (C, K)
+        labels[pixel, frame] = _most_probable(blend)
+    return labels.reshape(*positions_shape, num_frames)
+
+
 def probabilities_to_plane_labels(
     probabilities: torch.Tensor,
     geometry: str | Mapping[str, Any],
@@ -440,7 +482,7 @@ def probabilities_to_plane_labels(
         source pixels outside the canonical crop are class 0, SA slices not in the canonical stack ``UNLABELLED``.
     """
     geometry = parse_geometry(geometry)
-    num_channels, num_planes, num_frames, crop_size, _ = probabilities.shape
+    _, num_planes, num_frames, crop_size, _ = probabilities.shape
     if num_planes != len(geometry["planes"]):
         raise ValueError(f"probabilities have {num_planes} planes, geometry {len(geometry['planes'])}")
     outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -454,31 +496,15 @@ def probabilities_to_plane_labels(
         position = np.arange(source_frames) * num_frames / source_frames
         before = np.floor(position).astype(np.int64)
         weight = torch.from_numpy((position - before).astype(np.float32))[None, :, None, None]
-        on_canonical_frames = not bool(weight.any())  # e.g. 50 frames acquired, 50 canonical: no blending needed
+        on_canonical_frames = source_frames == num_frames  # e.g. 50 frames acquired, 50 canonical: nothing to blend
         for index, record in enumerate(geometry["planes"]):
             if record["source"] != stem:
                 continue
             plane = probabilities[:, index].float().cpu()  # (C, T, H, W)
-            in_time = plane[:, before % num_frames]
             if not on_canonical_frames:
-                in_time = (1 - weight) * in_time + weight * plane[:, (before + 1) % num_frames]
+                plane = (1 - weight) * plane[:, before % num_frames] + weight * plane[:, (before + 1) % num_frames]
             i, j = _canonical_positions(record, affine, size_x, size_y, crop_size, geometry["spacing_mm"])
-            # grid_sample's last grid axis is (W, H) = (j, i); align_corners=False maps index k to (2k + 1) / n - 1
-            grid = np.stack([(2 * j + 1) / crop_size - 1, (2 * i + 1) / crop_size - 1], axis=-1)
-            sampled = torch.nn.functional.grid_sample(
-                in_time.reshape(1, num_channels * source_frames, crop_size, crop_size),
-                torch.from_numpy(grid.astype(np.float32))[None],
-                mode="bilinear",
-                padding_mode="border",
-                align_corners=False,
-            ).reshape(num_channels, source_frames, size_x, size_y)
-            # the most probable class by a running maximum: torch's argmax over the leading axis is ~20x slower here
-            best, labels = sampled[0], torch.zeros(sampled.shape[1:], dtype=torch.uint8)
-            for c in range(1, num_channels):
-                better = sampled[c] > best
-                best = torch.where(better, sampled[c], best)
-                labels = torch.where(better, c, labels)
-            labels = labels.permute(1, 2, 0).numpy()  # (X, Y, T_source)
+            labels = _bilinear_labels(plane, i, j).numpy()  # (X, Y, T_source)
             # the crop's edge as nearest neighbour draws it: beyond half a canonical pixel is outside
             inside = (np.rint(i) >= 0) & (np.rint(i) < crop_size) & (np.rint(j) >= 0) & (np.rint(j) < crop_size)
             labels[~inside] = 0
