@@ -21,7 +21,9 @@ What is measured (batch of one subject, the configs' ``batch_size``):
 - **subject inference**: the same subject segmented the way the ``inference`` workflow does it
   (:func:`scripts.inference.segment_subject`: files read, canonical sample, one network pass per group of SA
   slices until every slice is covered, labels written back onto each input plane's grid; NIfTI output not
-  included), with the preset's network (random weights: the cost does not depend on them).
+  included), with the shipped weights (``bundle/models/model.pt``) at ``small``, random ones at other presets. The
+  network's cost does not depend on the weights, the write-back's does: it blends class probabilities only between
+  canonical pixels of different classes, a few percent of them with trained weights and most with random ones.
 
 How to read the ratios (``of peak`` = achieved / peak, achieved = counted FLOPs / median seconds):
 
@@ -64,7 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 from scripts.canonical import LoadCineSubjectd, parse_geometry  # noqa: E402
 from scripts.engines import segmentation_loss  # noqa: E402
 from scripts.files import write_json_atomic  # noqa: E402
-from scripts.inference import segment_subject  # noqa: E402
+from scripts.inference import load_network_weights, segment_subject  # noqa: E402
 from scripts.labels import NUM_CLASSES  # noqa: E402
 from scripts.net import autocast_context, build_network  # noqa: E402
 from scripts.synthetic import synthesize_cohort  # noqa: E402
@@ -75,6 +77,7 @@ NUM_PLANES = 9  # 6 SA slices + 3 LA views
 SEGMENTATION_CONFIG = Path(__file__).resolve().parents[1] / "bundle" / "configs" / "finetune_segmentation.yaml"
 # canonical grid per preset, as in inference.yaml: (frames, crop size px, spacing mm)
 GRIDS = {"tiny": (10, 32, 7.2), "small": (50, 128, 1.8), "paper": (50, 128, 1.8)}
+SHIPPED_WEIGHTS = {"small": Path(__file__).resolve().parents[1] / "bundle" / "models" / "model.pt"}
 
 
 @dataclass
@@ -370,6 +373,11 @@ def measure_subject_inference(preset: str, device: torch.device, settings: Setti
     frames, size, _ = GRIDS[preset]
     torch.manual_seed(0)
     network = build_network("heart", preset, num_planes=NUM_PLANES, num_frames=frames, image_size=size)
+    weights = SHIPPED_WEIGHTS.get(preset)
+    if weights is not None and weights.is_file():
+        load_network_weights(network, weights)
+    else:
+        weights = None
     network = network.to(device).eval()
     load = loader(preset, None)
     item = {"subject": str(subject)}
@@ -390,6 +398,7 @@ def measure_subject_inference(preset: str, device: torch.device, settings: Setti
         "sa_slices": geometry["sources"]["sa"]["shape"][2] if "sa" in geometry["sources"] else 0,
         "network_passes": len(passes) // calls,
         "repeats": len(seconds),
+        "weights": str(weights) if weights else "random",
     }
 
 
@@ -439,7 +448,8 @@ def format_table(results: dict[str, Any]) -> str:
     inference = results["subject_inference"]
     lines.append(
         f"subject inference (files read, {inference['network_passes']} network passes for its "
-        f"{inference['sa_slices']} SA slices, labels back on every input plane): "
+        f"{inference['sa_slices']} SA slices, labels back on every input plane; {Path(inference['weights']).name} "
+        "weights): "
         f"{inference['seconds_per_subject']:.2f} s per subject"
     )
     load, cpus = meta["load_average_1min"], meta["cpu_count"] or 1

@@ -313,6 +313,27 @@ def test_probabilities_written_back_recover_boundaries_between_canonical_pixels(
     assert dice["soft", 1] > dice["nearest", 1] and dice["soft", 2] > dice["nearest", 2] + 0.01, dice
 
 
+@pytest.mark.parametrize("dense_fraction", [0.0, 1.0])
+def test_bilinear_labels_both_ways_give_the_most_probable_class(monkeypatch, dense_fraction: float) -> None:
+    """Interpolating every class everywhere (one grid_sample) and only between pixels of different classes give the
+    most probable class of the bilinear interpolation, inside the grid and beyond its edge (border values)."""
+    import scripts.canonical as canonical
+
+    monkeypatch.setattr(canonical, "DENSE_BLEND_FRACTION", dense_fraction)
+    generator = torch.Generator().manual_seed(0)
+    plane = torch.softmax(3 * torch.randn(6, 4, 16, 16, generator=generator), dim=0)  # (C, T, H, W), mixed classes
+    i, j = (torch.rand(2, 20, 30, generator=generator).numpy() * 21 - 3).astype(np.float64)  # beyond both edges
+    labels = canonical._bilinear_labels(plane, i, j)
+    assert labels.shape == (20, 30, 4) and labels.dtype == torch.uint8
+    grid = torch.from_numpy(np.stack([(2 * j + 1) / 16 - 1, (2 * i + 1) / 16 - 1], axis=-1).astype(np.float32))
+    everywhere = torch.nn.functional.grid_sample(
+        plane.reshape(1, 24, 16, 16), grid[None], padding_mode="border", align_corners=False
+    ).reshape(6, 4, 20, 30)
+    everywhere = everywhere.permute(2, 3, 1, 0)  # (X, Y, T, C)
+    chosen = torch.gather(everywhere, -1, labels[..., None].long())[..., 0]
+    assert bool((chosen >= everywhere.max(-1).values - 1e-5).all())
+
+
 def _write_plane(folder: Path, stem: str, array: np.ndarray) -> None:
     nib.save(nib.Nifti1Image(array, la_affine(0.0)), str(folder / f"{stem}.nii.gz"))
 

@@ -553,8 +553,9 @@ def fit_measure_head(
     subject costs ~3.6 s of 2 CPU cores at `small`, and 47 measures need far fewer subjects than a large cohort has.
 
     The segmentation must stay as it is afterwards (train with the encoder and decoder frozen), and so must the way
-    inference writes it back onto the planes, or the fit goes stale. Uses the phenotype head's target statistics: call :func:`prepare_phenotype_head` first. A measure
-    missing for every subject (a view no subject has) is left out by its zero weight.
+    inference writes it back onto the planes, or the fit goes stale. Uses the phenotype head's target statistics:
+    call :func:`prepare_phenotype_head` first. A measure missing for every subject (a view no subject has) is left out
+    by its zero weight.
     """
     from scripts.inference import segment_subject  # scripts.inference imports this module
     from scripts.measures import measure_features, volume_curves_from_segmentations
