@@ -38,7 +38,7 @@ import math
 import os
 import zlib
 from pathlib import Path
-from typing import Any, Collection, Hashable, Mapping, Sequence
+from typing import Any, Collection, Hashable, Iterator, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -370,6 +370,17 @@ def _canonical_positions(
     return i, j
 
 
+def _source_planes(
+    geometry: Mapping[str, Any], stems: Collection[str] | None
+) -> Iterator[tuple[str, Mapping[str, Any], np.ndarray, list[tuple[int, Mapping[str, Any]]]]]:
+    """Each plane file of a parsed ``geometry`` (only ``stems`` when given): its stem, its ``sources`` record, its
+    affine (4, 4) and the canonical planes cut from it as (index, ``planes`` record)."""
+    for stem, source in geometry["sources"].items():
+        if stems is None or stem in stems:
+            planes = [(index, record) for index, record in enumerate(geometry["planes"]) if record["source"] == stem]
+            yield stem, source, np.array(source["affine"]), planes
+
+
 def canonical_to_planes(
     pred: np.ndarray | torch.Tensor,
     geometry: str | Mapping[str, Any],
@@ -401,16 +412,11 @@ def canonical_to_planes(
         raise ValueError(f"pred has {num_planes} planes, geometry {len(geometry['planes'])}")
 
     outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for stem, source in geometry["sources"].items():
-        if stems is not None and stem not in stems:
-            continue
-        affine = np.array(source["affine"])
+    for stem, source, affine, planes in _source_planes(geometry, stems):
         size_x, size_y, _, source_frames = source["shape"]
         output = np.full([num_channels] + list(source["shape"]), uncovered_value, dtype=values.dtype)
         nearest_frame = np.floor(np.arange(source_frames) * num_frames / source_frames + 0.5).astype(int) % num_frames
-        for index, record in enumerate(geometry["planes"]):
-            if record["source"] != stem:
-                continue
+        for index, record in planes:
             i, j = _canonical_positions(record, affine, size_x, size_y, crop_size, geometry["spacing_mm"])
             i, j = np.rint(i).astype(np.int64), np.rint(j).astype(np.int64)
             inside = (i >= 0) & (i < crop_size) & (j >= 0) & (j < crop_size)
@@ -502,10 +508,7 @@ def probabilities_to_plane_labels(
     if num_planes != len(geometry["planes"]):
         raise ValueError(f"probabilities have {num_planes} planes, geometry {len(geometry['planes'])}")
     outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for stem, source in geometry["sources"].items():
-        if stems is not None and stem not in stems:
-            continue
-        affine = np.array(source["affine"])
+    for stem, source, affine, planes in _source_planes(geometry, stems):
         size_x, size_y, _, source_frames = source["shape"]
         output = np.full(source["shape"], UNLABELLED, dtype=np.uint8)
         # source frame k lies at canonical frame k * T / T_source (the inverse of resample_time)
@@ -513,9 +516,7 @@ def probabilities_to_plane_labels(
         before = np.floor(position).astype(np.int64)
         weight = torch.from_numpy((position - before).astype(np.float32))[None, :, None, None]
         on_canonical_frames = source_frames == num_frames  # e.g. 50 frames acquired, 50 canonical: nothing to blend
-        for index, record in enumerate(geometry["planes"]):
-            if record["source"] != stem:
-                continue
+        for index, record in planes:
             plane = probabilities[:, index].float().cpu()  # (C, T, H, W)
             if not on_canonical_frames:
                 plane = (1 - weight) * plane[:, before % num_frames] + weight * plane[:, (before + 1) % num_frames]
