@@ -64,7 +64,8 @@ MIN_LA_NORMAL_SPREAD = 0.1
 CENTRE_METHODS = ("la_intersection", "image_centre")
 #: Above this share of positions between canonical pixels of different classes, written-back labels interpolate every
 #: class everywhere (one grid_sample) rather than blend position by position: at small, 0.5 s against 2.1 s a subject
-#: for an untrained network (55 % of neighbouring pixels differ), 0.6 s against 0.12 s for the shipped one (1.5 %).
+#: for an untrained network (55 % of neighbouring canonical pixels differ), 0.6 s against 0.12 s for the shipped one
+#: (1.5 %).
 DENSE_BLEND_FRACTION = 0.15
 
 
@@ -446,7 +447,7 @@ def _bilinear_labels(plane: torch.Tensor, i: np.ndarray, j: np.ndarray) -> torch
 
     Where the four canonical pixels around a position agree on the class, so does any convex combination of their
     probabilities (``p_c >= p_k`` in each implies it in the sum), so only positions between pixels of different classes
-    are interpolated: a few percent of them, which makes this ~10x faster than interpolating every class everywhere.
+    are interpolated: a few percent of them with trained weights, ~5x faster than interpolating every class everywhere.
     """
     num_channels, num_frames, height, width = plane.shape
     positions_shape = np.shape(i)
