@@ -261,6 +261,27 @@ def test_source_label_forward_and_back_dice(subject_dir: Path) -> None:
     assert probabilities["la_2ch"][0].shape == (3, FOV_PIXELS, FOV_PIXELS, 1, 20)
 
 
+def _interpolated_everywhere(plane: torch.Tensor, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Reference: every class of ``plane`` (C, T, H, W) interpolated by grid_sample (bilinear, border) at canonical
+    positions ``i``, ``j`` (X, Y) -> (X, Y, T, C)."""
+    num_channels, num_frames, height, width = plane.shape
+    grid = np.stack([(2 * j + 1) / width - 1, (2 * i + 1) / height - 1], axis=-1).astype(np.float32)
+    sampled = torch.nn.functional.grid_sample(
+        plane.reshape(1, num_channels * num_frames, height, width),
+        torch.from_numpy(grid)[None],
+        padding_mode="border",
+        align_corners=False,
+    )
+    return sampled.reshape(num_channels, num_frames, *i.shape).permute(2, 3, 1, 0).numpy()
+
+
+def _most_probable_there(labels: np.ndarray, everywhere: np.ndarray) -> np.ndarray:
+    """Where ``labels`` (X, Y, T) name a class of largest interpolated probability in ``everywhere`` (X, Y, T, C);
+    ties may go either way and sums in another order round differently by ~1e-6."""
+    chosen = np.take_along_axis(everywhere, labels[..., None].astype(np.int64), axis=-1)[..., 0]
+    return chosen >= everywhere.max(-1) - 1e-5
+
+
 def test_probabilities_written_back_recover_boundaries_between_canonical_pixels(subject_dir: Path) -> None:
     """Class probabilities of a coarser canonical grid (2.5 mm; each pixel's share of every class, as a perfect model
     would give them) written back onto the 2 mm source files bilinearly beat the nearest-neighbour labels, most of
@@ -286,18 +307,10 @@ def test_probabilities_written_back_recover_boundaries_between_canonical_pixels(
         size_x, size_y, _, _ = geometry["sources"][record["source"]]["shape"]
         affine = np.array(geometry["sources"][record["source"]]["affine"])
         i, j = _canonical_positions(record, affine, size_x, size_y, crop, geometry["spacing_mm"])
-        grid = torch.from_numpy(np.stack([(2 * j + 1) / crop - 1, (2 * i + 1) / crop - 1], axis=-1).astype(np.float32))
-        everywhere = torch.nn.functional.grid_sample(
-            probabilities[:, k].reshape(1, -1, crop, crop), grid[None], padding_mode="border", align_corners=False
-        ).reshape(3, num_frames, size_x, size_y)
-        everywhere = everywhere.permute(2, 3, 1, 0).numpy()  # (X, Y, T, C)
         inside = (np.rint(i) >= 0) & (np.rint(i) < crop) & (np.rint(j) >= 0) & (np.rint(j) < crop)
         written = soft[record["source"]][0][:, :, record["slice"]]
         assert (written[~inside] == 0).all()
-        # the class written is the most probable one (ties, common in these 1/9 shares, may go either way; the sums
-        # round differently by 1e-6)
-        chosen = np.take_along_axis(everywhere, written[..., None].astype(np.int64), axis=-1)[..., 0]
-        assert (chosen[inside] >= everywhere.max(-1)[inside] - 1e-5).all()
+        assert _most_probable_there(written, _interpolated_everywhere(probabilities[:, k], i, j))[inside].all()
     assert soft.keys() == nearest.keys() and soft["sa"][0].dtype == np.uint8
     truth = {stem: plane.label for stem, plane in load_subject(subject_dir).planes.items()}
     dice = {}
@@ -325,13 +338,7 @@ def test_bilinear_labels_both_ways_give_the_most_probable_class(monkeypatch, den
     i, j = (torch.rand(2, 20, 30, generator=generator).numpy() * 21 - 3).astype(np.float64)  # beyond both edges
     labels = canonical._bilinear_labels(plane, i, j)
     assert labels.shape == (20, 30, 4) and labels.dtype == torch.uint8
-    grid = torch.from_numpy(np.stack([(2 * j + 1) / 16 - 1, (2 * i + 1) / 16 - 1], axis=-1).astype(np.float32))
-    everywhere = torch.nn.functional.grid_sample(
-        plane.reshape(1, 24, 16, 16), grid[None], padding_mode="border", align_corners=False
-    ).reshape(6, 4, 20, 30)
-    everywhere = everywhere.permute(2, 3, 1, 0)  # (X, Y, T, C)
-    chosen = torch.gather(everywhere, -1, labels[..., None].long())[..., 0]
-    assert bool((chosen >= everywhere.max(-1).values - 1e-5).all())
+    assert _most_probable_there(labels.numpy(), _interpolated_everywhere(plane, i, j)).all()
 
 
 def _write_plane(folder: Path, stem: str, array: np.ndarray) -> None:

@@ -429,13 +429,14 @@ def canonical_to_planes(
     return outputs
 
 
-def _most_probable(probabilities: torch.Tensor) -> torch.Tensor:
-    """uint8 index of the largest of (C, ...) along C (the first on ties), by a running maximum: torch's argmax over
-    the leading axis of a large map is ~20x slower."""
-    best, labels = probabilities[0], torch.zeros(probabilities.shape[1:], dtype=torch.uint8)
-    for c in range(1, probabilities.shape[0]):
-        better = probabilities[c] > best
-        best = torch.where(better, probabilities[c], best)
+def most_probable_class(scores: torch.Tensor) -> torch.Tensor:
+    """uint8 index of the largest of ``scores`` (C, ...) along C (the first on ties; probabilities or logits), by a
+    running maximum: torch's argmax over the class axis of a large map is 7-20x slower (1 s against 0.14 s for one
+    subject's logits at small)."""
+    best, labels = scores[0], torch.zeros(scores.shape[1:], dtype=torch.uint8, device=scores.device)
+    for c in range(1, scores.shape[0]):
+        better = scores[c] > best
+        best = torch.where(better, scores[c], best)
         labels = torch.where(better, c, labels)
     return labels
 
@@ -459,7 +460,7 @@ def _bilinear_labels(plane: torch.Tensor, i: np.ndarray, j: np.ndarray) -> torch
     corners = [torch.from_numpy(a * width + b) for a, b in ((i0, j0), (i0, j1), (i1, j0), (i1, j1))]
     weights = [torch.from_numpy(w) for w in ((1 - wi) * (1 - wj), (1 - wi) * wj, wi * (1 - wj), wi * wj)]
     # pixels as rows (H * W, T): a corner's gather copies whole rows of frames
-    grid_labels = _most_probable(plane).reshape(num_frames, height * width).T.contiguous()
+    grid_labels = most_probable_class(plane).reshape(num_frames, height * width).T.contiguous()
     corner_labels = [grid_labels[corner] for corner in corners]  # 4 x (X * Y, T)
     labels = corner_labels[0]
     mixed = (labels != corner_labels[1]) | (labels != corner_labels[2]) | (labels != corner_labels[3])
@@ -474,12 +475,12 @@ def _bilinear_labels(plane: torch.Tensor, i: np.ndarray, j: np.ndarray) -> torch
             padding_mode="border",
             align_corners=False,
         ).reshape(num_channels, num_frames, -1)
-        return _most_probable(sampled).T.reshape(*positions_shape, num_frames)
+        return most_probable_class(sampled).T.reshape(*positions_shape, num_frames)
     pixel, frame = torch.nonzero(mixed, as_tuple=True)
     if len(pixel):
         flat = plane.reshape(num_channels, num_frames, height * width)
         blend = sum(w[pixel] * flat[:, frame, corner[pixel]] for corner, w in zip(corners, weights))  # (C, K)
-        labels[pixel, frame] = _most_probable(blend)
+        labels[pixel, frame] = most_probable_class(blend)
     return labels.reshape(*positions_shape, num_frames)
 
 
@@ -520,7 +521,7 @@ def probabilities_to_plane_labels(
         for index, record in planes:
             plane = probabilities[:, index].float().cpu()  # (C, T, H, W)
             if not on_canonical_frames:
-                plane = (1 - weight) * plane[:, before % num_frames] + weight * plane[:, (before + 1) % num_frames]
+                plane = (1 - weight) * plane[:, before] + weight * plane[:, (before + 1) % num_frames]
             i, j = _canonical_positions(record, affine, size_x, size_y, crop_size, geometry["spacing_mm"])
             labels = _bilinear_labels(plane, i, j).numpy()  # (X, Y, T_source)
             # the crop's edge as nearest neighbour draws it: beyond half a canonical pixel is outside

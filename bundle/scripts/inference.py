@@ -24,7 +24,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from scripts.canonical import LoadCineSubjectd, parse_geometry, plan_sa_passes, probabilities_to_plane_labels
+from scripts.canonical import (
+    LoadCineSubjectd,
+    most_probable_class,
+    parse_geometry,
+    plan_sa_passes,
+    probabilities_to_plane_labels,
+)
 from scripts.engines import precision_context
 from scripts.files import atomic_path, json_number, save_nifti_atomic, write_json_atomic, write_text_atomic
 from scripts.labels import PHENOTYPE_NAMES, PHENOTYPE_UNITS, SA_PLANE, UNLABELLED
@@ -104,7 +110,7 @@ def predict_sample(
         logits, embedding = network.segment_and_embed(image, plane_mask, decode_planes)
         phenotypes = network.phenotype_head.predict_physical(embedding)
     labels = torch.zeros(image.shape[2:], dtype=torch.uint8)
-    labels[decode_planes.cpu()] = logits.argmax(1)[0].to(torch.uint8).cpu()
+    labels[decode_planes.cpu()] = most_probable_class(logits[0]).cpu()
     # float16 halves the memory of a subject's maps (~100 MB at the small preset); a probability needs no more digits
     probabilities = torch.zeros((logits.shape[1],) + tuple(image.shape[2:]), dtype=torch.float16)
     probabilities[:, decode_planes.cpu()] = logits[0].float().softmax(0).to(torch.float16).cpu()
