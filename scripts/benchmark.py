@@ -20,10 +20,12 @@ What is measured (batch of one subject, the configs' ``batch_size``):
   from NIfTI without a cache (cold), the first load that also writes the cache, and from the cache (warm).
 - **subject inference**: the same subject segmented the way the ``inference`` workflow does it
   (:func:`scripts.inference.segment_subject`: files read, canonical sample, one network pass per group of SA
-  slices until every slice is covered, labels written back onto each input plane's grid; NIfTI output not
-  included), with the shipped weights (``bundle/models/model.pt``) at ``small``, random ones at other presets. The
-  network's cost does not depend on the weights, the write-back's does: it blends class probabilities only between
-  canonical pixels of different classes, a few percent of them with trained weights and most with random ones.
+  slices until every slice is covered, all again for each test-time shift of ``inference.yaml``'s
+  ``centre_shifts_px``, labels written back onto each input plane's grid; NIfTI output not included), and the same
+  without the shifts (one pass per group), with the shipped weights (``bundle/models/model.pt``) at ``small``,
+  random ones at other presets. The network's cost does not depend on the weights, the write-back's does: it blends
+  class probabilities only between canonical pixels of different classes, a few percent of them with trained
+  weights and most with random ones.
 
 How to read the ratios (``of peak`` = achieved / peak, achieved = counted FLOPs / median seconds):
 
@@ -75,6 +77,8 @@ SCHEMA_VERSION = 1
 NUM_PLANES = 9  # 6 SA slices + 3 LA views
 # what a segmentation training step decodes, as the config trains it (planes per step, frames per decoded plane)
 SEGMENTATION_CONFIG = Path(__file__).resolve().parents[1] / "bundle" / "configs" / "finetune_segmentation.yaml"
+# the test-time shifts inference runs (``centre_shifts_px``)
+INFERENCE_CONFIG = Path(__file__).resolve().parents[1] / "bundle" / "configs" / "inference.yaml"
 # canonical grid per preset, as in inference.yaml: (frames, crop size px, spacing mm)
 GRIDS = {"tiny": (10, 32, 7.2), "small": (50, 128, 1.8), "paper": (50, 128, 1.8)}
 SHIPPED_WEIGHTS = {"small": Path(__file__).resolve().parents[1] / "bundle" / "models" / "model.pt"}
@@ -382,21 +386,33 @@ def measure_subject_inference(preset: str, device: torch.device, settings: Setti
     load = loader(preset, None)
     item = {"subject": str(subject)}
     geometry = parse_geometry(load(item)["geometry"])
+    shifts = yaml.safe_load(INFERENCE_CONFIG.read_text())["centre_shifts_px"]
     # the network passes are counted on the timed calls themselves (every pass goes through segment_and_embed)
     passes = []
     segment_and_embed = network.segment_and_embed
     network.segment_and_embed = lambda *args, **kwargs: passes.append(1) or segment_and_embed(*args, **kwargs)
-    seconds = time_calls(
-        lambda: segment_subject(network, load, item, device), device, settings.warmup, settings.repeats
-    )
-    calls = settings.warmup + len(seconds)
-    if len(passes) % calls:
-        raise RuntimeError(f"{len(passes)} network passes over {calls} calls: segment_subject is not deterministic")
+    timed = {}
+    for key, centre_shifts_px in (("shifted", shifts), ("one_pass", [])):
+        passes.clear()
+        seconds = time_calls(
+            lambda: segment_subject(network, load, item, device, centre_shifts_px=centre_shifts_px),
+            device,
+            settings.warmup,
+            settings.repeats,
+        )
+        calls = settings.warmup + len(seconds)
+        if len(passes) % calls:
+            raise RuntimeError(f"{len(passes)} network passes over {calls} calls: segment_subject is not deterministic")
+        timed[key] = (seconds, len(passes) // calls)
+    (seconds, num_passes), (one_pass_seconds, one_pass_passes) = timed["shifted"], timed["one_pass"]
     return {
         "seconds_per_subject": statistics.median(seconds),
         "seconds_min": min(seconds),
         "sa_slices": geometry["sources"]["sa"]["shape"][2] if "sa" in geometry["sources"] else 0,
-        "network_passes": len(passes) // calls,
+        "centre_shifts_px": shifts,
+        "network_passes": num_passes,
+        "seconds_per_subject_one_pass": statistics.median(one_pass_seconds),
+        "network_passes_one_pass": one_pass_passes,
         "repeats": len(seconds),
         "weights": str(weights) if weights else "random",
     }
@@ -448,9 +464,10 @@ def format_table(results: dict[str, Any]) -> str:
     inference = results["subject_inference"]
     lines.append(
         f"subject inference (files read, {inference['network_passes']} network passes for its "
-        f"{inference['sa_slices']} SA slices, labels back on every input plane; {Path(inference['weights']).name} "
-        "weights): "
-        f"{inference['seconds_per_subject']:.2f} s per subject"
+        f"{inference['sa_slices']} SA slices and {len(inference['centre_shifts_px'])} test-time shifts, labels back on "
+        f"every input plane; {Path(inference['weights']).name} weights): "
+        f"{inference['seconds_per_subject']:.2f} s per subject; without the shifts "
+        f"({inference['network_passes_one_pass']} passes) {inference['seconds_per_subject_one_pass']:.2f} s"
     )
     load, cpus = meta["load_average_1min"], meta["cpu_count"] or 1
     if load is not None and load > 0.5 * cpus:

@@ -49,4 +49,8 @@ def test_quick_benchmark_writes_json(tmp_path: Path) -> None:
     inference = results["subject_inference"]
     assert inference["seconds_per_subject"] > 0 and "s per subject" in proc.stdout
     # the synthetic subject's SA stack is longer than the canonical 6 slices: extra passes cover the rest
-    assert inference["sa_slices"] > 6 and inference["network_passes"] == 1 + -(-(inference["sa_slices"] - 6) // 6)
+    one_pass = 1 + -(-(inference["sa_slices"] - 6) // 6)
+    assert inference["sa_slices"] > 6 and inference["network_passes_one_pass"] == one_pass
+    # each test-time shift of inference.yaml runs the canonical pass and the extra passes again
+    assert inference["network_passes"] == one_pass * (1 + len(inference["centre_shifts_px"]))
+    assert inference["seconds_per_subject_one_pass"] > 0

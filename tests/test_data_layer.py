@@ -29,6 +29,7 @@ from scripts.canonical import (  # noqa: E402
     canonical_to_planes,
     parse_geometry,
     plan_sa_passes,
+    plane_axes,
     probabilities_to_plane_labels,
     read_canonical_geometry,
     read_canonical_nifti,
@@ -300,7 +301,7 @@ def test_probabilities_written_back_recover_boundaries_between_canonical_pixels(
             shares[:, k, t] = np.stack([label == c for c in range(3)])
     probabilities = torch.from_numpy(shares.reshape(3, num_planes, num_frames, crop, 3, crop, 3).mean((4, 6)))
 
-    soft = probabilities_to_plane_labels(probabilities, sample["geometry"])
+    soft = probabilities_to_plane_labels([(probabilities, sample["geometry"])])
     nearest = canonical_to_planes(probabilities.argmax(0).to(torch.uint8), sample["geometry"])
     # the shortcut (interpolate only between pixels of different classes) gives what interpolating everything gives
     for k, record in enumerate(geometry["planes"]):
@@ -326,19 +327,27 @@ def test_probabilities_written_back_recover_boundaries_between_canonical_pixels(
     assert dice["soft", 1] > dice["nearest", 1] and dice["soft", 2] > dice["nearest", 2] + 0.01, dice
 
 
+@pytest.mark.parametrize("num_cuts", [1, 3])
 @pytest.mark.parametrize("dense_fraction", [0.0, 1.0])
-def test_bilinear_labels_both_ways_give_the_most_probable_class(monkeypatch, dense_fraction: float) -> None:
-    """Interpolating every class everywhere (one grid_sample) and only between pixels of different classes give the
-    most probable class of the bilinear interpolation, inside the grid and beyond its edge (border values)."""
+def test_bilinear_labels_both_ways_give_the_most_probable_class(monkeypatch, dense_fraction: float, num_cuts: int):
+    """Interpolating every class everywhere (one grid_sample per cut) and only between pixels of different classes
+    give the most probable class of the mean bilinear interpolation of all cuts through the slice (test-time shifts:
+    each cut its own probabilities and positions), inside the grid and beyond its edge (border values)."""
     import scripts.canonical as canonical
 
     monkeypatch.setattr(canonical, "DENSE_BLEND_FRACTION", dense_fraction)
     generator = torch.Generator().manual_seed(0)
-    plane = torch.softmax(3 * torch.randn(6, 4, 16, 16, generator=generator), dim=0)  # (C, T, H, W), mixed classes
-    i, j = (torch.rand(2, 20, 30, generator=generator).numpy() * 21 - 3).astype(np.float64)  # beyond both edges
-    labels = canonical._bilinear_labels(plane, i, j)
+    cuts = []
+    for _ in range(num_cuts):
+        plane = torch.softmax(3 * torch.randn(6, 4, 16, 16, generator=generator), dim=0)  # (C, T, H, W), mixed classes
+        i, j = (torch.rand(2, 20, 30, generator=generator).numpy() * 21 - 3).astype(np.float64)  # beyond both edges
+        cuts.append((plane, i, j))
+    labels = canonical._bilinear_labels(cuts)
     assert labels.shape == (20, 30, 4) and labels.dtype == torch.uint8
-    assert _most_probable_there(labels.numpy(), _interpolated_everywhere(plane, i, j)).all()
+    mean = sum(_interpolated_everywhere(plane, i, j) for plane, i, j in cuts) / num_cuts
+    assert _most_probable_there(labels.numpy(), mean).all()
+    if num_cuts > 1:  # the mean is not any one cut's answer
+        assert not _most_probable_there(labels.numpy(), _interpolated_everywhere(*cuts[0])).all()
 
 
 def _write_plane(folder: Path, stem: str, array: np.ndarray) -> None:
@@ -487,13 +496,73 @@ def test_extra_sa_passes_read_the_files_once_and_decode_only_their_slices(subjec
     assert torch.equal(only_first[0], prediction["labels"][0]) and not only_first[1:].any()
 
     covered = {p["slice"] for p in parse_geometry(sample["geometry"])["planes"] if p["source"] == "sa"}
-    merged = probabilities_to_plane_labels(prediction["probabilities"], sample["geometry"])["sa"][0]
+    merged = probabilities_to_plane_labels([(prediction["probabilities"], sample["geometry"])])["sa"][0]
     for sa_slices in plan_sa_passes(sample["geometry"], covered):
         extra = _transform(num_sa_slices=2, sa_slice_indices=sa_slices)(_item(subject_dir))
         probabilities = predict_sample(network, extra, torch.device("cpu"), "fp32", planes=[0, 1])["probabilities"]
-        extra_sa = probabilities_to_plane_labels(probabilities, extra["geometry"])["sa"][0]
+        extra_sa = probabilities_to_plane_labels([(probabilities, extra["geometry"])])["sa"][0]
         merged = np.where(merged == UNLABELLED, extra_sa, merged)
     np.testing.assert_array_equal(planes["sa"][0], np.where(merged == UNLABELLED, 0, merged))
+
+
+def test_centre_shift_moves_every_crop_by_its_share_of_the_shift(subject_dir: Path) -> None:
+    """A (1, 1) canonical-pixel shift of the heart centre along the SA axes moves each SA crop by exactly one pixel
+    in both directions; the geometry records it and the cache keys the shifted sample apart (an unshifted sample
+    keeps the key it had before shifts existed)."""
+    unshifted, shifted_transform = _transform()(_item(subject_dir)), _transform(centre_shift_px=(1, 1))
+    shifted = shifted_transform(_item(subject_dir))
+    before, after = parse_geometry(unshifted["geometry"]), parse_geometry(shifted["geometry"])
+    u, v, _ = plane_axes(np.array(before["sources"]["sa"]["affine"]))
+    np.testing.assert_allclose(np.subtract(after["centre_mm"], before["centre_mm"]), before["spacing_mm"] * (u + v))
+    assert after["centre_shift_px"] == [1.0, 1.0] and before["centre_shift_px"] == [0.0, 0.0]
+    sa_planes = [k for k, record in enumerate(before["planes"]) if record["source"] == "sa"]
+    moved = shifted["image"][0, sa_planes, :, :-1, :-1] - unshifted["image"][0, sa_planes, :, 1:, 1:]
+    assert float(moved.abs().max()) <= 1.5 / 255  # the same positions resampled (uint8 rounding)
+    assert float((shifted["image"][0, sa_planes] - unshifted["image"][0, sa_planes]).abs().max()) > 0.1
+    assert "centre_shift_px" not in _transform().parameters()
+    assert shifted_transform.parameters()["centre_shift_px"] == [1.0, 1.0]
+    with pytest.raises(ValueError, match="centre_shift_px"):
+        _transform(centre_shift_px=(1, 1, 1))
+
+
+def test_test_time_shifts_average_every_pass_over_each_slice(subject_dir: Path, monkeypatch) -> None:
+    """With test-time shifts, inference runs the canonical pass and its extra SA passes once per shift (files read
+    once), cuts every SA slice once per shift, and writes the mean probabilities: where the shifts' own labels agree
+    the written label is theirs, and it is not any one shift's labels everywhere."""
+    import scripts.canonical as canonical
+    import scripts.inference as inference
+    from scripts.net import build_network
+
+    torch.manual_seed(0)
+    network = build_network("heart", "tiny", num_planes=2 + len(LA_PLANES), num_frames=20, image_size=48).eval()
+    transform = _transform(num_sa_slices=2)
+    shifts = [[1.0, 1.0], [-1.0, -1.0]]
+    reads, passes = [], []
+    with monkeypatch.context() as patch:
+        patch.setattr(canonical, "load_subject", lambda *args: reads.append(args) or load_subject(*args))
+        patch.setattr(
+            inference,
+            "probabilities_to_plane_labels",
+            lambda given: passes.extend(given) or probabilities_to_plane_labels(given),
+        )
+        sample, _, planes, uncovered = inference.segment_subject(
+            network, transform, _item(subject_dir), "cpu", "fp32", centre_shifts_px=shifts
+        )
+    assert len(reads) == 1 and uncovered == []
+    geometries = [parse_geometry(geometry) for _, geometry in passes]
+    canonical_slices = [record["slice"] for record in geometries[0]["planes"] if record["source"] == "sa"]
+    per_shift = 1 + len(plan_sa_passes(sample["geometry"], canonical_slices))  # canonical + extra SA passes
+    shifts_of_passes = [[0.0, 0.0]] * per_shift + [shift for shift in shifts for _ in range(per_shift)]
+    assert [g["centre_shift_px"] for g in geometries] == shifts_of_passes
+    cuts = [record["slice"] for g in geometries for record in g["planes"] if record["source"] == "sa"]
+    assert sorted(cuts) == sorted(list(range(9)) * 3)
+
+    own = [probabilities_to_plane_labels(passes[k * per_shift : (k + 1) * per_shift]) for k in range(3)]
+    for stem, (written, _) in planes.items():
+        labels = [np.where(o[stem][0] == UNLABELLED, 0, o[stem][0]) for o in own]
+        agree = (labels[0] == labels[1]) & (labels[1] == labels[2])
+        assert agree.mean() > 0.5 and np.array_equal(written[agree], labels[0][agree])
+    assert not any(np.array_equal(planes["sa"][0], o["sa"][0]) for o in own)
 
 
 def test_read_files_leaves_the_reading_to_the_cache_when_there_is_one(subject_dir: Path, tmp_path: Path) -> None:

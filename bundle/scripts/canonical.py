@@ -272,8 +272,13 @@ def build_canonical(
     crop_size: int = 128,
     spacing_mm: float = 1.8,
     sa_slice_indices: Sequence[int] | None = None,
+    centre_shift_px: Sequence[float] = (0.0, 0.0),
 ) -> dict[str, Any]:
     """The canonical stack of a loaded subject, as numpy arrays.
+
+    ``centre_shift_px`` moves the heart centre by that many canonical pixels along the in-plane axes (u, v) of the SA
+    stack (of the first LA view without one), so every crop moves by the shift's part in its plane: inference's
+    test-time shifts (see :func:`scripts.inference.segment_input_planes`).
 
     Returns:
         dict with ``image_u8`` uint8 (1, P, T, H, W) (intensity x 255), ``label`` uint8 (1, P, T, H, W),
@@ -293,6 +298,10 @@ def build_canonical(
     if sa is not None and None in sa_selection and sa_slice_indices is None:
         problems.append(f"SA stack has {len(sa_order)} slices < {num_sa_slices}: some canonical SA planes are missing")
     centre, centre_method = heart_centre(subject, sa_order)
+    if any(centre_shift_px):
+        reference = sa if sa is not None else next(subject.planes[s] for s in LA_PLANES if s in subject.planes)
+        u, v, _ = plane_axes(reference.affine)
+        centre = centre + spacing_mm * (float(centre_shift_px[0]) * u + float(centre_shift_px[1]) * v)
 
     # (canonical index, source plane, source slice) of every canonical plane that exists
     sources: list[tuple[int, Plane, int]] = [(k, sa, z) for k, z in enumerate(sa_selection) if z is not None]
@@ -333,6 +342,7 @@ def build_canonical(
         "spacing_mm": float(spacing_mm),
         "centre_mm": centre.tolist(),
         "centre_method": centre_method,
+        "centre_shift_px": [float(x) for x in centre_shift_px],
         "sa_slice_order": sa_order,
         "planes": plane_records,
         "sources": {
@@ -441,95 +451,130 @@ def most_probable_class(scores: torch.Tensor) -> torch.Tensor:
     return labels
 
 
-def _bilinear_labels(plane: torch.Tensor, i: np.ndarray, j: np.ndarray) -> torch.Tensor:
-    """Most probable class (X, Y, T) uint8 of the probabilities ``plane`` (C, T, H, W) interpolated bilinearly at the
-    canonical positions ``i``, ``j`` (X, Y) (beyond the outermost pixel centres: the edge value, as grid_sample's
-    ``border`` padding).
+def _bilinear_labels(cuts: Sequence[tuple[torch.Tensor, np.ndarray, np.ndarray]]) -> torch.Tensor:
+    """Most probable class (X, Y, T) uint8 of the mean of the class probabilities of several ``cuts`` through one
+    source slice, each (probabilities (C, T, H, W), canonical positions ``i``, ``j`` (X, Y)) interpolated bilinearly
+    at its positions (beyond the outermost pixel centres: the edge value, as grid_sample's ``border`` padding).
 
-    Where the four canonical pixels around a position agree on the class, so does any convex combination of their
-    probabilities (``p_c >= p_k`` in each implies it in the sum), so only positions between pixels of different classes
-    are interpolated: a few percent of them with trained weights, ~5x faster than interpolating every class everywhere.
+    Where the canonical pixels around a position (four per cut) all agree on the class, so does any convex
+    combination of their probabilities (``p_c >= p_k`` in each implies it in the sum), so only positions between
+    pixels of different classes are interpolated: a few percent of them with trained weights, ~5x faster than
+    interpolating every class everywhere.
     """
-    num_channels, num_frames, height, width = plane.shape
-    positions_shape = np.shape(i)
-    i = np.clip(i, 0, height - 1).reshape(-1)
-    j = np.clip(j, 0, width - 1).reshape(-1)
-    i0, j0 = np.floor(i).astype(np.int64), np.floor(j).astype(np.int64)
-    i1, j1 = np.minimum(i0 + 1, height - 1), np.minimum(j0 + 1, width - 1)
-    wi, wj = (i - i0).astype(np.float32), (j - j0).astype(np.float32)
-    corners = [torch.from_numpy(a * width + b) for a, b in ((i0, j0), (i0, j1), (i1, j0), (i1, j1))]
-    weights = [torch.from_numpy(w) for w in ((1 - wi) * (1 - wj), (1 - wi) * wj, wi * (1 - wj), wi * wj)]
-    # pixels as rows (H * W, T): a corner's gather copies whole rows of frames
-    grid_labels = most_probable_class(plane).reshape(num_frames, height * width).T.contiguous()
-    corner_labels = [grid_labels[corner] for corner in corners]  # 4 x (X * Y, T)
+    positions_shape = np.shape(cuts[0][1])
+    num_frames = cuts[0][0].shape[1]
+    stencils = []  # per cut: its probabilities with pixels flattened, the 4 corners' pixel indices and weights
+    corner_labels = []  # 4 per cut, each (X * Y, T)
+    for plane, i, j in cuts:
+        _, _, height, width = plane.shape
+        i = np.clip(i, 0, height - 1).reshape(-1)
+        j = np.clip(j, 0, width - 1).reshape(-1)
+        i0, j0 = np.floor(i).astype(np.int64), np.floor(j).astype(np.int64)
+        i1, j1 = np.minimum(i0 + 1, height - 1), np.minimum(j0 + 1, width - 1)
+        wi, wj = (i - i0).astype(np.float32), (j - j0).astype(np.float32)
+        corners = [torch.from_numpy(a * width + b) for a, b in ((i0, j0), (i0, j1), (i1, j0), (i1, j1))]
+        weights = [torch.from_numpy(w) for w in ((1 - wi) * (1 - wj), (1 - wi) * wj, wi * (1 - wj), wi * wj)]
+        stencils.append((plane.reshape(plane.shape[0], num_frames, height * width), corners, weights))
+        # pixels as rows (H * W, T): a corner's gather copies whole rows of frames
+        grid_labels = most_probable_class(plane).reshape(num_frames, height * width).T.contiguous()
+        corner_labels += [grid_labels[corner] for corner in corners]
     labels = corner_labels[0]
-    mixed = (labels != corner_labels[1]) | (labels != corner_labels[2]) | (labels != corner_labels[3])
+    mixed = torch.zeros_like(labels, dtype=torch.bool)
+    for other in corner_labels[1:]:
+        mixed |= labels != other
     if float(mixed.float().mean()) > DENSE_BLEND_FRACTION:
         # boundaries nearly everywhere (an untrained model, or a scan far from the training data): one grid_sample of
         # every class is cheaper than gathering that many positions one by one
-        grid = np.stack([(2 * j + 1) / width - 1, (2 * i + 1) / height - 1], axis=-1).astype(np.float32)
-        sampled = torch.nn.functional.grid_sample(
-            plane.reshape(1, num_channels * num_frames, height, width),
-            torch.from_numpy(grid)[None, None],
-            mode="bilinear",
-            padding_mode="border",
-            align_corners=False,
-        ).reshape(num_channels, num_frames, -1)
-        return most_probable_class(sampled).T.reshape(*positions_shape, num_frames)
+        return most_probable_class(sum(_grid_sample_positions(plane, i, j) for plane, i, j in cuts)).T.reshape(
+            *positions_shape, num_frames
+        )
     pixel, frame = torch.nonzero(mixed, as_tuple=True)
     if len(pixel):
-        flat = plane.reshape(num_channels, num_frames, height * width)
-        blend = sum(w[pixel] * flat[:, frame, corner[pixel]] for corner, w in zip(corners, weights))  # (C, K)
+        blend = sum(
+            w[pixel] * flat[:, frame, corner[pixel]]
+            for flat, corners, weights in stencils
+            for corner, w in zip(corners, weights)
+        )  # (C, K)
         labels[pixel, frame] = most_probable_class(blend)
     return labels.reshape(*positions_shape, num_frames)
 
 
+def _grid_sample_positions(plane: torch.Tensor, i: np.ndarray, j: np.ndarray) -> torch.Tensor:
+    """(C, T, X * Y) probabilities ``plane`` (C, T, H, W) interpolated bilinearly at canonical positions ``i``, ``j``
+    (X, Y), edge values beyond the outermost pixel centres."""
+    num_channels, num_frames, height, width = plane.shape
+    grid = np.stack([(2 * j + 1) / width - 1, (2 * i + 1) / height - 1], axis=-1).reshape(1, 1, -1, 2)
+    return torch.nn.functional.grid_sample(
+        plane.reshape(1, num_channels * num_frames, height, width),
+        torch.from_numpy(grid.astype(np.float32)),
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=False,
+    ).reshape(num_channels, num_frames, -1)
+
+
 def probabilities_to_plane_labels(
-    probabilities: torch.Tensor,
-    geometry: str | Mapping[str, Any],
+    passes: Sequence[tuple[torch.Tensor, str | Mapping[str, Any]]],
     stems: Collection[str] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Labels of every input plane file from canonical class probabilities: interpolated linearly in space
-    (bilinear) and cyclically in time onto the file's own pixels and frames, then the most probable class.
+    """Labels of every input plane file from the canonical class probabilities of one or more passes over a subject:
+    interpolated linearly in space (bilinear) and cyclically in time onto the file's own pixels and frames, averaged
+    over the passes that cut the same source slice, then the most probable class.
 
     Labels back-projected by nearest neighbour snap every boundary to the 1.8 mm canonical grid; the probabilities
     carry where between two canonical pixels a boundary lies, which matters most where the file's pixels are finer
-    than the grid and for thin structures (the myocardium).
+    than the grid and for thin structures (the myocardium). Passes are the extra SA stacks (:func:`plan_sa_passes`,
+    each slice cut once) and test-time shifts of the crop (``centre_shift_px``, the same slice cut again).
 
     Args:
-        probabilities: (C, P, T, H, W) class probabilities (any float dtype) on the canonical grid.
-        geometry: the sample's ``geometry``.
+        passes: (probabilities (C, P, T, H, W) of any float dtype on a canonical grid, that sample's ``geometry``)
+            per pass; all of one subject's files.
         stems: only these plane files; None: all of the geometry's.
 
     Returns:
         file stem -> (labels uint8 (X, Y, S, T), affine (4, 4)), as :func:`canonical_to_planes` gives for labels:
-        source pixels outside the canonical crop are class 0, SA slices not in the canonical stack ``UNLABELLED``.
+        source pixels outside every pass's canonical crop are class 0, SA slices that no pass cut ``UNLABELLED``.
     """
-    geometry = parse_geometry(geometry)
-    _, num_planes, num_frames, crop_size, _ = probabilities.shape
-    if num_planes != len(geometry["planes"]):
-        raise ValueError(f"probabilities have {num_planes} planes, geometry {len(geometry['planes'])}")
+    passes = [(probabilities, parse_geometry(geometry)) for probabilities, geometry in passes]
+    for probabilities, geometry in passes:
+        if probabilities.shape[1] != len(geometry["planes"]):
+            raise ValueError(f"probabilities have {probabilities.shape[1]} planes, geometry {len(geometry['planes'])}")
     outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for stem, source, affine, planes in _source_planes(geometry, stems):
+    for stem, source, affine, _ in _source_planes(passes[0][1], stems):
         size_x, size_y, _, source_frames = source["shape"]
         output = np.full(source["shape"], UNLABELLED, dtype=np.uint8)
-        # source frame k lies at canonical frame k * T / T_source (the inverse of resample_time)
-        position = np.arange(source_frames) * num_frames / source_frames
-        before = np.floor(position).astype(np.int64)
-        weight = torch.from_numpy((position - before).astype(np.float32))[None, :, None, None]
-        on_canonical_frames = source_frames == num_frames  # e.g. 50 frames acquired, 50 canonical: nothing to blend
-        for index, record in planes:
-            plane = probabilities[:, index].float().cpu()  # (C, T, H, W)
-            if not on_canonical_frames:
-                plane = (1 - weight) * plane[:, before] + weight * plane[:, (before + 1) % num_frames]
-            i, j = _canonical_positions(record, affine, size_x, size_y, crop_size, geometry["spacing_mm"])
-            labels = _bilinear_labels(plane, i, j).numpy()  # (X, Y, T_source)
-            # the crop's edge as nearest neighbour draws it: beyond half a canonical pixel is outside
-            inside = (np.rint(i) >= 0) & (np.rint(i) < crop_size) & (np.rint(j) >= 0) & (np.rint(j) < crop_size)
+        # slice -> (probabilities, canonical plane index, plane record, geometry) of every pass that cut it
+        cut_by: dict[int, list[tuple[torch.Tensor, int, Mapping[str, Any], Mapping[str, Any]]]] = {}
+        for probabilities, geometry in passes:
+            for index, record in enumerate(geometry["planes"]):
+                if record["source"] == stem:
+                    cut_by.setdefault(record["slice"], []).append((probabilities, index, record, geometry))
+        for source_slice, slice_passes in cut_by.items():
+            cuts, inside = [], np.zeros((size_x, size_y), dtype=bool)
+            for probabilities, index, record, geometry in slice_passes:
+                crop_size = probabilities.shape[3]
+                plane = _on_source_frames(probabilities[:, index].float().cpu(), source_frames)  # (C, T_source, H, W)
+                i, j = _canonical_positions(record, affine, size_x, size_y, crop_size, geometry["spacing_mm"])
+                cuts.append((plane, i, j))
+                # the crop's edge as nearest neighbour draws it: beyond half a canonical pixel is outside
+                inside |= (np.rint(i) >= 0) & (np.rint(i) < crop_size) & (np.rint(j) >= 0) & (np.rint(j) < crop_size)
+            labels = _bilinear_labels(cuts).numpy()  # (X, Y, T_source)
             labels[~inside] = 0
-            output[:, :, record["slice"]] = labels
+            output[:, :, source_slice] = labels
         outputs[stem] = (output, affine)
     return outputs
+
+
+def _on_source_frames(plane: torch.Tensor, source_frames: int) -> torch.Tensor:
+    """Canonical probabilities ``plane`` (C, T, H, W) linearly interpolated (cyclically) onto ``source_frames``
+    frames: source frame k lies at canonical frame k * T / T_source (the inverse of resample_time)."""
+    num_frames = plane.shape[1]
+    if source_frames == num_frames:  # e.g. 50 frames acquired, 50 canonical: nothing to blend
+        return plane
+    position = np.arange(source_frames) * num_frames / source_frames
+    before = np.floor(position).astype(np.int64)
+    weight = torch.from_numpy((position - before).astype(np.float32))[None, :, None, None]
+    return (1 - weight) * plane[:, before] + weight * plane[:, (before + 1) % num_frames]
 
 
 # --- cache ----------------------------------------------------------------------------------------
@@ -590,6 +635,7 @@ class LoadCineSubjectd(MapTransform):
         num_sa_slices, num_frames, crop_size, spacing_mm: the canonical grid (M, T, H = W, mm per pixel).
         label_map: label convention of the label files (the subject's ``subject.json`` overrides it).
         sa_slice_indices: explicit source SA slices (see :func:`plan_sa_passes`); None = evenly spaced.
+        centre_shift_px: (u, v) canonical pixels to move the heart centre by (see :func:`build_canonical`).
         cache_dir: folder for preprocessed samples (keyed on input file stats and these parameters), or None.
     """
 
@@ -602,6 +648,7 @@ class LoadCineSubjectd(MapTransform):
         spacing_mm: float = 1.8,
         label_map: str | Mapping[int, int] = "project",
         sa_slice_indices: Sequence[int] | None = None,
+        centre_shift_px: Sequence[float] = (0.0, 0.0),
         cache_dir: str | os.PathLike | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
@@ -612,11 +659,14 @@ class LoadCineSubjectd(MapTransform):
         self.spacing_mm = float(spacing_mm)
         self.label_map = label_map if isinstance(label_map, str) else {int(k): int(v) for k, v in label_map.items()}
         self.sa_slice_indices = None if sa_slice_indices is None else [int(z) for z in sa_slice_indices]
+        if len(centre_shift_px) != 2:
+            raise ValueError(f"centre_shift_px must be (u, v) canonical pixels, got {centre_shift_px}")
+        self.centre_shift_px = [float(x) for x in centre_shift_px]
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
 
     def parameters(self) -> dict[str, Any]:
         """The transform parameters that change the sample (part of the cache key)."""
-        return {
+        parameters = {
             "num_sa_slices": self.num_sa_slices,
             "num_frames": self.num_frames,
             "crop_size": self.crop_size,
@@ -624,6 +674,9 @@ class LoadCineSubjectd(MapTransform):
             "label_map": self.label_map,
             "sa_slice_indices": self.sa_slice_indices,
         }
+        if any(self.centre_shift_px):  # unshifted samples keep the keys of caches written before shifts existed
+            parameters["centre_shift_px"] = self.centre_shift_px
+        return parameters
 
     def read_files(self, data: Mapping[Hashable, Any]) -> Subject | None:
         """The subject's files (``data[key]``, one key), read once to build several of its samples from (the SA
@@ -647,7 +700,13 @@ class LoadCineSubjectd(MapTransform):
         if subject is None:
             subject = load_subject(folder, self.label_map)
         built = build_canonical(
-            subject, self.num_sa_slices, self.num_frames, self.crop_size, self.spacing_mm, self.sa_slice_indices
+            subject,
+            self.num_sa_slices,
+            self.num_frames,
+            self.crop_size,
+            self.spacing_mm,
+            self.sa_slice_indices,
+            self.centre_shift_px,
         )
         if cache_path is not None:
             save_cached(cache_path, built)

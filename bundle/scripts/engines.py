@@ -473,11 +473,12 @@ def prepare_phenotype_head(
     measure_head: bool | str = False,
     load_subject: Callable[[dict], dict] | None = None,
     measure_head_subjects: int | None = None,
+    centre_shifts_px: Sequence[Sequence[float]] = (),
 ) -> torch.nn.Module:
     """Set the phenotype head's normalisation from the training items and, for a linear head, fit it in closed form;
     with ``measure_head`` (a bool, or the command line's ``true`` / ``false``) fit the measure head too
     (:func:`fit_measure_head`, which segments through ``load_subject``, the config's canonical loader, at most
-    ``measure_head_subjects`` of the items).
+    ``measure_head_subjects`` of the items, with inference's test-time ``centre_shifts_px``).
 
     ``target_mean`` / ``target_std`` (K,) come from the items' phenotypes (unknown (NaN) values skipped; a phenotype
     known for no subject keeps mean 0 and std 1). With ``preprocessing`` (the deterministic loader of the items),
@@ -533,7 +534,7 @@ def prepare_phenotype_head(
     if as_flag(measure_head, "fit_measure_head"):
         if load_subject is None:
             raise ValueError("fitting the measure head needs load_subject (the config's canonical loader)")
-        fit_measure_head(network, items, load_subject, device, precision, measure_head_subjects)
+        fit_measure_head(network, items, load_subject, device, precision, measure_head_subjects, centre_shifts_px)
     return network
 
 
@@ -544,10 +545,12 @@ def fit_measure_head(
     device: torch.device | str = "cpu",
     precision: str = "auto",
     max_subjects: int | None = None,
+    centre_shifts_px: Sequence[Sequence[float]] = (),
 ) -> torch.nn.Module:
     """Fit ``network.measure_head`` (:class:`scripts.net.MeasureHead`) in closed form: ridge regression
     (:func:`fit_ridge`) of the normalised phenotypes of ``items`` on the standardised measures of the network's own
-    segmentation of every input plane, each subject with all its planes (what inference measures).
+    segmentation of every input plane, each subject with all its planes and inference's test-time ``centre_shifts_px``
+    (what inference measures).
 
     ``max_subjects`` (None or 0: all) fits on that many of the items, evenly spread over their order: segmenting a
     subject costs ~3.6 s of 2 CPU cores at `small`, and 47 measures need far fewer subjects than a large cohort has.
@@ -569,7 +572,7 @@ def fit_measure_head(
     network.eval()
     features = []
     for item in items:
-        planes = segment_subject(network, load_subject, item, device, precision)[2]
+        planes = segment_subject(network, load_subject, item, device, precision, centre_shifts_px)[2]
         features.append(measure_features(volume_curves_from_segmentations(planes)))
         if len(features) % 50 == 0:
             logger.info(f"measure head: segmented {len(features)} of {len(items)} training subjects")

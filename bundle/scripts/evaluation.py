@@ -25,7 +25,7 @@ import itertools
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -173,6 +173,8 @@ class CohortEvaluator:
         load_subject: the canonical loader of the config.
         checkpoints: name -> weights file; empty paths are skipped (e.g. no scratch baseline).
         output_dir: where ``metrics.json`` goes.
+        centre_shifts_px: inference's test-time shifts, for the Dice and the measures as written (see
+            :func:`scripts.inference.segment_input_planes`).
     """
 
     def __init__(
@@ -183,6 +185,7 @@ class CohortEvaluator:
         output_dir: str,
         device: torch.device | str = "cpu",
         precision: str = "auto",
+        centre_shifts_px: Sequence[Sequence[float]] = (),
     ) -> None:
         self.network = network
         self.load_subject = load_subject
@@ -190,6 +193,7 @@ class CohortEvaluator:
         self.output_dir = Path(output_dir)
         self.device = torch.device(device)
         self.precision = precision
+        self.centre_shifts_px = [[float(x) for x in shift] for shift in centre_shifts_px]
 
     # --- per subject ----------------------------------------------------------------------------------
 
@@ -231,7 +235,15 @@ class CohortEvaluator:
 
         embedding, phenotypes = full["embedding"].numpy(), full["phenotypes"].numpy()
         planes, _ = segment_input_planes(
-            network, self.load_subject, item, sample, full["probabilities"], self.device, self.precision, reference
+            network,
+            self.load_subject,
+            item,
+            sample,
+            full["probabilities"],
+            self.device,
+            self.precision,
+            reference,
+            self.centre_shifts_px,
         )
         dice_input_planes = dice_on_input_planes(planes, reference, class_mask)
         volumes = volume_curves_from_segmentations(planes)

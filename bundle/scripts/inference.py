@@ -164,39 +164,58 @@ def segment_input_planes(
     device: torch.device,
     precision: str = "auto",
     subject: Subject | None = None,
+    centre_shifts_px: Sequence[Sequence[float]] = (),
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[int]]:
     """Labels of every input plane in its own shape, and the SA slices left unsegmented (normally none).
 
-    ``probabilities`` (C, P, T, H, W) are the canonical prediction of ``sample`` (:func:`predict_sample`), written
-    back by :func:`scripts.canonical.probabilities_to_plane_labels`; they hold the canonical SA slices, and extra
-    passes of ``network`` cover the slices of the stack that the canonical grid skipped. An extra pass encodes all
-    planes (the LA views inform the SA slices) but decodes only its SA slices. Its sample comes through
-    ``load_subject``'s cache when it has one (training caches these stacks too, see ``RandSAStackd``), else from
-    ``subject`` (the files of ``item``, already read), else from the files read once for all passes.
+    ``probabilities`` (C, P, T, H, W) are the canonical prediction of ``sample`` (:func:`predict_sample`). Further
+    passes of ``network`` add to it:
+
+    - extra SA passes cover the slices of the stack that the canonical grid skipped. An extra pass encodes all planes
+      (the LA views inform the SA slices) but decodes only its SA slices;
+    - ``centre_shifts_px``: test-time shifts, one more canonical pass (and its extra SA passes) per (u, v) shift of
+      the heart centre in canonical pixels (``LoadCineSubjectd.centre_shift_px``), so every slice is predicted again
+      with the patch grid elsewhere on the heart.
+
+    :func:`scripts.canonical.probabilities_to_plane_labels` writes the mean probabilities of all passes back. A
+    pass's sample comes through ``load_subject``'s cache when it has one (training caches the extra SA stacks too,
+    see ``RandSAStackd``), else from ``subject`` (the files of ``item``, already read), else from the files read once
+    for all passes.
 
     Returns:
         file stem -> (labels uint8 (X, Y, S, T), affine (4, 4)); the SA slice
         indices that no pass covered.
     """
-    outputs = probabilities_to_plane_labels(probabilities, sample["geometry"])
-    uncovered: list[int] = []
-    if SA_PLANE in outputs:
-        merged = outputs[SA_PLANE][0]
-        covered = {z for z in range(merged.shape[2]) if (merged[:, :, z] != UNLABELLED).any()}
-        sa_passes = plan_sa_passes(sample["geometry"], covered)
-        if sa_passes and subject is None:
+
+    def load_pass(shift_px: Sequence[float], sa_slices: Sequence[int] | None = None) -> dict[str, Any]:
+        nonlocal subject  # the files, read on the first pass that needs them
+        loader = copy.copy(load_subject)
+        loader.centre_shift_px, loader.sa_slice_indices = [float(x) for x in shift_px], sa_slices
+        if subject is None:
             subject = load_subject.read_files(item)
-        for sa_slices in sa_passes:
-            loader = copy.copy(load_subject)
-            loader.sa_slice_indices = sa_slices
-            extra = loader(dict(item), subject)
+        return loader(dict(item), subject)
+
+    def extra_sa_passes(canonical: Mapping[str, Any], shift_px: Sequence[float]) -> list[tuple[torch.Tensor, str]]:
+        covered = [r["slice"] for r in parse_geometry(canonical["geometry"])["planes"] if r["source"] == SA_PLANE]
+        passes = []
+        for sa_slices in plan_sa_passes(canonical["geometry"], covered):
+            extra = load_pass(shift_px, sa_slices)
             records = parse_geometry(extra["geometry"])["planes"]
             sa_planes = [k for k, record in enumerate(records) if record["source"] == SA_PLANE]
-            extra_probabilities = predict_sample(network, extra, device, precision, sa_planes)["probabilities"]
-            sa_extra = probabilities_to_plane_labels(extra_probabilities, extra["geometry"], [SA_PLANE])[SA_PLANE][0]
-            fill = (merged == UNLABELLED) & (sa_extra != UNLABELLED)
-            merged[fill] = sa_extra[fill]
-        uncovered = [z for z in range(merged.shape[2]) if (merged[:, :, z] == UNLABELLED).all()]
+            probabilities = predict_sample(network, extra, device, precision, sa_planes)["probabilities"]
+            passes.append((probabilities, extra["geometry"]))
+        return passes
+
+    passes = [(probabilities, sample["geometry"]), *extra_sa_passes(sample, load_subject.centre_shift_px)]
+    for shift_px in centre_shifts_px:
+        shifted = load_pass(shift_px)
+        passes.append((predict_sample(network, shifted, device, precision)["probabilities"], shifted["geometry"]))
+        passes += extra_sa_passes(shifted, shift_px)
+    outputs = probabilities_to_plane_labels(passes)
+    uncovered: list[int] = []
+    if SA_PLANE in outputs:
+        sa_labels = outputs[SA_PLANE][0]
+        uncovered = [z for z in range(sa_labels.shape[2]) if (sa_labels[:, :, z] == UNLABELLED).all()]
     for array, _ in outputs.values():
         array[array == UNLABELLED] = 0
     return outputs, uncovered
@@ -208,8 +227,10 @@ def segment_subject(
     item: Mapping[str, Any],
     device: torch.device,
     precision: str = "auto",
+    centre_shifts_px: Sequence[Sequence[float]] = (),
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, tuple[np.ndarray, np.ndarray]], list[int]]:
-    """Load one datalist ``item`` (its files read once for all passes) and segment it.
+    """Load one datalist ``item`` (its files read once for all passes) and segment it (``centre_shifts_px``: the
+    test-time shifts of :func:`segment_input_planes`).
 
     Returns:
         the canonical sample; its :func:`predict_sample` result; and :func:`segment_input_planes`' labels of every
@@ -219,7 +240,7 @@ def segment_subject(
     sample = load_subject(dict(item), files)
     prediction = predict_sample(network, sample, device, precision)
     planes, uncovered = segment_input_planes(
-        network, load_subject, item, sample, prediction["probabilities"], device, precision, files
+        network, load_subject, item, sample, prediction["probabilities"], device, precision, files, centre_shifts_px
     )
     return sample, prediction, planes, uncovered
 
@@ -251,6 +272,8 @@ class CohortPredictor:
         output_dir: where per-subject folders and the cohort table are written.
         device: torch device of the network.
         precision: "auto" (bf16 autocast where fast) or "fp32".
+        centre_shifts_px: test-time shifts of the crop, (u, v) canonical pixels each (see
+            :func:`segment_input_planes`); empty: one pass.
     """
 
     def __init__(
@@ -261,6 +284,7 @@ class CohortPredictor:
         output_dir: str,
         device: torch.device | str = "cpu",
         precision: str = "auto",
+        centre_shifts_px: Sequence[Sequence[float]] = (),
     ) -> None:
         self.network = network
         self.load_subject = load_subject
@@ -268,6 +292,7 @@ class CohortPredictor:
         self.output_dir = Path(output_dir)
         self.device = torch.device(device)
         self.precision = precision
+        self.centre_shifts_px = [[float(x) for x in shift] for shift in centre_shifts_px]
 
     def resolve_inputs(self, input_path: str | os.PathLike) -> list[dict[str, Any]]:
         """Datalist items for a subject folder, a dataset folder, or DICOM studies (converted first)."""
@@ -294,7 +319,7 @@ class CohortPredictor:
 
     def predict_subject(self, item: Mapping[str, Any]) -> dict[str, Any]:
         sample, result, planes, sa_slices_unsegmented = segment_subject(
-            self.model, self.load_subject, item, self.device, self.precision
+            self.model, self.load_subject, item, self.device, self.precision, self.centre_shifts_px
         )
         subject_id = sample["id"]
         subject_dir = self.output_dir / subject_id
