@@ -85,6 +85,34 @@ def load_network_weights(network: torch.nn.Module, checkpoint: str | os.PathLike
     return network
 
 
+def _segment_planes(
+    network: torch.nn.Module,
+    sample: Mapping[str, Any],
+    device: torch.device,
+    precision: str,
+    planes: Sequence[int] | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits (C, P', T, H, W) of the P' = len(planes) planes asked for, on ``device``; their canonical indices (P',);
+    the embedding (D,)). ``planes`` defaults to the planes the sample has."""
+    image = sample["image"][None].to(device)
+    plane_mask = sample["plane_mask"][None].to(device)
+    if planes is None:
+        planes = torch.nonzero(sample["plane_mask"]).flatten().tolist()
+    decode_planes = torch.as_tensor(planes, dtype=torch.long, device=device)
+    with precision_context(device, precision):
+        logits, embedding = network.segment_and_embed(image, plane_mask, decode_planes)
+    return logits[0], decode_planes.cpu(), embedding[0]
+
+
+def _probabilities_on_grid(logits: torch.Tensor, decode_planes: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    """float16 (C, P, T, H, W) softmax of ``logits`` (C, P', T, H, W) on the canonical ``grid`` (P, T, H, W), zero on
+    the planes not decoded. float16 halves the memory of a subject's maps (~100 MB at the small preset); a probability
+    needs no more digits."""
+    probabilities = torch.zeros((logits.shape[0],) + tuple(grid), dtype=torch.float16)
+    probabilities[:, decode_planes] = logits.float().softmax(0).to(torch.float16).cpu()
+    return probabilities
+
+
 @torch.no_grad()
 def predict_sample(
     network: torch.nn.Module,
@@ -101,25 +129,33 @@ def predict_sample(
     labels are 0. The decoder works plane by plane and dominates the cost, so a plane not asked for is not computed
     (an absent plane, or the LA planes of an extra SA pass).
     """
-    image = sample["image"][None].to(device)
-    plane_mask = sample["plane_mask"][None].to(device)
-    if planes is None:
-        planes = torch.nonzero(sample["plane_mask"]).flatten().tolist()
-    decode_planes = torch.as_tensor(planes, dtype=torch.long, device=device)
+    logits, decode_planes, embedding = _segment_planes(network, sample, device, precision, planes)
     with precision_context(device, precision):
-        logits, embedding = network.segment_and_embed(image, plane_mask, decode_planes)
-        phenotypes = network.phenotype_head.predict_physical(embedding)
-    labels = torch.zeros(image.shape[2:], dtype=torch.uint8)
-    labels[decode_planes.cpu()] = most_probable_class(logits[0]).cpu()
-    # float16 halves the memory of a subject's maps (~100 MB at the small preset); a probability needs no more digits
-    probabilities = torch.zeros((logits.shape[1],) + tuple(image.shape[2:]), dtype=torch.float16)
-    probabilities[:, decode_planes.cpu()] = logits[0].float().softmax(0).to(torch.float16).cpu()
+        phenotypes = network.phenotype_head.predict_physical(embedding[None])
+    grid = sample["image"].shape[1:]
+    labels = torch.zeros(grid, dtype=torch.uint8)
+    labels[decode_planes] = most_probable_class(logits).cpu()
     return {
         "labels": labels,
-        "probabilities": probabilities,
-        "embedding": embedding[0].float().cpu(),
+        "probabilities": _probabilities_on_grid(logits, decode_planes, grid),
+        "embedding": embedding.float().cpu(),
         "phenotypes": phenotypes[0].float().cpu(),
     }
+
+
+@torch.no_grad()
+def predict_probabilities(
+    network: torch.nn.Module,
+    sample: Mapping[str, Any],
+    device: torch.device,
+    precision: str = "auto",
+    planes: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """The ``probabilities`` of :func:`predict_sample` alone, float16 (C, P, T, H, W): what a further pass of
+    :func:`segment_input_planes` (an extra SA stack, a test-time shift) contributes, so it takes no labels,
+    embedding or phenotypes."""
+    logits, decode_planes, _ = _segment_planes(network, sample, device, precision, planes)
+    return _probabilities_on_grid(logits, decode_planes, sample["image"].shape[1:])
 
 
 @torch.no_grad()
@@ -202,14 +238,14 @@ def segment_input_planes(
             extra = load_pass(shift_px, sa_slices)
             records = parse_geometry(extra["geometry"])["planes"]
             sa_planes = [k for k, record in enumerate(records) if record["source"] == SA_PLANE]
-            probabilities = predict_sample(network, extra, device, precision, sa_planes)["probabilities"]
+            probabilities = predict_probabilities(network, extra, device, precision, sa_planes)
             passes.append((probabilities, extra["geometry"]))
         return passes
 
     passes = [(probabilities, sample["geometry"]), *extra_sa_passes(sample, load_subject.centre_shift_px)]
     for shift_px in centre_shifts_px:
         shifted = load_pass(shift_px)
-        passes.append((predict_sample(network, shifted, device, precision)["probabilities"], shifted["geometry"]))
+        passes.append((predict_probabilities(network, shifted, device, precision), shifted["geometry"]))
         passes += extra_sa_passes(shifted, shift_px)
     outputs = probabilities_to_plane_labels(passes)
     uncovered: list[int] = []
