@@ -473,7 +473,7 @@ def test_extra_sa_passes_read_the_files_once_and_decode_only_their_slices(subjec
     of them, each pass decodes only its SA slices (same logits as decoding every plane), and the merged SA
     segmentation equals the passes run one by one from the files."""
     import scripts.canonical as canonical
-    from scripts.inference import predict_sample, segment_subject
+    from scripts.inference import predict_probabilities, predict_sample, segment_subject
     from scripts.net import build_network
 
     torch.manual_seed(0)
@@ -492,14 +492,17 @@ def test_extra_sa_passes_read_the_files_once_and_decode_only_their_slices(subjec
         every_plane = network(image, plane_mask)
         subset = network(image, plane_mask, torch.tensor([0, 3]))
     torch.testing.assert_close(subset, every_plane[:, :, [0, 3]], rtol=1e-5, atol=1e-5)
-    only_first = predict_sample(network, sample, torch.device("cpu"), "fp32", planes=[0])["labels"]
-    assert torch.equal(only_first[0], prediction["labels"][0]) and not only_first[1:].any()
+    only_first = predict_sample(network, sample, torch.device("cpu"), "fp32", planes=[0])
+    assert torch.equal(only_first["labels"][0], prediction["labels"][0]) and not only_first["labels"][1:].any()
+    # a further pass takes the probabilities alone: the same as the full prediction's
+    probabilities_alone = predict_probabilities(network, sample, torch.device("cpu"), "fp32", planes=[0])
+    assert torch.equal(probabilities_alone, only_first["probabilities"]) and not probabilities_alone[:, 1:].any()
 
     covered = {p["slice"] for p in parse_geometry(sample["geometry"])["planes"] if p["source"] == "sa"}
     merged = probabilities_to_plane_labels([(prediction["probabilities"], sample["geometry"])])["sa"][0]
     for sa_slices in plan_sa_passes(sample["geometry"], covered):
         extra = _transform(num_sa_slices=2, sa_slice_indices=sa_slices)(_item(subject_dir))
-        probabilities = predict_sample(network, extra, torch.device("cpu"), "fp32", planes=[0, 1])["probabilities"]
+        probabilities = predict_probabilities(network, extra, torch.device("cpu"), "fp32", planes=[0, 1])
         extra_sa = probabilities_to_plane_labels([(probabilities, extra["geometry"])])["sa"][0]
         merged = np.where(merged == UNLABELLED, extra_sa, merged)
     np.testing.assert_array_equal(planes["sa"][0], np.where(merged == UNLABELLED, 0, merged))
