@@ -473,7 +473,7 @@ def test_extra_sa_passes_read_the_files_once_and_decode_only_their_slices(subjec
     of them, each pass decodes only its SA slices (same logits as decoding every plane), and the merged SA
     segmentation equals the passes run one by one from the files."""
     import scripts.canonical as canonical
-    from scripts.inference import predict_probabilities, predict_sample, segment_subject
+    from scripts.inference import predict_pass, predict_sample, segment_subject
     from scripts.net import build_network
 
     torch.manual_seed(0)
@@ -494,16 +494,16 @@ def test_extra_sa_passes_read_the_files_once_and_decode_only_their_slices(subjec
     torch.testing.assert_close(subset, every_plane[:, :, [0, 3]], rtol=1e-5, atol=1e-5)
     only_first = predict_sample(network, sample, torch.device("cpu"), "fp32", planes=[0])
     assert torch.equal(only_first["labels"][0], prediction["labels"][0]) and not only_first["labels"][1:].any()
-    # a further pass takes the probabilities alone: the same as the full prediction's
-    probabilities_alone = predict_probabilities(network, sample, torch.device("cpu"), "fp32", planes=[0])
-    assert torch.equal(probabilities_alone, only_first["probabilities"]) and not probabilities_alone[:, 1:].any()
+    # a further pass takes the probabilities alone, of the planes it decodes: the same as the full prediction's
+    probabilities_alone, pass_geometry = predict_pass(network, sample, torch.device("cpu"), "fp32", planes=[0])
+    assert torch.equal(probabilities_alone, only_first["probabilities"][:, [0]])
+    assert pass_geometry["planes"] == parse_geometry(sample["geometry"])["planes"][:1]
 
     covered = {p["slice"] for p in parse_geometry(sample["geometry"])["planes"] if p["source"] == "sa"}
     merged = probabilities_to_plane_labels([(prediction["probabilities"], sample["geometry"])])["sa"][0]
     for sa_slices in plan_sa_passes(sample["geometry"], covered):
         extra = _transform(num_sa_slices=2, sa_slice_indices=sa_slices)(_item(subject_dir))
-        probabilities = predict_probabilities(network, extra, torch.device("cpu"), "fp32", planes=[0, 1])
-        extra_sa = probabilities_to_plane_labels([(probabilities, extra["geometry"])])["sa"][0]
+        extra_sa = probabilities_to_plane_labels([predict_pass(network, extra, "cpu", "fp32", planes=[0, 1])])["sa"][0]
         merged = np.where(merged == UNLABELLED, extra_sa, merged)
     np.testing.assert_array_equal(planes["sa"][0], np.where(merged == UNLABELLED, 0, merged))
 
@@ -559,6 +559,10 @@ def test_test_time_shifts_average_every_pass_over_each_slice(subject_dir: Path, 
     assert [g["centre_shift_px"] for g in geometries] == shifts_of_passes
     cuts = [record["slice"] for g in geometries for record in g["planes"] if record["source"] == "sa"]
     assert sorted(cuts) == sorted(list(range(9)) * 3)
+    # an extra SA pass brings the SA slices it decoded, not the LA views it only encoded
+    extra = [g for k, g in enumerate(geometries) if k % per_shift]
+    assert extra and all(record["source"] == "sa" for g in extra for record in g["planes"])
+    assert all(probabilities.shape[1] == len(g["planes"]) for (probabilities, _), g in zip(passes, geometries))
 
     own = [probabilities_to_plane_labels(passes[k * per_shift : (k + 1) * per_shift]) for k in range(3)]
     for stem, (written, _) in planes.items():

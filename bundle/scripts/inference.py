@@ -144,18 +144,25 @@ def predict_sample(
 
 
 @torch.no_grad()
-def predict_probabilities(
+def predict_pass(
     network: torch.nn.Module,
     sample: Mapping[str, Any],
     device: torch.device,
     precision: str = "auto",
     planes: Sequence[int] | None = None,
-) -> torch.Tensor:
-    """The ``probabilities`` of :func:`predict_sample` alone, float16 (C, P, T, H, W): what a further pass of
-    :func:`segment_input_planes` (an extra SA stack, a test-time shift) contributes, so it takes no labels,
-    embedding or phenotypes."""
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """A further pass of :func:`segment_input_planes` (an extra SA stack, a test-time shift) as
+    :func:`scripts.canonical.probabilities_to_plane_labels` takes it: the float16 probabilities (C, P', T, H, W) of
+    the P' ``planes`` decoded (default: the planes the sample has) and the sample's geometry with only their records.
+
+    No labels, embedding or phenotypes: the pass adds probabilities only. A plane not decoded is left out rather than
+    kept as zeros: zeros would not change the mean's most probable class, but the write-back would still cut them
+    (an extra SA pass encodes the LA views too) and blend densely wherever their class 0 disagrees with the others.
+    """
     logits, decode_planes, _ = _segment_planes(network, sample, device, precision, planes)
-    return _probabilities_on_grid(logits, decode_planes, sample["image"].shape[1:])
+    geometry = parse_geometry(sample["geometry"])
+    geometry["planes"] = [geometry["planes"][k] for k in decode_planes.tolist()]
+    return logits.float().softmax(0).to(torch.float16).cpu(), geometry
 
 
 @torch.no_grad()
@@ -231,21 +238,20 @@ def segment_input_planes(
             subject = load_subject.read_files(item)
         return loader(dict(item), subject)
 
-    def extra_sa_passes(canonical: Mapping[str, Any], shift_px: Sequence[float]) -> list[tuple[torch.Tensor, str]]:
+    def extra_sa_passes(canonical: Mapping[str, Any], shift_px: Sequence[float]) -> list[tuple[torch.Tensor, dict]]:
         covered = [r["slice"] for r in parse_geometry(canonical["geometry"])["planes"] if r["source"] == SA_PLANE]
         passes = []
         for sa_slices in plan_sa_passes(canonical["geometry"], covered):
             extra = load_pass(shift_px, sa_slices)
             records = parse_geometry(extra["geometry"])["planes"]
             sa_planes = [k for k, record in enumerate(records) if record["source"] == SA_PLANE]
-            probabilities = predict_probabilities(network, extra, device, precision, sa_planes)
-            passes.append((probabilities, extra["geometry"]))
+            passes.append(predict_pass(network, extra, device, precision, sa_planes))
         return passes
 
     passes = [(probabilities, sample["geometry"]), *extra_sa_passes(sample, load_subject.centre_shift_px)]
     for shift_px in centre_shifts_px:
         shifted = load_pass(shift_px)
-        passes.append((predict_probabilities(network, shifted, device, precision), shifted["geometry"]))
+        passes.append(predict_pass(network, shifted, device, precision))
         passes += extra_sa_passes(shifted, shift_px)
     outputs = probabilities_to_plane_labels(passes)
     uncovered: list[int] = []
