@@ -30,7 +30,9 @@ from scripts.files import atomic_path  # noqa: E402
 #: sizes of the two recipes: the cohort (and its training/validation/test split), the held-out cohort, epochs per
 #: stage, validation interval of the segmentation fine-tuning and the training steps of the optional few-label
 #: fine-tunings. Every stage uses all training subjects: pretraining without labels, segmentation with the contours,
-#: the phenotype heads with the phenotypes.
+#: the phenotype heads with the phenotypes. ``centre_shifts_px``: inference's test-time shifts for the measure head's
+#: fit, inference and evaluation (None: the config's). The short demo runs one pass: the shifts triple the cost of
+#: those three stages (22 min 55 s end to end with them, session 25) for ~0.002 Dice that 4-epoch models cannot use.
 RECIPES = {
     "demo": {
         "subjects": 24,
@@ -41,6 +43,7 @@ RECIPES = {
         "segmentation_val_interval": 2,
         "phenotype_epochs": 5,
         "few_label_steps": 40,
+        "centre_shifts_px": [],
     },
     "full": {
         "subjects": 350,
@@ -51,6 +54,7 @@ RECIPES = {
         "segmentation_val_interval": 1,
         "phenotype_epochs": 5,
         "few_label_steps": 400,
+        "centre_shifts_px": None,
     },
 }
 PRESET = "small"
@@ -158,9 +162,17 @@ def segmentation_side_by_side(task: str, logs: list[Path], common: dict, **overr
     run_side_by_side(commands[: len(logs)], logs)
 
 
-def evaluate(ckpt: Path, scratch_ckpt: Path | None, output_dir: Path, test_data: Path, data: Path, log: Path) -> dict:
+def evaluate(
+    ckpt: Path,
+    scratch_ckpt: Path | None,
+    output_dir: Path,
+    test_data: Path,
+    data: Path,
+    log: Path,
+    **overrides: object,
+) -> dict:
     """The ``evaluate`` workflow on the held-out cohort, both models side by side (or ``ckpt`` alone when
-    ``scratch_ckpt`` is None); returns its metrics."""
+    ``scratch_ckpt`` is None), with further config ``overrides``; returns its metrics."""
     run(
         bundle_command(
             ["configs/inference.yaml", "configs/evaluate.yaml"],
@@ -170,6 +182,7 @@ def evaluate(ckpt: Path, scratch_ckpt: Path | None, output_dir: Path, test_data:
             scratch_ckpt=scratch_ckpt or "''",
             reference_dataset_dir=data,
             preset=PRESET,
+            **overrides,
         ),
         log,
     )
@@ -195,6 +208,12 @@ def paired_line(metrics: dict) -> str | None:
     return f"subject by subject, Dice as written, {paired['first']} better-{paired['second']} better: {cells}"
 
 
+def shift_overrides(recipe: dict) -> dict:
+    """The ``centre_shifts_px`` override of a recipe that sets one, else none (the config's shifts)."""
+    shifts = recipe["centre_shifts_px"]
+    return {} if shifts is None else {"centre_shifts_px": shifts}
+
+
 def few_labels(count: int, recipe: dict, common: dict, test_data: Path, data: Path, out: Path, work: Path) -> None:
     """Segmentation fine-tuned on the first ``count`` training subjects only, from the MAE encoder (pretrained on
     all subjects) and from scratch, side by side; then both evaluated on the held-out cohort."""
@@ -217,6 +236,7 @@ def few_labels(count: int, recipe: dict, common: dict, test_data: Path, data: Pa
         test_data,
         data,
         work / "demo.log",
+        **shift_overrides(recipe),
     )
     print(f"\nsegmentation fine-tuned on {count} labelled subjects ({epochs} epochs), held-out Dice:")
     for name, model_metrics in metrics["models"].items():
@@ -285,7 +305,7 @@ def main() -> None:
             for task in SEGMENTATION_TASKS[:arms]
         ]
         phenotypes = TRAIN_CONFIGS + ["configs/finetune_phenotypes.yaml"]
-        settings = {**common, "max_epochs": epochs}
+        settings = {**common, "max_epochs": epochs, **shift_overrides(recipe)}
         commands = [
             bundle_command(phenotypes, task=task, pretrained_ckpt=checkpoint, **settings)
             for task, checkpoint in zip(PHENOTYPE_TASKS, rounded)
@@ -302,11 +322,12 @@ def main() -> None:
             output_dir=predictions,
             ckpt=model,
             preset=PRESET,
+            **shift_overrides(recipe),
         ),
         log,
     )
     evaluation = out / "evaluation"
-    metrics = evaluate(model, scratch, evaluation, test_data, data, log)
+    metrics = evaluate(model, scratch, evaluation, test_data, data, log, **shift_overrides(recipe))
     if args.install_weights:
         install_weights(model, BUNDLE / "models" / "model.pt")
     if args.few_labels:

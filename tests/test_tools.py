@@ -122,22 +122,29 @@ def test_make_folds_writes_disjoint_splits_that_test_every_subject_once(tiny_coh
         assert result.returncode == 1 and str(tiny_cohort) in result.stderr and not (tmp_path / "bad").exists()
 
 
-def test_demo_no_scratch_trains_and_evaluates_the_pretrained_arm_only(tmp_path, monkeypatch):
+def test_demo_runs_both_arms_or_the_pretrained_alone_and_one_pass_only_in_the_short_run(tmp_path, monkeypatch):
     """The stages the demo would run (its bundle commands recorded, not run): both arms by default, the pretrained
-    arm alone with --no-scratch."""
+    arm alone with --no-scratch; the short run's measure-head fit, inference and evaluation with one pass
+    (``--centre_shifts_px []``), the full recipe's with the config's test-time shifts."""
     demo = load_tool("demo")
 
-    def stages(name: str, *flags: str) -> tuple[list[str], list]:
-        """The tasks of the demo's training commands and the scratch checkpoint it evaluates."""
-        tasks, evaluated = [], []
+    def stages(name: str, *flags: str) -> tuple[list[str], list, dict]:
+        """The tasks of the demo's training commands, the scratch checkpoint it evaluates and the shifts override
+        of each stage (None: none given)."""
+        tasks, evaluated, shifts = [], [], {}
 
         def record(commands, logs):
             for command in commands:
+                task = command[command.index("--task") + 1] if "--task" in command else None
                 if "--max_epochs" in command:  # a training
-                    tasks.append(command[command.index("--task") + 1] if "--task" in command else "pretrain")
+                    tasks.append(task or "pretrain")
+                stage = task or ("pretrain" if "--max_epochs" in command else "inference")
+                override = command.index("--centre_shifts_px") + 1 if "--centre_shifts_px" in command else None
+                shifts[stage] = None if override is None else command[override]
 
-        def evaluate(ckpt, scratch_ckpt, *args):
+        def evaluate(ckpt, scratch_ckpt, *args, **overrides):
             evaluated.append(scratch_ckpt)
+            shifts["evaluate"] = overrides.get("centre_shifts_px")
             return {"models": {"pretrained": {"dice": {"all": {"LVBP": 0.5}}}}}
 
         monkeypatch.setattr(demo, "synthesize", lambda *args, **kwargs: None)
@@ -146,11 +153,15 @@ def test_demo_no_scratch_trains_and_evaluates_the_pretrained_arm_only(tmp_path, 
         monkeypatch.setattr(demo, "evaluate", evaluate)
         monkeypatch.setattr(sys, "argv", ["demo.py", "--work-dir", str(tmp_path / name), *flags])
         demo.main()
-        return tasks, evaluated
+        return tasks, evaluated, shifts
 
-    tasks, evaluated = stages("both")
+    tasks, evaluated, shifts = stages("both")
     assert tasks == ["pretrain", "finetune_segmentation", "finetune_segmentation_scratch", "finetune_phenotypes",
                      "finetune_phenotypes_scratch"]  # fmt: skip
     assert evaluated[0] is not None
-    tasks, evaluated = stages("alone", "--no-scratch")
+    one_pass = ("finetune_phenotypes", "finetune_phenotypes_scratch", "inference")
+    assert all(shifts[stage] == "[]" for stage in one_pass) and shifts["evaluate"] == []
+    tasks, evaluated, _ = stages("alone", "--no-scratch")
     assert tasks == ["pretrain", "finetune_segmentation", "finetune_phenotypes"] and evaluated == [None]
+    _, _, shifts = stages("full", "--full", "--no-scratch")
+    assert all(value is None for value in shifts.values()) and "evaluate" in shifts
