@@ -1,9 +1,9 @@
 """The main job end to end on the embedded default: synthetic cohort -> pretrain -> fine-tune -> inference -> evaluate.
 
 Every step is the real bundle command (``python -m monai.bundle run ...``), printed before it runs, so each can be
-repeated by hand. The default run is bounded for a 2-core CPU (about 30 minutes); ``--full`` is the recipe of the
-shipped weights (hours; resumable with ``--resume``), with the same fine-tuning from scratch side by side unless
-``--no-scratch``.
+repeated by hand. The default run is bounded for a 2-core CPU (about 13 minutes, under 30); ``--full`` is the recipe
+of the shipped weights (hours; resumable with ``--resume``), with the same fine-tuning from scratch side by side
+unless ``--no-scratch``.
 
     python scripts/demo.py [--work-dir runs/demo] [--full] [--no-scratch] [--resume] [--install-weights]
 """

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import torch
+import yaml
 from conftest import REPO, load_tool
 
 from scripts.canonical import LoadCineSubjectd, read_canonical_nifti
@@ -165,3 +166,17 @@ def test_demo_runs_both_arms_or_the_pretrained_alone_and_one_pass_only_in_the_sh
     assert tasks == ["pretrain", "finetune_segmentation", "finetune_phenotypes"] and evaluated == [None]
     _, _, shifts = stages("full", "--full", "--no-scratch")
     assert all(value is None for value in shifts.values()) and "evaluate" in shifts
+
+
+def test_time_inference_times_a_checkout_and_refuses_a_folder_that_is_not_one(tiny_cohort, tmp_path):
+    """The timing tool segments a subject with the given checkout's code and shifts and prints one JSON line."""
+    tool = [sys.executable, str(REPO / "scripts" / "time_inference.py")]
+    subject = tiny_cohort / "subject_0000"
+    result = subprocess.run(tool + [str(subject), "--preset", "tiny", "--repeats", "2"], check=True,
+                            capture_output=True, text=True)  # fmt: skip
+    timing = json.loads(result.stdout.strip().splitlines()[-1])
+    shifts = yaml.safe_load((REPO / "bundle" / "configs" / "inference.yaml").read_text())["centre_shifts_px"]
+    assert timing["centre_shifts_px"] == shifts and timing["weights"] == "random"
+    assert len(timing["seconds"]) == 2 and timing["seconds_median"] > 0 and timing["peak_rss_mb"] > 0
+    bad = subprocess.run(tool + [str(subject), "--repo", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 1 and str(tmp_path) in bad.stderr and "checkout" in bad.stderr
