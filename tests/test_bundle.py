@@ -400,6 +400,18 @@ def test_a_named_datalist_is_the_fold_of_training_validation_and_evaluation(trai
     guess = np.mean([abs(truth[names[0]][index] - truth[name][index]) for name in names[2:4]])
     lvedv = metrics["models"]["fold0"]["phenotypes"]["LVEDV"]
     assert lvedv["mean_guess_mae"] == pytest.approx(float(guess), rel=1e-5)
+    # a held-out cohort alone (no training split, no --reference_dataset_dir): the MAE without a mean guess, and a
+    # warning that says how to get one
+    held_out = tmp_path / "held_out.json"
+    held_out.write_text(json.dumps({"training": [], "validation": [], "test": [{"subject": names[2]}]}))
+    result = bundle_run(["configs/inference.yaml", "configs/evaluate.yaml"], output_dir=tmp_path / "eval_held_out",
+                        ckpt=model, dataset_dir=tiny_cohort, datalist=held_out)  # fmt: skip
+    log = result.stdout + result.stderr
+    assert f"{tiny_cohort}: no subject in its training split ({held_out})" in log and "--reference_dataset_dir" in log
+    metrics = json.loads((tmp_path / "eval_held_out" / "metrics.json").read_text())
+    lvedv = metrics["models"]["pretrained"]["phenotypes"]["LVEDV"]
+    assert lvedv["mae"] >= 0 and lvedv["mean_guess_mae"] is None and lvedv["ratio_to_mean_guess"] is None
+    assert "(training split, 0 subjects)" in metrics["mean_guess_from"]
     with pytest.raises(AssertionError, match="fold1.json does not exist"):
         bundle_run(["configs/inference.yaml", "configs/evaluate.yaml"], output_dir=tmp_path / "eval1", ckpt=model,
                    dataset_dir=tiny_cohort, datalist=tmp_path / "fold1.json")  # fmt: skip

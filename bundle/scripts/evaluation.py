@@ -407,7 +407,18 @@ class CohortEvaluator:
             if same_dataset
             else load_datalist(reference_dir, "training")
         )
-        training_values = np.array([np.asarray(i["phenotypes"], dtype=np.float64) for i in training])
+        # (subjects, phenotypes) even with no training subject, whose mean guess is then unknown (None in the report)
+        training_values = np.array(
+            [np.asarray(i["phenotypes"], dtype=np.float64) for i in training], dtype=np.float64
+        ).reshape(len(training), len(PHENOTYPE_NAMES))
+        reference_name = dataset_dir if same_dataset else reference_dir
+        if not training:
+            logger.warning(
+                f"{reference_name}: no subject in its training split "
+                f"({(datalist if same_dataset else None) or DATALIST_JSON}), so no mean guess: "
+                "the report gives each phenotype's MAE without the mean-guess MAE beside it; pass "
+                "--reference_dataset_dir with the cohort the model was trained on to score against its mean"
+            )
         known = np.isfinite(training_values)
         training_mean = np.where(known.any(0), np.nansum(training_values, 0) / np.maximum(known.sum(0), 1), np.nan)
 
@@ -449,7 +460,7 @@ class CohortEvaluator:
             "datalist": str(datalist) if datalist else None,
             "subjects": subject_ids,
             "failed": failures,
-            "mean_guess_from": f"{reference_dir or dataset_dir} (training split, {len(training)} subjects)",
+            "mean_guess_from": f"{reference_name} (training split, {len(training)} subjects)",
             "phenotypes_from_reference_labels": self.summarise_phenotypes(
                 reference_phenotypes, training_mean, "measured"
             ),
@@ -481,6 +492,11 @@ class CohortEvaluator:
         return report
 
 
+def two_decimals(value: float | None) -> str:
+    """``value`` with 2 decimals, or n/a when unknown (a mean guess without training subjects)."""
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def print_summary(report: Mapping[str, Any]) -> None:
     """A short side-by-side table of the headline numbers on stdout."""
     names = list(report["models"])
@@ -506,7 +522,8 @@ def print_summary(report: Mapping[str, Any]) -> None:
             if all(e is None for e in entries):
                 continue
             cells = [
-                "  n/a " if e is None else f"MAE {e['mae']:.2f} (mean-guess {e['mean_guess_mae']:.2f})" for e in entries
+                "  n/a " if e is None else f"MAE {e['mae']:.2f} (mean-guess {two_decimals(e['mean_guess_mae'])})"
+                for e in entries
             ]
             print(f"    {phenotype:6s} " + " | ".join(cells))
     for n in names:
