@@ -432,6 +432,11 @@ def test_inference_uses_the_shipped_weights_by_default(tiny_cohort, tmp_path):
     has_measure_head = any(k.startswith("measure_head.") for k in torch.load(shipped, weights_only=True))
     method = json.loads((out / subject.name / "phenotypes.json").read_text())["phenotypes_method"]
     assert method == ("measure_head" if has_measure_head else "phenotype_head")
+    # at another preset the shipped weights do not fit: one line that names the file, a tensor and what to check
+    with pytest.raises(AssertionError) as error:
+        bundle_run(["configs/inference.yaml"], dataset_dir=subject, output_dir=tmp_path / "tiny", preset="tiny")
+    assert "models/model.pt holds a network of another size" in str(error.value)
+    assert "check --preset matches the checkpoint" in str(error.value) and "size mismatch" not in str(error.value)
 
 
 def test_shipped_float16_file_reports_what_its_heads_were_fit_for(trained, tiny_cohort, tmp_path):

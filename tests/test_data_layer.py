@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -148,9 +149,16 @@ def test_sample_contract_and_centre_from_la_planes(subject_dir: Path) -> None:
         assert (centre_labels == 1).all(), plane
 
 
-def test_centre_sa_only_falls_back_to_image_centre(tmp_path: Path) -> None:
+def test_centre_sa_only_falls_back_to_image_centre(tmp_path: Path, caplog) -> None:
     folder = make_subject(tmp_path / "sa_only", planes=("sa",), labels=False)
-    sample = _transform()(_item(folder))
+    with caplog.at_level(logging.WARNING, logger="scripts.canonical"):
+        sample = _transform()(_item(folder))
+        # built again, as inference does once per pass: the fallback is logged once per subject, not per pass
+        _transform()(_item(folder))
+        other = make_subject(tmp_path / "sa_only_2", planes=("sa",), labels=False)
+        _transform()(_item(other))
+    fallbacks = [r.getMessage() for r in caplog.records if "heart centre by image_centre" in r.getMessage()]
+    assert len(fallbacks) == 2 and "sa_only_2" in fallbacks[1]
     geometry = parse_geometry(sample["geometry"])
     assert geometry["centre_method"] == "image_centre"
     source = geometry["sources"]["sa"]

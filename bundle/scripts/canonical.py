@@ -62,6 +62,8 @@ PERCENTILE_SAMPLE_SIZE = 500_000
 #: Two long-axis planes are "distinct" if the second singular value of their normals exceeds this (~6 degrees).
 MIN_LA_NORMAL_SPREAD = 0.1
 CENTRE_METHODS = ("la_intersection", "image_centre")
+#: (id, folder) of the subject whose ``image_centre`` fallback was logged last
+_last_fallback_subject: tuple[str, Path] | None = None
 #: Above this share of positions between canonical pixels of different classes, written-back labels interpolate every
 #: class everywhere (one grid_sample) rather than blend position by position: at small, 0.5 s against 2.1 s a subject
 #: for an untrained network (55 % of neighbouring canonical pixels differ), 0.6 s against 0.12 s for the shipped one
@@ -200,9 +202,13 @@ def heart_centre(subject: Subject, sa_order: list[int] | None = None) -> tuple[n
         slices = [0]
     centre = slice_centre(reference.affine, reference.image.shape, float(np.mean(slices)))
     method = "image_centre"
-    logger.warning(
-        "subject %s: heart centre by %s (no two usable long-axis planes cutting the SA stack)", subject.id, method
-    )
+    # inference builds a subject's canonical stack once per pass (extra SA stacks, test-time shifts): warn once
+    global _last_fallback_subject
+    if _last_fallback_subject != (subject.id, subject.folder):
+        _last_fallback_subject = (subject.id, subject.folder)
+        logger.warning(
+            "subject %s: heart centre by %s (no two usable long-axis planes cutting the SA stack)", subject.id, method
+        )
     return centre, method
 
 

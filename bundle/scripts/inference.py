@@ -74,6 +74,16 @@ def load_network_weights(network: torch.nn.Module, checkpoint: str | os.PathLike
     if isinstance(state, Mapping) and "network" in state and isinstance(state["network"], Mapping):
         state = state["network"]
     target = network.module if hasattr(network, "module") else network
+    # weights of another preset share the keys but not the shapes; name one instead of torch's list of every tensor
+    own = target.state_dict()
+    resized = [key for key, value in state.items() if key in own and tuple(value.shape) != tuple(own[key].shape)]
+    if resized:
+        key = resized[0]
+        raise RuntimeError(
+            f"{checkpoint} holds a network of another size ({len(resized)} tensors differ, e.g. {key}: "
+            f"{tuple(state[key].shape)} in the file, {tuple(own[key].shape)} here): check --preset matches the "
+            "checkpoint (the shipped models/model.pt is preset small)"
+        )
     missing, unexpected = target.load_state_dict(state, strict=False)
     # weights saved before the measure head existed load with it unfit (phenotypes then come from the embedding)
     missing = [key for key in missing if not key.startswith("measure_head.")]
