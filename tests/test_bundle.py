@@ -412,6 +412,16 @@ def test_a_named_datalist_is_the_fold_of_training_validation_and_evaluation(trai
     lvedv = metrics["models"]["pretrained"]["phenotypes"]["LVEDV"]
     assert lvedv["mae"] >= 0 and lvedv["mean_guess_mae"] is None and lvedv["ratio_to_mean_guess"] is None
     assert "(training split, 0 subjects)" in metrics["mean_guess_from"]
+    # a subject both in the training split and evaluated: its mean guess is its own value, and the log and the
+    # report say so
+    in_sample = tmp_path / "in_sample.json"
+    in_sample.write_text(json.dumps({"training": [{"subject": names[2]}], "test": [{"subject": names[2]}]}))
+    result = bundle_run(["configs/inference.yaml", "configs/evaluate.yaml"], output_dir=tmp_path / "eval_in_sample",
+                        ckpt=model, dataset_dir=tiny_cohort, datalist=in_sample)  # fmt: skip
+    assert "1 of the 1 evaluated subjects are also in the training split" in result.stdout + result.stderr
+    metrics = json.loads((tmp_path / "eval_in_sample" / "metrics.json").read_text())
+    assert metrics["mean_guess_from"].endswith("(training split, 1 subjects, 1 of them evaluated here)")
+    assert metrics["models"]["pretrained"]["phenotypes"]["LVEDV"]["mean_guess_mae"] == 0
     with pytest.raises(AssertionError, match="fold1.json does not exist"):
         bundle_run(["configs/inference.yaml", "configs/evaluate.yaml"], output_dir=tmp_path / "eval1", ckpt=model,
                    dataset_dir=tiny_cohort, datalist=tmp_path / "fold1.json")  # fmt: skip

@@ -419,6 +419,15 @@ class CohortEvaluator:
                 "the report gives each phenotype's MAE without the mean-guess MAE beside it; pass "
                 "--reference_dataset_dir with the cohort the model was trained on to score against its mean"
             )
+        # without a datalist every subject is in every split: the mean guess would include the evaluated subjects
+        overlap = {i["subject"] for i in training} & {i["subject"] for i in items}
+        if overlap:
+            logger.warning(
+                f"{reference_name}: {len(overlap)} of the {len(items)} evaluated subjects are also in the training "
+                "split the mean guess is taken from, so it includes their own values (a folder without "
+                "datalist.json has every subject in every split); pass --reference_dataset_dir with the cohort the "
+                "model was trained on for an out-of-sample mean guess"
+            )
         known = np.isfinite(training_values)
         training_mean = np.where(known.any(0), np.nansum(training_values, 0) / np.maximum(known.sum(0), 1), np.nan)
 
@@ -460,7 +469,8 @@ class CohortEvaluator:
             "datalist": str(datalist) if datalist else None,
             "subjects": subject_ids,
             "failed": failures,
-            "mean_guess_from": f"{reference_name} (training split, {len(training)} subjects)",
+            "mean_guess_from": f"{reference_name} (training split, {len(training)} subjects"
+            + (f", {len(overlap)} of them evaluated here)" if overlap else ")"),
             "phenotypes_from_reference_labels": self.summarise_phenotypes(
                 reference_phenotypes, training_mean, "measured"
             ),
