@@ -6,10 +6,11 @@ same day (the benchmark's numbers move from day to day with the machine; a compa
     git worktree add /tmp/old 61fe5f1
     for i in 1 2; do for repo in /tmp/old .; do python scripts/time_inference.py SUBJECT --repo $repo; done; done
 
-Each run loads the checkout's network (its shipped ``bundle/models/model.pt`` at ``small``, random weights at
-``tiny``), calls its :func:`scripts.inference.segment_subject` once to warm up and ``--repeats`` times more with the
-test-time shifts of its ``configs/inference.yaml``, and prints one JSON line: the median and every time in seconds,
-and the process's peak resident memory in MB (model, subject and every pass held for the write-back).
+Each run builds the network, the subject loader, the precision and the test-time shifts from the checkout's own
+``configs/inference.yaml`` (as ``python -m monai.bundle run`` would, at ``--preset``), loads its shipped
+``bundle/models/model.pt`` or ``--ckpt``, calls its :func:`scripts.inference.segment_subject` once to warm up and
+``--repeats`` times more, and prints one JSON line: the median and every time in seconds, and the process's peak
+resident memory in MB (model, subject and every pass held for the write-back).
 """
 
 from __future__ import annotations
@@ -22,16 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-#: canonical grid per preset, as in inference.yaml: (frames, crop size px, spacing mm)
-GRIDS = {"tiny": (10, 32, 7.2), "small": (50, 128, 1.8)}
-NUM_SA_SLICES = 6  # the canonical stack's SA slices (9 planes with the 3 LA views)
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("subject", type=Path, help="subject folder (NIfTI or DICOM, as inference reads it)")
     parser.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1], help="checkout to time")
-    parser.add_argument("--preset", choices=sorted(GRIDS), default="small")
+    parser.add_argument("--preset", choices=("paper", "small", "tiny"), default="small")
+    parser.add_argument("--ckpt", type=Path, default=None, help="weights (default: the checkout's models/model.pt)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls after the warm-up (median reported)")
     return parser
 
@@ -48,34 +46,30 @@ def main(argv: list[str] | None = None) -> dict:
     # the checkout's own bundle code, imported after its folder is first on the path
     sys.path.insert(0, str(bundle))
     import torch
-    import yaml
+    from monai.bundle import ConfigParser
 
-    from scripts.canonical import LoadCineSubjectd
     from scripts.inference import load_network_weights, segment_subject
-    from scripts.net import build_network
 
-    frames, size, spacing = GRIDS[args.preset]
+    config = ConfigParser()
+    config.read_config(bundle / "configs" / "inference.yaml")
+    config.update({"bundle_root": str(bundle), "preset": args.preset, "device": "$torch.device('cpu')"})
     torch.manual_seed(0)
-    network = build_network("heart", args.preset, num_planes=NUM_SA_SLICES + 3, num_frames=frames, image_size=size)
-    weights = bundle / "models" / "model.pt"
-    if args.preset == "small":
-        load_network_weights(network, weights)
-    network.eval()
-    load = LoadCineSubjectd(
-        keys="subject", num_sa_slices=NUM_SA_SLICES, num_frames=frames, crop_size=size, spacing_mm=spacing
-    )
-    shifts = yaml.safe_load((bundle / "configs" / "inference.yaml").read_text())["centre_shifts_px"]
+    weights = args.ckpt or Path(config.get_parsed_content("ckpt"))
+    network = load_network_weights(config.get_parsed_content("network"), weights).eval()
+    load = config.get_parsed_content("load_subject")
+    shifts = config.get_parsed_content("centre_shifts_px")
+    precision = config.get_parsed_content("precision")
     item, device = {"subject": str(args.subject)}, torch.device("cpu")
     times = []
     for _ in range(1 + args.repeats):
         start = time.perf_counter()
-        segment_subject(network, load, item, device, centre_shifts_px=shifts)
+        segment_subject(network, load, item, device, precision, centre_shifts_px=shifts)
         times.append(time.perf_counter() - start)
     result = {
         "repo": str(args.repo),
         "subject": str(args.subject),
         "preset": args.preset,
-        "weights": str(weights) if args.preset == "small" else "random",
+        "weights": str(weights),
         "centre_shifts_px": shifts,
         "seconds_median": statistics.median(times[1:]),
         "seconds": times[1:],

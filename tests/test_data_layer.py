@@ -153,12 +153,16 @@ def test_centre_sa_only_falls_back_to_image_centre(tmp_path: Path, caplog) -> No
     folder = make_subject(tmp_path / "sa_only", planes=("sa",), labels=False)
     with caplog.at_level(logging.WARNING, logger="scripts.canonical"):
         sample = _transform()(_item(folder))
-        # built again, as inference does once per pass: the fallback is logged once per subject, not per pass
-        _transform()(_item(folder))
-        other = make_subject(tmp_path / "sa_only_2", planes=("sa",), labels=False)
-        _transform()(_item(other))
+        # the files read once and built again, shifted, as inference's passes do: the centre is found once (one
+        # warning), and the shifted pass starts from it
+        files = _transform().read_files(_item(folder))
+        unshifted = _transform()(_item(folder), files)
+        shifted = _transform(centre_shift_px=(1.0, 0.0))(_item(folder), files)
     fallbacks = [r.getMessage() for r in caplog.records if "heart centre by image_centre" in r.getMessage()]
-    assert len(fallbacks) == 2 and "sa_only_2" in fallbacks[1]
+    assert len(fallbacks) == 2 and all("sa_only" in message for message in fallbacks)
+    np.testing.assert_allclose(parse_geometry(unshifted["geometry"])["centre_mm"], files.centre[0])
+    moved = np.linalg.norm(np.subtract(parse_geometry(shifted["geometry"])["centre_mm"], files.centre[0]))
+    assert moved == pytest.approx(SMALL_GRID["spacing_mm"])
     geometry = parse_geometry(sample["geometry"])
     assert geometry["centre_method"] == "image_centre"
     source = geometry["sources"]["sa"]

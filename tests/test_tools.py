@@ -169,14 +169,21 @@ def test_demo_runs_both_arms_or_the_pretrained_alone_and_one_pass_only_in_the_sh
 
 
 def test_time_inference_times_a_checkout_and_refuses_a_folder_that_is_not_one(tiny_cohort, tmp_path):
-    """The timing tool segments a subject with the given checkout's code and shifts and prints one JSON line."""
+    """The timing tool segments a subject with the given checkout's code, config and shifts and prints one JSON line;
+    it refuses a folder that is not a checkout, and weights of another preset."""
     tool = [sys.executable, str(REPO / "scripts" / "time_inference.py")]
     subject = tiny_cohort / "subject_0000"
-    result = subprocess.run(tool + [str(subject), "--preset", "tiny", "--repeats", "2"], check=True,
-                            capture_output=True, text=True)  # fmt: skip
+    weights = tmp_path / "tiny.pt"
+    torch.save(build_network("heart", "tiny", num_planes=9, num_frames=10, image_size=32).state_dict(), weights)
+    result = subprocess.run(tool + [str(subject), "--preset", "tiny", "--ckpt", str(weights), "--repeats", "2"],
+                            check=True, capture_output=True, text=True)  # fmt: skip
     timing = json.loads(result.stdout.strip().splitlines()[-1])
     shifts = yaml.safe_load((REPO / "bundle" / "configs" / "inference.yaml").read_text())["centre_shifts_px"]
-    assert timing["centre_shifts_px"] == shifts and timing["weights"] == "random"
+    assert timing["centre_shifts_px"] == shifts and timing["weights"] == str(weights)
     assert len(timing["seconds"]) == 2 and timing["seconds_median"] > 0 and timing["peak_rss_mb"] > 0
+    shipped = subprocess.run(
+        tool + [str(subject), "--preset", "tiny", "--repeats", "1"], capture_output=True, text=True
+    )
+    assert shipped.returncode != 0 and "check --preset matches the checkpoint" in shipped.stderr
     bad = subprocess.run(tool + [str(subject), "--repo", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 1 and str(tmp_path) in bad.stderr and "checkout" in bad.stderr

@@ -62,8 +62,6 @@ PERCENTILE_SAMPLE_SIZE = 500_000
 #: Two long-axis planes are "distinct" if the second singular value of their normals exceeds this (~6 degrees).
 MIN_LA_NORMAL_SPREAD = 0.1
 CENTRE_METHODS = ("la_intersection", "image_centre")
-#: (id, folder) of the subject whose ``image_centre`` fallback was logged last
-_last_fallback_subject: tuple[str, Path] | None = None
 #: Above this share of positions between canonical pixels of different classes, written-back labels interpolate every
 #: class everywhere (one grid_sample) rather than blend position by position: at small, 0.5 s against 2.1 s a subject
 #: for an untrained network (55 % of neighbouring canonical pixels differ), 0.6 s against 0.12 s for the shipped one
@@ -183,14 +181,22 @@ def _long_axis_centre(subject: Subject, sa_order: list[int]) -> np.ndarray | Non
     return centre
 
 
-def heart_centre(subject: Subject, sa_order: list[int] | None = None) -> tuple[np.ndarray, str]:
+def heart_centre(subject: Subject) -> tuple[np.ndarray, str]:
     """World position (3,) of the heart centre and the method that found it (one of ``CENTRE_METHODS``).
 
-    Uses no segmentation. The fallback (``image_centre``) is logged as a warning.
+    Uses no segmentation. Found once per read subject and kept in ``subject.centre``: inference builds a subject's
+    canonical stack once per pass (extra SA stacks, test-time shifts) from the same files. The fallback
+    (``image_centre``) is logged as a warning.
     """
+    if subject.centre is None:
+        subject.centre = _find_heart_centre(subject)
+    centre, method = subject.centre
+    return centre.copy(), method
+
+
+def _find_heart_centre(subject: Subject) -> tuple[np.ndarray, str]:
     sa = subject.planes.get(SA_PLANE)
-    if sa_order is None:
-        sa_order = sa_slice_order(sa.affine, sa.image.shape) if sa is not None else []
+    sa_order = sa_slice_order(sa.affine, sa.image.shape) if sa is not None else []
     centre = _long_axis_centre(subject, sa_order)
     if centre is not None:
         return centre, "la_intersection"
@@ -202,13 +208,9 @@ def heart_centre(subject: Subject, sa_order: list[int] | None = None) -> tuple[n
         slices = [0]
     centre = slice_centre(reference.affine, reference.image.shape, float(np.mean(slices)))
     method = "image_centre"
-    # inference builds a subject's canonical stack once per pass (extra SA stacks, test-time shifts): warn once
-    global _last_fallback_subject
-    if _last_fallback_subject != (subject.id, subject.folder):
-        _last_fallback_subject = (subject.id, subject.folder)
-        logger.warning(
-            "subject %s: heart centre by %s (no two usable long-axis planes cutting the SA stack)", subject.id, method
-        )
+    logger.warning(
+        "subject %s: heart centre by %s (no two usable long-axis planes cutting the SA stack)", subject.id, method
+    )
     return centre, method
 
 
@@ -303,7 +305,7 @@ def build_canonical(
     sa_selection = select_sa_slices(sa_order, num_sa_slices, sa_slice_indices) if sa is not None else []
     if sa is not None and None in sa_selection and sa_slice_indices is None:
         problems.append(f"SA stack has {len(sa_order)} slices < {num_sa_slices}: some canonical SA planes are missing")
-    centre, centre_method = heart_centre(subject, sa_order)
+    centre, centre_method = heart_centre(subject)
     if any(centre_shift_px):
         reference = sa if sa is not None else next(subject.planes[s] for s in LA_PLANES if s in subject.planes)
         u, v, _ = plane_axes(reference.affine)

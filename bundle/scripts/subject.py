@@ -79,6 +79,8 @@ class Subject:
         problems: one line per unusable file (plane dropped or label dropped) naming the file and the reason.
         notes: usable oddities (e.g. different frame counts between planes), for the logs.
         label_map: the label convention applied to the label files.
+        centre: the heart centre (world mm, (3,)) and the method that found it, set by
+            :func:`scripts.canonical.heart_centre` when first asked; None until then.
     """
 
     id: str
@@ -88,6 +90,7 @@ class Subject:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     label_map: str | dict[int, int] = "project"
+    centre: tuple[np.ndarray, str] | None = field(default=None, compare=False)
 
 
 def find_plane_file(folder: Path, stem: str) -> Path | None:
