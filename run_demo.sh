@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash install.sh requirements.txt
-.venv/bin/python scripts/demo.py "$@"
+.venv/bin/python -m tools.demo "$@"

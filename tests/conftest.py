@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,22 +18,24 @@ SHARED = REPO.parent / "shared"
 # the bundle's code is importable in-process as ``scripts.*`` exactly as monai.bundle puts it on sys.path
 if str(BUNDLE) not in sys.path:
     sys.path.insert(0, str(BUNDLE))
+# users run the tools as ``python -m tools.NAME`` from the repository root; PYTHONPATH stands for that root when a
+# test runs one from another folder
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 
 def load_tool(name: str) -> ModuleType:
-    """A command-line tool of the top-level ``scripts/`` folder (run as files, not a package) loaded as a module."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """A command-line tool of the top-level ``tools`` package, imported as a module."""
+    return importlib.import_module(f"tools.{name}")
 
 
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory) -> Path:
-    """Six tiny synthetic subjects (4 training, 1 validation, 1 test) written by ``scripts/synthesize.py``."""
+    """Six tiny synthetic subjects (4 training, 1 validation, 1 test) written by ``python -m tools.synthesize``."""
     out = tmp_path_factory.mktemp("cohort") / "synthetic"
     subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "synthesize.py"), "--out", str(out), "--subjects", "6",
+        [sys.executable, "-m", "tools.synthesize", "--out", str(out), "--subjects", "6",
          "--seed", "7", "--tiny", "--split", "0.67,0.17,0.16"],
         check=True,
         cwd=REPO,

@@ -12,9 +12,9 @@ WORKLOADS = {"mae_step", "seg_step_3_planes", "seg_step_3_planes_5_frames", "seg
 
 
 def test_quick_benchmark_writes_json(tmp_path: Path) -> None:
-    """``scripts/benchmark.py --quick --out tmp.json``: structure and plausible ratios (no timing asserts)."""
+    """``python -m tools.benchmark --quick --out tmp.json``: structure and plausible ratios (no timing asserts)."""
     out = tmp_path / "tmp.json"
-    command = [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--quick", "--out", str(out)]
+    command = [sys.executable, "-m", "tools.benchmark", "--quick", "--out", str(out)]
     proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "of peak" in proc.stdout and "warm from cache" in proc.stdout

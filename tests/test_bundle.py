@@ -46,7 +46,7 @@ def trained(tiny_cohort, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("outputs")
     common = {"dataset_dir": tiny_cohort, "output_dir": out, "max_epochs": 1}
     bundle_run(TRAIN + ["configs/pretrain.yaml"], **common)
-    # the segmentation fine-tuning runs from the repository root: the top-level scripts/ must not shadow the bundle's;
+    # the segmentation fine-tuning runs from the repository root: the bundle's scripts package is found from there too;
     # the full-resolution stage on 5 of the 10 frames per step, as the shipped recipe's 10 of 50
     bundle_run(TRAIN + ["configs/finetune_segmentation.yaml"], cwd=REPO, decoded_frames=5, **common)
     # ``run training`` is the Model Zoo name of the training section; the measure head on 3 of the 4 subjects
@@ -249,9 +249,9 @@ def test_evaluate_reports_dice_phenotypes_robustness_side_by_side(trained, tiny_
     # measured on the reference labels, the ventricular volumes are close to the synthetic model's truth
     reference = metrics["phenotypes_from_reference_labels"]
     assert reference["LVEDV"]["mae"] < reference["LVEDV"]["mean_guess_mae"]
-    # the tables of docs/README.md are printed from the report by scripts/metrics_table.py
+    # the tables of docs/README.md are printed from the report by tools/metrics_table.py
     tables = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "metrics_table.py"), str(out / "metrics.json")],
+        [sys.executable, "-m", "tools.metrics_table", str(out / "metrics.json")],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     lvbp = pretrained["dice"]["all"]["LVBP"]
@@ -306,7 +306,7 @@ def test_evaluate_reports_dice_phenotypes_robustness_side_by_side(trained, tiny_
         single[name] = tmp_path / f"{name}.json"
         alone = {key: value for key, value in metrics.items() if key != "paired"}
         single[name].write_text(json.dumps({**alone, "models": {"model": metrics["models"][name]}}))
-    table_script = [sys.executable, str(REPO / "scripts" / "metrics_table.py"), str(single["pretrained"])]
+    table_script = [sys.executable, "-m", "tools.metrics_table", str(single["pretrained"])]
     beside = subprocess.run(
         table_script + ["--beside", str(single["scratch"]), "--names", "pretrained", "scratch"],
         capture_output=True, text=True, check=True,

@@ -12,15 +12,12 @@ import gzip
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
 from scripts.canonical import (  # noqa: E402
     BASE_DIRECTION_RAS,

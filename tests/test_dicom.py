@@ -32,9 +32,9 @@ pytestmark = [
 
 
 def run_cli(script: str, *args: str | Path) -> subprocess.CompletedProcess:
-    """Run a top-level CLI with this interpreter from outside the repo (as a user would); capture its output."""
-    command = [sys.executable, str(REPO / "scripts" / script), *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO.parent)
+    """Run a tool (``convert_dicom.py``: ``python -m tools.convert_dicom``) from the repository root; capture output."""
+    command = [sys.executable, "-m", f"tools.{Path(script).stem}", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO)
 
 
 def voxel_world_ras(dataset: pydicom.Dataset, row: int, col: int) -> np.ndarray:
@@ -57,7 +57,7 @@ def rescaled_pixels(dataset: pydicom.Dataset) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SCD0000301 converted by scripts/convert_dicom.py."""
+    """SCD0000301 converted by tools/convert_dicom.py."""
     out = tmp_path_factory.mktemp("scd301")
     result = run_cli("convert_dicom.py", STUDY, "--out", out)
     assert result.returncode == 0, result.stderr
@@ -265,7 +265,7 @@ def test_corrupt_file_and_no_cine_are_clear_errors(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """All Sunnybrook studies imported by scripts/import_sunnybrook.py."""
+    """All Sunnybrook studies imported by tools/import_sunnybrook.py."""
     out = tmp_path_factory.mktemp("sunnybrook")
     result = run_cli("import_sunnybrook.py", "--src", SUNNYBROOK, "--out", out)
     assert result.returncode == 0, result.stderr

@@ -1,6 +1,6 @@
 """Real CC0 data: three Sunnybrook short-axis cine studies (DICOM + manual LV contours, no long-axis views).
 
-The studies are imported once with the real CLI (``scripts/import_sunnybrook.py``) into a temporary folder; the
+The studies are imported once with the real CLI (``python -m tools.import_sunnybrook``) into a temporary folder; the
 manual contours are used only to check the data layer, never to build the canonical stack.
 """
 
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.skipif(
 def dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sunnybrook") / "dataset"
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "import_sunnybrook.py"), "--src", str(SUNNYBROOK), "--out", str(out)],
+        [sys.executable, "-m", "tools.import_sunnybrook", "--src", str(SUNNYBROOK), "--out", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -216,7 +216,7 @@ def test_adaptation_recipe_fine_tunes_on_two_real_studies_and_scores_the_third(d
     the whole segmentation network fine-tuned from a heart checkpoint on two studies' partial labels (LV classes,
     contoured slices and phases only), evaluate on the held-out study."""
     folds = tmp_path / "folds"
-    make_folds = [sys.executable, str(REPO / "scripts" / "make_folds.py"), str(dataset), "--validation", "0"]
+    make_folds = [sys.executable, "-m", "tools.make_folds", str(dataset), "--validation", "0"]
     subprocess.run(make_folds + ["--out", str(folds)], check=True, capture_output=True)
     start = tmp_path / "start.pt"
     torch.manual_seed(0)

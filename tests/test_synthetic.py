@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bundle"))
 
 from scripts import labels, synthetic  # noqa: E402
 from scripts.measures import phenotypes_from_segmentations  # noqa: E402
@@ -23,8 +22,8 @@ NUM_SUBJECTS = 3
 
 
 def run_cli(out: Path, subjects: int, seed: int) -> None:
-    """Run ``scripts/synthesize.py --tiny`` as a user would."""
-    command = [sys.executable, str(REPO / "scripts" / "synthesize.py"), "--out", str(out)]
+    """Run ``python -m tools.synthesize --tiny`` as a user would."""
+    command = [sys.executable, "-m", "tools.synthesize", "--out", str(out)]
     command += ["--subjects", str(subjects), "--seed", str(seed), "--tiny", "--split", "0.4,0.3,0.3"]
     subprocess.run(command, check=True, capture_output=True, timeout=300)
 

@@ -23,7 +23,7 @@ def test_export_canonical_writes_one_4d_nifti_per_subject(tiny_cohort, tmp_path)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "sa.nii.gz").write_bytes(b"truncated")
     out = tmp_path / "canonical"
-    command = [sys.executable, str(REPO / "scripts" / "export_canonical.py"), str(subject), "--out", str(out)]
+    command = [sys.executable, "-m", "tools.export_canonical", str(subject), "--out", str(out)]
     command += ["--num-frames", "10", "--crop-size", "32", "--spacing-mm", "7.2"]
     subprocess.run(command, check=True, capture_output=True, text=True)
     image, plane_mask = read_canonical_nifti(out / "subject_0000.nii.gz")
@@ -33,7 +33,7 @@ def test_export_canonical_writes_one_4d_nifti_per_subject(tiny_cohort, tmp_path)
     np.testing.assert_array_equal(label, sample["label"].numpy())
     np.testing.assert_array_equal(plane_mask, sample["plane_mask"].numpy())
     # a bad subject is named, skipped, and turns the exit code to 1
-    result = subprocess.run(command[:2] + [str(tmp_path / "bad")] + command[3:], capture_output=True, text=True)
+    result = subprocess.run(command[:3] + [str(tmp_path / "bad")] + command[4:], capture_output=True, text=True)
     assert result.returncode == 1 and "bad" in result.stderr and "skipped" in result.stderr
 
 
@@ -42,7 +42,7 @@ def test_plot_planes_writes_a_picture(tiny_cohort, tmp_path):
     subprocess.run(
         [
             sys.executable,
-            str(REPO / "scripts" / "plot_planes.py"),
+            "-m", "tools.plot_planes",
             str(tiny_cohort / "subject_0000"),
             "--out",
             str(out),
@@ -74,7 +74,7 @@ def test_probe_representation_reads_the_checkpoint_and_skips_a_bad_subject(tiny_
     )
 
     def probe(ckpt: str, name: str) -> tuple[subprocess.CompletedProcess, dict]:
-        command = [sys.executable, str(REPO / "scripts" / "probe_representation.py"), str(dataset), "--ckpt", ckpt]
+        command = [sys.executable, "-m", "tools.probe_representation", str(dataset), "--ckpt", ckpt]
         command += ["--preset", "tiny", "--folds", "2", "--test-dataset-dir", str(tiny_cohort), "--out"]
         result = subprocess.run(command + [str(tmp_path / name)], capture_output=True, text=True)
         return result, json.loads((tmp_path / name).read_text())
@@ -99,7 +99,7 @@ def test_probe_representation_reads_the_checkpoint_and_skips_a_bad_subject(tiny_
 
 
 def test_make_folds_writes_disjoint_splits_that_test_every_subject_once(tiny_cohort, tmp_path):
-    tool = [sys.executable, str(REPO / "scripts" / "make_folds.py"), str(tiny_cohort)]
+    tool = [sys.executable, "-m", "tools.make_folds", str(tiny_cohort)]
     subprocess.run(tool + ["--folds", "3", "--out", str(tmp_path / "folds")], check=True, capture_output=True)
     tested = []
     for k in range(3):
@@ -114,7 +114,7 @@ def test_make_folds_writes_disjoint_splits_that_test_every_subject_once(tiny_coh
     # leave one out, validating on the training subjects (too few to spare one); the default folder is DATASET/folds
     dataset = tmp_path / "dataset"
     shutil.copytree(tiny_cohort, dataset, ignore=shutil.ignore_patterns(".cache"))
-    subprocess.run(tool[:2] + [str(dataset), "--validation", "0"], check=True, capture_output=True)
+    subprocess.run(tool[:3] + [str(dataset), "--validation", "0"], check=True, capture_output=True)
     fold = json.loads((dataset / "folds" / "fold0.json").read_text())
     assert len(fold["test"]) == 1 and fold["validation"] == fold["training"] and len(fold["training"]) == 5
     # more folds than subjects, or none left to train on: a clear error and exit code 1
@@ -171,7 +171,7 @@ def test_demo_runs_both_arms_or_the_pretrained_alone_and_one_pass_only_in_the_sh
 def test_time_inference_times_a_checkout_and_refuses_a_folder_that_is_not_one(tiny_cohort, tmp_path):
     """The timing tool segments a subject with the given checkout's code, config and shifts and prints one JSON line;
     it refuses a folder that is not a checkout, and weights of another preset."""
-    tool = [sys.executable, str(REPO / "scripts" / "time_inference.py")]
+    tool = [sys.executable, "-m", "tools.time_inference"]
     subject = tiny_cohort / "subject_0000"
     weights = tmp_path / "tiny.pt"
     torch.save(build_network("heart", "tiny", num_planes=9, num_frames=10, image_size=32).state_dict(), weights)

@@ -5,7 +5,7 @@ repeated by hand. The default run is bounded for a 2-core CPU (about 13 minutes,
 of the shipped weights (hours; resumable with ``--resume``), with the same fine-tuning from scratch side by side
 unless ``--no-scratch``.
 
-    python scripts/demo.py [--work-dir runs/demo] [--full] [--no-scratch] [--resume] [--install-weights]
+    python -m tools.demo [--work-dir runs/demo] [--full] [--no-scratch] [--resume] [--install-weights]
 """
 
 from __future__ import annotations
@@ -20,12 +20,9 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-BUNDLE = REPO / "bundle"
-sys.path.insert(0, str(BUNDLE))
-
-from scripts.evaluation import PHENOTYPE_SOURCES  # noqa: E402
-from scripts.files import atomic_path  # noqa: E402
+from scripts.evaluation import PHENOTYPE_SOURCES
+from scripts.files import atomic_path
+from tools import BUNDLE, REPO
 
 #: sizes of the two recipes: the cohort (and its training/validation/test split), the held-out cohort, epochs per
 #: stage, validation interval of the segmentation fine-tuning and the training steps of the optional few-label
@@ -84,7 +81,7 @@ def finished(task_dir: Path, max_epochs: int) -> bool:
 def synthesize(out: Path, subjects: int, seed: int, workers: int, log: Path, split: str) -> None:
     """A synthetic cohort in ``out`` (kept if already there)."""
     if not (out / "datalist.json").is_file():
-        run([sys.executable, str(REPO / "scripts" / "synthesize.py"), "--out", str(out), "--subjects", str(subjects),
+        run([sys.executable, "-m", "tools.synthesize", "--out", str(out), "--subjects", str(subjects),
              "--seed", str(seed), "--workers", str(workers), "--split", split], log)  # fmt: skip
 
 

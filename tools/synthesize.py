@@ -1,20 +1,17 @@
 """Write the synthetic multi-view cine CMR cohort (the bundle's default dataset).
 
-Usage: ``python scripts/synthesize.py --out DIR --subjects N --seed S [--frames 50] [--workers 2]
+Usage: ``python -m tools.synthesize --out DIR --subjects N --seed S [--frames 50] [--workers 2]
 [--split 0.8,0.1,0.1] [--tiny]``
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-# The bundle's ``scripts`` package must win over this top-level folder of the same name.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
-
-from scripts.synthetic import DEFAULT_FRAMES, synthesize_cohort  # noqa: E402
+import tools  # noqa: F401  (puts the bundle's scripts package on the path)
+from scripts.synthetic import DEFAULT_FRAMES, synthesize_cohort
 
 
 def parse_split(text: str) -> tuple[float, float, float]:

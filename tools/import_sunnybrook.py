@@ -1,6 +1,6 @@
 """Convert the Sunnybrook Cardiac Data studies into subject folders with LV labels from the manual contours.
 
-Usage: python scripts/import_sunnybrook.py --src ../shared/data/sunnybrook --out DIR
+Usage: python -m tools.import_sunnybrook --src ../shared/data/sunnybrook --out DIR
 
 Each study becomes DIR/<id>/ with sa.nii.gz (via scripts.dicom.convert_study), seg_sa.nii.gz and
 subject.json; DIR/datalist.json lists all studies under "test"; SOURCE.md (licence, citation) is copied.
@@ -22,11 +22,10 @@ import nibabel as nib
 import numpy as np
 
 # The bundle's own package `scripts` lives in bundle/; this folder must not shadow it.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
-
-from scripts.dicom import DicomConversionError, convert_study  # noqa: E402
-from scripts.files import save_nifti_atomic, write_json_atomic  # noqa: E402
-from scripts.labels import UNLABELLED  # noqa: E402
+import tools  # noqa: F401  (puts the bundle's scripts package on the path)
+from scripts.dicom import DicomConversionError, convert_study
+from scripts.files import save_nifti_atomic, write_json_atomic
+from scripts.labels import UNLABELLED
 
 LVBP, LVMYO, BACKGROUND = 1, 2, 0
 SUBJECT_SIDECAR = {"annotated_classes": [LVBP, LVMYO], "source": "Sunnybrook Cardiac Data, CC0"}

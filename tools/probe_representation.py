@@ -1,6 +1,6 @@
 """Linear probe of an encoder: how much phenotype information its representation carries, with no fine-tuning.
 
-    python scripts/probe_representation.py DATASET_DIR --ckpt runs/full/outputs/pretrain/models/model.pt \
+    python -m tools.probe_representation DATASET_DIR --ckpt runs/full/outputs/pretrain/models/model.pt \
         [--test-dataset-dir DIR] [--preset small] [--patch-size 10,16,16] [--poolings mean,time,mean_std] \
         [--folds 5] [--out probe.json]
 
@@ -34,18 +34,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from monai.bundle import ConfigParser
 
-REPO = Path(__file__).resolve().parents[1]
-BUNDLE = REPO / "bundle"
-sys.path.insert(0, str(BUNDLE))
-
-from monai.bundle import ConfigParser  # noqa: E402
-
-from scripts.engines import fit_ridge, precision_context  # noqa: E402
-from scripts.files import write_json_atomic  # noqa: E402
-from scripts.labels import PHENOTYPE_NAMES  # noqa: E402
-from scripts.net import load_encoder_weights  # noqa: E402
-from scripts.subject import load_datalist  # noqa: E402
+from scripts.engines import fit_ridge, precision_context
+from scripts.files import write_json_atomic
+from scripts.labels import PHENOTYPE_NAMES
+from scripts.net import load_encoder_weights
+from scripts.subject import load_datalist
+from tools import BUNDLE
 
 DEFAULT_PHENOTYPES = ("LVEDV", "LVEF", "LVM", "RVEDV", "RVEF")
 

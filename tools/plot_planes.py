@@ -1,6 +1,6 @@
 """Picture of subjects' canonical plane stacks (one row per subject, one column per plane), labels outlined.
 
-    python scripts/plot_planes.py SUBJECT_DIR [SUBJECT_DIR ...] --out bundle/docs/images/planes.png [--frame 0]
+    python -m tools.plot_planes SUBJECT_DIR [SUBJECT_DIR ...] --out bundle/docs/images/planes.png [--frame 0]
 
 Each row is what the network sees: the canonical planes (SA base to apex, then 2ch, 3ch, 4ch) cropped around the
 heart found without labels, at one frame; missing planes are shown as "missing".
@@ -9,17 +9,15 @@ heart found without labels, at one frame; missing planes are shown as "missing".
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bundle"))
+import matplotlib
+import numpy as np
 
-import matplotlib  # noqa: E402
+import tools  # noqa: F401  (puts the bundle's scripts package on the path)
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+matplotlib.use("Agg")  # no display: write PNG files only
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 from scripts.canonical import LoadCineSubjectd, parse_geometry  # noqa: E402
 from scripts.labels import UNLABELLED  # noqa: E402

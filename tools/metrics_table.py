@@ -4,21 +4,19 @@ measured on the segmentations, and measured on the reference labels), missing-pl
 their subject-by-subject comparison. ``--beside`` puts the first model of a second report (e.g. a training evaluated in
 another run, on the same subjects) beside the first model of the first, as one two-model report.
 
-    python scripts/metrics_table.py runs/full/outputs/evaluation/metrics.json [--phenotypes LVEDV LVEF ...]
-    python scripts/metrics_table.py PRETRAINED/metrics.json --beside SCRATCH/metrics.json [--names pretrained scratch]
+    python -m tools.metrics_table runs/full/outputs/evaluation/metrics.json [--phenotypes LVEDV LVEF ...]
+    python -m tools.metrics_table PRETRAINED/metrics.json --beside SCRATCH/metrics.json [--names pretrained scratch]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
-
-from scripts.evaluation import PHENOTYPE_SOURCES, paired_models  # noqa: E402
+import tools  # noqa: F401  (puts the bundle's scripts package on the path)
+from scripts.evaluation import PHENOTYPE_SOURCES, paired_models
 
 CLASSES = ("LVBP", "LVMYO", "RVBP", "LABP", "RABP")
 VIEWS = ("all", "sa", "la_2ch", "la_3ch", "la_4ch")

@@ -1,6 +1,6 @@
 """Convert a DICOM cine study folder into a subject folder (sa.nii.gz, la_*.nii.gz, conversion.json).
 
-Usage: python scripts/convert_dicom.py STUDY_DIR --out SUBJECT_DIR
+Usage: python -m tools.convert_dicom STUDY_DIR --out SUBJECT_DIR
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 # The bundle's own package `scripts` lives in bundle/; this folder must not shadow it.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
-
-from scripts.dicom import DicomConversionError, convert_study  # noqa: E402
+import tools  # noqa: F401  (puts the bundle's scripts package on the path)
+from scripts.dicom import DicomConversionError, convert_study
 
 
 def summarise(report: dict) -> str:

@@ -1,6 +1,6 @@
 """Benchmark the machine, the network and the data layer; print a table and write the numbers as JSON.
 
-Usage: ``python scripts/benchmark.py [--preset small] [--quick] [--device cpu|cuda] [--repeats N] [--threads N]
+Usage: ``python -m tools.benchmark [--preset small] [--quick] [--device cpu|cuda] [--repeats N] [--threads N]
 [--subject DIR] [--out results.json]``
 
 What is measured (batch of one subject, the configs' ``batch_size``):
@@ -51,7 +51,6 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -62,26 +61,24 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-# The bundle's ``scripts`` package must win over this top-level folder of the same name.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
-
-from scripts.canonical import LoadCineSubjectd, parse_geometry  # noqa: E402
-from scripts.engines import segmentation_loss  # noqa: E402
-from scripts.files import write_json_atomic  # noqa: E402
-from scripts.inference import load_network_weights, segment_subject  # noqa: E402
-from scripts.labels import NUM_CLASSES  # noqa: E402
-from scripts.net import autocast_context, build_network  # noqa: E402
-from scripts.synthetic import synthesize_cohort  # noqa: E402
+from scripts.canonical import LoadCineSubjectd, parse_geometry
+from scripts.engines import segmentation_loss
+from scripts.files import write_json_atomic
+from scripts.inference import load_network_weights, segment_subject
+from scripts.labels import NUM_CLASSES
+from scripts.net import autocast_context, build_network
+from scripts.synthetic import synthesize_cohort
+from tools import BUNDLE
 
 SCHEMA_VERSION = 1
 NUM_PLANES = 9  # 6 SA slices + 3 LA views
 # what a segmentation training step decodes, as the config trains it (planes per step, frames per decoded plane)
-SEGMENTATION_CONFIG = Path(__file__).resolve().parents[1] / "bundle" / "configs" / "finetune_segmentation.yaml"
+SEGMENTATION_CONFIG = BUNDLE / "configs" / "finetune_segmentation.yaml"
 # the test-time shifts inference runs (``centre_shifts_px``)
-INFERENCE_CONFIG = Path(__file__).resolve().parents[1] / "bundle" / "configs" / "inference.yaml"
+INFERENCE_CONFIG = BUNDLE / "configs" / "inference.yaml"
 # canonical grid per preset, as in inference.yaml: (frames, crop size px, spacing mm)
 GRIDS = {"tiny": (10, 32, 7.2), "small": (50, 128, 1.8), "paper": (50, 128, 1.8)}
-SHIPPED_WEIGHTS = {"small": Path(__file__).resolve().parents[1] / "bundle" / "models" / "model.pt"}
+SHIPPED_WEIGHTS = {"small": BUNDLE / "models" / "model.pt"}
 
 
 @dataclass

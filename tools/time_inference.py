@@ -4,7 +4,7 @@ Run it once per checkout, alternating, to compare two versions of the inference 
 same day (the benchmark's numbers move from day to day with the machine; a comparison within one sitting does not):
 
     git worktree add /tmp/old 61fe5f1
-    for i in 1 2; do for repo in /tmp/old .; do python scripts/time_inference.py SUBJECT --repo $repo; done; done
+    for i in 1 2; do for repo in /tmp/old .; do python -m tools.time_inference SUBJECT --repo $repo; done; done
 
 Each run builds the network, the subject loader, the precision and the test-time shifts from the checkout's own
 ``configs/inference.yaml`` (as ``python -m monai.bundle run`` would, at ``--preset``), loads its shipped

@@ -1,6 +1,6 @@
 """Write subjects' canonical plane stacks as single 4-D NIfTI files (for one-image-per-case tools, e.g. MONAI Label).
 
-    python scripts/export_canonical.py SUBJECT_OR_DATASET --out DIR [--num-frames 50 --crop-size 128 --spacing-mm 1.8]
+    python -m tools.export_canonical SUBJECT_OR_DATASET --out DIR [--num-frames 50 --crop-size 128 --spacing-mm 1.8]
 
 Per subject: ``DIR/<id>.nii.gz`` (H, W, P, T) and, where labels exist, ``DIR/<id>_label.nii.gz``; the plane mask and
 the geometry needed to write predictions back travel in the header (see ``scripts.canonical.write_canonical_nifti``).
@@ -13,10 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
-
-from scripts.canonical import LoadCineSubjectd, write_canonical_nifti  # noqa: E402
-from scripts.subject import discover_subjects  # noqa: E402
+import tools  # noqa: F401  (puts the bundle's scripts package on the path)
+from scripts.canonical import LoadCineSubjectd, write_canonical_nifti
+from scripts.subject import discover_subjects
 
 
 def main() -> int:

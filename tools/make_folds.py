@@ -1,6 +1,6 @@
 """Write cross-validation split files of a dataset folder, one per fold, for the workflows' ``--datalist``.
 
-    python scripts/make_folds.py DATASET [--folds K] [--validation N] [--seed S] [--out DIR]
+    python -m tools.make_folds DATASET [--folds K] [--validation N] [--seed S] [--out DIR]
 
 The subject folders of DATASET (sorted by name, then shuffled with ``--seed``) are dealt into K folds (default: one
 per subject, leave-one-out). ``fold<k>.json`` tests on fold k and trains on the rest, of which the first N (default
@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
-
-from scripts.files import write_json_atomic  # noqa: E402
-from scripts.subject import SubjectError, discover_subjects  # noqa: E402
+import tools  # noqa: F401  (puts the bundle's scripts package on the path)
+from scripts.files import write_json_atomic
+from scripts.subject import SubjectError, discover_subjects
 
 
 def make_folds(names: list[str], folds: int, validation: int, seed: int) -> list[dict[str, list[dict[str, str]]]]:
