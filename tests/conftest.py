@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny synthetic cohort made once per test session with the real CLI."""
+"""Shared fixtures: a tiny synthetic cohort made once per test run with the real CLI."""
 
 from __future__ import annotations
 

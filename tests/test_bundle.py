@@ -18,10 +18,11 @@ import pytest
 import torch
 from conftest import BUNDLE, REPO, SHARED, load_tool
 
-from scripts.inference import load_network_weights, phenotypes_from_measures
+from scripts.inference import phenotypes_from_measures
 from scripts.labels import PHENOTYPE_NAMES
 from scripts.measures import volume_curves_from_segmentations
-from scripts.net import build_network
+from scripts.presets import build_network
+from scripts.weights import load_network_weights
 
 TRAIN = ["configs/inference.yaml", "configs/train.yaml"]
 

@@ -19,22 +19,13 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.canonical import (  # noqa: E402
-    BASE_DIRECTION_RAS,
-    LoadCineSubjectd,
-    RandSAStackd,
-    _canonical_positions,
-    canonical_to_planes,
-    parse_geometry,
-    plan_sa_passes,
-    plane_axes,
-    probabilities_to_plane_labels,
-    read_canonical_geometry,
-    read_canonical_nifti,
-    write_canonical_nifti,
-)
-from scripts.labels import LA_PLANES, PHENOTYPE_NAMES, UNLABELLED  # noqa: E402
-from scripts.subject import SubjectError, discover_subjects, load_datalist, load_subject  # noqa: E402
+from scripts.canonical import LoadCineSubjectd, RandSAStackd, parse_geometry, plan_sa_passes
+from scripts.canonical_nifti import read_canonical_geometry, read_canonical_nifti, write_canonical_nifti
+from scripts.frames import cyclic_linear_frames, nearest_cyclic_frames, resample_time
+from scripts.geometry import BASE_DIRECTION_RAS, plane_axes
+from scripts.labels import LA_PLANES, PHENOTYPE_NAMES, UNLABELLED
+from scripts.subject import SubjectError, discover_subjects, load_datalist, load_subject
+from scripts.writeback import canonical_positions, canonical_to_planes, probabilities_to_plane_labels
 
 LV_CENTRE_MM = np.array([12.0, -20.0, 30.0])
 LONG_AXIS = np.array([-0.55, 0.5, -0.67]) / np.linalg.norm([-0.55, 0.5, -0.67])  # base -> apex
@@ -148,7 +139,7 @@ def test_sample_contract_and_centre_from_la_planes(subject_dir: Path) -> None:
 
 def test_centre_sa_only_falls_back_to_image_centre(tmp_path: Path, caplog) -> None:
     folder = make_subject(tmp_path / "sa_only", planes=("sa",), labels=False)
-    with caplog.at_level(logging.WARNING, logger="scripts.canonical"):
+    with caplog.at_level(logging.WARNING, logger="scripts.heart_centre"):
         sample = _transform()(_item(folder))
         # the files read once and built again, shifted, as inference's passes do: the centre is found once (one
         # warning), and the shifted pass starts from it
@@ -183,6 +174,21 @@ def test_any_frame_count_resampled(tmp_path: Path, frames: int) -> None:
     # the blood pool shrinks to end-systole mid-cycle and recovers (cyclic)
     blood = (sample["label"][0, 2] == 1).sum(dim=(1, 2)).float()
     assert blood[25] < 0.75 * blood[0] and blood[49] > 0.9 * blood[0]
+
+
+def test_cyclic_frame_maps_keep_frame_zero_and_wrap() -> None:
+    """Frame k of T lies at k / T of the cycle: the nearest of 4 frames to each of 8 rounds half up and wraps past the
+    last frame to frame 0 (so does frame 49 of 50 from 20: 19.6); linear resampling blends the two frames around,
+    the last with frame 0."""
+    assert nearest_cyclic_frames(4, 8).tolist() == [0, 1, 1, 2, 2, 3, 3, 0]
+    assert nearest_cyclic_frames(20, 50)[[0, 5, 49]].tolist() == [0, 2, 0]
+    before, after, weight = cyclic_linear_frames(4, 8)
+    assert before.tolist() == [0, 0, 1, 1, 2, 2, 3, 3] and after.tolist() == [1, 1, 2, 2, 3, 3, 0, 0]
+    assert weight.dtype == np.float32 and weight.tolist() == [0.0, 0.5] * 4
+    curve = np.arange(4.0)[:, None]
+    assert resample_time(curve, 8)[:, 0].tolist() == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 1.5]
+    assert resample_time(curve, 8, nearest=True)[:, 0].tolist() == [0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 0.0]
+    assert resample_time(curve, 4) is curve
 
 
 def test_different_frame_counts_between_planes_kept(tmp_path: Path) -> None:
@@ -316,7 +322,7 @@ def test_probabilities_written_back_recover_boundaries_between_canonical_pixels(
     for k, record in enumerate(geometry["planes"]):
         size_x, size_y, _, _ = geometry["sources"][record["source"]]["shape"]
         affine = np.array(geometry["sources"][record["source"]]["affine"])
-        i, j = _canonical_positions(record, affine, size_x, size_y, crop, geometry["spacing_mm"])
+        i, j = canonical_positions(record, affine, size_x, size_y, crop, geometry["spacing_mm"])
         inside = (np.rint(i) >= 0) & (np.rint(i) < crop) & (np.rint(j) >= 0) & (np.rint(j) < crop)
         written = soft[record["source"]][0][:, :, record["slice"]]
         assert (written[~inside] == 0).all()
@@ -342,16 +348,16 @@ def test_bilinear_labels_both_ways_give_the_most_probable_class(monkeypatch, den
     """Interpolating every class everywhere (one grid_sample per cut) and only between pixels of different classes
     give the most probable class of the mean bilinear interpolation of all cuts through the slice (test-time shifts:
     each cut its own probabilities and positions), inside the grid and beyond its edge (border values)."""
-    import scripts.canonical as canonical
+    import scripts.writeback as writeback
 
-    monkeypatch.setattr(canonical, "DENSE_BLEND_FRACTION", dense_fraction)
+    monkeypatch.setattr(writeback, "DENSE_BLEND_FRACTION", dense_fraction)
     generator = torch.Generator().manual_seed(0)
     cuts = []
     for _ in range(num_cuts):
         plane = torch.softmax(3 * torch.randn(6, 4, 16, 16, generator=generator), dim=0)  # (C, T, H, W), mixed classes
         i, j = (torch.rand(2, 20, 30, generator=generator).numpy() * 21 - 3).astype(np.float64)  # beyond both edges
         cuts.append((plane, i, j))
-    labels = canonical._bilinear_labels(cuts)
+    labels = writeback._bilinear_labels(cuts)
     assert labels.shape == (20, 30, 4) and labels.dtype == torch.uint8
     mean = sum(_interpolated_everywhere(plane, i, j) for plane, i, j in cuts) / num_cuts
     assert _most_probable_there(labels.numpy(), mean).all()
@@ -482,8 +488,8 @@ def test_extra_sa_passes_read_the_files_once_and_decode_only_their_slices(subjec
     of them, each pass decodes only its SA slices (same logits as decoding every plane), and the merged SA
     segmentation equals the passes run one by one from the files."""
     import scripts.canonical as canonical
-    from scripts.inference import predict_pass, predict_sample, segment_subject
-    from scripts.net import build_network
+    from scripts.presets import build_network
+    from scripts.subject_segmenter import SubjectSegmenter
 
     torch.manual_seed(0)
     network = build_network("heart", "tiny", num_planes=2 + len(LA_PLANES), num_frames=20, image_size=48).eval()
@@ -491,8 +497,10 @@ def test_extra_sa_passes_read_the_files_once_and_decode_only_their_slices(subjec
     reads = []
     with monkeypatch.context() as patch:
         patch.setattr(canonical, "load_subject", lambda *args: reads.append(args) or load_subject(*args))
-        sample, prediction, planes, uncovered = segment_subject(network, transform, _item(subject_dir), "cpu", "fp32")
-    assert len(reads) == 1 and uncovered == []
+        segmenter = SubjectSegmenter(network, transform, "cpu", "fp32")
+        segmentation = segmenter.segment(_item(subject_dir))
+    sample, prediction, planes = segmentation.sample, segmentation.prediction, segmentation.planes
+    assert len(reads) == 1 and segmentation.sa_slices_unsegmented == []
     assert prediction["labels"].shape == (5, 20, 48, 48) and planes["sa"][0].shape == (FOV_PIXELS, FOV_PIXELS, 9, 20)
 
     # decoding a subset of the planes: the same logits for those planes (the decoder works plane by plane)
@@ -501,10 +509,10 @@ def test_extra_sa_passes_read_the_files_once_and_decode_only_their_slices(subjec
         every_plane = network(image, plane_mask)
         subset = network(image, plane_mask, torch.tensor([0, 3]))
     torch.testing.assert_close(subset, every_plane[:, :, [0, 3]], rtol=1e-5, atol=1e-5)
-    only_first = predict_sample(network, sample, torch.device("cpu"), "fp32", planes=[0])
+    only_first = segmenter.predict(sample, planes=[0])
     assert torch.equal(only_first["labels"][0], prediction["labels"][0]) and not only_first["labels"][1:].any()
     # a further pass takes the probabilities alone, of the planes it decodes: the same as the full prediction's
-    probabilities_alone, pass_geometry = predict_pass(network, sample, torch.device("cpu"), "fp32", planes=[0])
+    probabilities_alone, pass_geometry = segmenter.predict_pass(sample, planes=[0])
     assert torch.equal(probabilities_alone, only_first["probabilities"][:, [0]])
     assert pass_geometry["planes"] == parse_geometry(sample["geometry"])["planes"][:1]
 
@@ -512,7 +520,7 @@ def test_extra_sa_passes_read_the_files_once_and_decode_only_their_slices(subjec
     merged = probabilities_to_plane_labels([(prediction["probabilities"], sample["geometry"])])["sa"][0]
     for sa_slices in plan_sa_passes(sample["geometry"], covered):
         extra = _transform(num_sa_slices=2, sa_slice_indices=sa_slices)(_item(subject_dir))
-        extra_sa = probabilities_to_plane_labels([predict_pass(network, extra, "cpu", "fp32", planes=[0, 1])])["sa"][0]
+        extra_sa = probabilities_to_plane_labels([segmenter.predict_pass(extra, planes=[0, 1])])["sa"][0]
         merged = np.where(merged == UNLABELLED, extra_sa, merged)
     np.testing.assert_array_equal(planes["sa"][0], np.where(merged == UNLABELLED, 0, merged))
 
@@ -542,8 +550,8 @@ def test_test_time_shifts_average_every_pass_over_each_slice(subject_dir: Path, 
     once), cuts every SA slice once per shift, and writes the mean probabilities: where the shifts' own labels agree
     the written label is theirs, and it is not any one shift's labels everywhere."""
     import scripts.canonical as canonical
-    import scripts.inference as inference
-    from scripts.net import build_network
+    import scripts.subject_segmenter as subject_segmenter
+    from scripts.presets import build_network
 
     torch.manual_seed(0)
     network = build_network("heart", "tiny", num_planes=2 + len(LA_PLANES), num_frames=20, image_size=48).eval()
@@ -553,14 +561,14 @@ def test_test_time_shifts_average_every_pass_over_each_slice(subject_dir: Path, 
     with monkeypatch.context() as patch:
         patch.setattr(canonical, "load_subject", lambda *args: reads.append(args) or load_subject(*args))
         patch.setattr(
-            inference,
+            subject_segmenter,
             "probabilities_to_plane_labels",
             lambda given: passes.extend(given) or probabilities_to_plane_labels(given),
         )
-        sample, _, planes, uncovered = inference.segment_subject(
-            network, transform, _item(subject_dir), "cpu", "fp32", centre_shifts_px=shifts
-        )
-    assert len(reads) == 1 and uncovered == []
+        segmenter = subject_segmenter.SubjectSegmenter(network, transform, "cpu", "fp32", centre_shifts_px=shifts)
+        segmentation = segmenter.segment(_item(subject_dir))
+    sample, planes = segmentation.sample, segmentation.planes
+    assert len(reads) == 1 and segmentation.sa_slices_unsegmented == []
     geometries = [parse_geometry(geometry) for _, geometry in passes]
     canonical_slices = [record["slice"] for record in geometries[0]["planes"] if record["source"] == "sa"]
     per_shift = 1 + len(plan_sa_passes(sample["geometry"], canonical_slices))  # canonical + extra SA passes

@@ -11,6 +11,7 @@ import torch
 from scripts.evaluation import CohortEvaluator, dice_on_input_planes, paired_comparison, sign_test_p
 from scripts.labels import PHENOTYPE_NAMES
 from scripts.subject import Plane, Subject
+from scripts.subject_segmenter import SubjectSegmenter
 
 LVEF = PHENOTYPE_NAMES.index("LVEF")
 
@@ -119,9 +120,12 @@ def test_evaluator_reads_each_subject_once_and_each_model_keeps_its_own_heads(ti
     reads = []
     real_load_subject = evaluation.load_subject
     monkeypatch.setattr(evaluation, "load_subject", lambda *a, **kw: reads.append(a[0]) or real_load_subject(*a, **kw))
-    evaluator = CohortEvaluator(
+    segmenter = SubjectSegmenter(
         parser.get_parsed_content("network", lazy=False),  # built afresh, as the workflow builds it
         parser.get_parsed_content("load_subject"),
+    )
+    evaluator = CohortEvaluator(
+        segmenter,
         {"first": str(with_head), "second": str(without_head)},
         str(tmp_path / "evaluation"),
     )

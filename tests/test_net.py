@@ -1,4 +1,5 @@
-"""Tests of ``scripts.net`` at the ``tiny`` preset (9 planes x 10 frames x 32 x 32, patch 5 x 8 x 8)."""
+"""Tests of the networks (``scripts.tokens`` up to ``scripts.presets``) and of loading their encoder weights, at the
+``tiny`` preset (9 planes x 10 frames x 32 x 32, patch 5 x 8 x 8)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,16 @@ import math
 import pytest
 import torch
 
+from scripts.encoder import CineEncoder
+from scripts.heart_net import CineHeartNet
 from scripts.labels import NUM_CLASSES, PHENOTYPE_NAMES
+from scripts.mae import CineMAE, mae_loss
 from scripts.measures import MEASURE_FEATURE_NAMES
-from scripts.net import (
-    CineEncoder,
-    CineHeartNet,
-    CineMAE,
-    autocast_context,
-    build_network,
-    load_encoder_weights,
-    mae_loss,
-    patchify,
-    random_masking,
-    temporal_upsampling_factors,
-    unpatchify,
-)
+from scripts.precision import autocast_context
+from scripts.presets import PRESETS, CineGrid, build_network, preset_grid
+from scripts.segmenter import temporal_upsampling_factors
+from scripts.tokens import patchify, random_masking, unpatchify
+from scripts.weights import load_encoder_weights, load_network_weights, shipped_precision
 
 PLANES, FRAMES, SIZE = 9, 10, 32
 PATCH = (5, 8, 8)
@@ -162,6 +158,54 @@ def test_encoder_weights_transfer(mae, tmp_path):
         load_encoder_weights(heart, {"decoder.weight": torch.zeros(1)})
 
 
+def test_network_weights_load_from_any_wrapper_and_name_another_size_in_one_line(tmp_path):
+    """A whole network loads from a plain state dict, a training checkpoint and one saved inside a DDP wrapper; weights
+    of another size fail with one line naming the file, a tensor's two shapes and --preset."""
+    state = build("heart").state_dict()
+    ddp = {"network": {f"module.{key}": value for key, value in state.items()}}
+    for name, checkpoint in (("plain", state), ("wrapped", {"network": state}), ("ddp", ddp)):
+        torch.save(checkpoint, tmp_path / f"{name}.pt")
+        torch.manual_seed(1)
+        network = build_network("heart", "tiny", num_planes=PLANES)
+        assert load_network_weights(network, tmp_path / f"{name}.pt") is network
+        assert all(torch.equal(value, state[key]) for key, value in network.state_dict().items()), name
+    wider = build_network("heart", "tiny", num_planes=PLANES, hidden_size=64)
+    with pytest.raises(RuntimeError, match=r"plain.pt holds a network of another size .* check --preset") as error:
+        load_network_weights(wider, tmp_path / "plain.pt")
+    assert "e.g. encoder.plane_embed: (9, 32) in the file, (9, 64) here" in str(error.value) and "\n" not in str(
+        error.value
+    )
+    with pytest.raises(FileNotFoundError, match="pass --ckpt"):
+        load_network_weights(wider, tmp_path / "missing.pt")
+
+
+def test_shipped_precision_rounds_all_but_the_heads_to_float16(tmp_path):
+    state = build("heart").state_dict()
+    torch.save({"network": state}, tmp_path / "trained.pt")
+    shipped = torch.load(shipped_precision(tmp_path / "trained.pt", tmp_path / "shipped.pt"), weights_only=True)
+    assert shipped.keys() == state.keys()
+    for key, value in shipped.items():
+        in_a_head = key.startswith(("phenotype_head.", "measure_head."))
+        expected = torch.float16 if state[key].is_floating_point() and not in_a_head else state[key].dtype
+        assert value.dtype == expected, key
+        assert torch.equal(value, state[key].to(expected)), key
+
+
+def test_presets_own_their_data_grid():
+    assert preset_grid("tiny") == CineGrid(num_frames=10, crop_size=32, spacing_mm=7.2)
+    assert preset_grid("small") == preset_grid("paper") == CineGrid(num_frames=50, crop_size=128, spacing_mm=1.8)
+    # every grid covers the same field of view (mm)
+    assert {round(preset_grid(name).crop_size * preset_grid(name).spacing_mm, 6) for name in PRESETS} == {230.4}
+    # the network's nominal size defaults to the preset's grid: (10, 32, 32) is no multiple of 25 x 16 x 16
+    assert build_network("heart", "tiny").encoder.token_grid((10, 32, 32)) == GRID
+    with pytest.raises(ValueError, match="divisible by the patch size"):
+        build_network("heart", "small", num_frames=10, image_size=32)
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        preset_grid("huge")
+    with pytest.raises(ValueError, match=r"unknown network options \['grid'\]"):
+        build_network("heart", "tiny", grid=preset_grid("small"))
+
+
 @pytest.mark.parametrize(
     "shape, match",
     [
@@ -212,7 +256,7 @@ def test_backward_reaches_all_parameters():
     logits, representation = heart.segment_and_embed(make_image(1))
     (logits.mean() + heart.phenotype_head(representation).mean()).backward()
     assert all(p.grad is not None for p in heart.parameters() if p.requires_grad)
-    # the measure head is fit in closed form (engines.fit_measure_head), never by gradient
+    # the measure head is fit in closed form (head_fitting.fit_measure_head), never by gradient
     trainable = {name for name, p in heart.named_parameters() if p.requires_grad}
     assert trainable == {name for name, _ in heart.named_parameters() if not name.startswith("measure_head.")}
 

@@ -18,9 +18,10 @@ import pytest
 import torch
 from conftest import BUNDLE, REPO
 
-from scripts.canonical import LoadCineSubjectd, parse_geometry, voxel_to_world
+from scripts.canonical import LoadCineSubjectd, parse_geometry
+from scripts.geometry import voxel_to_world
 from scripts.labels import LA_PLANES, UNLABELLED
-from scripts.net import build_network
+from scripts.presets import build_network
 
 SUNNYBROOK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sunnybrook"
 STUDIES = ("SCD0000101", "SCD0000201", "SCD0000301")
@@ -251,3 +252,36 @@ def test_adaptation_recipe_fine_tunes_on_two_real_studies_and_scores_the_third(d
         dice = metrics["models"][model]["dice_input_planes"]["sa"]
         assert 0.0 <= dice["LVBP"] <= 1.0 and 0.0 <= dice["LVMYO"] <= 1.0
         assert dice["RVBP"] is None and dice["LABP"] is None, "classes the contours do not annotate get no Dice"
+
+
+def test_mixed_training_joins_repeated_real_studies_to_a_wide_synthetic_cohort(dataset, tmp_path):
+    """Real-scan fine-tuning (configs/real_scans.yaml) through the runner at the tiny preset: a wide-variety synthetic
+    cohort (made by the real CLI), the real studies of a leave-one-out fold repeated in every epoch, random appearance
+    on; every step's loss is finite and the epoch has the synthetic plus the repeated real subjects."""
+    wide = tmp_path / "wide"
+    synthesize = [sys.executable, "-m", "tools.synthesize", "--out", str(wide), "--subjects", "3", "--seed", "5",
+                  "--tiny", "--variety", "wide", "--split", "0.67,0.33,0"]  # fmt: skip
+    subprocess.run(synthesize, check=True, capture_output=True, cwd=REPO)
+    make_folds = [sys.executable, "-m", "tools.make_folds", str(dataset), "--validation", "0"]
+    subprocess.run(make_folds + ["--out", str(tmp_path / "folds")], check=True, capture_output=True)
+    fold = tmp_path / "folds" / "fold0.json"
+    start = tmp_path / "start.pt"
+    torch.manual_seed(0)
+    torch.save(build_network("heart", "tiny", SA_SLICES + 3, 10, 32).state_dict(), start)
+    train = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+             "['configs/inference.yaml','configs/train.yaml','configs/finetune_segmentation.yaml',"
+             "'configs/real_scans.yaml']",
+             "--preset", "tiny", "--dataset_dir", str(wide), "--real_dataset_dir", str(dataset),
+             "--real_datalist", str(fold), "--real_repeats", "2", "--appearance_prob", "1.0",
+             "--output_dir", str(tmp_path / "out"), "--pretrained_ckpt", str(start), "--max_epochs", "1",
+             "--val_interval", "2", "--cache_dir", str(tmp_path / "cache")]  # fmt: skip
+    result = subprocess.run(train, cwd=BUNDLE, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    log = result.stdout + result.stderr
+    losses = [
+        float(line.rsplit("train_loss: ", 1)[1].split()[0]) for line in log.splitlines() if "train_loss: " in line
+    ]
+    assert len(losses) == 2 + 2 * 2 and np.isfinite(losses).all(), "2 synthetic + 2 real studies x 2 repeats"
+    (held_out,) = json.loads(fold.read_text())["test"]
+    cached = {path.name for path in (tmp_path / "cache").iterdir()}
+    assert cached and not any(held_out["subject"] in name for name in cached), "the held-out study is never read"

@@ -8,14 +8,19 @@ import shutil
 import subprocess
 import sys
 
+import nibabel as nib
 import numpy as np
+import pytest
 import torch
 import yaml
-from conftest import REPO, load_tool
+from conftest import BUNDLE, REPO, SHARED, load_tool
 
-from scripts.canonical import LoadCineSubjectd, read_canonical_nifti
-from scripts.net import build_network
+from scripts.canonical import LoadCineSubjectd
+from scripts.canonical_nifti import read_canonical_nifti
+from scripts.presets import build_network
 from scripts.subject import load_datalist
+
+SUNNYBROOK = SHARED / "data" / "sunnybrook"
 
 
 def test_export_canonical_writes_one_4d_nifti_per_subject(tiny_cohort, tmp_path):
@@ -42,7 +47,8 @@ def test_plot_planes_writes_a_picture(tiny_cohort, tmp_path):
     subprocess.run(
         [
             sys.executable,
-            "-m", "tools.plot_planes",
+            "-m",
+            "tools.plot_planes",
             str(tiny_cohort / "subject_0000"),
             "--out",
             str(out),
@@ -124,21 +130,25 @@ def test_make_folds_writes_disjoint_splits_that_test_every_subject_once(tiny_coh
 
 
 def test_demo_runs_both_arms_or_the_pretrained_alone_and_one_pass_only_in_the_short_run(tmp_path, monkeypatch):
-    """The stages the demo would run (its bundle commands recorded, not run): both arms by default, the pretrained
-    arm alone with --no-scratch; the short run's measure-head fit, inference and evaluation with one pass
-    (``--centre_shifts_px []``), the full recipe's with the config's test-time shifts."""
+    """The training stages the demo would run (its bundle commands recorded, not run; the first stage, the shipped
+    weights, is tested through the real tool below): both arms by default, the pretrained arm alone with
+    --no-scratch, none with --skip-training; the epochs of each recipe in bundle/configs/recipe.yaml; the short run's
+    measure-head fit, inference and evaluation with one pass (``--centre_shifts_px []``), the full recipe's with the
+    config's test-time shifts."""
     demo = load_tool("demo")
+    recipes = yaml.safe_load((BUNDLE / "configs" / "recipe.yaml").read_text())
 
-    def stages(name: str, *flags: str) -> tuple[list[str], list, dict]:
-        """The tasks of the demo's training commands, the scratch checkpoint it evaluates and the shifts override
-        of each stage (None: none given)."""
-        tasks, evaluated, shifts = [], [], {}
+    def stages(name: str, *flags: str) -> tuple[list[str], list, dict, dict]:
+        """The tasks of the demo's training commands, the scratch checkpoint it evaluates, the shifts override
+        of each stage (None: none given) and the epochs of each training."""
+        tasks, evaluated, shifts, epochs = [], [], {}, {}
 
         def record(commands, logs):
             for command in commands:
                 task = command[command.index("--task") + 1] if "--task" in command else None
                 if "--max_epochs" in command:  # a training
                     tasks.append(task or "pretrain")
+                    epochs[task or "pretrain"] = int(command[command.index("--max_epochs") + 1])
                 stage = task or ("pretrain" if "--max_epochs" in command else "inference")
                 override = command.index("--centre_shifts_px") + 1 if "--centre_shifts_px" in command else None
                 shifts[stage] = None if override is None else command[override]
@@ -148,24 +158,90 @@ def test_demo_runs_both_arms_or_the_pretrained_alone_and_one_pass_only_in_the_sh
             shifts["evaluate"] = overrides.get("centre_shifts_px")
             return {"models": {"pretrained": {"dice": {"all": {"LVBP": 0.5}}}}}
 
+        monkeypatch.setattr(demo, "score_shipped_weights", lambda *args, **kwargs: None)
         monkeypatch.setattr(demo, "synthesize", lambda *args, **kwargs: None)
         monkeypatch.setattr(demo, "shipped_precision", lambda checkpoint, destination: destination)
         monkeypatch.setattr(demo, "run_side_by_side", record)
         monkeypatch.setattr(demo, "evaluate", evaluate)
         monkeypatch.setattr(sys, "argv", ["demo.py", "--work-dir", str(tmp_path / name), *flags])
         demo.main()
-        return tasks, evaluated, shifts
+        return tasks, evaluated, shifts, epochs
 
-    tasks, evaluated, shifts = stages("both")
+    def recipe_epochs(recipe: str) -> dict[str, int]:
+        """The epochs of each training of ``recipe`` as recipe.yaml gives them, by task."""
+        stages = ("pretrain", "finetune_segmentation", "finetune_phenotypes")
+        return {stage: recipes[recipe][stage]["max_epochs"] for stage in stages}
+
+    tasks, evaluated, shifts, epochs = stages("both")
     assert tasks == ["pretrain", "finetune_segmentation", "finetune_segmentation_scratch", "finetune_phenotypes",
                      "finetune_phenotypes_scratch"]  # fmt: skip
     assert evaluated[0] is not None
     one_pass = ("finetune_phenotypes", "finetune_phenotypes_scratch", "inference")
     assert all(shifts[stage] == "[]" for stage in one_pass) and shifts["evaluate"] == []
-    tasks, evaluated, _ = stages("alone", "--no-scratch")
+    assert recipe_epochs("demo").items() <= epochs.items()
+    tasks, evaluated, _, _ = stages("alone", "--no-scratch")
     assert tasks == ["pretrain", "finetune_segmentation", "finetune_phenotypes"] and evaluated == [None]
-    _, _, shifts = stages("full", "--full", "--no-scratch")
+    _, _, shifts, epochs = stages("full", "--full", "--no-scratch")
     assert all(value is None for value in shifts.values()) and "evaluate" in shifts
+    assert epochs == recipe_epochs("full") != recipe_epochs("demo")
+    tasks, evaluated, _, _ = stages("shipped_weights_only", "--skip-training")
+    assert tasks == [] and evaluated == []
+
+
+def test_demo_first_stage_scores_the_weights_on_synthetic_hearts_and_the_shipped_real_study(tiny_cohort, tmp_path):
+    """The demo's first stage through the real tool (``--skip-training``) at the ``tiny`` preset, with an untrained
+    tiny network in place of the shipped ``small`` weights, on the tiny cohort (put where the tool keeps the held-out
+    cohort it synthesises) and on the Sunnybrook study in examples/: it writes every subject's segmentations, an
+    evaluation report per dataset whose Dice it prints, and the picture of the contours; it trains nothing."""
+    work = tmp_path / "demo"
+    shutil.copytree(tiny_cohort, work / "shipped_weights" / "held_out", ignore=shutil.ignore_patterns(".cache"))
+    weights = tmp_path / "tiny.pt"
+    torch.save(build_network("heart", "tiny", num_planes=9, num_frames=10, image_size=32).state_dict(), weights)
+    command = [sys.executable, "-m", "tools.demo", "--skip-training", "--work-dir", str(work), "--preset", "tiny",
+               "--ckpt", str(weights)]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    stage = work / "shipped_weights"
+    example = REPO / "examples" / "sunnybrook"
+    for name, dataset in (("synthetic", tiny_cohort), ("sunnybrook", example)):
+        for subject in [p for p in dataset.iterdir() if (p / "sa.nii.gz").is_file()]:
+            written = nib.load(stage / "segmentations" / name / subject.name / "seg_sa.nii.gz")
+            assert written.shape == nib.load(subject / "sa.nii.gz").shape
+        assert (stage / "segmentations" / name / "phenotypes.csv").is_file()
+        metrics = json.loads((stage / "evaluation" / name / "metrics.json").read_text())
+        tested = json.loads((dataset / "datalist.json").read_text())["test"]
+        assert metrics["subjects"] == [item["subject"] for item in tested]
+        (model,) = metrics["models"].values()
+        assert f"Dice as written: LVBP {model['dice_input_planes']['all']['LVBP']:.3f}" in result.stdout
+    # the real study is contoured in the LV only: its other classes are not scored
+    assert metrics["subjects"] == ["SCD0000101"] and model["dice_input_planes"]["all"]["RVBP"] is None
+    assert (stage / "contours.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "segments the real Sunnybrook study poorly" in result.stdout
+    assert not (work / "outputs").exists() and "Stage 2" not in result.stdout
+
+
+@pytest.mark.skipif(not (SUNNYBROOK / "link.csv").is_file(), reason=f"no Sunnybrook studies at {SUNNYBROOK}")
+def test_the_shipped_real_example_is_the_study_as_import_sunnybrook_writes_it(tmp_path):
+    """examples/sunnybrook holds one study exactly as ``python -m tools.import_sunnybrook --study ID`` writes it
+    (the same voxels, affine, sidecar, datalist and SOURCE.md with the licence and citation), less the conversion
+    report, which names the folder it was made from."""
+    example = REPO / "examples" / "sunnybrook"
+    (study,) = [item["subject"] for item in json.loads((example / "datalist.json").read_text())["test"]]
+    command = [sys.executable, "-m", "tools.import_sunnybrook", "--src", str(SUNNYBROOK), "--out", str(tmp_path),
+               "--study", study]  # fmt: skip
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+    assert sorted(p.name for p in (example / study).iterdir()) == ["sa.nii.gz", "seg_sa.nii.gz", "subject.json"]
+    for name in ("sa.nii.gz", "seg_sa.nii.gz"):
+        shipped, imported = nib.load(example / study / name), nib.load(tmp_path / study / name)
+        assert shipped.get_data_dtype() == imported.get_data_dtype() and np.array_equal(shipped.affine, imported.affine)
+        assert np.array_equal(np.asarray(shipped.dataobj), np.asarray(imported.dataobj))
+    for name in (f"{study}/subject.json", "datalist.json", "SOURCE.md"):
+        assert (example / name).read_text() == (tmp_path / name).read_text(), name
+    source = (example / "SOURCE.md").read_text()
+    assert "CC0" in source and "Radau P" in source and study in source.splitlines()[0]
+    # an unknown study is one line and exit code 1
+    unknown = subprocess.run(command[:-1] + ["SCD9999999"], cwd=REPO, capture_output=True, text=True)
+    assert unknown.returncode == 1 and "SCD9999999 not in" in unknown.stderr
 
 
 def test_time_inference_times_a_checkout_and_refuses_a_folder_that_is_not_one(tiny_cohort, tmp_path):

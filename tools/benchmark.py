@@ -9,7 +9,7 @@ What is measured (batch of one subject, the configs' ``batch_size``):
   (``n x n @ n x n``, 2 n^3 FLOP, best of several, sampled before and after the network runs). It is the roof the
   network numbers are compared with.
 - **network** at the preset, on 9 planes x 50 frames x 128 x 128 (``tiny``: 9 x 10 x 32 x 32, its test geometry),
-  under the project's own precision (:func:`scripts.net.autocast_context`: bf16 autocast where the device computes
+  under the project's own precision (:func:`scripts.precision.autocast_context`: bf16 autocast where the device computes
   bf16 natively, else fp32):
   MAE pretraining step (forward + backward, 70 % of tokens masked), segmentation training step (forward + loss +
   backward) decoding ``decoded_planes`` planes (3, read from ``finetune_segmentation.yaml``) with every frame, the
@@ -19,7 +19,7 @@ What is measured (batch of one subject, the configs' ``batch_size``):
 - **data**: one synthetic subject (or ``--subject DIR``) through :class:`scripts.canonical.LoadCineSubjectd`:
   from NIfTI without a cache (cold), the first load that also writes the cache, and from the cache (warm).
 - **subject inference**: the same subject segmented the way the ``inference`` workflow does it
-  (:func:`scripts.inference.segment_subject`: files read, canonical sample, one network pass per group of SA
+  (:meth:`scripts.subject_segmenter.SubjectSegmenter.segment`: files read, canonical sample, one pass per group of SA
   slices until every slice is covered, all again for each test-time shift of ``inference.yaml``'s
   ``centre_shifts_px``, labels written back onto each input plane's grid; NIfTI output not included), and the same
   without the shifts (one pass per group), with the shipped weights (``bundle/models/model.pt``) at ``small``,
@@ -62,12 +62,14 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from scripts.canonical import LoadCineSubjectd, parse_geometry
-from scripts.engines import segmentation_loss
 from scripts.files import write_json_atomic
-from scripts.inference import load_network_weights, segment_subject
 from scripts.labels import NUM_CLASSES
-from scripts.net import autocast_context, build_network
+from scripts.losses import segmentation_loss
+from scripts.precision import autocast_context
+from scripts.presets import PRESETS, build_network, preset_grid
+from scripts.subject_segmenter import SubjectSegmenter
 from scripts.synthetic import synthesize_cohort
+from scripts.weights import load_network_weights
 from tools import BUNDLE
 
 SCHEMA_VERSION = 1
@@ -76,8 +78,6 @@ NUM_PLANES = 9  # 6 SA slices + 3 LA views
 SEGMENTATION_CONFIG = BUNDLE / "configs" / "finetune_segmentation.yaml"
 # the test-time shifts inference runs (``centre_shifts_px``)
 INFERENCE_CONFIG = BUNDLE / "configs" / "inference.yaml"
-# canonical grid per preset, as in inference.yaml: (frames, crop size px, spacing mm)
-GRIDS = {"tiny": (10, 32, 7.2), "small": (50, 128, 1.8), "paper": (50, 128, 1.8)}
 SHIPPED_WEIGHTS = {"small": BUNDLE / "models" / "model.pt"}
 
 
@@ -192,8 +192,8 @@ def precision_name(device: torch.device) -> str:
 
 def geometry(preset: str) -> tuple[int, int, int, int]:
     """Benchmark input (P, T, H, W): 9 x 50 x 128 x 128, or the tiny preset's test geometry 9 x 10 x 32 x 32."""
-    frames, size, _ = GRIDS[preset]
-    return NUM_PLANES, frames, size, size
+    grid = preset_grid(preset)
+    return NUM_PLANES, grid.num_frames, grid.crop_size, grid.crop_size
 
 
 def synthetic_batch(shape: Sequence[int], device: torch.device) -> dict[str, torch.Tensor]:
@@ -329,7 +329,8 @@ def folder_mb(folder: Path, pattern: str = "*") -> float:
 
 def loader(preset: str, cache_dir: Path | None) -> LoadCineSubjectd:
     """The bundle's subject loader on the preset's canonical grid (as in inference.yaml)."""
-    frames, size, spacing = GRIDS[preset]
+    grid = preset_grid(preset)
+    frames, size, spacing = grid.num_frames, grid.crop_size, grid.spacing_mm
     return LoadCineSubjectd(
         keys="subject",
         num_sa_slices=NUM_PLANES - 3,
@@ -357,9 +358,10 @@ def measure_data(preset: str, settings: Settings, subject: Path, workdir: Path, 
     cached = loader(preset, cache_dir)
     first = time_calls(lambda: cached(item), torch.device("cpu"), warmup=0, repeats=1)
     warm = time_calls(lambda: cached(item), torch.device("cpu"), settings.warmup, settings.repeats)
+    grid = preset_grid(preset)
     return {
         "subject": name,
-        "grid": dict(zip(("frames", "crop_size", "spacing_mm"), GRIDS[preset])),
+        "grid": {"frames": grid.num_frames, "crop_size": grid.crop_size, "spacing_mm": grid.spacing_mm},
         "nifti_mb_per_subject": folder_mb(subject),
         "cold_ms_per_subject": 1e3 * statistics.median(cold),
         "first_cached_ms_per_subject": 1e3 * first[0],
@@ -370,8 +372,10 @@ def measure_data(preset: str, settings: Settings, subject: Path, workdir: Path, 
 
 
 def measure_subject_inference(preset: str, device: torch.device, settings: Settings, subject: Path) -> dict[str, Any]:
-    """Seconds to segment ``subject`` as the inference workflow does (:func:`scripts.inference.segment_subject`)."""
-    frames, size, _ = GRIDS[preset]
+    """Seconds to segment ``subject`` as the inference workflow does
+    (:meth:`scripts.subject_segmenter.SubjectSegmenter.segment`)."""
+    grid = preset_grid(preset)
+    frames, size = grid.num_frames, grid.crop_size
     torch.manual_seed(0)
     network = build_network("heart", preset, num_planes=NUM_PLANES, num_frames=frames, image_size=size)
     weights = SHIPPED_WEIGHTS.get(preset)
@@ -391,15 +395,13 @@ def measure_subject_inference(preset: str, device: torch.device, settings: Setti
     timed = {}
     for key, centre_shifts_px in (("shifted", shifts), ("one_pass", [])):
         passes.clear()
-        seconds = time_calls(
-            lambda: segment_subject(network, load, item, device, centre_shifts_px=centre_shifts_px),
-            device,
-            settings.warmup,
-            settings.repeats,
-        )
+        segmenter = SubjectSegmenter(network, load, device, centre_shifts_px=centre_shifts_px)
+        seconds = time_calls(lambda: segmenter.segment(item), device, settings.warmup, settings.repeats)
         calls = settings.warmup + len(seconds)
         if len(passes) % calls:
-            raise RuntimeError(f"{len(passes)} network passes over {calls} calls: segment_subject is not deterministic")
+            raise RuntimeError(
+                f"{len(passes)} network passes over {calls} calls: the segmentation is not deterministic"
+            )
         timed[key] = (seconds, len(passes) // calls)
     (seconds, num_passes), (one_pass_seconds, one_pass_passes) = timed["shifted"], timed["one_pass"]
     return {
@@ -481,7 +483,7 @@ def format_table(results: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """Command-line interface."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(GRIDS), default=None, help="default small, tiny with --quick")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="default small, tiny with --quick")
     parser.add_argument("--quick", action="store_true", help="tiny preset, 512^3 matmuls, few repeats (seconds)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (median reported)")

@@ -1,16 +1,28 @@
-"""The main job end to end on the embedded default: synthetic cohort -> pretrain -> fine-tune -> inference -> evaluate.
+"""The main job: the shipped weights on synthetic and real hearts, then a short training run of every workflow.
 
-Every step is the real bundle command (``python -m monai.bundle run ...``), printed before it runs, so each can be
-repeated by hand. The default run is bounded for a 2-core CPU (about 13 minutes, under 30); ``--full`` is the recipe
-of the shipped weights (hours; resumable with ``--resume``), with the same fine-tuning from scratch side by side
-unless ``--no-scratch``.
+Stage 1, the shipped weights (a few minutes): inference and evaluation with ``bundle/models/model.pt`` on freshly
+synthesised held-out subjects and on the real Sunnybrook study shipped in ``examples/sunnybrook``; it prints Dice per
+class and the phenotypes and writes the segmentations, the evaluation reports and a picture of the contours.
+Stage 2, a short training run (about 13 minutes on a 2-core CPU): synthetic cohort -> pretrain -> fine-tune ->
+inference -> evaluate, which exercises every workflow; its models are undertrained (a few epochs) and are not the
+shipped ones. ``--full`` runs the recipe of the shipped weights instead (hours; resumable with ``--resume``), with
+the same fine-tuning from scratch side by side unless ``--no-scratch``; ``--skip-training`` stops after stage 1.
+Stage 1's settings and both recipes are ``bundle/configs/recipe.yaml``.
 
-    python -m tools.demo [--work-dir runs/demo] [--full] [--no-scratch] [--resume] [--install-weights]
+Every step is the real command (``python -m monai.bundle run ...`` from ``bundle/``, ``python -m tools.NAME`` from
+the repository root), printed before it runs, so each can be repeated by hand. Under ``--work-dir``:
+``shipped_weights/`` (stage 1: ``held_out/``, ``segmentations/<dataset>/``, ``evaluation/<dataset>/``,
+``contours.png``), ``data/`` and ``test_data/`` (stage 2's cohorts), ``outputs/`` (its models, segmentations and
+reports) and the log ``demo.log``.
+
+    python -m tools.demo [--work-dir runs/demo] [--skip-training] [--full] [--no-scratch] [--resume]
+                         [--install-weights] [--few-labels N]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import subprocess
@@ -18,59 +30,62 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+import nibabel as nib
+import numpy as np
+from monai.bundle import ConfigParser
 
 from scripts.evaluation import PHENOTYPE_SOURCES
-from scripts.files import atomic_path
+from scripts.labels import CLASS_NAMES, PHENOTYPE_UNITS
+from scripts.weights import shipped_precision
 from tools import BUNDLE, REPO
 
-#: sizes of the two recipes: the cohort (and its training/validation/test split), the held-out cohort, epochs per
-#: stage, validation interval of the segmentation fine-tuning and the training steps of the optional few-label
-#: fine-tunings. Every stage uses all training subjects: pretraining without labels, segmentation with the contours,
-#: the phenotype heads with the phenotypes. ``centre_shifts_px``: inference's test-time shifts for the measure head's
-#: fit, inference and evaluation (None: the config's). The short demo runs one pass: the shifts triple the cost of
-#: those three stages (22 min 55 s end to end with them, session 25) for ~0.002 Dice that 4-epoch models cannot use.
-RECIPES = {
-    "demo": {
-        "subjects": 24,
-        "split": "0.8,0.1,0.1",
-        "test_subjects": 8,
-        "pretrain_epochs": 8,
-        "segmentation_epochs": 4,
-        "segmentation_val_interval": 2,
-        "phenotype_epochs": 5,
-        "few_label_steps": 40,
-        "centre_shifts_px": [],
-    },
-    "full": {
-        "subjects": 350,
-        "split": "0.97,0.03,0",
-        "test_subjects": 16,
-        "pretrain_epochs": 20,
-        "segmentation_epochs": 10,
-        "segmentation_val_interval": 1,
-        "phenotype_epochs": 5,
-        "few_label_steps": 400,
-        "centre_shifts_px": None,
-    },
-}
-PRESET = "small"
-#: the phenotypes whose error the demo prints
+#: stage 1's settings and the two training recipes (``demo``, ``full``); this tool only reads and runs them
+RECIPE_FILE = BUNDLE / "configs" / "recipe.yaml"
+SHIPPED_WEIGHTS = BUNDLE / "models" / "model.pt"
+#: the real study stage 1 scores the weights on (CC0, see its SOURCE.md); a dataset folder with a datalist.json
+REAL_EXAMPLE = REPO / "examples" / "sunnybrook"
+#: stage 1's datasets by folder name under shipped_weights/, as its summary names them
+STAGE_1_DATASETS = {"synthetic": "held-out synthetic hearts", "sunnybrook": "real Sunnybrook study"}
+#: frames per cycle of the canonical grid that ``tools.plot_planes`` draws (``LoadCineSubjectd``'s default)
+PICTURE_FRAMES = 50
+#: mean Dice over the labelled classes from which a model is said to segment a dataset well, and below which poorly
+GOOD_DICE, POOR_DICE = 0.8, 0.5
+#: the phenotypes the demo prints
 TARGET_PHENOTYPES = ("LVEDV", "LVEF", "LVM", "RVEDV", "RVEF")
 TRAIN_CONFIGS = ["configs/inference.yaml", "configs/train.yaml"]
 SEGMENTATION_TASKS = ("finetune_segmentation", "finetune_segmentation_scratch")
 PHENOTYPE_TASKS = ("finetune_phenotypes", "finetune_phenotypes_scratch")
 
 
+def load_recipes() -> dict:
+    """``bundle/configs/recipe.yaml`` read by the bundle's own config reader: ``preset``, ``shipped_weights``,
+    ``demo`` and ``full``."""
+    return ConfigParser.load_config_file(RECIPE_FILE)
+
+
 def bundle_command(configs: list[str], **overrides: object) -> list[str]:
+    """``python -m monai.bundle run`` of ``configs`` (paths relative to ``bundle/``) with ``--key value`` overrides."""
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(configs)]
     for key, value in overrides.items():
         command += [f"--{key}", str(value)]
     return command
 
 
+def tool_command(name: str, *arguments: object) -> list[str]:
+    """``python -m tools.NAME ARGUMENTS``: a command-line tool of the repository."""
+    return [sys.executable, "-m", f"tools.{name}", *map(str, arguments)]
+
+
+def working_folder(command: list[str]) -> Path:
+    """Where a step runs: the repository root for its tools (``python -m tools.NAME``), ``bundle/`` for the
+    bundle's workflows, whose config paths and defaults are relative to it."""
+    return REPO if command[2].startswith("tools.") else BUNDLE
+
+
 def printable(command: list[str]) -> str:
-    return " ".join(f'"{c}"' if ("[" in c or " " in c) else c for c in command)
+    """The command as a shell line, from the folder it runs in."""
+    line = " ".join(f'"{c}"' if ("[" in c or " " in c) else c for c in command)
+    return line if working_folder(command) == REPO else f"(cd bundle && {line})"
 
 
 def finished(task_dir: Path, max_epochs: int) -> bool:
@@ -81,12 +96,12 @@ def finished(task_dir: Path, max_epochs: int) -> bool:
 def synthesize(out: Path, subjects: int, seed: int, workers: int, log: Path, split: str) -> None:
     """A synthetic cohort in ``out`` (kept if already there)."""
     if not (out / "datalist.json").is_file():
-        run([sys.executable, "-m", "tools.synthesize", "--out", str(out), "--subjects", str(subjects),
-             "--seed", str(seed), "--workers", str(workers), "--split", split], log)  # fmt: skip
+        command = tool_command("synthesize", "--out", out, "--subjects", subjects, "--seed", seed, "--workers", workers)
+        run(command + ["--split", split], log)
 
 
 def run(command: list[str], log: Path) -> None:
-    """Run a step from the bundle folder, echoing the command, teeing its output into ``log``."""
+    """Run a step, echoing the command, teeing its output into ``log``."""
     run_side_by_side([command], [log])
 
 
@@ -101,12 +116,13 @@ def run_side_by_side(commands: list[list[str]], logs: list[Path]) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if len(commands) > 1 else None
     started, processes = time.time(), []
     for command, log in zip(commands, logs):
-        print(f"\n$ (cd bundle && {printable(command)})", flush=True)
+        print(f"\n$ {printable(command)}", flush=True)
         stream = open(log, "a")
         stream.write(f"\n$ {printable(command)}\n")
         stream.flush()
+        folder = working_folder(command)
         processes.append(
-            (subprocess.Popen(command, cwd=BUNDLE, stdout=stream, stderr=subprocess.STDOUT, env=env), stream, log)
+            (subprocess.Popen(command, cwd=folder, stdout=stream, stderr=subprocess.STDOUT, env=env), stream, log)
         )
     failed = []
     for process, stream, log in processes:
@@ -120,43 +136,10 @@ def run_side_by_side(commands: list[list[str]], logs: list[Path]) -> None:
         sys.exit(f"step failed (exit {returncode}); last lines of {log}:\n" + "\n".join(tail))
 
 
-#: tensors the shipped file keeps in float32: the phenotype head (its input statistics standardise an embedding whose
-#: mean dwarfs its spread, so rounding them moves its values; a few thousand numbers) and the measure head (a few
-#: hundred, most of them in mL)
-KEEP_FLOAT32 = ("phenotype_head.", "measure_head.")
-
-
-def shipped_precision(checkpoint: Path, destination: Path) -> Path:
-    """``checkpoint`` with every other floating tensor rounded to float16, as the shipped file holds it.
-
-    The Model Zoo caps files at 25 MB and float32 `small` weights are ~32 MB, so the shipped file is float16. The
-    heads are fit in closed form on the network they are given; fitting them on this rounded network, rather than
-    on the float32 one, makes them fit the encoder and segmentation that users actually run."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    shipped = {
-        key: value.half() if value.is_floating_point() and not key.startswith(KEEP_FLOAT32) else value
-        for key, value in state.items()
-    }
-    with atomic_path(destination) as temp_path:
-        torch.save(shipped, temp_path)
-    return destination
-
-
 def install_weights(checkpoint: Path, destination: Path) -> None:
     """Ship ``checkpoint`` as ``destination`` at the shipped precision (:func:`shipped_precision`)."""
     shipped_precision(checkpoint, destination)
     print(f"installed {checkpoint} as {destination} ({destination.stat().st_size / 2**20:.1f} MB, float16 weights)")
-
-
-def segmentation_side_by_side(task: str, logs: list[Path], common: dict, **overrides: object) -> None:
-    """Fine-tune segmentation as ``task`` from the MAE encoder and, given a second log, as ``task``_scratch from
-    scratch, side by side (each step into its log)."""
-    segmentation = TRAIN_CONFIGS + ["configs/finetune_segmentation.yaml"]
-    commands = [
-        bundle_command(segmentation, task=task, **overrides, **common),
-        bundle_command(segmentation, task=f"{task}_scratch", pretrained_ckpt="''", **overrides, **common),
-    ]
-    run_side_by_side(commands[: len(logs)], logs)
 
 
 def evaluate(
@@ -168,8 +151,9 @@ def evaluate(
     log: Path,
     **overrides: object,
 ) -> dict:
-    """The ``evaluate`` workflow on the held-out cohort, both models side by side (or ``ckpt`` alone when
-    ``scratch_ckpt`` is None), with further config ``overrides``; returns its metrics."""
+    """The ``evaluate`` workflow on the test split of ``test_data`` (the mean guess from ``data``'s training split),
+    both models side by side (or ``ckpt`` alone when ``scratch_ckpt`` is None), with further config ``overrides``
+    (``preset``, ...); returns its metrics."""
     run(
         bundle_command(
             ["configs/inference.yaml", "configs/evaluate.yaml"],
@@ -178,7 +162,6 @@ def evaluate(
             ckpt=ckpt,
             scratch_ckpt=scratch_ckpt or "''",
             reference_dataset_dir=data,
-            preset=PRESET,
             **overrides,
         ),
         log,
@@ -186,9 +169,10 @@ def evaluate(
     return json.loads((output_dir / "metrics.json").read_text())
 
 
-def dice_line(model_metrics: dict) -> str:
-    """``LVBP 0.963, LVMYO 0.900, ...``: a model's Dice over all planes and frames."""
-    dice = model_metrics["dice"].get("all", {})
+def dice_line(model_metrics: dict, key: str = "dice") -> str:
+    """``LVBP 0.963, LVMYO 0.900, ...``: a model's Dice over all planes and frames (``key``: ``dice`` on the
+    canonical grid, ``dice_input_planes`` as written), the classes its labels show."""
+    dice = model_metrics[key].get("all", {})
     return ", ".join(f"{k} {v:.3f}" for k, v in dice.items() if v is not None)
 
 
@@ -205,10 +189,137 @@ def paired_line(metrics: dict) -> str | None:
     return f"subject by subject, Dice as written, {paired['first']} better-{paired['second']} better: {cells}"
 
 
-def shift_overrides(recipe: dict) -> dict:
-    """The ``centre_shifts_px`` override of a recipe that sets one, else none (the config's shifts)."""
-    shifts = recipe["centre_shifts_px"]
-    return {} if shifts is None else {"centre_shifts_px": shifts}
+def evaluated_subjects(dataset: Path) -> list[str]:
+    """The subject folder names of ``dataset``'s test split (its ``datalist.json``), the subjects evaluate scores."""
+    return [item["subject"] for item in json.loads((dataset / "datalist.json").read_text())["test"]]
+
+
+def segmentation_view(subject: Path, predictions: Path, view: Path) -> Path:
+    """A subject folder ``view`` holding ``subject``'s images and, as its labels, the segmentations inference wrote
+    to ``predictions`` (links, not copies), for ``tools.plot_planes``."""
+    view.mkdir(parents=True, exist_ok=True)
+    images = [p for p in subject.iterdir() if ".nii" in p.name and not p.name.startswith("seg_")]
+    for source in images + sorted(predictions.glob("seg_*.nii*")):
+        link = view / source.name
+        link.unlink(missing_ok=True)
+        link.symlink_to(source.resolve())
+    return view
+
+
+def contoured_frame(subject: Path) -> int:
+    """The canonical frame of the picture (of :data:`PICTURE_FRAMES`, showing the acquired frame nearest in time)
+    at the acquired frame of ``subject``'s ``seg_sa.nii.gz`` (X, Y, S, T) with the most labelled LV myocardium:
+    end-diastole, where real studies contour the epicardium (not always their first frame)."""
+    labels = np.asarray(nib.load(subject / "seg_sa.nii.gz").dataobj)
+    acquired = int(np.argmax((labels == CLASS_NAMES.index("LVMYO")).sum(axis=(0, 1, 2))))
+    return round(acquired * PICTURE_FRAMES / labels.shape[3]) % PICTURE_FRAMES
+
+
+def draw_contours(datasets: dict[str, Path], stage: Path, log: Path) -> Path:
+    """``stage/contours.png``: for each evaluated subject, a row of its canonical planes outlined with its manual
+    labels and a row outlined with the segmentation inference wrote (``python -m tools.plot_planes``), at the real
+    study's end-diastole (:func:`contoured_frame`; a synthetic subject is labelled at every frame)."""
+    folders, titles = [], []
+    for name, dataset in datasets.items():
+        for subject in evaluated_subjects(dataset):
+            predictions = stage / "segmentations" / name / subject
+            view = segmentation_view(dataset / subject, predictions, stage / "segmentation_views" / name / subject)
+            folders += [dataset / subject, view]
+            titles += [f"{subject}, manual", f"{subject}, model"]
+    picture = stage / "contours.png"
+    frame = contoured_frame(REAL_EXAMPLE / evaluated_subjects(REAL_EXAMPLE)[0])
+    run(tool_command("plot_planes", *folders, "--out", picture, "--frame", frame, "--titles", *titles), log)
+    return picture
+
+
+def read_phenotypes(path: Path) -> dict[str, dict[str, float]]:
+    """{subject: {phenotype: value}} of a phenotypes.csv (inference's estimates, a synthetic cohort's truth); empty
+    when there is no such file (a real dataset has no true phenotypes)."""
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as handle:
+        return {row.pop("subject"): {k: float(v) for k, v in row.items() if v} for row in csv.DictReader(handle)}
+
+
+def quality(dice: dict[str, float | None]) -> str:
+    """``well``, ``fairly`` or ``poorly``: the mean Dice of the classes the labels show against :data:`GOOD_DICE`
+    and :data:`POOR_DICE` (``not at all`` when no class could be scored)."""
+    scored = [v for v in dice.values() if v is not None]
+    if not scored:
+        return "not at all (no labelled class to score)"
+    mean = sum(scored) / len(scored)
+    word = "well" if mean >= GOOD_DICE else "fairly" if mean >= POOR_DICE else "poorly"
+    return f"{word} (mean Dice {mean:.2f})"
+
+
+def print_phenotypes(estimated: dict[str, dict[str, float]], truth: dict[str, dict[str, float]]) -> None:
+    """One line per subject: each of :data:`TARGET_PHENOTYPES` as estimated, the truth in brackets where known."""
+    print("    " + "subject".ljust(14) + "".join(f"{f'{p} {PHENOTYPE_UNITS[p]}':>14}" for p in TARGET_PHENOTYPES))
+    for subject, values in estimated.items():
+        known = truth.get(subject, {})
+        cells = [
+            (f"{values[p]:.0f}" if p in values else "n/a") + (f" ({known[p]:.0f})" if p in known else "")
+            for p in TARGET_PHENOTYPES
+        ]
+        print("    " + subject.ljust(14) + "".join(f"{c:>14}" for c in cells))
+
+
+def print_stage_1(ckpt: Path, datasets: dict[str, Path], reports: dict[str, dict], stage: Path) -> None:
+    """Stage 1's summary: per dataset, Dice per class of the segmentations as written and what it says of the
+    model, the phenotypes, and where the files are."""
+    shipped = ckpt == SHIPPED_WEIGHTS.resolve()
+    print(f"\n=== Stage 1: {'the shipped weights' if shipped else ckpt}, before any training ===")
+    for name, metrics in reports.items():
+        (model,) = metrics["models"].values()
+        dice = model["dice_input_planes"]["all"]
+        subjects = ", ".join(metrics["subjects"])
+        print(f"{STAGE_1_DATASETS[name]} ({subjects}):")
+        print(f"  Dice as written: {dice_line(model, 'dice_input_planes')}")
+        print(f"  -> segments the {STAGE_1_DATASETS[name]} {quality(dice)}")
+    for name, dataset in datasets.items():
+        truth = read_phenotypes(dataset / "phenotypes.csv")
+        print(f"phenotypes of the {STAGE_1_DATASETS[name]}, estimated" + (" (truth)" if truth else "") + ":")
+        print_phenotypes(read_phenotypes(stage / "segmentations" / name / "phenotypes.csv"), truth)
+    if shipped:
+        print(
+            "The shipped weights learned on synthetic hearts only: before using them on real scans, fine-tune them on "
+            "labelled studies of your own (bundle/docs/README.md)."
+        )
+    print(f"segmentations: {stage}/segmentations/<dataset>/<subject>/seg_<plane>.nii.gz, phenotypes.csv")
+    print(f"metrics:       {stage}/evaluation/<dataset>/metrics.json")
+    print(f"picture:       {stage}/contours.png (manual and model contours at the real study's end-diastole)")
+
+
+def score_shipped_weights(settings: dict, work: Path, ckpt: Path, preset: str, workers: int, log: Path) -> None:
+    """Stage 1: inference and evaluation with ``ckpt`` (the recipe's ``shipped_weights`` ``settings``) on freshly
+    synthesised held-out subjects and on the real example study, then a picture of their contours and a summary."""
+    stage = work / "shipped_weights"
+    held_out = settings["held_out"]
+    synthesize(stage / "held_out", held_out["subjects"], held_out["seed"], workers, log, split="0,0,1")
+    datasets = {"synthetic": stage / "held_out", "sunnybrook": REAL_EXAMPLE}
+    reports = {}
+    for name, dataset in datasets.items():
+        predictions = stage / "segmentations" / name
+        inference = bundle_command(
+            ["configs/inference.yaml"], dataset_dir=dataset, output_dir=predictions, ckpt=ckpt, preset=preset,
+            **settings["segmenting"],
+        )  # fmt: skip
+        run(inference, log)
+        evaluation = stage / "evaluation" / name
+        reports[name] = evaluate(ckpt, None, evaluation, dataset, dataset, log, preset=preset, **settings["segmenting"])
+    draw_contours(datasets, stage, log)
+    print_stage_1(ckpt, datasets, reports, stage)
+
+
+def segmentation_side_by_side(task: str, logs: list[Path], common: dict, **overrides: object) -> None:
+    """Fine-tune segmentation as ``task`` from the MAE encoder and, given a second log, as ``task``_scratch from
+    scratch, side by side (each step into its log)."""
+    segmentation = TRAIN_CONFIGS + ["configs/finetune_segmentation.yaml"]
+    commands = [
+        bundle_command(segmentation, task=task, **overrides, **common),
+        bundle_command(segmentation, task=f"{task}_scratch", pretrained_ckpt="''", **overrides, **common),
+    ]
+    run_side_by_side(commands[: len(logs)], logs)
 
 
 def few_labels(count: int, recipe: dict, common: dict, test_data: Path, data: Path, out: Path, work: Path) -> None:
@@ -233,7 +344,8 @@ def few_labels(count: int, recipe: dict, common: dict, test_data: Path, data: Pa
         test_data,
         data,
         work / "demo.log",
-        **shift_overrides(recipe),
+        preset=common["preset"],
+        **recipe["segmenting"],
     )
     print(f"\nsegmentation fine-tuned on {count} labelled subjects ({epochs} epochs), held-out Dice:")
     for name, model_metrics in metrics["models"].items():
@@ -241,96 +353,36 @@ def few_labels(count: int, recipe: dict, common: dict, test_data: Path, data: Pa
     print(f"metrics: {evaluation}/metrics.json")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", default=str(REPO / "runs" / "demo"), help="where data, models and outputs go")
-    parser.add_argument("--full", action="store_true", help="the full recipe of the shipped weights (hours)")
-    parser.add_argument("--resume", action="store_true", help="continue the trainings from their latest checkpoints")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the training cohort")
-    parser.add_argument("--workers", type=int, default=2, help="processes synthesising the cohort")
-    parser.add_argument("--test-seed", type=int, default=2024, help="seed of the held-out evaluation cohort")
-    parser.add_argument("--install-weights", action="store_true", help="copy the final model to bundle/models")
-    parser.add_argument(
-        "--few-labels",
-        type=int,
-        default=0,
-        metavar="N",
-        help="also fine-tune segmentation on only N labelled subjects, pretrained and from scratch, and evaluate both "
-        "(does pretraining help when labels are scarce?)",
-    )
-    parser.add_argument(
-        "--no-scratch",
-        action="store_true",
-        help="train the pretrained arm only, without the from-scratch comparison beside it (what the shipped weights "
-        "need, in about half the time of both arms)",
-    )
-    args = parser.parse_args()
-
-    recipe = RECIPES["full" if args.full else "demo"]
-    work = Path(args.work_dir).resolve()
-    data, test_data, out = work / "data", work / "test_data", work / "outputs"
-    work.mkdir(parents=True, exist_ok=True)
-    log = work / "demo.log"
-    common = {"dataset_dir": data, "output_dir": out, "preset": PRESET, "resume": str(args.resume).lower()}
-
-    synthesize(data, recipe["subjects"], args.seed, args.workers, log, recipe["split"])
-    # subjects from a seed the training never saw, all in the test split
-    synthesize(test_data, recipe["test_subjects"], args.test_seed, args.workers, log, split="0,0,1")
-
-    # with --resume a finished stage is skipped, not reloaded
-    if not (args.resume and finished(out / "pretrain", recipe["pretrain_epochs"])):
-        pretrain = TRAIN_CONFIGS + ["configs/pretrain.yaml"]
-        run(bundle_command(pretrain, max_epochs=recipe["pretrain_epochs"], **common), log)
-    epochs = recipe["segmentation_epochs"]
-    # the arms trained (pretrained, then scratch unless --no-scratch) and the log of each
-    arms = 1 if args.no_scratch else 2
+def train(recipe: dict, common: dict, resume: bool, work: Path, arms: int) -> None:
+    """Pretrain, fine-tune segmentation and fit the phenotype heads as ``recipe`` says, in ``common``'s output folder;
+    ``arms``: the pretrained arm alone (1) or the from-scratch arm beside it (2). With ``resume`` a finished stage
+    is skipped, not reloaded."""
+    out, log = common["output_dir"], work / "demo.log"
     logs = [log, work / "demo_scratch.log"][:arms]
-    if not (args.resume and all(finished(out / t, epochs) for t in SEGMENTATION_TASKS[:arms])):
-        segmentation_side_by_side(
-            "finetune_segmentation",
-            logs,
-            common,
-            max_epochs=epochs,
-            val_interval=recipe["segmentation_val_interval"],
-        )
-    epochs = recipe["phenotype_epochs"]
-    if not (args.resume and all(finished(out / t, epochs) for t in PHENOTYPE_TASKS[:arms])):
+    if not (resume and finished(out / "pretrain", recipe["pretrain"]["max_epochs"])):
+        run(bundle_command(TRAIN_CONFIGS + ["configs/pretrain.yaml"], **recipe["pretrain"], **common), log)
+    epochs = recipe["finetune_segmentation"]["max_epochs"]
+    if not (resume and all(finished(out / t, epochs) for t in SEGMENTATION_TASKS[:arms])):
+        segmentation_side_by_side("finetune_segmentation", logs, common, **recipe["finetune_segmentation"])
+    epochs = recipe["finetune_phenotypes"]["max_epochs"]
+    if not (resume and all(finished(out / t, epochs) for t in PHENOTYPE_TASKS[:arms])):
         # the head of each segmentation model (pretrained, scratch), side by side
-        # fit on each segmentation model as it will be shipped (float16), so the heads match the installed file
-        rounded = [
-            shipped_precision(out / task / "models" / "model.pt", out / task / "models" / "model_float16.pt")
-            for task in SEGMENTATION_TASKS[:arms]
-        ]
+        segmentations = [out / task / "models" / "model.pt" for task in SEGMENTATION_TASKS[:arms]]
+        if recipe["heads_fit_on_shipped_precision"]:
+            segmentations = [shipped_precision(s, s.with_name("model_float16.pt")) for s in segmentations]
         phenotypes = TRAIN_CONFIGS + ["configs/finetune_phenotypes.yaml"]
-        settings = {**common, "max_epochs": epochs, **shift_overrides(recipe)}
+        settings = {**common, **recipe["finetune_phenotypes"], **recipe["segmenting"]}
         commands = [
             bundle_command(phenotypes, task=task, pretrained_ckpt=checkpoint, **settings)
-            for task, checkpoint in zip(PHENOTYPE_TASKS, rounded)
+            for task, checkpoint in zip(PHENOTYPE_TASKS, segmentations)
         ]
         run_side_by_side(commands, logs)
 
-    model = out / "finetune_phenotypes" / "models" / "model.pt"
-    scratch = None if args.no_scratch else out / "finetune_phenotypes_scratch" / "models" / "model.pt"
-    predictions = out / "inference"
-    run(
-        bundle_command(
-            ["configs/inference.yaml"],
-            dataset_dir=test_data,
-            output_dir=predictions,
-            ckpt=model,
-            preset=PRESET,
-            **shift_overrides(recipe),
-        ),
-        log,
-    )
-    evaluation = out / "evaluation"
-    metrics = evaluate(model, scratch, evaluation, test_data, data, log, **shift_overrides(recipe))
-    if args.install_weights:
-        install_weights(model, BUNDLE / "models" / "model.pt")
-    if args.few_labels:
-        few_labels(args.few_labels, recipe, common, test_data, data, out, work)
 
-    print("\nresults on held-out synthetic subjects (seed %d):" % args.test_seed)
+def print_stage_2(metrics: dict, full: bool, test_seed: int, predictions: Path, evaluation: Path, log: Path) -> None:
+    """Stage 2's summary: per model, Dice and phenotype errors on the held-out cohort, and where the files are."""
+    models = "the recipe of the shipped weights" if full else "the short run (undertrained: not the shipped weights)"
+    print(f"\n=== Stage 2: models of {models}, on held-out synthetic subjects (seed {test_seed}) ===")
     for name, model_metrics in metrics["models"].items():
         print(f"  {name}: Dice {dice_line(model_metrics)}")
         for source, title in PHENOTYPE_SOURCES:
@@ -349,6 +401,88 @@ def main() -> None:
     )
     print(f"metrics:       {evaluation}/metrics.json")
     print(f"log:           {log}")
+
+
+def train_and_evaluate(recipe: dict, args: argparse.Namespace, work: Path, preset: str) -> None:
+    """Stage 2: synthesise the cohorts, train as ``recipe`` says, then inference and evaluation on the held-out
+    cohort (and the optional few-label fine-tunings); prints what the models are and how they score."""
+    data, test_data, out, log = work / "data", work / "test_data", work / "outputs", work / "demo.log"
+    if args.full:
+        print("\n=== Stage 2: the recipe of the shipped weights (hours) ===")
+    else:
+        print(
+            "\n=== Stage 2: a short training run of every workflow (about 13 minutes on 2 CPU cores) ===\n"
+            f"pretraining {recipe['pretrain']['max_epochs']} epochs, segmentation "
+            f"{recipe['finetune_segmentation']['max_epochs']}, phenotype heads "
+            f"{recipe['finetune_phenotypes']['max_epochs']}, on {recipe['cohort']['subjects']} synthetic subjects: "
+            "its models are undertrained and are NOT the shipped weights; it shows that every workflow runs. "
+            "--full trains the recipe of the shipped weights (hours)."
+        )
+    cohort, held_out = recipe["cohort"], recipe["held_out"]
+    seed = cohort["seed"] if args.seed is None else args.seed
+    synthesize(data, cohort["subjects"], seed, args.workers, log, cohort["split"])
+    test_seed = held_out["seed"] if args.test_seed is None else args.test_seed
+    synthesize(test_data, held_out["subjects"], test_seed, args.workers, log, split="0,0,1")
+    common = {"dataset_dir": data, "output_dir": out, "preset": preset, "resume": str(args.resume).lower()}
+    arms = 1 if args.no_scratch else 2
+    train(recipe, common, args.resume, work, arms)
+
+    model = out / "finetune_phenotypes" / "models" / "model.pt"
+    scratch = None if args.no_scratch else out / "finetune_phenotypes_scratch" / "models" / "model.pt"
+    predictions, evaluation = out / "inference", out / "evaluation"
+    inference = bundle_command(
+        ["configs/inference.yaml"], dataset_dir=test_data, output_dir=predictions, ckpt=model, preset=preset,
+        **recipe["segmenting"],
+    )  # fmt: skip
+    run(inference, log)
+    metrics = evaluate(model, scratch, evaluation, test_data, data, log, preset=preset, **recipe["segmenting"])
+    if args.install_weights:
+        install_weights(model, SHIPPED_WEIGHTS)
+    if args.few_labels:
+        few_labels(args.few_labels, recipe, common, test_data, data, out, work)
+    print_stage_2(metrics, args.full, test_seed, predictions, evaluation, log)
+
+
+def parse_arguments() -> argparse.Namespace:
+    """Command-line interface."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", default=str(REPO / "runs" / "demo"), help="where data, models and outputs go")
+    parser.add_argument("--skip-training", action="store_true", help="stage 1 only: the shipped weights, no training")
+    parser.add_argument("--full", action="store_true", help="train the full recipe of the shipped weights (hours)")
+    parser.add_argument("--resume", action="store_true", help="continue the trainings from their latest checkpoints")
+    parser.add_argument("--ckpt", default=str(SHIPPED_WEIGHTS), help="the weights stage 1 scores")
+    parser.add_argument("--preset", help="network size of --ckpt and of the trainings (default: the recipe's)")
+    parser.add_argument("--seed", type=int, help="seed of the training cohort (default: the recipe's)")
+    parser.add_argument("--workers", type=int, default=2, help="processes synthesising the cohort")
+    parser.add_argument("--test-seed", type=int, help="seed of the held-out evaluation cohort (default: the recipe's)")
+    parser.add_argument("--install-weights", action="store_true", help="copy the final model to bundle/models")
+    parser.add_argument(
+        "--few-labels",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also fine-tune segmentation on only N labelled subjects, pretrained and from scratch, and evaluate both "
+        "(does pretraining help when labels are scarce?)",
+    )
+    parser.add_argument(
+        "--no-scratch",
+        action="store_true",
+        help="train the pretrained arm only, without the from-scratch comparison beside it (what the shipped weights "
+        "need, in about half the time of both arms)",
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_arguments()
+    recipes = load_recipes()
+    preset = args.preset or recipes["preset"]
+    work = Path(args.work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "demo.log"
+    score_shipped_weights(recipes["shipped_weights"], work, Path(args.ckpt).resolve(), preset, args.workers, log)
+    if not args.skip_training:
+        train_and_evaluate(recipes["full" if args.full else "demo"], args, work, preset)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python -m tools.export_canonical SUBJECT_OR_DATASET --out DIR [--num-frames 50 --crop-size 128 --spacing-mm 1.8]
 
 Per subject: ``DIR/<id>.nii.gz`` (H, W, P, T) and, where labels exist, ``DIR/<id>_label.nii.gz``; the plane mask and
-the geometry needed to write predictions back travel in the header (see ``scripts.canonical.write_canonical_nifti``).
+the geometry needed to write predictions back travel in the header (see ``scripts.canonical_nifti``).
 A subject that cannot be read is reported and skipped; the exit code is 1 if any was.
 """
 
@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 
 import tools  # noqa: F401  (puts the bundle's scripts package on the path)
-from scripts.canonical import LoadCineSubjectd, write_canonical_nifti
+from scripts.canonical import LoadCineSubjectd
+from scripts.canonical_nifti import write_canonical_nifti
+from scripts.labels import UNLABELLED
 from scripts.subject import discover_subjects
 
 
@@ -38,7 +40,7 @@ def main() -> int:
     for item in discover_subjects(args.path):
         try:
             sample = load(item)
-            labelled = bool((sample["label"] != 255).any())
+            labelled = bool((sample["label"] != UNLABELLED).any())
             if not labelled:
                 sample.pop("label")
             image_path, label_path = write_canonical_nifti(sample, Path(args.out) / f"{sample['id']}.nii.gz")

@@ -1,9 +1,10 @@
 """Convert the Sunnybrook Cardiac Data studies into subject folders with LV labels from the manual contours.
 
-Usage: python -m tools.import_sunnybrook --src ../shared/data/sunnybrook --out DIR
+Usage: python -m tools.import_sunnybrook --src ../shared/data/sunnybrook --out DIR [--study ID ...]
 
-Each study becomes DIR/<id>/ with sa.nii.gz (via scripts.dicom.convert_study), seg_sa.nii.gz and
-subject.json; DIR/datalist.json lists all studies under "test"; SOURCE.md (licence, citation) is copied.
+Each study (every one in link.csv, or those named with --study) becomes DIR/<id>/ with sa.nii.gz (via
+scripts.dicom.convert_study), seg_sa.nii.gz and subject.json; DIR/datalist.json lists them under "test";
+DIR/SOURCE.md names them above the source's own description, licence and citation.
 Labels (project classes): 1 LVBP inside the i-contour (endocardium), 2 LVMYO between the o-contour
 (epicardium) and the i-contour, 0 outside the o-contour; slice-frames with an i- but no o-contour get 1 inside
 and 255 elsewhere; slice-frames without contours are 255 (not annotated).
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import numpy as np
 # The bundle's own package `scripts` lives in bundle/; this folder must not shadow it.
 import tools  # noqa: F401  (puts the bundle's scripts package on the path)
 from scripts.dicom import DicomConversionError, convert_study
-from scripts.files import save_nifti_atomic, write_json_atomic
+from scripts.files import save_nifti_atomic, write_json_atomic, write_text_atomic
 from scripts.labels import UNLABELLED
 
 LVBP, LVMYO, BACKGROUND = 1, 2, 0
@@ -122,27 +122,50 @@ def import_study(src: Path, study_id: str, original_id: str, out: Path) -> None:
     print(f"{study_id}: sa {image.shape}, labelled voxels LVBP {counts[LVBP]}, LVMYO {counts[LVMYO]}")
 
 
+def source_text(src: Path, study_ids: list[str]) -> str:
+    """SOURCE.md of the written dataset: which studies it holds and what its files are, then the source's own
+    SOURCE.md (description, licence, citation) unchanged."""
+    return (
+        f"# Sunnybrook Cardiac Data: {', '.join(study_ids)}, as subject folders\n\n"
+        "Each study's folder holds `sa.nii.gz` (the short-axis cine as acquired, int16, X x Y x slices x frames) "
+        "and `seg_sa.nii.gz` (labels from the study's manual contours: 1 LV blood pool, 2 LV myocardium, 0 outside "
+        "the epicardium, 255 where no contour was drawn), written by `python -m tools.import_sunnybrook` from the "
+        "DICOM files and contours of the source. The source's own description, licence and citation follow "
+        "unchanged.\n\n---\n\n" + (src / "SOURCE.md").read_text()
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Import every study listed in link.csv; return 1 with a message on a conversion error."""
+    """Import the studies of link.csv (all, or those named); return 1 with a message on a conversion error."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", type=Path, required=True, help="Sunnybrook folder (dicoms/, contourfiles/, link.csv)")
     parser.add_argument("--out", type=Path, required=True, help="dataset folder to write")
+    parser.add_argument(
+        "--study", action="append", metavar="ID", help="import this study only (repeatable; default: every study)"
+    )
     args = parser.parse_args(argv)
     if not (args.src / "link.csv").is_file():
         print(f"error: {args.src} has no link.csv; pass the Sunnybrook folder as --src", file=sys.stderr)
         return 1
     links = read_links(args.src)
+    unknown = sorted(set(args.study or []) - set(links))
+    if unknown:
+        print(
+            f"error: {', '.join(unknown)} not in {args.src / 'link.csv'} (studies: {', '.join(links)})", file=sys.stderr
+        )
+        return 1
+    study_ids = sorted(set(args.study or links))
     args.out.mkdir(parents=True, exist_ok=True)
     try:
-        for study_id, original_id in sorted(links.items()):
-            import_study(args.src, study_id, original_id, args.out)
+        for study_id in study_ids:
+            import_study(args.src, study_id, links[study_id], args.out)
     except (DicomConversionError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     write_json_atomic(
-        {"training": [], "validation": [], "test": [{"subject": s} for s in sorted(links)]}, args.out / "datalist.json"
+        {"training": [], "validation": [], "test": [{"subject": s} for s in study_ids]}, args.out / "datalist.json"
     )
-    shutil.copyfile(args.src / "SOURCE.md", args.out / "SOURCE.md")
+    write_text_atomic(source_text(args.src, study_ids), args.out / "SOURCE.md")
     return 0
 
 

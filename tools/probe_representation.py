@@ -36,11 +36,12 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
-from scripts.engines import fit_ridge, precision_context
 from scripts.files import write_json_atomic
+from scripts.head_fitting import fit_ridge
 from scripts.labels import PHENOTYPE_NAMES
-from scripts.net import load_encoder_weights
+from scripts.precision import precision_context
 from scripts.subject import load_datalist
+from scripts.weights import load_encoder_weights
 from tools import BUNDLE
 
 DEFAULT_PHENOTYPES = ("LVEDV", "LVEF", "LVM", "RVEDV", "RVEF")
@@ -177,7 +178,8 @@ def table(report: dict[str, Any], phenotypes: Sequence[str]) -> list[str]:
     return lines
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line interface."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset_dir", help="dataset folder with phenotypes.csv (and optionally datalist.json)")
     parser.add_argument("--ckpt", required=True, help="CineMAE or CineHeartNet checkpoint, or 'random'")
@@ -192,6 +194,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="random encoder and fold assignment")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", help="write the report (JSON) here")
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
 
     poolings = [p for p in args.poolings.split(",") if p]

@@ -1,16 +1,17 @@
 """Seconds and peak memory to segment one subject as the ``inference`` workflow does, with a given checkout's code.
 
 Run it once per checkout, alternating, to compare two versions of the inference code on the same subject on the
-same day (the benchmark's numbers move from day to day with the machine; a comparison within one sitting does not):
+same day (the benchmark's numbers move from day to day with the machine; two checkouts timed in turn do not):
 
-    git worktree add /tmp/old 61fe5f1
-    for i in 1 2; do for repo in /tmp/old .; do python -m tools.time_inference SUBJECT --repo $repo; done; done
+    git worktree add ../old COMMIT
+    for i in 1 2; do for repo in ../old .; do python -m tools.time_inference SUBJECT --repo $repo; done; done
 
-Each run builds the network, the subject loader, the precision and the test-time shifts from the checkout's own
-``configs/inference.yaml`` (as ``python -m monai.bundle run`` would, at ``--preset``), loads its shipped
-``bundle/models/model.pt`` or ``--ckpt``, calls its :func:`scripts.inference.segment_subject` once to warm up and
-``--repeats`` times more, and prints one JSON line: the median and every time in seconds, and the process's peak
-resident memory in MB (model, subject and every pass held for the write-back).
+Each run builds the subject segmenter (network, subject loader, precision and test-time shifts) from the checkout's
+own ``configs/inference.yaml`` (as ``python -m monai.bundle run`` would, at ``--preset``), loads its shipped
+``bundle/models/model.pt`` or ``--ckpt``, calls its :meth:`scripts.subject_segmenter.SubjectSegmenter.segment` once
+to warm up and ``--repeats`` times more, and prints one JSON line: the median and every time in seconds, and the
+process's peak resident memory in MB (model, subject and every pass held for the write-back). A checkout without
+``scripts/subject_segmenter.py`` is timed with its own copy of this tool.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     bundle = args.repo.resolve() / "bundle"
-    if not (bundle / "scripts" / "inference.py").is_file():
-        raise SystemExit(f"{args.repo}: no bundle/scripts/inference.py; give the root of a checkout of this project")
+    if not (bundle / "scripts" / "subject_segmenter.py").is_file():
+        raise SystemExit(
+            f"{args.repo}: no bundle/scripts/subject_segmenter.py; give the root of a checkout of this project"
+        )
     if args.repeats < 1:
         raise SystemExit(f"--repeats {args.repeats}: give at least 1 timed call")
     if not args.subject.is_dir():
@@ -48,22 +51,21 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     from monai.bundle import ConfigParser
 
-    from scripts.inference import load_network_weights, segment_subject
+    from scripts.weights import load_network_weights
 
     config = ConfigParser()
     config.read_config(bundle / "configs" / "inference.yaml")
     config.update({"bundle_root": str(bundle), "preset": args.preset, "device": "$torch.device('cpu')"})
     torch.manual_seed(0)
     weights = args.ckpt or Path(config.get_parsed_content("ckpt"))
-    network = load_network_weights(config.get_parsed_content("network"), weights).eval()
-    load = config.get_parsed_content("load_subject")
+    segmenter = config.get_parsed_content("segmenter")
+    load_network_weights(segmenter.network, weights).eval()
     shifts = config.get_parsed_content("centre_shifts_px")
-    precision = config.get_parsed_content("precision")
-    item, device = {"subject": str(args.subject)}, torch.device("cpu")
+    item = {"subject": str(args.subject)}
     times = []
     for _ in range(1 + args.repeats):
         start = time.perf_counter()
-        segment_subject(network, load, item, device, precision, centre_shifts_px=shifts)
+        segmenter.segment(item)
         times.append(time.perf_counter() - start)
     result = {
         "repo": str(args.repo),

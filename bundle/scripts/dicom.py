@@ -27,6 +27,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from scripts.files import save_nifti_atomic, write_json_atomic
+from scripts.subject import is_subject_folder
 
 # Many archives hold UIDs with leading zeros (e.g. Sunnybrook); they still group series correctly, and pydicom warns
 # on every lazy access to them, so this one message is silenced (a process-wide filter: the accesses happen later).
@@ -619,3 +620,20 @@ def convert_study(study_dir: str | os.PathLike, out_dir: str | os.PathLike) -> d
     }
     write_json_atomic(report, out / REPORT_NAME)
     return report
+
+
+def is_dicom_file(path: Path) -> bool:
+    """True for a file with the DICOM preamble magic ``DICM`` at byte 128."""
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(128)
+            return stream.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dicom_study(folder: Path) -> bool:
+    """A folder (any nesting) holding at least one DICOM file and no NIfTI subject files."""
+    if is_subject_folder(folder):
+        return False
+    return any(p.is_file() and is_dicom_file(p) for p in folder.rglob("*"))

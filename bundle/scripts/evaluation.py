@@ -25,16 +25,15 @@ import itertools
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 from scipy.stats import binomtest
 
-from scripts.canonical import LoadCineSubjectd, parse_geometry
-from scripts.engines import dice_per_class, precision_context, spurious_voxels
+from scripts.canonical import parse_geometry
 from scripts.files import json_number, write_json_atomic
-from scripts.inference import load_network_weights, predict_sample, reported_phenotypes, segment_input_planes
+from scripts.inference import reported_phenotypes
 from scripts.labels import CLASS_NAMES, LA_PLANES, PHENOTYPE_NAMES
 from scripts.measures import (
     PHENOTYPE_CLASSES,
@@ -42,7 +41,10 @@ from scripts.measures import (
     phenotypes_from_volumes,
     volume_curves_from_segmentations,
 )
+from scripts.metrics import dice_per_class, spurious_voxels
 from scripts.subject import DATALIST_JSON, Subject, load_datalist, load_subject
+from scripts.subject_segmenter import SubjectSegmenter
+from scripts.weights import load_network_weights
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +61,13 @@ ROBUSTNESS_SUBSETS = 4
 
 
 def _nanmean(values: list[float]) -> float | None:
+    """Mean of the finite values; None when there is none."""
     finite = [v for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(finite)) if finite else None
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine of the angle between two (D,) vectors."""
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
@@ -75,10 +79,10 @@ def plane_views(geometry: Mapping[str, Any]) -> list[str]:
 def dice_on_input_planes(
     written: Mapping[str, tuple[np.ndarray, np.ndarray]], reference: Subject, class_mask: torch.Tensor
 ) -> dict[str, list[float]]:
-    """Dice per class (as :func:`scripts.engines.dice_per_class` with ``ignore_empty``) of the segmentations of
+    """Dice per class (as :func:`scripts.metrics.dice_per_class` with ``ignore_empty``) of the segmentations of
     every input plane in its own grid (``written``: file stem -> (labels (X, Y, S, T), affine), as
-    :func:`scripts.inference.segment_input_planes` returns them) against the subject's label files, per view and
-    over all planes together; views without a label file are left out."""
+    :meth:`scripts.subject_segmenter.SubjectSegmenter.input_plane_labels` returns them) against the subject's label
+    files, per view and over all planes together; views without a label file are left out."""
     pairs = {
         stem: (torch.from_numpy(labels), torch.from_numpy(reference.planes[stem].label))
         for stem, (labels, _) in written.items()
@@ -165,120 +169,159 @@ def phenotypes_from_reference_labels(subject: Subject) -> list[float]:
     return [measured[name] if set(PHENOTYPE_CLASSES[name]) <= annotated else float("nan") for name in PHENOTYPE_NAMES]
 
 
+def scores_per_view(
+    predicted: torch.Tensor, label: torch.Tensor, class_mask: torch.Tensor, views: list[str], plane_mask: torch.Tensor
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Dice per class (:func:`scripts.metrics.dice_per_class` with ``ignore_empty``) and spurious voxels per class
+    (:func:`scripts.metrics.spurious_voxels`) of a canonical prediction, per view and over all present planes.
+
+    Args:
+        predicted, label: (P, T, H, W) class maps on the canonical grid (the label :data:`UNLABELLED` where not
+            annotated).
+        class_mask: (C,) bool; views: the view of each of the P planes (:func:`plane_views`); plane_mask: (P,) bool.
+    """
+    dice: dict[str, list[float]] = {}
+    spurious: dict[str, list[float]] = {}
+    for view in VIEWS + ("all",):
+        planes = [k for k, v in enumerate(views) if (view == "all" or v == view) and bool(plane_mask[k])]
+        if planes:
+            view_predicted, view_label = predicted[planes], label[planes]
+            dice[view] = dice_per_class(view_predicted, view_label, class_mask, ignore_empty=True).tolist()
+            spurious[view] = spurious_voxels(view_predicted, view_label, class_mask).tolist()
+    return dice, spurious
+
+
+def robustness_trials(
+    segmenter: SubjectSegmenter,
+    sample: Mapping[str, Any],
+    embedding: np.ndarray,
+    phenotypes: np.ndarray,
+    seed: int,
+) -> dict[str, list[dict[str, Any]]]:
+    """Missing-plane robustness of one subject: for 1 and 2 planes removed (:func:`removal_subsets`, seeded), per
+    trial the cosine of the embedding with the full-plane ``embedding`` (D,), raw and standardised by the phenotype
+    head's training statistics, and the shift of the (K,) ``phenotypes``."""
+    image = sample["image"][None].to(segmenter.device)
+    plane_mask = sample["plane_mask"][None].to(segmenter.device)
+    present = [k for k in range(len(sample["plane_mask"])) if bool(sample["plane_mask"][k])]
+    head = segmenter.model.phenotype_head
+    feature_mean, feature_std = head.feature_mean.cpu().numpy(), head.feature_std.cpu().numpy()
+    robustness: dict[str, list[dict[str, Any]]] = {}
+    for count in (1, 2):
+        robustness[str(count)] = []
+        for removed in removal_subsets(present, count, seed):
+            reduced_mask = plane_mask.clone()
+            reduced_mask[0, list(removed)] = False
+            reduced_image = image * reduced_mask[:, None, :, None, None, None]
+            reduced_embedding, reduced_phenotypes = segmenter.embed_and_phenotype(reduced_image, reduced_mask)
+            robustness[str(count)].append(
+                {
+                    "cosine": cosine_similarity(embedding, reduced_embedding),
+                    "standardised_cosine": cosine_similarity(
+                        (embedding - feature_mean) / feature_std, (reduced_embedding - feature_mean) / feature_std
+                    ),
+                    "shift": (reduced_phenotypes - phenotypes).tolist(),
+                }
+            )
+    return robustness
+
+
+def training_mean_guess(
+    dataset_dir: str | os.PathLike,
+    evaluated: list[dict[str, Any]],
+    reference_dir: str | os.PathLike | None,
+    datalist: str | os.PathLike | None,
+) -> tuple[np.ndarray, str]:
+    """The mean-guess baseline: the (K,) mean of each phenotype over the training split of ``reference_dir``
+    (default ``dataset_dir``; NaN where no training subject knows it), and where it comes from, for the report.
+
+    The training split is read from ``datalist`` when the reference is ``dataset_dir`` (a cross-validation fold's own
+    training subjects), else from the reference folder's ``datalist.json``. Warns when there is no training subject
+    (no mean guess), and when ``evaluated`` items are in it too (the guess then includes their own values)."""
+    same_dataset = reference_dir is None or Path(reference_dir).resolve() == Path(dataset_dir).resolve()
+    training = (
+        load_datalist(dataset_dir, "training", datalist) if same_dataset else load_datalist(reference_dir, "training")
+    )
+    # (subjects, phenotypes) even with no training subject, whose mean guess is then unknown (None in the report)
+    training_values = np.array(
+        [np.asarray(i["phenotypes"], dtype=np.float64) for i in training], dtype=np.float64
+    ).reshape(len(training), len(PHENOTYPE_NAMES))
+    reference_name = dataset_dir if same_dataset else reference_dir
+    if not training:
+        logger.warning(
+            f"{reference_name}: no subject in its training split "
+            f"({(datalist if same_dataset else None) or DATALIST_JSON}), so no mean guess: "
+            "the report gives each phenotype's MAE without the mean-guess MAE beside it; pass "
+            "--reference_dataset_dir with the cohort the model was trained on to score against its mean"
+        )
+    # without a datalist every subject is in every split: the mean guess would include the evaluated subjects
+    overlap = {i["subject"] for i in training} & {i["subject"] for i in evaluated}
+    if overlap:
+        logger.warning(
+            f"{reference_name}: {len(overlap)} of the {len(evaluated)} evaluated subjects are also in the training "
+            "split the mean guess is taken from, so it includes their own values (a folder without "
+            "datalist.json has every subject in every split); pass --reference_dataset_dir with the cohort the "
+            "model was trained on for an out-of-sample mean guess"
+        )
+    known = np.isfinite(training_values)
+    training_mean = np.where(known.any(0), np.nansum(training_values, 0) / np.maximum(known.sum(0), 1), np.nan)
+    source = f"{reference_name} (training split, {len(training)} subjects" + (
+        f", {len(overlap)} of them evaluated here)" if overlap else ")"
+    )
+    return training_mean, source
+
+
 class CohortEvaluator:
     """Write ``metrics.json`` for the checkpoints given, on the subjects of one datalist split.
 
     Args:
-        network: a ``scripts.net.CineHeartNet`` on ``device``.
-        load_subject: the canonical loader of the config.
+        segmenter: the config's network (on its device), canonical loader, precision and inference's test-time
+            shifts (for the Dice and the measures as written), as
+            :class:`scripts.subject_segmenter.SubjectSegmenter`; the first checkpoint is loaded into its network,
+            the others into copies of it.
         checkpoints: name -> weights file; empty paths are skipped (e.g. no scratch baseline).
         output_dir: where ``metrics.json`` goes.
-        centre_shifts_px: inference's test-time shifts, for the Dice and the measures as written (see
-            :func:`scripts.inference.segment_input_planes`).
     """
 
-    def __init__(
-        self,
-        network: torch.nn.Module,
-        load_subject: LoadCineSubjectd,
-        checkpoints: Mapping[str, str],
-        output_dir: str,
-        device: torch.device | str = "cpu",
-        precision: str = "auto",
-        centre_shifts_px: Sequence[Sequence[float]] = (),
-    ) -> None:
-        self.network = network
-        self.load_subject = load_subject
+    def __init__(self, segmenter: SubjectSegmenter, checkpoints: Mapping[str, str], output_dir: str) -> None:
+        self.segmenter = segmenter
         self.checkpoints = {name: path for name, path in checkpoints.items() if path}
         self.output_dir = Path(output_dir)
-        self.device = torch.device(device)
-        self.precision = precision
-        self.centre_shifts_px = [[float(x) for x in shift] for shift in centre_shifts_px]
 
     # --- per subject ----------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _embed_and_phenotype(
-        self, network: torch.nn.Module, image: torch.Tensor, plane_mask: torch.Tensor
-    ) -> tuple[np.ndarray, np.ndarray]:
-        with precision_context(self.device, self.precision):
-            embedding = network.embed(image, plane_mask)
-            phenotypes = network.phenotype_head.predict_physical(embedding)
-        return embedding[0].float().cpu().numpy(), phenotypes[0].float().cpu().numpy()
-
-    @torch.no_grad()
     def evaluate_subject(
         self,
-        network: torch.nn.Module,
+        segmenter: SubjectSegmenter,
         item: Mapping[str, Any],
         sample: Mapping[str, Any],
         reference: Subject,
         seed: int,
     ) -> dict[str, Any]:
         """Dice, phenotypes (regressed and measured on the segmentation of every input plane) and robustness of one
-        subject by one model (``item`` its datalist entry, ``sample`` the loaded canonical sample, ``reference`` its
-        files as read for it: the label files to score against, and the source of inference's extra SA passes)."""
-        image = sample["image"][None].to(self.device)
-        plane_mask = sample["plane_mask"][None].to(self.device)
-        full = predict_sample(network, sample, self.device, self.precision)
-        predicted = full["labels"]
-        label, class_mask = sample["label"][0], sample["class_mask"]
+        subject by one model (``segmenter``: its network with the evaluator's loader, precision and shifts; ``item``
+        its datalist entry, ``sample`` the loaded canonical sample, ``reference`` its files as read for it: the label
+        files to score against, and the source of inference's extra SA passes)."""
+        full = segmenter.predict(sample)
+        class_mask = sample["class_mask"]
         views = plane_views(parse_geometry(sample["geometry"]))
-        dice: dict[str, list[float]] = {}
-        spurious: dict[str, list[float]] = {}
-        for view in VIEWS + ("all",):
-            planes = [k for k, v in enumerate(views) if (view == "all" or v == view) and bool(sample["plane_mask"][k])]
-            if planes:
-                view_predicted, view_label = predicted[planes], label[planes]
-                dice[view] = dice_per_class(view_predicted, view_label, class_mask, ignore_empty=True).tolist()
-                spurious[view] = spurious_voxels(view_predicted, view_label, class_mask).tolist()
-
+        dice, spurious = scores_per_view(full["labels"], sample["label"][0], class_mask, views, sample["plane_mask"])
         embedding, phenotypes = full["embedding"].numpy(), full["phenotypes"].numpy()
-        planes, _ = segment_input_planes(
-            network,
-            self.load_subject,
-            item,
-            sample,
-            full["probabilities"],
-            self.device,
-            self.precision,
-            reference,
-            self.centre_shifts_px,
-        )
-        dice_input_planes = dice_on_input_planes(planes, reference, class_mask)
+        planes, _ = segmenter.input_plane_labels(item, sample, full["probabilities"], reference)
         volumes = volume_curves_from_segmentations(planes)
         measured = phenotypes_from_volumes(volumes)
         # what inference reports where the weights have a fit measure head (see reported_phenotypes)
-        from_measures = reported_phenotypes(network, phenotypes, volumes)[0]
-        present = [k for k in range(len(views)) if bool(sample["plane_mask"][k])]
-        head = network.phenotype_head
-        feature_mean, feature_std = head.feature_mean.cpu().numpy(), head.feature_std.cpu().numpy()
-        robustness: dict[str, list[dict[str, Any]]] = {}
-        for count in (1, 2):
-            robustness[str(count)] = []
-            for removed in removal_subsets(present, count, seed):
-                reduced_mask = plane_mask.clone()
-                reduced_mask[0, list(removed)] = False
-                reduced_image = image * reduced_mask[:, None, :, None, None, None]
-                reduced_embedding, reduced_phenotypes = self._embed_and_phenotype(network, reduced_image, reduced_mask)
-                robustness[str(count)].append(
-                    {
-                        "cosine": cosine_similarity(embedding, reduced_embedding),
-                        "standardised_cosine": cosine_similarity(
-                            (embedding - feature_mean) / feature_std, (reduced_embedding - feature_mean) / feature_std
-                        ),
-                        "shift": (reduced_phenotypes - phenotypes).tolist(),
-                    }
-                )
+        from_measures = reported_phenotypes(segmenter.model, phenotypes, volumes)[0]
         return {
             "dice": dice,
-            "dice_input_planes": dice_input_planes,
+            "dice_input_planes": dice_on_input_planes(planes, reference, class_mask),
             "spurious": spurious,
             "phenotypes": phenotypes.tolist(),
             "measured": [measured[name] for name in PHENOTYPE_NAMES],
-            "from_measures": from_measures.tolist() if bool(network.measure_head.fitted) else None,
+            "from_measures": from_measures.tolist() if bool(segmenter.model.measure_head.fitted) else None,
             "truth": np.asarray(sample["phenotypes"], dtype=np.float64).tolist(),
-            "robustness": robustness,
+            "robustness": robustness_trials(segmenter, sample, embedding, phenotypes, seed),
         }
 
     @staticmethod
@@ -364,6 +407,8 @@ class CohortEvaluator:
 
     @staticmethod
     def summarise_robustness(per_subject: list[dict[str, Any]]) -> dict[str, Any]:
+        """Per number of planes removed, over every trial of every subject: the mean and least embedding cosine (raw
+        and standardised) and the mean absolute shift of each phenotype."""
         summary = {}
         for count in ("1", "2"):
             trials = [t for s in per_subject for t in s["robustness"][count]]
@@ -384,74 +429,39 @@ class CohortEvaluator:
             }
         return summary
 
-    def run(
-        self,
-        dataset_dir: str | os.PathLike,
-        split: str = "test",
-        reference_dir: str | os.PathLike | None = None,
-        datalist: str | os.PathLike | None = None,
-    ) -> dict[str, Any]:
-        """Evaluate on ``split`` of ``dataset_dir`` as listed in its ``datalist`` (see
-        :func:`scripts.subject.load_datalist`); the mean guess is the training-split mean of ``reference_dir``
-        (default ``dataset_dir``), so a held-out cohort can be scored against the cohort the model was trained on.
-        The reference's training split is read from the same ``datalist`` when the reference is ``dataset_dir``
-        (a cross-validation fold's own training subjects), else from the reference folder's ``datalist.json``."""
-        if not self.checkpoints:
-            raise ValueError("no checkpoint to evaluate: pass --ckpt (and optionally --scratch_ckpt)")
-        items = load_datalist(dataset_dir, split, datalist)
-        if not items:
-            raise FileNotFoundError(f"no subject in split {split!r} of {dataset_dir} ({datalist or DATALIST_JSON})")
-        same_dataset = reference_dir is None or Path(reference_dir).resolve() == Path(dataset_dir).resolve()
-        training = (
-            load_datalist(dataset_dir, "training", datalist)
-            if same_dataset
-            else load_datalist(reference_dir, "training")
-        )
-        # (subjects, phenotypes) even with no training subject, whose mean guess is then unknown (None in the report)
-        training_values = np.array(
-            [np.asarray(i["phenotypes"], dtype=np.float64) for i in training], dtype=np.float64
-        ).reshape(len(training), len(PHENOTYPE_NAMES))
-        reference_name = dataset_dir if same_dataset else reference_dir
-        if not training:
-            logger.warning(
-                f"{reference_name}: no subject in its training split "
-                f"({(datalist if same_dataset else None) or DATALIST_JSON}), so no mean guess: "
-                "the report gives each phenotype's MAE without the mean-guess MAE beside it; pass "
-                "--reference_dataset_dir with the cohort the model was trained on to score against its mean"
-            )
-        # without a datalist every subject is in every split: the mean guess would include the evaluated subjects
-        overlap = {i["subject"] for i in training} & {i["subject"] for i in items}
-        if overlap:
-            logger.warning(
-                f"{reference_name}: {len(overlap)} of the {len(items)} evaluated subjects are also in the training "
-                "split the mean guess is taken from, so it includes their own values (a folder without "
-                "datalist.json has every subject in every split); pass --reference_dataset_dir with the cohort the "
-                "model was trained on for an out-of-sample mean guess"
-            )
-        known = np.isfinite(training_values)
-        training_mean = np.where(known.any(0), np.nansum(training_values, 0) / np.maximum(known.sum(0), 1), np.nan)
+    def load_models(self) -> dict[str, SubjectSegmenter]:
+        """Name -> segmenter of each checkpoint, its weights loaded and in eval mode.
 
-        # one network per checkpoint (the config's for the first, copies of it as built for the others, so that
-        # weights without a measure head do not inherit another checkpoint's), so that each subject is read once and
-        # scored by every model while it is in memory: a canonical sample is ~37 MB and the files behind it up to
-        # ~1 GB, too much to keep for a large cohort or to read once per model
-        copies = [copy.deepcopy(self.network) for _ in range(len(self.checkpoints) - 1)]
-        networks = {
-            name: load_network_weights(network, checkpoint).eval()
-            for network, (name, checkpoint) in zip([self.network] + copies, self.checkpoints.items())
+        One network per checkpoint (the config's for the first, copies of it as built for the others, so that weights
+        without a measure head do not inherit another checkpoint's), so that each subject is read once and scored by
+        every model while it is in memory: a canonical sample is ~37 MB and the files behind it up to ~1 GB, too much
+        to keep for a large cohort or to read once per model."""
+        network = self.segmenter.network
+        copies = [copy.deepcopy(network) for _ in range(len(self.checkpoints) - 1)]
+        return {
+            name: self.segmenter.with_network(load_network_weights(model, checkpoint).eval())
+            for model, (name, checkpoint) in zip([network] + copies, self.checkpoints.items())
         }
-        per_model: dict[str, list[dict[str, Any]]] = {name: [] for name in networks}
+
+    def evaluate_subjects(self, items: list[dict[str, Any]], models: Mapping[str, SubjectSegmenter]) -> dict[str, Any]:
+        """Read each subject once and score it by every model; a subject that cannot be read is listed and skipped.
+
+        Returns:
+            ``per_model`` (name -> :meth:`evaluate_subject` results in subject order), ``subject_ids``, ``failures``
+            and ``reference_phenotypes`` (per subject: measured on its label files, and the truth).
+        """
+        per_model: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
         subject_ids, failures, reference_phenotypes = [], [], []
         for item in items:
             try:
-                files = load_subject(item["subject"], self.load_subject.label_map)
-                sample = self.load_subject(dict(item), files)
+                files = load_subject(item["subject"], self.segmenter.load_subject.label_map)
+                sample = self.segmenter.load_subject(dict(item), files)
             except Exception as err:  # keep going past a bad subject; it is listed in the report
                 logger.error(f"{item.get('id')}: skipped: {err}")
                 failures.append({"subject": item.get("id"), "error": str(err)})
                 continue
-            for name, network in networks.items():
-                per_model[name].append(self.evaluate_subject(network, item, sample, files, seed=len(subject_ids)))
+            for name, segmenter in models.items():
+                per_model[name].append(self.evaluate_subject(segmenter, item, sample, files, seed=len(subject_ids)))
             subject_ids.append(sample["id"])
             logger.info(f"{sample['id']}: evaluated ({len(subject_ids) + len(failures)} of {len(items)} subjects)")
             reference_phenotypes.append(
@@ -461,37 +471,74 @@ class CohortEvaluator:
                 }
             )
             del files, sample
+        return {
+            "per_model": per_model,
+            "subject_ids": subject_ids,
+            "failures": failures,
+            "reference_phenotypes": reference_phenotypes,
+        }
 
+    def model_report(
+        self,
+        checkpoint: str,
+        per_subject: list[dict[str, Any]],
+        subject_ids: list[str],
+        training_mean: np.ndarray,
+        measure_head_fitted: bool,
+    ) -> dict[str, Any]:
+        """One model's entry of ``metrics.json``: the summaries of its ``per_subject`` results and the records of
+        each subject; the measure head's phenotypes where the weights have it fit."""
+        entry = {
+            "checkpoint": str(checkpoint),
+            "dice": self.summarise_dice(per_subject),
+            "dice_input_planes": self.summarise_dice(per_subject, "dice_input_planes"),
+            "spurious": self.summarise_spurious(per_subject),
+            "phenotypes": self.summarise_phenotypes(per_subject, training_mean),
+            "phenotypes_from_segmentation": self.summarise_phenotypes(per_subject, training_mean, "measured"),
+            "robustness": self.summarise_robustness(per_subject),
+            "per_subject": [self.subject_record(i, r) for i, r in zip(subject_ids, per_subject)],
+        }
+        if measure_head_fitted:
+            entry["phenotypes_from_measures"] = self.summarise_phenotypes(per_subject, training_mean, "from_measures")
+        return entry
+
+    def run(
+        self,
+        dataset_dir: str | os.PathLike,
+        split: str = "test",
+        reference_dir: str | os.PathLike | None = None,
+        datalist: str | os.PathLike | None = None,
+    ) -> dict[str, Any]:
+        """Evaluate on ``split`` of ``dataset_dir`` as listed in its ``datalist`` (see
+        :func:`scripts.subject.load_datalist`); the mean guess is the training-split mean of ``reference_dir``
+        (default ``dataset_dir``, see :func:`training_mean_guess`), so a held-out cohort can be scored against the
+        cohort the model was trained on. Writes ``metrics.json``, prints a summary and returns the report."""
+        if not self.checkpoints:
+            raise ValueError("no checkpoint to evaluate: pass --ckpt (and optionally --scratch_ckpt)")
+        items = load_datalist(dataset_dir, split, datalist)
+        if not items:
+            raise FileNotFoundError(f"no subject in split {split!r} of {dataset_dir} ({datalist or DATALIST_JSON})")
+        training_mean, mean_guess_from = training_mean_guess(dataset_dir, items, reference_dir, datalist)
+        models = self.load_models()
+        evaluated = self.evaluate_subjects(items, models)
+        subject_ids = evaluated["subject_ids"]
         report: dict[str, Any] = {
             "dataset_dir": str(dataset_dir),
             "split": split,
             # the split file named on the command line (a cross-validation fold); None: the folder's datalist.json
             "datalist": str(datalist) if datalist else None,
             "subjects": subject_ids,
-            "failed": failures,
-            "mean_guess_from": f"{reference_name} (training split, {len(training)} subjects"
-            + (f", {len(overlap)} of them evaluated here)" if overlap else ")"),
+            "failed": evaluated["failures"],
+            "mean_guess_from": mean_guess_from,
             "phenotypes_from_reference_labels": self.summarise_phenotypes(
-                reference_phenotypes, training_mean, "measured"
+                evaluated["reference_phenotypes"], training_mean, "measured"
             ),
             "models": {},
         }
         for name, checkpoint in self.checkpoints.items():
-            per_subject = per_model[name]
-            report["models"][name] = {
-                "checkpoint": str(checkpoint),
-                "dice": self.summarise_dice(per_subject),
-                "dice_input_planes": self.summarise_dice(per_subject, "dice_input_planes"),
-                "spurious": self.summarise_spurious(per_subject),
-                "phenotypes": self.summarise_phenotypes(per_subject, training_mean),
-                "phenotypes_from_segmentation": self.summarise_phenotypes(per_subject, training_mean, "measured"),
-                "robustness": self.summarise_robustness(per_subject),
-                "per_subject": [self.subject_record(i, r) for i, r in zip(subject_ids, per_subject)],
-            }
-            if bool(networks[name].measure_head.fitted):
-                report["models"][name]["phenotypes_from_measures"] = self.summarise_phenotypes(
-                    per_subject, training_mean, "from_measures"
-                )
+            per_subject = evaluated["per_model"][name]
+            fitted = bool(models[name].model.measure_head.fitted)
+            report["models"][name] = self.model_report(checkpoint, per_subject, subject_ids, training_mean, fitted)
             logger.info(f"evaluated {name} ({checkpoint}) on {len(per_subject)} subjects")
         if len(report["models"]) > 1:
             # the first model (pretrained) against the second (scratch), subject by subject

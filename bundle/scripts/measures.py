@@ -23,6 +23,7 @@ from typing import Mapping
 
 import numpy as np
 
+from scripts.frames import nearest_cyclic_frames
 from scripts.labels import CLASS_NAMES, MYOCARDIUM_DENSITY_G_PER_ML, PHENOTYPE_NAMES, PHENOTYPE_UNITS
 
 #: area-length constant 8 / (3 pi) ~ 0.85: exact for an ellipsoid cut through its long axis
@@ -92,7 +93,7 @@ def area_length_curves(segmentation: np.ndarray, affine: np.ndarray, label: int)
 
 def resample_cycle(curve: np.ndarray, num_frames: int) -> np.ndarray:
     """Nearest-frame resampling of a per-frame curve over one cardiac cycle to ``num_frames`` frames."""
-    index = np.floor(np.arange(num_frames) * len(curve) / num_frames + 0.5).astype(int) % len(curve)
+    index = nearest_cyclic_frames(len(curve), num_frames)
     return curve[index]
 
 
@@ -210,7 +211,7 @@ MEASURE_FEATURE_NAMES: tuple[str, ...] = tuple(PHENOTYPE_NAMES) + tuple(
 
 
 def measure_features(volumes: Mapping[str, np.ndarray | None]) -> np.ndarray:
-    """What the measure head (:class:`scripts.net.MeasureHead`) reads from a subject's segmentation.
+    """What the measure head (:class:`scripts.heads.MeasureHead`) reads from a subject's segmentation.
 
     Args:
         volumes: chamber -> (T,) volume curve (mL), as from :func:`volume_curves_from_segmentations`.

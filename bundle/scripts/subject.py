@@ -80,7 +80,7 @@ class Subject:
         notes: usable oddities (e.g. different frame counts between planes), for the logs.
         label_map: the label convention applied to the label files.
         centre: the heart centre (world mm, (3,)) and the method that found it, set by
-            :func:`scripts.canonical.heart_centre` when first asked; None until then.
+            :func:`scripts.heart_centre.heart_centre` when first asked; None until then.
     """
 
     id: str
@@ -198,6 +198,43 @@ def _load_label(path: Path, stem: str, shape: tuple[int, ...], label_map: str | 
     return map_labels(values, label_map, plane=stem)
 
 
+def _load_plane(folder: Path, stem: str, label_map: str | Mapping[int, int], problems: list[str]) -> Plane | None:
+    """The plane file ``stem`` of ``folder`` with its label file if any; None if absent or unusable (then the reason
+    is appended to ``problems``; an unusable label keeps the plane, unlabelled)."""
+    path = find_plane_file(folder, stem)
+    if path is None:
+        return None
+    try:
+        image, affine = _load_image(path, stem)
+    except ValueError as err:
+        problems.append(f"{path.name}: plane dropped, {err}")
+        return None
+    plane = Plane(name=stem, path=path, image=image, affine=affine)
+    label_path = find_plane_file(folder, f"seg_{stem}")
+    if label_path is not None:
+        try:
+            plane.label = _load_label(label_path, stem, image.shape, label_map)
+            plane.label_path = label_path
+        except ValueError as err:
+            problems.append(f"{label_path.name}: label dropped (plane kept unlabelled), {err}")
+    return plane
+
+
+def _annotated_classes(planes: Mapping[str, Plane], sidecar: Mapping[str, Any]) -> tuple[int, ...]:
+    """Classes the labels annotate: the sidecar's ``annotated_classes`` (plus background), else the classes present
+    in any label file; () without labels."""
+    if "annotated_classes" in sidecar:
+        annotated = tuple(sorted({int(c) for c in sidecar["annotated_classes"]} | {0}))
+    else:
+        present: set[int] = set()
+        for plane in planes.values():
+            if plane.label is not None:
+                counts = np.bincount(plane.label.ravel(order="K"), minlength=UNLABELLED + 1)
+                present |= {int(c) for c in np.flatnonzero(counts[:UNLABELLED])}
+        annotated = tuple(sorted(present | {0})) if present else ()
+    return tuple(c for c in annotated if 0 <= c < NUM_CLASSES)
+
+
 def load_subject(folder: str | os.PathLike, label_map: str | Mapping[int, int] = "project") -> Subject:
     """Load and validate every plane file of one subject folder.
 
@@ -220,27 +257,9 @@ def load_subject(folder: str | os.PathLike, label_map: str | Mapping[int, int] =
     if not isinstance(label_map, str):
         label_map = {int(k): int(v) for k, v in dict(label_map).items()}
 
-    planes: dict[str, Plane] = {}
     problems: list[str] = []
-    for stem in ALL_PLANE_FILES:
-        path = find_plane_file(folder, stem)
-        if path is None:
-            continue
-        try:
-            image, affine = _load_image(path, stem)
-        except ValueError as err:
-            problems.append(f"{path.name}: plane dropped, {err}")
-            continue
-        plane = Plane(name=stem, path=path, image=image, affine=affine)
-        label_path = find_plane_file(folder, f"seg_{stem}")
-        if label_path is not None:
-            try:
-                plane.label = _load_label(label_path, stem, image.shape, label_map)
-                plane.label_path = label_path
-            except ValueError as err:
-                problems.append(f"{label_path.name}: label dropped (plane kept unlabelled), {err}")
-        planes[stem] = plane
-
+    loaded = {stem: _load_plane(folder, stem, label_map, problems) for stem in ALL_PLANE_FILES}
+    planes = {stem: plane for stem, plane in loaded.items() if plane is not None}
     for problem in problems:
         logger.warning("subject %s: %s", folder.name, problem)
     if not planes:
@@ -257,22 +276,11 @@ def load_subject(folder: str | os.PathLike, label_map: str | Mapping[int, int] =
     if len(set(frame_counts.values())) > 1:
         notes.append(f"planes have different frame counts {frame_counts}; each is resampled in time on its own")
         logger.info("subject %s: %s", folder.name, notes[-1])
-
-    if "annotated_classes" in sidecar:
-        annotated = tuple(sorted({int(c) for c in sidecar["annotated_classes"]} | {0}))
-    else:
-        present: set[int] = set()
-        for plane in planes.values():
-            if plane.label is not None:
-                counts = np.bincount(plane.label.ravel(order="K"), minlength=UNLABELLED + 1)
-                present |= {int(c) for c in np.flatnonzero(counts[:UNLABELLED])}
-        annotated = tuple(sorted(present | {0})) if present else ()
-    annotated = tuple(c for c in annotated if 0 <= c < NUM_CLASSES)
     return Subject(
         id=folder.name,
         folder=folder,
         planes=planes,
-        annotated_classes=annotated,
+        annotated_classes=_annotated_classes(planes, sidecar),
         problems=problems,
         notes=notes,
         label_map=label_map,
@@ -370,6 +378,40 @@ def load_datalist(
             raise SubjectError(f"{datalist_path}: subject {name!r} of split {split!r} has no folder {folder}")
         folders.append(folder)
     return _items(folders[:max_subjects], phenotypes)
+
+
+def mixed_datalist(
+    dataset_dir: str | os.PathLike,
+    split: str,
+    datalist: str | os.PathLike | None = None,
+    max_subjects: int | None = None,
+    real_dataset_dir: str | os.PathLike | None = None,
+    real_datalist: str | os.PathLike | None = None,
+    real_repeats: int = 1,
+) -> list[dict[str, Any]]:
+    """Items of one split of a dataset, followed by the same split of a second (real) dataset repeated.
+
+    A few labelled real studies beside hundreds of synthetic subjects would be one step in a hundred; repeating them
+    ``real_repeats`` times per epoch sets their share of the steps, while the synthetic subjects keep supervising the
+    classes and frames the real contours leave out.
+
+    Args:
+        dataset_dir, split, datalist, max_subjects: as :func:`load_datalist` (the synthetic cohort).
+        real_dataset_dir: folder of real subjects; None gives :func:`load_datalist`'s items alone.
+        real_datalist: split file of the real folder (e.g. a leave-one-out fold), as ``datalist``.
+        real_repeats: how many times each real item appears (>= 1).
+
+    Returns:
+        The synthetic items, then every real item ``real_repeats`` times (phenotypes NaN where the real folder has
+        no ``phenotypes.csv``).
+    """
+    items = load_datalist(dataset_dir, split, datalist, max_subjects)
+    if real_dataset_dir is None:
+        return items
+    if real_repeats < 1:
+        raise SubjectError(f"real_repeats must be at least 1, got {real_repeats}")
+    real = load_datalist(real_dataset_dir, split, real_datalist)
+    return items + [dict(item, phenotypes=item["phenotypes"].copy()) for item in real for _ in range(real_repeats)]
 
 
 def discover_subjects(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Losses, augmentation, iteration steps and setup helpers of ``scripts.engines`` (fast: tiny tensors, tiny network).
+"""Losses, augmentation, iteration steps, metrics and head fitting of the training (fast: tiny tensors and network).
 
 The references below are written the naive way on purpose (explicit one-hot tensors, Python loops over subjects and
 classes) so they share no code path with the vectorised implementation they check.
@@ -15,21 +15,17 @@ import torch.nn.functional as F
 from monai.data import DataLoader
 from monai.engines import SupervisedTrainer
 
-import scripts.engines as engines
-from scripts.engines import (
-    SegmentationStep,
-    dice_per_class,
-    drop_random_planes,
-    fit_ridge,
-    load_pretrained,
-    prepare_phenotype_head,
-    seeded_rng,
-    segmentation_loss,
-    spurious_voxels,
-)
+import scripts.steps as steps
 from scripts.flags import as_flag
+from scripts.head_fitting import fit_ridge, nan_mean_std, prepare_phenotype_head
 from scripts.labels import NUM_CLASSES, PHENOTYPE_NAMES, UNLABELLED
-from scripts.net import build_network
+from scripts.losses import segmentation_loss
+from scripts.metrics import dice_per_class, spurious_voxels
+from scripts.optim import trainable_parameters
+from scripts.precision import seeded_rng
+from scripts.presets import build_network
+from scripts.steps import SegmentationStep, drop_random_planes
+from scripts.weights import load_pretrained
 
 PLANES, FRAMES, SIZE = 9, 10, 32
 RV = 3
@@ -298,13 +294,13 @@ def test_segmentation_step_trains_the_tiny_network_in_a_supervised_trainer(monke
     network = Recorder(tiny_heart())
     before = {k: v.clone() for k, v in network.state_dict().items()}
     seen = {}
-    real_loss = engines.segmentation_loss
+    real_loss = steps.segmentation_loss
 
     def spy(logits, label, class_mask, dice_weight=1.0):
         seen["label"] = label.detach().clone()
         return real_loss(logits, label, class_mask, dice_weight)
 
-    monkeypatch.setattr(engines, "segmentation_loss", spy)
+    monkeypatch.setattr(steps, "segmentation_loss", spy)
     step = SegmentationStep(max_dropped_planes=2, drop_probability=1.0, decoded_planes=2, decoded_frames=4)
     trainer = run_one_iteration(network, step)
 
@@ -475,7 +471,7 @@ def test_as_flag_reads_the_command_lines_words_and_names_a_bad_one():
 
 def test_layer_decay_gives_each_encoder_depth_its_rate_and_every_parameter_one_group():
     network = tiny_heart()
-    groups = engines.trainable_parameters(network, learning_rate=1e-3, head_learning_rate=4e-3, layer_decay=0.5)
+    groups = trainable_parameters(network, learning_rate=1e-3, head_learning_rate=4e-3, layer_decay=0.5)
     rate_of = {id(p): g["lr"] for g in groups for p in g["params"]}
     named = {name: p for name, p in network.named_parameters() if p.requires_grad}
     assert sum(len(g["params"]) for g in groups) == len(named) == len(rate_of)
@@ -487,9 +483,9 @@ def test_layer_decay_gives_each_encoder_depth_its_rate_and_every_parameter_one_g
     assert rate_of[id(named["encoder.plane_embed"])] == pytest.approx(1e-3 * 0.5 ** (last + 1))
     assert {rate_of[id(p)] for n, p in named.items() if not n.startswith("encoder.")} == {4e-3}
     # without decay the encoder is one group, as checkpoints of earlier runs expect
-    assert [g["lr"] for g in engines.trainable_parameters(network, 1e-3, 4e-3)] == [1e-3, 4e-3]
+    assert [g["lr"] for g in trainable_parameters(network, 1e-3, 4e-3)] == [1e-3, 4e-3]
     with pytest.raises(ValueError, match="layer_decay"):
-        engines.trainable_parameters(network, 1e-3, 4e-3, layer_decay=0.0)
+        trainable_parameters(network, 1e-3, 4e-3, layer_decay=0.0)
 
 
 def test_dice_per_class_on_hand_made_maps():
@@ -542,7 +538,7 @@ def test_segmentation_loss_decreases_when_logits_follow_the_labels():
 
 def test_nan_mean_std_skips_unknown_values():
     values = np.array([[1.0, np.nan, np.nan], [3.0, 5.0, np.nan], [5.0, np.nan, np.nan]])
-    mean, std = engines.nan_mean_std(values)
+    mean, std = nan_mean_std(values)
     np.testing.assert_allclose(mean, [3.0, 5.0, 0.0])  # a column known for no row: mean 0
     np.testing.assert_allclose(std, [2.0, 1.0, 1.0])  # sample std; fewer than 2 known: 1
 

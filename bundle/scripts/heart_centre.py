@@ -1,0 +1,94 @@
+"""The heart centre of a subject, in world mm, found without any segmentation.
+
+Every canonical plane is centred on the heart centre projected onto that plane. Methods (recorded as
+``geometry["centre_method"]``):
+
+``la_intersection``: the LV long axis is the common line of the long-axis planes (least squares over their plane
+equations); its intersection with the middle slice of the SA stack is the centre.
+
+``image_centre``: without two usable long-axis planes, the centre of the middle SA slices (a technologist centres
+the SA field of view on the heart). A motion localiser (centroid of the temporal standard deviation) was tried and
+removed: on the 3 Sunnybrook studies it landed 50-118 mm from the contoured LV (flow and fat artefacts move too), the
+image centre 7-15 mm.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from scripts.geometry import plane_axes, sa_slice_order, slice_centre, world_to_voxel
+from scripts.labels import LA_PLANES, SA_PLANE
+from scripts.subject import Subject
+
+logger = logging.getLogger(__name__)
+
+#: Two long-axis planes are "distinct" if the second singular value of their normals exceeds this (~6 degrees).
+MIN_LA_NORMAL_SPREAD = 0.1
+CENTRE_METHODS = ("la_intersection", "image_centre")
+
+
+def heart_centre(subject: Subject) -> tuple[np.ndarray, str]:
+    """World position (3,) mm of the heart centre and the method that found it (one of ``CENTRE_METHODS``).
+
+    Found once per read subject and kept in ``subject.centre``: inference builds a subject's canonical stack once per
+    pass (extra SA stacks, test-time shifts) from the same files. The fallback (``image_centre``) is logged as a
+    warning.
+    """
+    if subject.centre is None:
+        subject.centre = _find_heart_centre(subject)
+    centre, method = subject.centre
+    return centre.copy(), method
+
+
+def _find_heart_centre(subject: Subject) -> tuple[np.ndarray, str]:
+    sa = subject.planes.get(SA_PLANE)
+    sa_order = sa_slice_order(sa.affine, sa.image.shape) if sa is not None else []
+    centre = _long_axis_centre(subject, sa_order)
+    if centre is not None:
+        return centre, "la_intersection"
+    if sa is not None:
+        third = len(sa_order) // 3
+        reference, slices = sa, sa_order[third : len(sa_order) - third] or sa_order
+    else:
+        reference = next(subject.planes[stem] for stem in LA_PLANES if stem in subject.planes)
+        slices = [0]
+    centre = slice_centre(reference.affine, reference.image.shape, float(np.mean(slices)))
+    method = "image_centre"
+    logger.warning(
+        "subject %s: heart centre by %s (no two usable long-axis planes cutting the SA stack)", subject.id, method
+    )
+    return centre, method
+
+
+def _long_axis_centre(subject: Subject, sa_order: list[int]) -> np.ndarray | None:
+    """Heart centre (3,) mm from the long-axis planes' common line (and the SA middle slice of ``sa_order``, the SA
+    slices base to apex), or None if undetermined."""
+    la_planes = [subject.planes[stem] for stem in LA_PLANES if stem in subject.planes]
+    if len(la_planes) < 2:
+        return None
+    normals = np.stack([plane_axes(p.affine)[2] for p in la_planes])
+    points = np.stack([slice_centre(p.affine, p.image.shape, 0) for p in la_planes])
+    singular_values, right_vectors = np.linalg.svd(normals)[1:]
+    if singular_values[1] < MIN_LA_NORMAL_SPREAD:
+        return None
+    long_axis = right_vectors[-1]
+    rows, offsets = list(normals), list(np.einsum("ij,ij->i", normals, points))
+    sa = subject.planes.get(SA_PLANE)
+    if sa is not None:
+        sa_normal = plane_axes(sa.affine)[2]
+        if abs(sa_normal @ long_axis) < 0.2:  # long axis (nearly) within the SA planes: no usable intersection
+            return None
+        mid_slice = slice_centre(sa.affine, sa.image.shape, sa_order[len(sa_order) // 2])
+        rows.append(sa_normal)
+        offsets.append(sa_normal @ mid_slice)
+    else:
+        rows.append(long_axis)
+        offsets.append(long_axis @ points.mean(axis=0))
+    centre = np.linalg.lstsq(np.stack(rows), np.array(offsets), rcond=None)[0]
+    if sa is not None:  # the intersection must fall inside the SA field of view, else the geometry is inconsistent
+        x, y, _ = world_to_voxel(sa.affine, centre)
+        if not (0 <= x <= sa.image.shape[0] - 1 and 0 <= y <= sa.image.shape[1] - 1):
+            return None
+    return centre

@@ -1,0 +1,232 @@
+"""One subject segmented as inference does it: every plane and frame on the canonical grid (labels, softmax,
+embedding, phenotypes from one encoder pass), then every input plane in its own grid from the mean probabilities of
+all passes over the subject (extra SA stacks for the slices the canonical grid skips, test-time shifts of the crop).
+
+:class:`SubjectSegmenter` holds what every pass needs (network, canonical loader, device, precision, shifts), so the
+cohort loops of inference and evaluation, the measure head's fit and the timing tools call one object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from scripts.canonical import LoadCineSubjectd, parse_geometry, plan_sa_passes
+from scripts.labels import SA_PLANE, UNLABELLED
+from scripts.precision import precision_context
+from scripts.subject import Subject
+from scripts.weights import unwrap_network
+from scripts.writeback import most_probable_class, probabilities_to_plane_labels
+
+#: one pass of the write-back: float16 probabilities (C, P', T, H, W) and the geometry of those P' planes
+Pass = tuple[torch.Tensor, Any]
+#: file stem -> (labels uint8 (X, Y, S, T), affine (4, 4))
+PlaneLabels = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class SubjectSegmentation:
+    """What :meth:`SubjectSegmenter.segment` gives for one subject.
+
+    Attributes:
+        sample: the canonical sample (keys of ``docs/CONTRACTS.md``).
+        prediction: :meth:`SubjectSegmenter.predict` of the sample (labels, probabilities, embedding, phenotypes).
+        planes: labels of every input plane in its own grid (:meth:`SubjectSegmenter.input_plane_labels`).
+        sa_slices_unsegmented: SA slice indices that no pass covered (normally none).
+    """
+
+    sample: dict[str, Any]
+    prediction: dict[str, torch.Tensor]
+    planes: PlaneLabels
+    sa_slices_unsegmented: list[int]
+
+
+class SubjectSegmenter:
+    """Segment, embed and phenotype subjects with one network.
+
+    Args:
+        network: a ``CineHeartNet`` on ``device`` (a (Distributed)DataParallel wrapper is looked through).
+        load_subject: the canonical loader of the config (``LoadCineSubjectd``); its grid must match training.
+        device: torch device of the network.
+        precision: "auto" (bf16 autocast where fast) or "fp32".
+        centre_shifts_px: test-time shifts of the crop, (u, v) canonical pixels each (see
+            :meth:`input_plane_labels`); empty: one pass per SA group.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        load_subject: LoadCineSubjectd,
+        device: torch.device | str = "cpu",
+        precision: str = "auto",
+        centre_shifts_px: Sequence[Sequence[float]] = (),
+    ) -> None:
+        self.network = network
+        self.load_subject = load_subject
+        self.device = torch.device(device)
+        self.precision = precision
+        self.centre_shifts_px = [[float(x) for x in shift] for shift in centre_shifts_px]
+
+    def with_network(self, network: torch.nn.Module) -> SubjectSegmenter:
+        """The same loader, device, precision and shifts with another network (e.g. another checkpoint's)."""
+        return SubjectSegmenter(network, self.load_subject, self.device, self.precision, self.centre_shifts_px)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The network without a (Distributed)DataParallel wrapper: the passes call its methods directly."""
+        return unwrap_network(self.network)
+
+    # --- network passes on a canonical sample ---------------------------------------------------------
+
+    def _decode(
+        self, sample: Mapping[str, Any], planes: Sequence[int] | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits (C, P', T, H, W) of the P' = len(planes) planes asked for, on the device; their canonical indices
+        (P',); the embedding (D,)). ``planes`` defaults to the planes the sample has."""
+        image = sample["image"][None].to(self.device)
+        plane_mask = sample["plane_mask"][None].to(self.device)
+        if planes is None:
+            planes = torch.nonzero(sample["plane_mask"]).flatten().tolist()
+        decode_planes = torch.as_tensor(planes, dtype=torch.long, device=self.device)
+        with precision_context(self.device, self.precision):
+            logits, embedding = self.model.segment_and_embed(image, plane_mask, decode_planes)
+        return logits[0], decode_planes.cpu(), embedding[0]
+
+    @torch.no_grad()
+    def predict(self, sample: Mapping[str, Any], planes: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+        """One encoder pass for everything inference reports about a canonical sample (CPU tensors):
+        ``labels`` uint8 (P, T, H, W), ``probabilities`` float16 (C, P, T, H, W) (the softmax; what is written back
+        onto the input planes, :meth:`input_plane_labels`), ``embedding`` (D,) and ``phenotypes`` (K,) in physical
+        units.
+
+        ``planes`` (canonical plane indices; default: the planes the sample has) are the ones segmented; the others'
+        labels are 0. The decoder works plane by plane and dominates the cost, so a plane not asked for is not
+        computed (an absent plane, or the LA planes of an extra SA pass).
+        """
+        logits, decode_planes, embedding = self._decode(sample, planes)
+        with precision_context(self.device, self.precision):
+            phenotypes = self.model.phenotype_head.predict_physical(embedding[None])
+        grid = sample["image"].shape[1:]
+        labels = torch.zeros(grid, dtype=torch.uint8)
+        labels[decode_planes] = most_probable_class(logits).cpu()
+        # float16 halves the memory of a subject's maps (~100 MB at the small preset); a probability needs no more
+        probabilities = torch.zeros((logits.shape[0],) + tuple(grid), dtype=torch.float16)
+        probabilities[:, decode_planes] = logits.float().softmax(0).to(torch.float16).cpu()
+        return {
+            "labels": labels,
+            "probabilities": probabilities,
+            "embedding": embedding.float().cpu(),
+            "phenotypes": phenotypes[0].float().cpu(),
+        }
+
+    @torch.no_grad()
+    def predict_pass(self, sample: Mapping[str, Any], planes: Sequence[int] | None = None) -> Pass:
+        """A further pass of :meth:`input_plane_labels` (an extra SA stack, a test-time shift) as
+        :func:`scripts.writeback.probabilities_to_plane_labels` takes it: the float16 probabilities (C, P', T, H, W)
+        of the P' ``planes`` decoded (default: the planes the sample has) and the sample's geometry with only their
+        records.
+
+        No labels, embedding or phenotypes: the pass adds probabilities only. A plane not decoded is left out rather
+        than kept as zeros: zeros would not change the mean's most probable class, but the write-back would still cut
+        them (an extra SA pass encodes the LA views too) and blend densely wherever their class 0 disagrees with the
+        others.
+        """
+        logits, decode_planes, _ = self._decode(sample, planes)
+        geometry = parse_geometry(sample["geometry"])
+        geometry["planes"] = [geometry["planes"][k] for k in decode_planes.tolist()]
+        return logits.float().softmax(0).to(torch.float16).cpu(), geometry
+
+    @torch.no_grad()
+    def embed_and_phenotype(self, image: torch.Tensor, plane_mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Embedding (D,) and phenotypes (K,, physical units) of one subject's (1, 1, P, T, H, W) ``image`` with the
+        (1, P) ``plane_mask`` (e.g. with planes removed), both on the device."""
+        with precision_context(self.device, self.precision):
+            embedding = self.model.embed(image, plane_mask)
+            phenotypes = self.model.phenotype_head.predict_physical(embedding)
+        return embedding[0].float().cpu().numpy(), phenotypes[0].float().cpu().numpy()
+
+    # --- the passes over a subject --------------------------------------------------------------------
+
+    def pass_loader(self, shift_px: Sequence[float], sa_slices: Sequence[int] | None = None) -> LoadCineSubjectd:
+        """A loader on the config loader's grid and cache for one pass: the heart centre moved by ``shift_px`` (u, v)
+        canonical pixels, the SA slices ``sa_slices`` (None: the canonical choice). A new transform, so the
+        config's loader keeps its own settings."""
+        loader = self.load_subject
+        return LoadCineSubjectd(
+            keys=loader.keys,
+            num_sa_slices=loader.num_sa_slices,
+            num_frames=loader.num_frames,
+            crop_size=loader.crop_size,
+            spacing_mm=loader.spacing_mm,
+            label_map=loader.label_map,
+            sa_slice_indices=sa_slices,
+            centre_shift_px=[float(x) for x in shift_px],
+            cache_dir=loader.cache_dir,
+            allow_missing_keys=loader.allow_missing_keys,
+        )
+
+    def extra_sa_passes(
+        self, item: Mapping[str, Any], files: Subject | None, canonical: Mapping[str, Any], shift_px: Sequence[float]
+    ) -> list[Pass]:
+        """The passes over the SA slices that the canonical sample ``canonical`` (shifted by ``shift_px``) skipped: each
+        encodes all planes (the LA views inform the SA slices) but decodes only its SA slices."""
+        covered = [r["slice"] for r in parse_geometry(canonical["geometry"])["planes"] if r["source"] == SA_PLANE]
+        passes = []
+        for sa_slices in plan_sa_passes(canonical["geometry"], covered):
+            extra = self.pass_loader(shift_px, sa_slices)(dict(item), files)
+            records = parse_geometry(extra["geometry"])["planes"]
+            sa_planes = [k for k, record in enumerate(records) if record["source"] == SA_PLANE]
+            passes.append(self.predict_pass(extra, sa_planes))
+        return passes
+
+    def input_plane_labels(
+        self,
+        item: Mapping[str, Any],
+        sample: Mapping[str, Any],
+        probabilities: torch.Tensor,
+        files: Subject | None = None,
+    ) -> tuple[PlaneLabels, list[int]]:
+        """Labels of every input plane in its own shape, and the SA slices left unsegmented (normally none).
+
+        ``probabilities`` (C, P, T, H, W) are the canonical prediction of ``sample`` (:meth:`predict`). Further
+        passes add to it:
+
+        - extra SA passes (:meth:`extra_sa_passes`) cover the slices of the stack that the canonical grid skipped;
+        - ``centre_shifts_px``: test-time shifts, one more canonical pass (and its extra SA passes) per (u, v) shift
+          of the heart centre in canonical pixels (``LoadCineSubjectd.centre_shift_px``), so every slice is predicted
+          again with the patch grid elsewhere on the heart.
+
+        :func:`scripts.writeback.probabilities_to_plane_labels` writes the mean probabilities of all passes back. A
+        pass's sample comes through the loader's cache when it has one (training caches the extra SA stacks too, see
+        ``RandSAStackd``), else from ``files`` (the files of ``item``, already read), else from the files read by the
+        pass's loader.
+
+        Returns:
+            file stem -> (labels uint8 (X, Y, S, T), affine (4, 4)); the SA slice indices that no pass covered.
+        """
+        passes = [(probabilities, sample["geometry"])]
+        passes += self.extra_sa_passes(item, files, sample, self.load_subject.centre_shift_px)
+        for shift_px in self.centre_shifts_px:
+            shifted = self.pass_loader(shift_px)(dict(item), files)
+            passes.append(self.predict_pass(shifted))
+            passes += self.extra_sa_passes(item, files, shifted, shift_px)
+        outputs = probabilities_to_plane_labels(passes)
+        uncovered: list[int] = []
+        if SA_PLANE in outputs:
+            sa_labels = outputs[SA_PLANE][0]
+            uncovered = [z for z in range(sa_labels.shape[2]) if (sa_labels[:, :, z] == UNLABELLED).all()]
+        for array, _ in outputs.values():
+            array[array == UNLABELLED] = 0
+        return outputs, uncovered
+
+    def segment(self, item: Mapping[str, Any]) -> SubjectSegmentation:
+        """Load one datalist ``item`` (its files read once for all passes) and segment it: the canonical prediction
+        and the labels of every input plane (with the test-time shifts)."""
+        files = self.load_subject.read_files(item)
+        sample = self.load_subject(dict(item), files)
+        prediction = self.predict(sample)
+        planes, uncovered = self.input_plane_labels(item, sample, prediction["probabilities"], files)
+        return SubjectSegmentation(sample, prediction, planes, uncovered)
