@@ -1,7 +1,8 @@
 """Cohort inference: every plane and frame segmented, phenotypes estimated, embedding written, per subject.
 
 Per subject ``<output_dir>/<id>/``: ``seg_<plane>.nii.gz`` for every input plane in that plane's own shape and
-affine, ``phenotypes.json``, ``embedding.npy`` and ``report.json`` (planes used, missing, problems); for the cohort
+affine, ``phenotypes.json``, ``embedding.npy``, ``report.json`` (planes used, missing, problems) and, unless switched
+off, ``volume_curves.csv`` / ``.json`` (chamber volumes per frame and the cardiac phases); for the cohort
 ``phenotypes.csv``, ``phenotypes_from_embedding.csv``, ``phenotypes_from_segmentation.csv`` and ``summary.json``
 (subjects done and failed). A bad subject is reported and skipped. The segmentation itself is
 :class:`scripts.subject_segmenter.SubjectSegmenter`'s; this module finds the subjects and writes the files.
@@ -27,6 +28,7 @@ import torch
 from scripts.canonical import parse_geometry
 from scripts.dicom import convert_study, is_dicom_study
 from scripts.files import atomic_path, json_number, save_nifti_atomic, write_json_atomic, write_text_atomic
+from scripts.flags import as_flag
 from scripts.labels import PHENOTYPE_NAMES, PHENOTYPE_UNITS
 from scripts.measures import (
     implausible_ejections,
@@ -38,6 +40,7 @@ from scripts.measures import (
 )
 from scripts.subject import discover_subjects, is_subject_folder
 from scripts.subject_segmenter import SubjectSegmentation, SubjectSegmenter
+from scripts.volume_curves import input_frame_interval_ms, volume_curves_record, write_volume_curves
 from scripts.weights import load_network_weights
 
 logger = logging.getLogger(__name__)
@@ -98,12 +101,23 @@ class CohortPredictor:
         checkpoint: weights to load into the segmenter's network before predicting (a state dict file); None keeps
             the network's weights.
         output_dir: where per-subject folders and the cohort table are written.
+        write_volume_curves: write each subject's ``volume_curves.csv`` / ``.json`` (a flag: bool or true/false).
+        write_cardiac_phases: add the cardiac phases to them (:mod:`scripts.phases`).
     """
 
-    def __init__(self, segmenter: SubjectSegmenter, checkpoint: str | None, output_dir: str) -> None:
+    def __init__(
+        self,
+        segmenter: SubjectSegmenter,
+        checkpoint: str | None,
+        output_dir: str,
+        write_volume_curves: bool | str = True,
+        write_cardiac_phases: bool | str = True,
+    ) -> None:
         self.segmenter = segmenter
         self.checkpoint = checkpoint
         self.output_dir = Path(output_dir)
+        self.write_volume_curves = as_flag(write_volume_curves, "write_volume_curves")
+        self.write_cardiac_phases = as_flag(write_cardiac_phases, "write_cardiac_phases")
 
     def resolve_inputs(self, input_path: str | os.PathLike) -> list[dict[str, Any]]:
         """Datalist items for a subject folder, a dataset folder, or DICOM studies (converted first)."""
@@ -189,6 +203,10 @@ class CohortPredictor:
         with atomic_path(subject_dir / "embedding.npy") as temp_path:
             np.save(temp_path, segmentation.prediction["embedding"].numpy().astype(np.float32))
         self.write_report(item, segmentation, measured, implausible)
+        if self.write_volume_curves:
+            interval_ms = input_frame_interval_ms(item["subject"], list(segmentation.planes))
+            record = volume_curves_record(subject_id, volumes, interval_ms, self.write_cardiac_phases)
+            write_volume_curves(record, subject_dir)
         return {
             "estimated": {"subject": subject_id, **phenotypes},
             "from_embedding": {"subject": subject_id, **from_embedding},

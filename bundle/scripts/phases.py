@@ -1,0 +1,111 @@
+"""Cardiac phases of one cycle from the LV blood-pool volume curve.
+
+Five keyframes per cycle, as Koehler et al. name them, found on the cyclically smoothed curve V (mL) and its
+rate dV/dt (central differences, mL per frame), all in the input's own frame indices:
+
+- ED: the largest volume; ES: the smallest;
+- mid-systole: the frame of steepest ejection (most negative dV/dt) on the way from ED to ES;
+- peak early filling: the E wave, the first peak of dV/dt after ES reaching half the largest filling rate (the first,
+  not the largest, so that an atrial kick taller than the E wave is not taken for it);
+- diastasis (mid-diastole): the slowest filling (smallest dV/dt) between the E wave and the atrial-contraction peak
+  (the largest dV/dt in the second half of the way from the E wave to ED); the middle frame of that stretch where
+  the two peaks are adjacent.
+
+The cycle wraps: the frame after the last is the first, so ED may sit anywhere in the curve.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+#: names of the keyframes in cycle order from ED
+PHASE_NAMES = ("ED", "mid_systole", "ES", "peak_early_filling", "diastasis")
+#: what each keyframe is, as written beside the phases in ``volume_curves.json``
+PHASE_DEFINITIONS = {
+    "ED": "largest LV volume",
+    "mid_systole": "steepest ejection (most negative dV/dt) from ED to ES",
+    "ES": "smallest LV volume",
+    "peak_early_filling": "first peak of dV/dt after ES reaching half the largest filling rate (E wave)",
+    "diastasis": "smallest dV/dt between the E wave and the atrial-contraction peak",
+}
+#: width (frames) of the Gaussian that smooths the curve before phases are read
+SMOOTHING_SIGMA_FRAMES = 1.0
+#: the fewest frames a cycle needs for five distinct keyframes
+MIN_FRAMES = 5
+
+
+def smooth_cyclic(curve: np.ndarray, sigma_frames: float = SMOOTHING_SIGMA_FRAMES) -> np.ndarray:
+    """(T,) curve smoothed by a Gaussian of ``sigma_frames`` frames, wrapping around the cycle."""
+    # scipy's wrap mode gives the cyclic convolution without building the kernel by hand
+    return gaussian_filter1d(np.asarray(curve, dtype=float), sigma_frames, mode="wrap")
+
+
+def cyclic_rate(curve: np.ndarray) -> np.ndarray:
+    """(T,) central-difference dV/dt (per frame) of a cyclic (T,) curve."""
+    return (np.roll(curve, -1) - np.roll(curve, 1)) / 2.0
+
+
+def cyclic_span(start: int, stop: int, num_frames: int) -> np.ndarray:
+    """Frame indices from ``start`` to ``stop`` inclusive going forward around a cycle of ``num_frames`` frames."""
+    return (start + np.arange((stop - start) % num_frames + 1)) % num_frames
+
+
+def cyclic_frame_distance(a: int, b: int, num_frames: int) -> int:
+    """Frames between ``a`` and ``b`` the short way round a cycle of ``num_frames`` (the cFD of one keyframe)."""
+    step = abs(a - b) % num_frames
+    return min(step, num_frames - step)
+
+
+def first_major_peak(values: np.ndarray, fraction: float = 0.5) -> int:
+    """Index into (N,) ``values`` of the first local maximum at least ``fraction`` of their maximum (the maximum
+    itself where no earlier one is)."""
+    threshold = fraction * values.max()
+    for i in range(len(values)):
+        left = values[i - 1] if i > 0 else -np.inf
+        right = values[i + 1] if i + 1 < len(values) else -np.inf
+        if values[i] >= threshold and values[i] >= left and values[i] >= right:
+            return i
+    return int(np.argmax(values))
+
+
+def diastasis_frame(rate: np.ndarray, filling: int, ed: int) -> int:
+    """The diastasis frame: smallest dV/dt between the E-wave frame ``filling`` and the atrial peak (the largest
+    (T,) ``rate`` in the second half of the way from ``filling`` to ``ed``); the middle of the way where they touch."""
+    num_frames = len(rate)
+    way = cyclic_span(filling, ed, num_frames)
+    late = way[len(way) // 2 :]
+    atrial = int(late[np.argmax(rate[late])])
+    between = cyclic_span(filling, atrial, num_frames)[1:-1]
+    if len(between) == 0:
+        return int(way[len(way) // 2])
+    return int(between[np.argmin(rate[between])])
+
+
+def cardiac_phases(lv_volume_ml: np.ndarray | None) -> dict[str, int | None]:
+    """The five keyframes of :data:`PHASE_NAMES` (frame indices) from an LV blood-pool curve.
+
+    Args:
+        lv_volume_ml: (T,) LV volume per frame (mL) over one cycle, or None where the SA stack is missing.
+
+    Returns:
+        phase name -> frame index in [0, T); every value None where there is no curve, fewer than
+        :data:`MIN_FRAMES` frames, or a flat curve (no LV found).
+    """
+    if lv_volume_ml is None or len(lv_volume_ml) < MIN_FRAMES or np.ptp(lv_volume_ml) <= 0:
+        return dict.fromkeys(PHASE_NAMES)
+    volume = smooth_cyclic(lv_volume_ml)
+    rate = cyclic_rate(volume)
+    num_frames = len(volume)
+    ed, es = int(np.argmax(volume)), int(np.argmin(volume))
+    systole = cyclic_span(ed, es, num_frames)
+    mid_systole = int(systole[np.argmin(rate[systole])])
+    diastole = cyclic_span(es, ed, num_frames)
+    filling = int(diastole[first_major_peak(rate[diastole])])
+    return {
+        "ED": ed,
+        "mid_systole": mid_systole,
+        "ES": es,
+        "peak_early_filling": filling,
+        "diastasis": diastasis_frame(rate, filling, ed),
+    }
