@@ -21,6 +21,7 @@ import numpy as np
 from scripts.files import json_number, write_json_atomic, write_text_atomic
 from scripts.measures import resample_cycle
 from scripts.phases import PHASE_DEFINITIONS, cardiac_phases
+from scripts.subject import find_plane_file
 
 #: chamber -> how its curve is measured
 CURVE_METHODS = {
@@ -35,11 +36,11 @@ TIME_UNIT_MS = {"msec": 1.0, "sec": 1000.0, "usec": 0.001}
 
 
 def input_frame_interval_ms(subject_dir: str | os.PathLike, stems: list[str]) -> float | None:
-    """Frame interval (ms) from the time spacing of ``<subject_dir>/<stem>.nii.gz`` (the first of ``stems`` found,
-    SA first); None where the header gives no time unit or a non-positive spacing."""
+    """Frame interval (ms) from the time spacing of the plane file ``stem`` of ``subject_dir`` (the first of ``stems``
+    found, SA first); None where the header gives no time unit or a non-positive spacing."""
     for stem in sorted(stems, key=lambda s: s != "sa"):
-        path = Path(subject_dir) / f"{stem}.nii.gz"
-        if not path.exists():
+        path = find_plane_file(Path(subject_dir), stem)
+        if path is None:
             continue
         header = nib.load(path).header
         zooms = header.get_zooms()
