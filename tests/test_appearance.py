@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -64,3 +66,9 @@ def test_mixed_datalist_repeats_the_real_split_after_the_synthetic_one(tiny_coho
     assert [i["id"] for i in mixed[len(synthetic) :]] == [i["id"] for i in synthetic for _ in range(3)]
     with pytest.raises(SubjectError, match="real_repeats"):
         mixed_datalist(tiny_cohort, "training", real_dataset_dir=tiny_cohort, real_repeats=0)
+    # a real folder that lists its studies under "test" only (as tools.import_sunnybrook writes it) is an error, not
+    # a silent synthetic-only training
+    only_test = tmp_path / "test_only.json"
+    only_test.write_text(json.dumps({"training": [], "validation": [], "test": [{"subject": "subject_0000"}]}))
+    with pytest.raises(SubjectError, match="no subject in its 'training' split"):
+        mixed_datalist(tiny_cohort, "training", real_dataset_dir=tiny_cohort, real_datalist=only_test)

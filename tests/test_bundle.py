@@ -222,7 +222,11 @@ def test_inference_keeps_going_past_a_bad_subject(trained, tiny_cohort, tmp_path
         path.write_bytes(b"not a nifti file")
     out = tmp_path / "predictions"
     model = trained / "finetune_phenotypes" / "models" / "model.pt"
-    bundle_run(["configs/inference.yaml"], dataset_dir=dataset, output_dir=out, ckpt=model)
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml", "--preset",
+               "tiny", "--dataset_dir", str(dataset), "--output_dir", str(out), "--ckpt", str(model)]  # fmt: skip
+    result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)
+    assert result.returncode == 1, "a batch with a failed subject must not exit 0"
+    assert f"1 subject(s) failed ({names[0]})" in result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["done"] == [names[1]]
     assert summary["failed"][0]["subject"] == names[0]

@@ -84,6 +84,30 @@ def test_import_writes_sa_volume_and_lv_labels(dataset, study):
 
 
 @pytest.mark.parametrize("study", STUDIES)
+def test_endocardium_only_slices_are_background_beyond_the_wall_margin_and_unknown_within(dataset, study):
+    """Where only the endocardium was drawn (end-systole), the label says LV inside, unknown within the wall margin
+    (the epicardium lies somewhere there) and background beyond it, so an LV spilling into the RV is seen."""
+    from scipy.ndimage import distance_transform_edt
+
+    from tools.import_sunnybrook import WALL_MARGIN_MM
+
+    label, affine = source_label(dataset, study)
+    spacing = tuple(np.linalg.norm(affine[:3, :2], axis=0))
+    endocardium_only = [
+        (z, t)
+        for z in range(label.shape[2])
+        for t in range(label.shape[3])
+        if (label[:, :, z, t] == 1).any() and not (label[:, :, z, t] == 2).any()
+    ]
+    assert endocardium_only, "Sunnybrook contours the epicardium at end-diastole only"
+    for z, t in endocardium_only:
+        frame = label[:, :, z, t]
+        distance_mm = distance_transform_edt(frame != 1, sampling=spacing)
+        assert (frame[distance_mm > WALL_MARGIN_MM + 1] == 0).all()
+        assert (frame[(distance_mm > 0) & (distance_mm < WALL_MARGIN_MM - 1)] == UNLABELLED).all()
+
+
+@pytest.mark.parametrize("study", STUDIES)
 def test_selected_slices_keep_every_lv_voxel_inside_the_crop(dataset, samples, study):
     """The crop centred without labels still holds every manually contoured LV voxel of the chosen SA slices."""
     label, affine = source_label(dataset, study)
@@ -273,6 +297,7 @@ def test_mixed_training_joins_repeated_real_studies_to_a_wide_synthetic_cohort(d
              "'configs/real_scans.yaml']",
              "--preset", "tiny", "--dataset_dir", str(wide), "--real_dataset_dir", str(dataset),
              "--real_datalist", str(fold), "--real_repeats", "2", "--appearance_prob", "1.0",
+             "--sa_only_probability", "0.5",
              "--output_dir", str(tmp_path / "out"), "--pretrained_ckpt", str(start), "--max_epochs", "1",
              "--val_interval", "2", "--cache_dir", str(tmp_path / "cache")]  # fmt: skip
     result = subprocess.run(train, cwd=BUNDLE, capture_output=True, text=True)

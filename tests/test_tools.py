@@ -50,6 +50,10 @@ def test_plot_planes_writes_a_picture(tiny_cohort, tmp_path):
             "-m",
             "tools.plot_planes",
             str(tiny_cohort / "subject_0000"),
+            str(tiny_cohort / "subject_0000"),
+            "--frames",
+            "0",
+            "5",
             "--out",
             str(out),
         ],
@@ -57,6 +61,10 @@ def test_plot_planes_writes_a_picture(tiny_cohort, tmp_path):
         capture_output=True,
     )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    one_frame_per_row = [sys.executable, "-m", "tools.plot_planes", str(tiny_cohort / "subject_0000"), "--frames", "0"]
+    bad = one_frame_per_row + ["1", "--out", str(tmp_path / "bad.png")]
+    result = subprocess.run(bad, capture_output=True, text=True)
+    assert result.returncode == 2 and "2 frames for 1 rows" in result.stderr and not (tmp_path / "bad.png").exists()
 
 
 def test_probe_pool_time_averages_the_tokens_of_each_temporal_index():
@@ -263,3 +271,61 @@ def test_time_inference_times_a_checkout_and_refuses_a_folder_that_is_not_one(ti
     assert shipped.returncode != 0 and "check --preset matches the checkpoint" in shipped.stderr
     bad = subprocess.run(tool + [str(subject), "--repo", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 1 and str(tmp_path) in bad.stderr and "checkout" in bad.stderr
+
+
+@pytest.mark.parametrize("real_studies_help", [True, False])
+def test_real_scan_recipe_ships_real_training_only_where_leave_one_out_shows_it_helps(
+    real_studies_help, tmp_path, monkeypatch
+):
+    """The trainings and evaluations ``tools.train_real_scans`` runs (bundle commands recorded, not run): the
+    synthetic-only model from --start and one model per leave-one-out fold from it, each fold evaluated on its own
+    split file; the model on all real studies is trained, and gets the heads, only where the folds' held-out Dice
+    beats the synthetic-only model's on the same studies; otherwise the synthetic-only model ships."""
+    tool = load_tool("train_real_scans")
+    recipe = yaml.safe_load((BUNDLE / "configs" / "recipe.yaml").read_text())["real_scans"]
+    folds = [f"folds/fold{k}.json" for k in range(3)]
+    trainings, evaluations = {}, []
+
+    def run(command, log):
+        arguments = dict(zip(command[4::2], command[5::2]))
+        trainings[arguments["--task"]] = arguments
+
+    def evaluate(ckpt, scratch_ckpt, output_dir, test_data, data, log, **overrides):
+        evaluations.append((output_dir.name, ckpt, overrides.get("datalist")))
+        fold = output_dir.name.startswith("fold")
+        value = 0.7 if fold == real_studies_help else 0.6
+        dice = {"all": {"LVBP": value, "LVMYO": value}}
+        studies = 1 if fold else 3
+        study = {"dice_input_planes": dice["all"], "labelled_phases": None}
+        per_subject = [{"subject": f"s{k}", **study} for k in range(studies)]
+        model = {"dice": dice, "dice_input_planes": dice, "labelled_phases": None, "per_subject": per_subject}
+        return {"models": {"pretrained": model}}
+
+    monkeypatch.setattr(tool, "run", run)
+    monkeypatch.setattr(tool, "evaluate", evaluate)
+    monkeypatch.setattr(tool, "synthesize", lambda *args, **kwargs: None)
+    monkeypatch.setattr(tool, "import_real_studies", lambda *args: folds)
+    monkeypatch.setattr(tool, "shipped_precision", lambda checkpoint, destination: destination)
+    start = tmp_path / "start.pt"
+    tool.main(["--start", str(start), "--work-dir", str(tmp_path / "work")])
+    out = tmp_path / "work" / "outputs"
+    synthetic = out / "synthetic" / "models" / f"checkpoint_epoch={recipe['synthetic']['max_epochs']}.pt"
+    real = out / "real" / "models" / f"checkpoint_epoch={recipe['real']['max_epochs']}.pt"
+    expected = {"synthetic", "real_fold0", "real_fold1", "real_fold2", "finetune_phenotypes"}
+    assert set(trainings) == expected | ({"real"} if real_studies_help else set())
+    assert trainings["synthetic"]["--pretrained_ckpt"] == str(start.resolve())
+    assert "real_scans.yaml" not in trainings["synthetic"]["--config_file"]
+    for task in set(trainings) - {"synthetic", "finetune_phenotypes"}:
+        assert trainings[task]["--pretrained_ckpt"] == str(synthetic)
+        assert "real_scans.yaml" in trainings[task]["--config_file"]
+    assert [trainings[f"real_fold{k}"]["--real_datalist"] for k in range(3)] == folds
+    shipped = real if real_studies_help else synthetic
+    assert trainings["finetune_phenotypes"]["--pretrained_ckpt"] == str(shipped.with_name("model_float16.pt"))
+    if real_studies_help:
+        assert trainings["real"]["--real_datalist"] == tool.ALL_STUDIES
+    by_name = {name: (ckpt, datalist) for name, ckpt, datalist in evaluations}
+    assert by_name["zero_shot"] == (synthetic, None)
+    assert [by_name[f"fold{k}"][1] for k in range(3)] == folds
+    summary = json.loads((tmp_path / "work" / "summary.json").read_text())
+    assert summary["shipped"] == ("with_real_studies" if real_studies_help else "synthetic_only")
+    assert summary["held_out_real_dice"]["synthetic_only"] == pytest.approx(0.6 if real_studies_help else 0.7)

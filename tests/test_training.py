@@ -24,7 +24,7 @@ from scripts.metrics import dice_per_class, spurious_voxels
 from scripts.optim import trainable_parameters
 from scripts.precision import seeded_rng
 from scripts.presets import build_network
-from scripts.steps import SegmentationStep, drop_random_planes
+from scripts.steps import SegmentationStep, drop_long_axis_views, drop_random_planes
 from scripts.weights import load_pretrained
 
 PLANES, FRAMES, SIZE = 9, 10, 32
@@ -219,6 +219,20 @@ def test_drop_random_planes_probability_zero_or_max_zero_changes_nothing():
     for max_dropped, probability in [(2, 0.0), (0, 1.0)]:
         dropped_image, dropped_mask = drop_random_planes(image, plane_mask, max_dropped, probability)
         assert torch.equal(dropped_image, image) and torch.equal(dropped_mask, plane_mask)
+
+
+def test_drop_long_axis_views_leaves_sa_stacks_alone_and_keeps_la_only_subjects():
+    torch.manual_seed(0)
+    image = torch.rand(3, 1, 9, 2, 3, 3) + 0.1
+    plane_mask = torch.ones(3, 9, dtype=torch.bool)
+    plane_mask[2, :6] = False  # LA views only: nothing would be left
+    dropped_image, dropped_mask = drop_long_axis_views(image, plane_mask, num_la_views=3, probability=1.0)
+    assert not bool(dropped_mask[:2, 6:].any()) and bool(dropped_mask[:2, :6].all())
+    assert bool((dropped_image[:2, :, 6:] == 0).all()) and torch.equal(dropped_image[:2, :, :6], image[:2, :, :6])
+    assert torch.equal(dropped_mask[2], plane_mask[2]) and torch.equal(dropped_image[2], image[2])
+    assert bool(plane_mask.sum() == 21), "the input mask is untouched"
+    unchanged = drop_long_axis_views(image, plane_mask, num_la_views=3, probability=0.0)
+    assert unchanged[0] is image and unchanged[1] is plane_mask
 
 
 # --- iteration steps through a real SupervisedTrainer ----------------------------------------------

@@ -5,8 +5,9 @@ synthesised held-out subjects and on the real Sunnybrook study shipped in ``exam
 class and the phenotypes and writes the segmentations, the evaluation reports and a picture of the contours.
 Stage 2, a short training run (about 13 minutes on a 2-core CPU): synthetic cohort -> pretrain -> fine-tune ->
 inference -> evaluate, which exercises every workflow; its models are undertrained (a few epochs) and are not the
-shipped ones. ``--full`` runs the recipe of the shipped weights instead (hours; resumable with ``--resume``), with
-the same fine-tuning from scratch side by side unless ``--no-scratch``; ``--skip-training`` stops after stage 1.
+shipped ones. ``--full`` runs the classic-cohort recipe that ``tools.train_real_scans`` starts the shipped weights
+from (hours; resumable with ``--resume``), with the same fine-tuning from scratch side by side unless
+``--no-scratch``; ``--skip-training`` stops after stage 1.
 Stage 1's settings and both recipes are ``bundle/configs/recipe.yaml``.
 
 Every step is the real command (``python -m monai.bundle run ...`` from ``bundle/``, ``python -m tools.NAME`` from
@@ -46,6 +47,12 @@ SHIPPED_WEIGHTS = BUNDLE / "models" / "model.pt"
 REAL_EXAMPLE = REPO / "examples" / "sunnybrook"
 #: stage 1's datasets by folder name under shipped_weights/, as its summary names them
 STAGE_1_DATASETS = {"synthetic": "held-out synthetic hearts", "sunnybrook": "real Sunnybrook study"}
+#: what stage 1's summary says of the shipped weights
+SHIPPED_WEIGHTS_NOTE = (
+    "The shipped weights learned on synthetic hearts only; the Sunnybrook study is real and was never seen in "
+    "training. Real scans are not solved (the myocardium, hearts off the crop centre): evaluate them on labelled "
+    "studies of your own before use (bundle/docs/README.md, Real scans)."
+)
 #: frames per cycle of the canonical grid that ``tools.plot_planes`` draws (``LoadCineSubjectd``'s default)
 PICTURE_FRAMES = 50
 #: mean Dice over the labelled classes from which a model is said to segment a dataset well, and below which poorly
@@ -93,11 +100,13 @@ def finished(task_dir: Path, max_epochs: int) -> bool:
     return (task_dir / "models" / f"checkpoint_epoch={max_epochs}.pt").is_file()
 
 
-def synthesize(out: Path, subjects: int, seed: int, workers: int, log: Path, split: str) -> None:
-    """A synthetic cohort in ``out`` (kept if already there)."""
+def synthesize(
+    out: Path, subjects: int, seed: int, workers: int, log: Path, split: str, variety: str = "classic"
+) -> None:
+    """A synthetic cohort of ``variety`` (``tools.synthesize --variety``) in ``out`` (kept if already there)."""
     if not (out / "datalist.json").is_file():
         command = tool_command("synthesize", "--out", out, "--subjects", subjects, "--seed", seed, "--workers", workers)
-        run(command + ["--split", split], log)
+        run(command + ["--split", split, "--variety", variety], log)
 
 
 def run(command: list[str], log: Path) -> None:
@@ -281,10 +290,7 @@ def print_stage_1(ckpt: Path, datasets: dict[str, Path], reports: dict[str, dict
         print(f"phenotypes of the {STAGE_1_DATASETS[name]}, estimated" + (" (truth)" if truth else "") + ":")
         print_phenotypes(read_phenotypes(stage / "segmentations" / name / "phenotypes.csv"), truth)
     if shipped:
-        print(
-            "The shipped weights learned on synthetic hearts only: before using them on real scans, fine-tune them on "
-            "labelled studies of your own (bundle/docs/README.md)."
-        )
+        print(SHIPPED_WEIGHTS_NOTE)
     print(f"segmentations: {stage}/segmentations/<dataset>/<subject>/seg_<plane>.nii.gz, phenotypes.csv")
     print(f"metrics:       {stage}/evaluation/<dataset>/metrics.json")
     print(f"picture:       {stage}/contours.png (manual and model contours at the real study's end-diastole)")
@@ -295,7 +301,7 @@ def score_shipped_weights(settings: dict, work: Path, ckpt: Path, preset: str, w
     synthesised held-out subjects and on the real example study, then a picture of their contours and a summary."""
     stage = work / "shipped_weights"
     held_out = settings["held_out"]
-    synthesize(stage / "held_out", held_out["subjects"], held_out["seed"], workers, log, split="0,0,1")
+    synthesize(stage / "held_out", held_out["subjects"], held_out["seed"], workers, log, "0,0,1", held_out["variety"])
     datasets = {"synthetic": stage / "held_out", "sunnybrook": REAL_EXAMPLE}
     reports = {}
     for name, dataset in datasets.items():
@@ -381,7 +387,7 @@ def train(recipe: dict, common: dict, resume: bool, work: Path, arms: int) -> No
 
 def print_stage_2(metrics: dict, full: bool, test_seed: int, predictions: Path, evaluation: Path, log: Path) -> None:
     """Stage 2's summary: per model, Dice and phenotype errors on the held-out cohort, and where the files are."""
-    models = "the recipe of the shipped weights" if full else "the short run (undertrained: not the shipped weights)"
+    models = "the classic-cohort recipe" if full else "the short run (undertrained: not the shipped weights)"
     print(f"\n=== Stage 2: models of {models}, on held-out synthetic subjects (seed {test_seed}) ===")
     for name, model_metrics in metrics["models"].items():
         print(f"  {name}: Dice {dice_line(model_metrics)}")
@@ -408,7 +414,7 @@ def train_and_evaluate(recipe: dict, args: argparse.Namespace, work: Path, prese
     cohort (and the optional few-label fine-tunings); prints what the models are and how they score."""
     data, test_data, out, log = work / "data", work / "test_data", work / "outputs", work / "demo.log"
     if args.full:
-        print("\n=== Stage 2: the recipe of the shipped weights (hours) ===")
+        print("\n=== Stage 2: the classic-cohort recipe that the shipped weights start from (hours) ===")
     else:
         print(
             "\n=== Stage 2: a short training run of every workflow (about 13 minutes on 2 CPU cores) ===\n"
@@ -416,7 +422,7 @@ def train_and_evaluate(recipe: dict, args: argparse.Namespace, work: Path, prese
             f"{recipe['finetune_segmentation']['max_epochs']}, phenotype heads "
             f"{recipe['finetune_phenotypes']['max_epochs']}, on {recipe['cohort']['subjects']} synthetic subjects: "
             "its models are undertrained and are NOT the shipped weights; it shows that every workflow runs. "
-            "--full trains the recipe of the shipped weights (hours)."
+            "--full trains the classic-cohort recipe that the shipped weights start from (hours)."
         )
     cohort, held_out = recipe["cohort"], recipe["held_out"]
     seed = cohort["seed"] if args.seed is None else args.seed
@@ -448,7 +454,9 @@ def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", default=str(REPO / "runs" / "demo"), help="where data, models and outputs go")
     parser.add_argument("--skip-training", action="store_true", help="stage 1 only: the shipped weights, no training")
-    parser.add_argument("--full", action="store_true", help="train the full recipe of the shipped weights (hours)")
+    parser.add_argument(
+        "--full", action="store_true", help="train the classic-cohort recipe the shipped weights start from (hours)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue the trainings from their latest checkpoints")
     parser.add_argument("--ckpt", default=str(SHIPPED_WEIGHTS), help="the weights stage 1 scores")
     parser.add_argument("--preset", help="network size of --ckpt and of the trainings (default: the recipe's)")

@@ -6,8 +6,10 @@ Each study (every one in link.csv, or those named with --study) becomes DIR/<id>
 scripts.dicom.convert_study), seg_sa.nii.gz and subject.json; DIR/datalist.json lists them under "test";
 DIR/SOURCE.md names them above the source's own description, licence and citation.
 Labels (project classes): 1 LVBP inside the i-contour (endocardium), 2 LVMYO between the o-contour
-(epicardium) and the i-contour, 0 outside the o-contour; slice-frames with an i- but no o-contour get 1 inside
-and 255 elsewhere; slice-frames without contours are 255 (not annotated).
+(epicardium) and the i-contour, 0 outside the o-contour; slice-frames with an i- but no o-contour (end-systole) get
+1 inside, 255 within WALL_MARGIN_MM of the i-contour (where the unknown epicardium lies) and 0 beyond, so an LV that
+spills out of the endocardium, e.g. into the RV, is scored and trained against; slice-frames without contours are 255
+(not annotated).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from scipy.ndimage import distance_transform_edt
 
 # The bundle's own package `scripts` lives in bundle/; this folder must not shadow it.
 import tools  # noqa: F401  (puts the bundle's scripts package on the path)
@@ -29,6 +32,9 @@ from scripts.labels import UNLABELLED
 
 LVBP, LVMYO, BACKGROUND = 1, 2, 0
 SUBJECT_SIDECAR = {"annotated_classes": [LVBP, LVMYO], "source": "Sunnybrook Cardiac Data, CC0"}
+#: Beyond this distance (mm) from the endocardium no slice-frame holds myocardium: end-systolic walls are ~10-15 mm
+#: thick, up to ~25 mm in hypertrophy (one of the Sunnybrook groups), so the margin errs on the side of "unknown".
+WALL_MARGIN_MM = 30.0
 _CONTOUR_NAME = re.compile(r"IM-\d+-(\d+)-([io])contour-manual\.txt$")
 
 
@@ -67,10 +73,15 @@ def contour_files(contour_dir: Path) -> dict[int, dict[str, Path]]:
     return found
 
 
-def label_slice_frame(contours: dict[str, Path], num_cols: int, num_rows: int) -> np.ndarray:
-    """Label map (X, Y) uint8 of one slice-frame from its i- and/or o-contour."""
+def label_slice_frame(
+    contours: dict[str, Path], num_cols: int, num_rows: int, spacing_mm: tuple[float, float]
+) -> np.ndarray:
+    """Label map (X, Y) uint8 of one slice-frame from its i- and/or o-contour (``spacing_mm``: pixel size along X,
+    Y)."""
     label = np.full((num_cols, num_rows), UNLABELLED, dtype=np.uint8)
     inner = polygon_mask(read_contour(contours["i"]), num_cols, num_rows) if "i" in contours else None
+    if inner is not None and "o" not in contours and inner.any():
+        label[distance_transform_edt(~inner, sampling=spacing_mm) > WALL_MARGIN_MM] = BACKGROUND
     if "o" in contours:
         outer = polygon_mask(read_contour(contours["o"]), num_cols, num_rows)
         label[:] = BACKGROUND
@@ -90,15 +101,17 @@ def instance_index(report: dict) -> dict[int, tuple[int, int]]:
     return index
 
 
-def build_segmentation(report: dict, contour_dir: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """Label volume (X, Y, S, T) uint8; 255 wherever no contour was drawn."""
+def build_segmentation(
+    report: dict, contour_dir: Path, shape: tuple[int, ...], spacing_mm: tuple[float, float]
+) -> np.ndarray:
+    """Label volume (X, Y, S, T) uint8; 255 wherever no contour was drawn (``spacing_mm``: pixel size along X, Y)."""
     segmentation = np.full(shape, UNLABELLED, dtype=np.uint8)
     index = instance_index(report)
     for instance, contours in contour_files(contour_dir).items():
         if instance not in index:
             raise ValueError(f"{contour_dir}: contour for InstanceNumber {instance}, which is not in the SA stack")
         slice_number, frame = index[instance]
-        segmentation[:, :, slice_number, frame] = label_slice_frame(contours, shape[0], shape[1])
+        segmentation[:, :, slice_number, frame] = label_slice_frame(contours, shape[0], shape[1], spacing_mm)
     return segmentation
 
 
@@ -113,7 +126,8 @@ def import_study(src: Path, study_id: str, original_id: str, out: Path) -> None:
     subject_dir = out / study_id
     report = convert_study(src / "dicoms" / study_id, subject_dir)
     image = nib.load(subject_dir / "sa.nii.gz")
-    segmentation = build_segmentation(report, src / "contourfiles" / original_id, image.shape)
+    spacing_mm = tuple(float(z) for z in image.header.get_zooms()[:2])
+    segmentation = build_segmentation(report, src / "contourfiles" / original_id, image.shape, spacing_mm)
     save_nifti_atomic(
         segmentation, image.affine, subject_dir / "seg_sa.nii.gz", report["written"]["sa"]["frame_interval_ms"]
     )
@@ -129,7 +143,8 @@ def source_text(src: Path, study_ids: list[str]) -> str:
         f"# Sunnybrook Cardiac Data: {', '.join(study_ids)}, as subject folders\n\n"
         "Each study's folder holds `sa.nii.gz` (the short-axis cine as acquired, int16, X x Y x slices x frames) "
         "and `seg_sa.nii.gz` (labels from the study's manual contours: 1 LV blood pool, 2 LV myocardium, 0 outside "
-        "the epicardium, 255 where no contour was drawn), written by `python -m tools.import_sunnybrook` from the "
+        f"the epicardium or, where only the endocardium was drawn, more than {WALL_MARGIN_MM:g} mm outside it, 255 "
+        "where no contour was drawn or the label is unknown), written by `python -m tools.import_sunnybrook` from the "
         "DICOM files and contours of the source. The source's own description, licence and citation follow "
         "unchanged.\n\n---\n\n" + (src / "SOURCE.md").read_text()
     )

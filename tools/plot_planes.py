@@ -1,6 +1,7 @@
 """Picture of subjects' canonical plane stacks (one row per subject, one column per plane), labels outlined.
 
     python -m tools.plot_planes SUBJECT_DIR [SUBJECT_DIR ...] --out bundle/docs/images/planes.png [--frame 0]
+        [--frames F [F ...]] [--titles T [T ...]]
 
 Each row is what the network sees: the canonical planes (SA base to apex, then 2ch, 3ch, 4ch) cropped around the
 heart found without labels, at one frame; missing planes are shown as "missing".
@@ -28,15 +29,19 @@ def main() -> None:
     parser.add_argument("subjects", nargs="+", help="subject folders (sa.nii.gz, la_*.nii.gz, optional seg_*)")
     parser.add_argument("--out", required=True, help="PNG file to write")
     parser.add_argument("--frame", type=int, default=0, help="canonical frame to show (0 = end-diastole)")
+    parser.add_argument("--frames", type=int, nargs="*", help="one canonical frame per row (default: --frame)")
     parser.add_argument("--titles", nargs="*", help="one row title per subject")
     args = parser.parse_args()
+    frames = args.frames or [args.frame] * len(args.subjects)
+    if len(frames) != len(args.subjects):
+        parser.error(f"--frames gives {len(frames)} frames for {len(args.subjects)} rows")
 
     load = LoadCineSubjectd()
     samples = [load({"subject": s}) for s in args.subjects]
     num_planes = samples[0]["image"].shape[1]
     figure, axes = plt.subplots(len(samples), num_planes, figsize=(1.6 * num_planes, 1.8 * len(samples)))
     axes = np.atleast_2d(axes)
-    for row, sample in enumerate(samples):
+    for row, (sample, frame) in enumerate(zip(samples, frames)):
         geometry = parse_geometry(sample["geometry"])
         for k in range(num_planes):
             axis = axes[row, k]
@@ -50,8 +55,8 @@ def main() -> None:
                 axis.set_facecolor("0.85")
                 continue
             # (H, W) index i runs along the plane's u axis: transpose so u is horizontal
-            axis.imshow(sample["image"][0, k, args.frame].numpy().T, cmap="gray", vmin=0, vmax=1)
-            label = sample["label"][0, k, args.frame].numpy().T.astype(float)
+            axis.imshow(sample["image"][0, k, frame].numpy().T, cmap="gray", vmin=0, vmax=1)
+            label = sample["label"][0, k, frame].numpy().T.astype(float)
             label[label == UNLABELLED] = np.nan
             if np.isfinite(label).any() and np.nanmax(label) > 0:
                 axis.contour(label, levels=np.arange(0.5, 6), colors=["r", "y", "c", "m", "g"], linewidths=0.6)

@@ -34,12 +34,14 @@ from scipy.stats import binomtest
 from scripts.canonical import parse_geometry
 from scripts.files import json_number, write_json_atomic
 from scripts.inference import reported_phenotypes
-from scripts.labels import CLASS_NAMES, LA_PLANES, PHENOTYPE_NAMES
+from scripts.labelled_phases import labelled_phase_scores
+from scripts.labels import CLASS_NAMES, LA_PLANES, PHENOTYPE_NAMES, SA_PLANE
 from scripts.measures import (
     PHENOTYPE_CLASSES,
     phenotypes_from_segmentations,
     phenotypes_from_volumes,
     volume_curves_from_segmentations,
+    voxel_volume_ml,
 )
 from scripts.metrics import dice_per_class, spurious_voxels
 from scripts.subject import DATALIST_JSON, Subject, load_datalist, load_subject
@@ -102,6 +104,18 @@ def dice_on_input_planes(
             label = torch.cat([lab.reshape(-1) for _, lab in chosen])
             dice[view] = dice_per_class(predicted, label, class_mask, ignore_empty=True).tolist()
     return dice
+
+
+def sa_labelled_phase_scores(
+    written: Mapping[str, tuple[np.ndarray, np.ndarray]], reference: Subject
+) -> dict[str, Any] | None:
+    """:func:`scripts.labelled_phases.labelled_phase_scores` of the written SA segmentation against the SA label
+    file (None without either, or with fewer than two frames showing the LV blood pool)."""
+    plane = reference.planes.get(SA_PLANE)
+    if SA_PLANE not in written or plane is None or plane.label is None:
+        return None
+    labels, affine = written[SA_PLANE]
+    return labelled_phase_scores(labels, plane.label, voxel_volume_ml(affine))
 
 
 def removal_subsets(present: list[int], count: int, seed: int) -> list[tuple[int, ...]]:
@@ -316,6 +330,7 @@ class CohortEvaluator:
         return {
             "dice": dice,
             "dice_input_planes": dice_on_input_planes(planes, reference, class_mask),
+            "labelled_phases": sa_labelled_phase_scores(planes, reference),
             "spurious": spurious,
             "phenotypes": phenotypes.tolist(),
             "measured": [measured[name] for name in PHENOTYPE_NAMES],
@@ -337,10 +352,14 @@ class CohortEvaluator:
 
         reported = result["from_measures"] if result["from_measures"] is not None else result["phenotypes"]
         errors = np.abs(np.asarray(reported, dtype=np.float64) - np.asarray(result["truth"], dtype=np.float64))
+        phases = result["labelled_phases"]
         return {
             "subject": subject_id,
             "dice": dice_of("dice"),
             "dice_input_planes": dice_of("dice_input_planes"),
+            "labelled_phases": (
+                None if phases is None else {k: v for k, v in phases.items() if k != "lv_volume_ml_model"}
+            ),
             "reported_abs_error": {name: json_number(error) for name, error in zip(PHENOTYPE_NAMES, errors)},
         }
 
@@ -373,6 +392,25 @@ class CohortEvaluator:
                         "absent": len(counts),
                         "painted": sum(count > 0 for count in counts),
                     }
+        return summary
+
+    @staticmethod
+    def summarise_labelled_phases(per_subject: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Means over the subjects with SA labels at two or more frames (see :mod:`scripts.labelled_phases`): Dice
+        per class at the contoured ED and ES, |LVEF error| (points, the model's ED and ES from its own curve) and
+        the subjects with a frame outside the contoured volume range."""
+        scored = [s["labelled_phases"] for s in per_subject if s["labelled_phases"] is not None]
+        if not scored:
+            return None
+        summary: dict[str, Any] = {
+            f"dice_{phase}": {
+                name: _nanmean([s[f"dice_{phase}"][name] for s in scored]) for name in ("LVBP", "LVMYO", "RVBP")
+            }
+            for phase in ("ed", "es")
+        }
+        summary["lvef_abs_error"] = _nanmean([abs(s["lvef_error"]) for s in scored if s["lvef_error"] is not None])
+        summary["subjects_with_frames_outside_range"] = sum(bool(s["frames_outside_range"]) for s in scored)
+        summary["subjects"] = len(scored)
         return summary
 
     @staticmethod
@@ -492,6 +530,7 @@ class CohortEvaluator:
             "checkpoint": str(checkpoint),
             "dice": self.summarise_dice(per_subject),
             "dice_input_planes": self.summarise_dice(per_subject, "dice_input_planes"),
+            "labelled_phases": self.summarise_labelled_phases(per_subject),
             "spurious": self.summarise_spurious(per_subject),
             "phenotypes": self.summarise_phenotypes(per_subject, training_mean),
             "phenotypes_from_segmentation": self.summarise_phenotypes(per_subject, training_mean, "measured"),
@@ -564,6 +603,16 @@ def print_summary(report: Mapping[str, Any]) -> None:
             report["models"][n][key].get("all", {}).get(cls) for n in names for key in ("dice", "dice_input_planes")
         ]
         print(f"  Dice {cls:6s} " + " | ".join("  n/a " if v is None else f"{v:.3f}" for v in values))
+    for n in names:
+        phases = report["models"][n]["labelled_phases"]
+        if phases:
+            print(
+                f"  {n}: at the labelled ED | ES: Dice LVBP {two_decimals(phases['dice_ed']['LVBP'])} | "
+                f"{two_decimals(phases['dice_es']['LVBP'])}, LVMYO {two_decimals(phases['dice_ed']['LVMYO'])} | "
+                f"{two_decimals(phases['dice_es']['LVMYO'])}; |LVEF error| {two_decimals(phases['lvef_abs_error'])} "
+                f"points; {phases['subjects_with_frames_outside_range']} of {phases['subjects']} subjects with an LV "
+                "volume outside the labelled ED-ES range"
+            )
     reference = report["phenotypes_from_reference_labels"]
     for source, title in PHENOTYPE_SOURCES:
         if not any(source in report["models"][n] for n in names):

@@ -118,6 +118,8 @@ class CohortPredictor:
         self.output_dir = Path(output_dir)
         self.write_volume_curves = as_flag(write_volume_curves, "write_volume_curves")
         self.write_cardiac_phases = as_flag(write_cardiac_phases, "write_cardiac_phases")
+        #: the subjects the last run skipped, each {"subject", "error"}
+        self.failures: list[dict[str, str]] = []
 
     def resolve_inputs(self, input_path: str | os.PathLike) -> list[dict[str, Any]]:
         """Datalist items for a subject folder, a dataset folder, or DICOM studies (converted first)."""
@@ -245,7 +247,17 @@ class CohortPredictor:
                 logger.error(f"{name}: skipped: {err}")
                 failures.append({"subject": name, "error": str(err)})
         summary = self.write_cohort(rows, failures)
+        self.failures = failures
         print(f"segmentations, phenotypes and embeddings of {len(rows)} subject(s) in {self.output_dir}")
         if failures:
             print(f"{len(failures)} subject(s) failed, see {self.output_dir / 'summary.json'}")
         return summary
+
+    def exit_status(self) -> None:
+        """End the process with status 1, naming the failed subjects, if the last :meth:`run` skipped any: a batch
+        job's caller (a scheduler, a PACS script) must see a failure without reading ``summary.json``."""
+        if self.failures:
+            names = ", ".join(failure["subject"] for failure in self.failures)
+            raise SystemExit(
+                f"{len(self.failures)} subject(s) failed ({names}); see {self.output_dir / 'summary.json'}"
+            )

@@ -14,7 +14,7 @@ import logging
 import torch
 from ignite.engine import Engine
 
-from scripts.labels import UNLABELLED
+from scripts.labels import LA_PLANES, UNLABELLED
 from scripts.losses import phenotype_loss, segmentation_loss
 from scripts.metrics import dice_per_class
 from scripts.precision import precision_context, seeded_rng
@@ -63,6 +63,29 @@ def drop_random_planes(
     return image, plane_mask
 
 
+def drop_long_axis_views(
+    image: torch.Tensor, plane_mask: torch.Tensor, num_la_views: int, probability: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SA-only augmentation: remove every LA view (the last ``num_la_views`` planes) of a sample with
+    ``probability``, where the sample has an SA plane to keep; many clinical studies are SA stacks only.
+
+    Args:
+        image: (B, 1, P, T, H, W).
+        plane_mask: (B, P) bool.
+
+    Returns:
+        the image with removed planes zeroed and the updated plane mask.
+    """
+    if probability <= 0:
+        return image, plane_mask
+    image, plane_mask = image.clone(), plane_mask.clone()
+    for b in range(image.shape[0]):
+        if bool(plane_mask[b, :-num_la_views].any()) and float(torch.rand(())) < probability:
+            plane_mask[b, -num_la_views:] = False
+            image[b, :, -num_la_views:] = 0
+    return image, plane_mask
+
+
 # --- training steps -------------------------------------------------------------------------------
 
 
@@ -108,6 +131,8 @@ class SegmentationStep(_Step):
 
     Args:
         max_dropped_planes, drop_probability: missing-plane augmentation (see :func:`drop_random_planes`).
+        sa_only_probability: chance that a subject is trained on its SA planes alone (see
+            :func:`drop_long_axis_views`), before the random removals.
         decoded_planes: decode only this many random present planes per step (0 = all). The encoder always sees
             every plane; the per-plane decoder's full-resolution convolutions dominate a CPU step, so decoding
             3 of 9 planes makes a step about twice as fast while every plane is still trained over the epochs.
@@ -124,6 +149,7 @@ class SegmentationStep(_Step):
         decoded_planes: int = 0,
         decoded_frames: int = 0,
         dice_weight: float = 1.0,
+        sa_only_probability: float = 0.0,
         **kw,
     ):
         super().__init__(**kw)
@@ -136,11 +162,13 @@ class SegmentationStep(_Step):
         self.decoded_planes = decoded_planes
         self.decoded_frames = decoded_frames
         self.dice_weight = dice_weight
+        self.sa_only_probability = sa_only_probability
 
     def loss(self, network, batch):
-        image, plane_mask = drop_random_planes(
-            batch["image"], batch["plane_mask"], self.max_dropped_planes, self.drop_probability
+        image, plane_mask = drop_long_axis_views(
+            batch["image"], batch["plane_mask"], len(LA_PLANES), self.sa_only_probability
         )
+        image, plane_mask = drop_random_planes(image, plane_mask, self.max_dropped_planes, self.drop_probability)
         label = batch["label"].clone()
         label[~plane_mask[:, None, :, None, None, None].expand_as(label)] = UNLABELLED
         decode_planes = None

@@ -404,6 +404,9 @@ def mixed_datalist(
     Returns:
         The synthetic items, then every real item ``real_repeats`` times (phenotypes NaN where the real folder has
         no ``phenotypes.csv``).
+
+    Raises:
+        SubjectError: ``real_repeats`` < 1, or the real folder has no subject in ``split``.
     """
     items = load_datalist(dataset_dir, split, datalist, max_subjects)
     if real_dataset_dir is None:
@@ -411,6 +414,13 @@ def mixed_datalist(
     if real_repeats < 1:
         raise SubjectError(f"real_repeats must be at least 1, got {real_repeats}")
     real = load_datalist(real_dataset_dir, split, real_datalist)
+    if not real:
+        # a real folder whose split file lists its studies under "test" only (as tools.import_sunnybrook writes it)
+        # would otherwise train on the synthetic cohort alone without a word
+        raise SubjectError(
+            f"the real dataset {real_dataset_dir} has no subject in its {split!r} split "
+            f"({real_datalist or DATALIST_JSON}): pass --real_datalist with a split file that lists them there"
+        )
     return items + [dict(item, phenotypes=item["phenotypes"].copy()) for item in real for _ in range(real_repeats)]
 
 

@@ -1,0 +1,71 @@
+"""Scores at the contoured phases (scripts.labelled_phases) on a disc-shaped LV whose radius follows a cycle."""
+
+import numpy as np
+import pytest
+
+from scripts.labelled_phases import VOLUME_RANGE_TOLERANCE, labelled_phase_scores
+from scripts.labels import UNLABELLED
+
+SIZE, SLICES, FRAMES = 48, 4, 20
+ED, ES = 0, 10
+
+
+def lv_radius_px(frame: int) -> float:
+    """A smooth cycle: largest at ED (frame 0), smallest at ES (frame 10)."""
+    return 10.0 + 3.5 * np.cos(2 * np.pi * frame / FRAMES)
+
+
+def disc(radius: float) -> np.ndarray:
+    y, x = np.mgrid[:SIZE, :SIZE]
+    return (x - SIZE / 2) ** 2 + (y - SIZE / 2) ** 2 <= radius**2
+
+
+def heart(radii: list[float]) -> np.ndarray:
+    """(X, Y, S, T): LV blood pool (1) inside a 4 px myocardial ring (2) on every slice."""
+    segmentation = np.zeros((SIZE, SIZE, SLICES, FRAMES), np.uint8)
+    for t, radius in enumerate(radii):
+        frame = np.where(disc(radius + 4), 2, 0)
+        frame[disc(radius)] = 1
+        segmentation[:, :, :, t] = frame[..., None]
+    return segmentation
+
+
+def sunnybrook_style_label(truth: np.ndarray) -> np.ndarray:
+    """Contours at ED (endo- and epicardium: fully annotated) and ES (endocardium only: LV inside, rest unknown)."""
+    label = np.full_like(truth, UNLABELLED)
+    label[..., ED] = truth[..., ED]
+    label[..., ES] = np.where(truth[..., ES] == 1, 1, UNLABELLED)
+    return label
+
+
+RADII = [lv_radius_px(t) for t in range(FRAMES)]
+
+
+def test_exact_segmentation_scores_perfectly():
+    truth = heart(RADII)
+    scores = labelled_phase_scores(truth, sunnybrook_style_label(truth), voxel_ml=0.01)
+    assert (scores["ed_frame"], scores["es_frame"]) == (ED, ES)
+    assert scores["dice_ed"]["LVBP"] == 1.0 and scores["dice_ed"]["LVMYO"] == 1.0
+    assert scores["dice_es"]["LVBP"] == 1.0 and scores["dice_es"]["LVMYO"] is None
+    assert scores["lvef_error"] == pytest.approx(0.0, abs=1e-9)
+    assert scores["frames_outside_range"] == []
+
+
+def test_lv_spilling_out_of_the_es_contour_and_between_phases_is_seen():
+    truth = heart(RADII)
+    spilled = list(RADII)
+    spilled[ES] = RADII[ES] * 1.4  # beyond the endocardium drawn at ES, where the label is otherwise unknown
+    spilled[15] = RADII[ED] * 1.3  # an unlabelled mid-diastolic frame far above the ED volume
+    scores = labelled_phase_scores(heart(spilled), sunnybrook_style_label(truth), voxel_ml=0.01)
+    assert scores["dice_es"]["LVBP"] < 0.9
+    assert scores["dice_ed"]["LVBP"] == 1.0
+    assert 15 in scores["frames_outside_range"]
+    reference = scores["lv_volume_ml_reference"]
+    assert scores["lv_volume_ml_model"][15] > reference["ED"] * (1 + VOLUME_RANGE_TOLERANCE)
+
+
+def test_fewer_than_two_labelled_frames_give_no_scores():
+    truth = heart(RADII)
+    label = np.full_like(truth, UNLABELLED)
+    label[..., ED] = truth[..., ED]
+    assert labelled_phase_scores(truth, label, voxel_ml=0.01) is None
