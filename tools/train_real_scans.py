@@ -90,10 +90,10 @@ def fit_heads(segmentation: Path, settings: dict, common: dict, resume: bool, lo
     return common["output_dir"] / task / "models" / "model.pt"
 
 
-def sunnybrook_scores(metrics: dict, name: str = "pretrained") -> dict:
+def sunnybrook_scores(metrics: dict) -> dict:
     """The real-scan numbers of one model's evaluation: Dice over all labelled voxels as written, and at the
     labelled ED and ES (per study in ``per_subject``)."""
-    model = metrics["models"][name]
+    (model,) = metrics["models"].values()
     return {
         "dice_as_written": model["dice_input_planes"].get("all"),
         "labelled_phases": model["labelled_phases"],
@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="keep finished cohorts and trainings")
     parser.add_argument("--install-weights", action="store_true", help="ship the final model as models/model.pt")
     args = parser.parse_args(argv)
-    recipe = load_recipes()["real_scans"]
+    recipes = load_recipes()
+    recipe = recipes["real_scans"]
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     log, out = work / "train_real_scans.log", work / "outputs"
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     cohort = recipe["cohort"]
     synthesize(wide, cohort["subjects"], cohort["seed"], args.workers, log, cohort["split"], variety="wide")
     folds = import_real_studies(args.sunnybrook.resolve(), real, log)
-    common = {"dataset_dir": wide, "output_dir": out, "preset": load_recipes()["preset"]}
+    common = {"dataset_dir": wide, "output_dir": out, "preset": recipes["preset"]}
     common["resume"] = str(args.resume).lower()
     start = args.start.resolve()
 
