@@ -432,6 +432,53 @@ def test_a_named_datalist_is_the_fold_of_training_validation_and_evaluation(trai
                    dataset_dir=tiny_cohort, datalist=tmp_path / "fold1.json")  # fmt: skip
 
 
+def test_evaluate_reports_the_good_subjects_and_exits_1_naming_a_failed_one(trained, tiny_cohort, tmp_path):
+    """A test split with one broken subject: the report covers the good one and the status says a subject failed."""
+    dataset = tmp_path / "mixed"
+    good = sorted(entry["subject"] for entry in json.loads((tiny_cohort / "datalist.json").read_text())["test"])[0]
+    shutil.copytree(tiny_cohort / good, dataset / good)
+    (dataset / "broken_study").mkdir()
+    (dataset / "broken_study" / "sa.nii.gz").write_bytes(b"not a nifti")
+    (dataset / "datalist.json").write_text(
+        json.dumps({"training": [], "test": [{"subject": good}, {"subject": "broken_study"}]})
+    )
+    model = trained / "finetune_phenotypes" / "models" / "model.pt"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+               "['configs/inference.yaml','configs/evaluate.yaml']", "--preset", "tiny", "--dataset_dir", str(dataset),
+               "--output_dir", str(tmp_path / "eval"), "--ckpt", str(model)]  # fmt: skip
+    result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "1 subject(s) failed (broken_study)" in result.stderr
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["subjects"] == [good] and [failure["subject"] for failure in metrics["failed"]] == ["broken_study"]
+    assert "sa.nii.gz" in metrics["failed"][0]["error"]
+
+
+def test_inference_never_writes_into_its_input_and_a_rerun_leaves_no_stale_plane(trained, tiny_cohort, tmp_path):
+    subject = tmp_path / "data" / "subject_a"
+    shutil.copytree(tiny_cohort / "subject_0000", subject)
+    model = trained / "finetune_phenotypes" / "models" / "model.pt"
+    label_before = (subject / "seg_sa.nii.gz").read_bytes()
+    for output_dir in (subject.parent, subject / "predictions"):  # holding the input, inside it
+        with pytest.raises(AssertionError, match="the segmentations would be written into the input's folders"):
+            bundle_run(["configs/inference.yaml"], dataset_dir=subject, output_dir=output_dir, ckpt=model)
+    assert (subject / "seg_sa.nii.gz").read_bytes() == label_before and not (subject / "predictions").exists()
+    out = tmp_path / "predictions"
+    bundle_run(["configs/inference.yaml"], dataset_dir=subject, output_dir=out, ckpt=model)
+    assert (out / "subject_a" / "seg_la_2ch.nii.gz").is_file()
+    (subject / "la_2ch.nii.gz").unlink()  # the same subject again without its 2-chamber view
+    result = bundle_run(["configs/inference.yaml"], dataset_dir=subject, output_dir=out, ckpt=model)
+    assert not (out / "subject_a" / "seg_la_2ch.nii.gz").exists() and (out / "subject_a" / "seg_sa.nii.gz").is_file()
+    assert "removed seg_la_2ch.nii.gz of an earlier run" in result.stdout + result.stderr
+    # a datalist entry naming a folder outside the dataset is refused
+    (tmp_path / "data" / "datalist.json").write_text(
+        json.dumps({"training": [], "test": [{"subject": "../predictions/subject_a"}]})
+    )
+    with pytest.raises(AssertionError, match="lies outside the dataset folder"):
+        bundle_run(["configs/inference.yaml", "configs/evaluate.yaml"], dataset_dir=tmp_path / "data",
+                   output_dir=tmp_path / "eval", ckpt=model)  # fmt: skip
+
+
 def test_inference_uses_the_shipped_weights_by_default(tiny_cohort, tmp_path):
     shipped = BUNDLE / "models" / "model.pt"
     if not shipped.is_file():

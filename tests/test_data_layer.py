@@ -24,7 +24,7 @@ from scripts.canonical_nifti import read_canonical_geometry, read_canonical_nift
 from scripts.frames import cyclic_linear_frames, nearest_cyclic_frames, resample_time
 from scripts.geometry import BASE_DIRECTION_RAS, plane_axes
 from scripts.labels import LA_PLANES, PHENOTYPE_NAMES, UNLABELLED
-from scripts.subject import SubjectError, discover_subjects, load_datalist, load_subject
+from scripts.subject import MIN_CINE_FRAMES, SubjectError, discover_subjects, load_datalist, load_subject
 from scripts.writeback import canonical_positions, canonical_to_planes, probabilities_to_plane_labels
 
 LV_CENTRE_MM = np.array([12.0, -20.0, 30.0])
@@ -370,27 +370,42 @@ def _write_plane(folder: Path, stem: str, array: np.ndarray) -> None:
 
 
 def test_bad_files_flagged_or_subject_error(tmp_path: Path) -> None:
-    folder = make_subject(tmp_path / "bad01", frames=6)
+    folder = make_subject(tmp_path / "bad01", frames=MIN_CINE_FRAMES)
     raw = (folder / "la_2ch.nii.gz").read_bytes()
     (folder / "la_2ch.nii.gz").write_bytes(raw[: len(raw) // 2])  # truncated gz
     image = nib.load(str(folder / "la_4ch.nii.gz")).get_fdata(dtype=np.float32)
-    image[3, 3, 0, 2] = np.nan
+    image[3, 3, 0, 2] = np.nan  # a few NaN voxels are repaired and reported, not a reason to drop the view
     _write_plane(folder, "la_4ch", image)
-    _write_plane(folder, "seg_la_3ch", np.zeros((5, 5, 1, 6), dtype=np.uint8))  # wrong label shape
+    sa = nib.load(str(folder / "sa.nii.gz"))
+    sa_image = sa.get_fdata(dtype=np.float32)
+    sa_image[:, :, :, 0] = np.inf  # a whole frame of the stack is too many
+    nib.save(nib.Nifti1Image(sa_image, sa.affine), str(folder / "sa.nii.gz"))
+    _write_plane(folder, "seg_la_3ch", np.zeros((5, 5, 1, MIN_CINE_FRAMES), dtype=np.uint8))  # wrong label shape
+    seg_4ch = np.zeros(image.shape, dtype=np.uint8)
+    seg_4ch[2:4, 2:4] = 7  # a value the project's label map does not define: refused, not made background
+    _write_plane(folder, "seg_la_4ch", seg_4ch)
     subject = load_subject(folder)
-    assert set(subject.planes) == {"sa", "la_3ch"} and subject.planes["la_3ch"].label is None
+    assert set(subject.planes) == {"la_3ch", "la_4ch"} and subject.planes["la_3ch"].label is None
+    assert np.isfinite(subject.planes["la_4ch"].image).all() and subject.planes["la_4ch"].label is None
     report = "\n".join(subject.problems)
     assert "la_2ch.nii.gz: plane dropped" in report and "corrupt" in report
-    assert "la_4ch.nii.gz: plane dropped" in report and "NaN" in report
+    assert "sa.nii.gz: plane dropped" in report and "NaN/inf voxels" in report
+    assert "la_4ch.nii.gz: 1 NaN/inf voxels set to the image's lowest intensity" in report
     assert "seg_la_3ch.nii.gz: label dropped" in report
-    sample = _transform(num_frames=6)(_item(folder))
-    assert sample["plane_mask"].tolist() == [True] * 6 + [False, True, False]
+    assert "seg_la_4ch.nii.gz: label dropped" in report and "values [7]" in report and "--label_map" in report
+    sample = _transform(num_frames=MIN_CINE_FRAMES)(_item(folder))
+    assert sample["plane_mask"].tolist() == [False] * 6 + [False, True, True]
     assert "la_2ch.nii.gz" in sample["problems"]
 
+    # a "cine" of two frames cannot give ED and ES: refused with the reason
+    short = make_subject(tmp_path / "short", frames=2, planes=("sa",), labels=False)
+    with pytest.raises(SubjectError, match="2 frame\\(s\\); a cine needs at least"):
+        load_subject(short)
+
     # a 3-D long-axis file (X, Y, T) is accepted; a 2-D one and a broken gzip SA are not
-    three_d = make_subject(tmp_path / "bad02", frames=6, planes=("la_2ch",), labels=False)
+    three_d = make_subject(tmp_path / "bad02", frames=MIN_CINE_FRAMES, planes=("la_2ch",), labels=False)
     _write_plane(three_d, "la_2ch", nib.load(str(three_d / "la_2ch.nii.gz")).get_fdata(dtype=np.float32)[:, :, 0])
-    assert load_subject(three_d).planes["la_2ch"].image.shape == (FOV_PIXELS, FOV_PIXELS, 1, 6)
+    assert load_subject(three_d).planes["la_2ch"].image.shape == (FOV_PIXELS, FOV_PIXELS, 1, MIN_CINE_FRAMES)
     _write_plane(three_d, "la_2ch", np.ones((8, 8), dtype=np.float32))
     (three_d / "sa.nii.gz").write_bytes(gzip.compress(b"not a nifti"))
     with pytest.raises(SubjectError) as error:
@@ -442,7 +457,7 @@ def test_datalist_discovery_phenotypes_and_collate(tmp_path: Path) -> None:
 
     dataset = tmp_path / "dataset"
     for name in ("s1", "s2"):
-        make_subject(dataset / name, frames=4, planes=("sa", "la_4ch"), labels=name == "s1")
+        make_subject(dataset / name, frames=MIN_CINE_FRAMES, planes=("sa", "la_4ch"), labels=name == "s1")
     (dataset / "notes").mkdir()
     (dataset / "phenotypes.csv").write_text("subject,LVEDV,LVEF,other\ns1,150.5,,x\n")
     everything = load_datalist(dataset, "validation")
@@ -497,7 +512,9 @@ def test_extra_sa_passes_read_the_files_once_and_decode_only_their_slices(subjec
     reads = []
     with monkeypatch.context() as patch:
         patch.setattr(canonical, "load_subject", lambda *args: reads.append(args) or load_subject(*args))
-        segmenter = SubjectSegmenter(network, transform, "cpu", "fp32")
+        # the network's own probabilities: the intensity refinement fits each series over the planes decoded
+        # together, so a plane's refined labels depend on which others were decoded with it
+        segmenter = SubjectSegmenter(network, transform, "cpu", "fp32", intensity_refinement=False)
         segmentation = segmenter.segment(_item(subject_dir))
     sample, prediction, planes = segmentation.sample, segmentation.prediction, segmentation.planes
     assert len(reads) == 1 and segmentation.sa_slices_unsegmented == []

@@ -301,6 +301,7 @@ class CohortEvaluator:
         self.segmenter = segmenter
         self.checkpoints = {name: path for name, path in checkpoints.items() if path}
         self.output_dir = Path(output_dir)
+        self.failures: list[dict[str, Any]] = []
 
     # --- per subject ----------------------------------------------------------------------------------
 
@@ -560,6 +561,7 @@ class CohortEvaluator:
         training_mean, mean_guess_from = training_mean_guess(dataset_dir, items, reference_dir, datalist)
         models = self.load_models()
         evaluated = self.evaluate_subjects(items, models)
+        self.failures = evaluated["failures"]
         subject_ids = evaluated["subject_ids"]
         report: dict[str, Any] = {
             "dataset_dir": str(dataset_dir),
@@ -586,6 +588,16 @@ class CohortEvaluator:
         print_summary(report)
         print(f"metrics written to {self.output_dir / 'metrics.json'}")
         return report
+
+    def exit_status(self) -> None:
+        """End the process with status 1, naming the subjects the last :meth:`run` could not evaluate: a report
+        that silently leaves subjects out must not read as a complete one."""
+        if self.failures:
+            names = ", ".join(str(failure["subject"]) for failure in self.failures)
+            raise SystemExit(
+                f"{len(self.failures)} subject(s) failed ({names}); the report covers the others, reasons under "
+                f"'failed' in {self.output_dir / 'metrics.json'}"
+            )
 
 
 def two_decimals(value: float | None) -> str:

@@ -121,6 +121,17 @@ class CohortPredictor:
         #: the subjects the last run skipped, each {"subject", "error"}
         self.failures: list[dict[str, str]] = []
 
+    def refuse_output_in_input(self, input_path: Path) -> None:
+        """Refuse an ``output_dir`` inside the input tree or holding it: ``seg_<plane>.nii.gz`` would be written beside
+        (or over) the input's own label files."""
+        output, given = self.output_dir.resolve(), input_path.resolve()
+        if output.is_relative_to(given) or given.is_relative_to(output):
+            raise ValueError(
+                f"--output_dir {self.output_dir} {'is inside' if output.is_relative_to(given) else 'holds'} the input "
+                f"{input_path}: the segmentations would be written into the input's folders, over its label files; "
+                "choose an output folder outside it"
+            )
+
     def resolve_inputs(self, input_path: str | os.PathLike) -> list[dict[str, Any]]:
         """Datalist items for a subject folder, a dataset folder, or DICOM studies (converted first)."""
         path = Path(input_path)
@@ -199,6 +210,13 @@ class CohortPredictor:
         subject_dir = self.output_dir / subject_id
         for stem, (array, affine) in segmentation.planes.items():
             save_nifti_atomic(array.astype(np.uint8), affine, subject_dir / f"seg_{stem}.nii.gz")
+        for stale in sorted(subject_dir.glob("seg_*.nii.gz")):
+            # a plane segmented by an earlier run but missing from this one must not pass for this run's output
+            if stale.name.removeprefix("seg_").removesuffix(".nii.gz") not in segmentation.planes:
+                logger.warning(
+                    f"{subject_id}: removed {stale.name} of an earlier run (that plane is not in this input)"
+                )
+                stale.unlink()
         volumes = volume_curves_from_segmentations(segmentation.planes)
         measured = phenotypes_from_volumes(volumes)
         phenotypes, from_embedding, implausible = self.write_phenotypes(subject_id, segmentation, measured, volumes)
@@ -231,6 +249,7 @@ class CohortPredictor:
     def run(self, input_path: str | os.PathLike) -> dict[str, Any]:
         """Predict every subject under ``input_path`` (a subject, a dataset or DICOM studies), keeping going past a
         subject that fails; returns the summary."""
+        self.refuse_output_in_input(Path(input_path))
         if self.checkpoint:
             load_network_weights(self.segmenter.network, self.checkpoint)
         self.segmenter.network.eval()

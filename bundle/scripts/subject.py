@@ -23,7 +23,16 @@ from typing import Any, Mapping
 import nibabel as nib
 import numpy as np
 
-from scripts.labels import ALL_PLANE_FILES, LA_PLANES, NUM_CLASSES, PHENOTYPE_NAMES, UNLABELLED, map_labels
+from scripts.labels import (
+    ALL_PLANE_FILES,
+    LA_PLANES,
+    LABEL_MAPS,
+    NUM_CLASSES,
+    PHENOTYPE_NAMES,
+    UNLABELLED,
+    map_labels,
+    undefined_label_values,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +44,10 @@ DATALIST_JSON = "datalist.json"
 SPLIT_ALIASES = {"train": "training", "val": "validation", "valid": "validation", "testing": "test"}
 #: |det| of the 3x3 affine below this (mm^3 per voxel) means a singular, unusable affine.
 MIN_VOXEL_VOLUME_MM3 = 1e-6
+#: Fewer frames than this are not a cine: ED and ES cannot be found (clinical cines have 20-50, rarely under 12).
+MIN_CINE_FRAMES = 10
+#: Up to this share of NaN/inf voxels in a plane file is repaired voxel by voxel (and reported); more drops the file.
+MAX_NONFINITE_FRACTION = 0.01
 
 
 class SubjectError(RuntimeError):
@@ -76,7 +89,8 @@ class Subject:
         planes: file stem -> :class:`Plane`, only usable planes.
         annotated_classes: project classes annotated in this subject (sidecar, else the classes present in the labels;
             empty without labels).
-        problems: one line per unusable file (plane dropped or label dropped) naming the file and the reason.
+        problems: one line per unusable or repaired file (plane dropped, label dropped, voxels repaired) naming the
+            file and the reason.
         notes: usable oddities (e.g. different frame counts between planes), for the logs.
         label_map: the label convention applied to the label files.
         centre: the heart centre (world mm, (3,)) and the method that found it, set by
@@ -152,12 +166,13 @@ def _as_xyst(array: np.ndarray, stem: str, what: str) -> np.ndarray:
     return array
 
 
-def _load_image(path: Path, stem: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read and validate one plane image file; returns float32 (X, Y, S, T) and its (4, 4) affine.
+def _load_image(path: Path, stem: str, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Read and validate one plane image file; returns float32 (X, Y, S, T) and its (4, 4) affine. A repair made
+    to the image (a few NaN/inf voxels) is appended to ``notes``.
 
     Raises:
-        ValueError: with the reason the file is unusable (unreadable, wrong dimensionality, empty, NaN/inf,
-            singular affine).
+        ValueError: with the reason the file is unusable (unreadable, wrong dimensionality, empty, too few frames
+            for a cine, more than :data:`MAX_NONFINITE_FRACTION` NaN/inf, singular affine).
     """
     try:
         nifti = nib.load(str(path))
@@ -168,8 +183,21 @@ def _load_image(path: Path, stem: str) -> tuple[np.ndarray, np.ndarray]:
     image = _as_xyst(image, stem, "image")
     if stem in LA_PLANES and image.shape[2] != 1:
         raise ValueError(f"long-axis image has {image.shape[2]} slices, expected 1")
-    if not np.isfinite(image).all():
-        raise ValueError(f"image holds {int((~np.isfinite(image)).sum())} NaN/inf voxels")
+    if image.shape[3] < MIN_CINE_FRAMES:
+        raise ValueError(
+            f"has {image.shape[3]} frame(s); a cine needs at least {MIN_CINE_FRAMES} over the cycle to find "
+            "end-diastole and end-systole (is this a cine series, with its frames in the 4th dimension?)"
+        )
+    nonfinite = ~np.isfinite(image)
+    if nonfinite.any():
+        count = int(nonfinite.sum())
+        if count > MAX_NONFINITE_FRACTION * image.size:
+            raise ValueError(f"image holds {count} NaN/inf voxels ({count / image.size:.1%})")
+        if nonfinite.all():
+            raise ValueError("image holds only NaN/inf voxels")
+        # the lowest finite intensity reads as air: the network sees no structure where the scanner stored none
+        image[nonfinite] = image[~nonfinite].min()
+        notes.append(f"{count} NaN/inf voxels set to the image's lowest intensity")
     if image.min() == image.max():
         raise ValueError(f"image is constant (every voxel {float(image.min())})")
     if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < MIN_VOXEL_VOLUME_MM3:
@@ -193,6 +221,13 @@ def _load_label(path: Path, stem: str, shape: tuple[int, ...], label_map: str | 
     if values.dtype.kind == "f":
         if not np.isfinite(values).all() or not np.array_equal(values, np.rint(values)):
             raise ValueError("label holds NaN/inf or non-integer values")
+    undefined = undefined_label_values(values, label_map, stem)
+    if undefined:
+        name = f"label map {label_map!r}" if isinstance(label_map, str) else "the label map given"
+        raise ValueError(
+            f"label holds values {undefined[:10]} that {name} does not define for {stem}; give the map of its "
+            f'convention (--label_map, or "label_map" in subject.json: {sorted(LABEL_MAPS)} or a dict)'
+        )
     if values.dtype == np.uint8:  # map the 256 possible values once, then index (4x faster than per voxel)
         return map_labels(np.arange(256), label_map, plane=stem)[values]
     return map_labels(values, label_map, plane=stem)
@@ -204,11 +239,13 @@ def _load_plane(folder: Path, stem: str, label_map: str | Mapping[int, int], pro
     path = find_plane_file(folder, stem)
     if path is None:
         return None
+    notes: list[str] = []
     try:
-        image, affine = _load_image(path, stem)
+        image, affine = _load_image(path, stem, notes)
     except ValueError as err:
         problems.append(f"{path.name}: plane dropped, {err}")
         return None
+    problems.extend(f"{path.name}: {note}" for note in notes)
     plane = Plane(name=stem, path=path, image=image, affine=affine)
     label_path = find_plane_file(folder, f"seg_{stem}")
     if label_path is not None:
@@ -345,8 +382,8 @@ def load_datalist(
         ``[{"subject": absolute folder path, "id": folder name, "phenotypes": float32 (17,) NaN where unknown}]``.
 
     Raises:
-        SubjectError: the dataset folder, a named datalist or a listed subject folder does not exist, or the split is
-            not in the file.
+        SubjectError: the dataset folder, a named datalist or a listed subject folder does not exist, a listed folder
+            lies outside the dataset folder, or the split is not in the file.
     """
     dataset_dir = Path(dataset_dir).resolve()
     if not dataset_dir.is_dir():
@@ -373,6 +410,12 @@ def load_datalist(
     folders = []
     for entry in entries:
         name = entry["subject"] if isinstance(entry, dict) else str(entry)
+        # by name, not by resolved path, so that a dataset of symlinked subject folders stays valid
+        if not Path(os.path.normpath(dataset_dir / name)).is_relative_to(dataset_dir):
+            raise SubjectError(
+                f"{datalist_path}: subject {name!r} of split {split!r} lies outside the dataset folder {dataset_dir}; "
+                "a datalist names subject folders inside it"
+            )
         folder = (dataset_dir / name).resolve()
         if not folder.is_dir():
             raise SubjectError(f"{datalist_path}: subject {name!r} of split {split!r} has no folder {folder}")

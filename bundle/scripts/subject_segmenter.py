@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from scripts.canonical import LoadCineSubjectd, parse_geometry, plan_sa_passes
+from scripts.intensity_refinement import refine_probabilities
 from scripts.labels import SA_PLANE, UNLABELLED
 from scripts.precision import precision_context
 from scripts.subject import Subject
@@ -54,6 +55,8 @@ class SubjectSegmenter:
         precision: "auto" (bf16 autocast where fast) or "fp32".
         centre_shifts_px: test-time shifts of the crop, (u, v) canonical pixels each (see
             :meth:`input_plane_labels`); empty: one pass per SA group.
+        intensity_refinement: refine every pass's probabilities by each series' own tissue intensities
+            (:mod:`scripts.intensity_refinement`); False: the network's softmax alone.
     """
 
     def __init__(
@@ -63,16 +66,20 @@ class SubjectSegmenter:
         device: torch.device | str = "cpu",
         precision: str = "auto",
         centre_shifts_px: Sequence[Sequence[float]] = (),
+        intensity_refinement: bool = True,
     ) -> None:
         self.network = network
         self.load_subject = load_subject
         self.device = torch.device(device)
         self.precision = precision
         self.centre_shifts_px = [[float(x) for x in shift] for shift in centre_shifts_px]
+        self.intensity_refinement = bool(intensity_refinement)
 
     def with_network(self, network: torch.nn.Module) -> SubjectSegmenter:
         """The same loader, device, precision and shifts with another network (e.g. another checkpoint's)."""
-        return SubjectSegmenter(network, self.load_subject, self.device, self.precision, self.centre_shifts_px)
+        return SubjectSegmenter(
+            network, self.load_subject, self.device, self.precision, self.centre_shifts_px, self.intensity_refinement
+        )
 
     @property
     def model(self) -> torch.nn.Module:
@@ -95,6 +102,16 @@ class SubjectSegmenter:
             logits, embedding = self.model.segment_and_embed(image, plane_mask, decode_planes)
         return logits[0], decode_planes.cpu(), embedding[0]
 
+    def _probabilities(self, sample: Mapping[str, Any], logits: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
+        """float32 class probabilities (C, P', T, H, W) on the CPU of the decoded ``planes`` (P',) from their
+        ``logits``: the softmax, refined by each series' intensities unless ``intensity_refinement`` is off."""
+        probabilities = logits.float().softmax(0).cpu()
+        if not self.intensity_refinement:
+            return probabilities
+        records = parse_geometry(sample["geometry"])["planes"]
+        series = [records[k]["source"] for k in planes.tolist()]
+        return refine_probabilities(sample["image"][0, planes], probabilities, series)
+
     @torch.no_grad()
     def predict(self, sample: Mapping[str, Any], planes: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
         """One encoder pass for everything inference reports about a canonical sample (CPU tensors):
@@ -110,11 +127,12 @@ class SubjectSegmenter:
         with precision_context(self.device, self.precision):
             phenotypes = self.model.phenotype_head.predict_physical(embedding[None])
         grid = sample["image"].shape[1:]
+        decoded = self._probabilities(sample, logits, decode_planes)
         labels = torch.zeros(grid, dtype=torch.uint8)
-        labels[decode_planes] = most_probable_class(logits).cpu()
+        labels[decode_planes] = most_probable_class(decoded)
         # float16 halves the memory of a subject's maps (~100 MB at the small preset); a probability needs no more
         probabilities = torch.zeros((logits.shape[0],) + tuple(grid), dtype=torch.float16)
-        probabilities[:, decode_planes] = logits.float().softmax(0).to(torch.float16).cpu()
+        probabilities[:, decode_planes] = decoded.to(torch.float16)
         return {
             "labels": labels,
             "probabilities": probabilities,
@@ -137,7 +155,7 @@ class SubjectSegmenter:
         logits, decode_planes, _ = self._decode(sample, planes)
         geometry = parse_geometry(sample["geometry"])
         geometry["planes"] = [geometry["planes"][k] for k in decode_planes.tolist()]
-        return logits.float().softmax(0).to(torch.float16).cpu(), geometry
+        return self._probabilities(sample, logits, decode_planes).to(torch.float16), geometry
 
     @torch.no_grad()
     def embed_and_phenotype(self, image: torch.Tensor, plane_mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
