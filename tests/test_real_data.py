@@ -24,6 +24,7 @@ from scripts.labels import LA_PLANES, UNLABELLED
 from scripts.presets import build_network
 
 SUNNYBROOK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sunnybrook"
+BIVME = SUNNYBROOK.parent / "bivme_patient1"
 STUDIES = ("SCD0000101", "SCD0000201", "SCD0000301")
 LV = (1, 2)  # LVBP, LVMYO
 ACQUIRED_FRAMES = 20
@@ -234,6 +235,48 @@ def test_inference_workflow_accepts_a_dicom_study_folder(dataset, tmp_path):
     assert report["segmented_planes"] == ["sa"]
     assert report["canonical_planes_missing"] == list(LA_PLANES), "10 SA slices fill all 6 SA planes"
     assert report["heart_centre_method"] == "image_centre"
+
+
+def test_inference_takes_a_folder_per_series_as_one_study_and_keeps_going_past_a_bad_study(tmp_path):
+    """PACS exports: the multi-view study with one folder per series is one subject; in a folder of studies, a bad
+    study fails alone, named, and the batch exits 1 after the good ones."""
+    import shutil
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    checkpoint = tmp_path / "tiny.pt"
+    torch.manual_seed(0)
+    torch.save(build_network("heart", "tiny", SA_SLICES + 3, 10, 32).state_dict(), checkpoint)
+
+    def infer(dataset_dir: Path, out: Path) -> subprocess.CompletedProcess:
+        command = [
+            sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml", "--preset", "tiny",
+            "--dataset_dir", str(dataset_dir), "--output_dir", str(out), "--ckpt", str(checkpoint),
+            "--centre_shifts_px", "[]",
+        ]  # fmt: skip
+        return subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)
+
+    series_folders = BIVME / "dicoms"  # Se1 ... Se11, one series each
+    result = infer(series_folders, tmp_path / "bivme")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    summary = json.loads((tmp_path / "bivme" / "summary.json").read_text())
+    assert summary["done"] == ["dicoms"] and summary["failed"] == []
+    report = json.loads((tmp_path / "bivme" / "dicoms" / "report.json").read_text())
+    assert {"sa", "la_2ch", "la_4ch"} <= set(report["segmented_planes"])
+
+    studies = tmp_path / "studies"
+    shutil.copytree(SUNNYBROOK / "dicoms" / "SCD0000301", studies / "good_study")
+    lone = pydicom.dcmread(SUNNYBROOK / "dicoms" / "SCD0000101" / "1.dcm")
+    lone.StudyInstanceUID, lone.SeriesInstanceUID, lone.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    (studies / "bad_study").mkdir()
+    lone.save_as(studies / "bad_study" / "only_image.dcm")
+    result = infer(studies, tmp_path / "batch")
+    assert result.returncode == 1 and "1 subject(s) failed (bad_study)" in result.stderr
+    summary = json.loads((tmp_path / "batch" / "summary.json").read_text())
+    assert summary["done"] == ["good_study"] and [f["subject"] for f in summary["failed"]] == ["bad_study"]
+    assert "no cine series" in summary["failed"][0]["error"]
+    assert (tmp_path / "batch" / "good_study" / "seg_sa.nii.gz").is_file()
 
 
 def test_adaptation_recipe_fine_tunes_on_two_real_studies_and_scores_the_third(dataset, tmp_path):

@@ -637,3 +637,48 @@ def is_dicom_study(folder: Path) -> bool:
     if is_subject_folder(folder):
         return False
     return any(p.is_file() and is_dicom_file(p) for p in folder.rglob("*"))
+
+
+def _study_uid(folder: Path) -> str | None:
+    """StudyInstanceUID of the first readable DICOM file under ``folder`` (any nesting), None if none has one."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and is_dicom_file(path):
+            try:
+                uid = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"]).get(
+                    "StudyInstanceUID"
+                )
+            except (InvalidDicomError, OSError, ValueError):
+                continue
+            if uid:
+                return str(uid)
+    return None
+
+
+def dicom_studies(folder: Path) -> list[Path]:
+    """The DICOM studies in ``folder``: the folder itself when it is one study in any nesting (e.g. one subfolder
+    per series, as PACS exports write), else its subfolders, one study each.
+
+    The subfolders are separate studies when their StudyInstanceUIDs differ; a folder with DICOM files of its own,
+    or whose subfolders share one StudyInstanceUID, is one study.
+
+    Raises:
+        ValueError: some subfolders share a StudyInstanceUID and others do not (a study split over folders beside
+            other studies), naming them.
+    """
+    subfolders = [p for p in sorted(folder.iterdir()) if p.is_dir() and is_dicom_study(p)]
+    own_files = any(p.is_file() and is_dicom_file(p) for p in folder.iterdir())
+    if own_files or len(subfolders) <= 1:
+        return [folder]
+    by_uid: dict[str | None, list[Path]] = defaultdict(list)
+    for subfolder in subfolders:
+        by_uid[_study_uid(subfolder)].append(subfolder)
+    if len(by_uid) == 1:
+        return [folder]
+    shared = [group for uid, group in by_uid.items() if uid is not None and len(group) > 1]
+    if shared:
+        names = "; ".join(", ".join(p.name for p in group) for group in shared)
+        raise ValueError(
+            f"{folder}: the folders {names} hold one study between them beside other studies; put each study's "
+            "series in one folder of their own"
+        )
+    return subfolders

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from scripts.canonical import parse_geometry
-from scripts.dicom import convert_study, is_dicom_study
+from scripts.dicom import convert_study, dicom_studies, is_dicom_study
 from scripts.files import atomic_path, json_number, save_nifti_atomic, write_json_atomic, write_text_atomic
 from scripts.flags import as_flag
 from scripts.labels import PHENOTYPE_NAMES, PHENOTYPE_UNITS
@@ -133,21 +133,22 @@ class CohortPredictor:
             )
 
     def resolve_inputs(self, input_path: str | os.PathLike) -> list[dict[str, Any]]:
-        """Datalist items for a subject folder, a dataset folder, or DICOM studies (converted first)."""
+        """Datalist items for a subject folder, a dataset folder, or DICOM studies (``dicom_study`` items, converted
+        one by one by :meth:`convert_dicom` so that a bad study fails alone)."""
         path = Path(input_path)
         if not path.exists():
             raise FileNotFoundError(f"input {path} does not exist: pass --dataset_dir with a subject or dataset folder")
         if path.is_dir() and is_dicom_study(path) and not any(is_subject_folder(p) for p in path.iterdir()):
-            studies = [p for p in sorted(path.iterdir()) if p.is_dir() and is_dicom_study(p)]
-            return [self.convert_dicom(study) for study in (studies or [path])]
+            return [{"dicom_study": str(study), "id": study.name} for study in dicom_studies(path)]
         return discover_subjects(path)
 
-    def convert_dicom(self, study: Path) -> dict[str, Any]:
-        """Convert a DICOM ``study`` into ``<output_dir>/<study>/converted``; its datalist item."""
-        converted = self.output_dir / study.name / "converted"
-        logger.info(f"converting DICOM study {study} -> {converted}")
-        convert_study(study, converted)
-        return {"subject": str(converted), "id": study.name}
+    def convert_dicom(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        """Convert the DICOM study of a ``dicom_study`` item into ``<output_dir>/<id>/converted``; the subject's
+        datalist item."""
+        converted = self.output_dir / item["id"] / "converted"
+        logger.info(f"converting DICOM study {item['dicom_study']} -> {converted}")
+        convert_study(Path(item["dicom_study"]), converted)
+        return {"subject": str(converted), "id": item["id"]}
 
     def write_phenotypes(
         self, subject_id: str, segmentation: SubjectSegmentation, measured: dict[str, float], volumes: Mapping
@@ -260,6 +261,8 @@ class CohortPredictor:
         for item in items:
             name = item.get("id") or Path(item["subject"]).name
             try:
+                if "dicom_study" in item:
+                    item = self.convert_dicom(item)
                 rows.append(self.predict_subject(item))
                 logger.info(f"{name}: done")
             except Exception as err:  # a batch job keeps going past a bad subject, and says why it failed
