@@ -556,6 +556,41 @@ def test_ckpt_export_writes_a_torchscript_segmenter(trained, tmp_path):
             torch.testing.assert_close(scripted(case), eager(case), atol=1e-4, rtol=1e-4)
 
 
+def test_onnx_export_runs_in_onnx_runtime_like_the_eager_network(trained, tmp_path):
+    """MONAI's ``onnx_export`` with the TorchScript-based exporter: ONNX Runtime segments a real study (SA only, the
+    long-axis planes zero as the data layer leaves missing planes) and an input with every plane like the eager network.
+    """
+    import onnxruntime
+
+    from scripts.canonical import LoadCineSubjectd
+
+    checkpoint = trained / "finetune_phenotypes" / "models" / "model.pt"
+    exported = tmp_path / "model.onnx"
+    shape = [1, 1, 9, 10, 32, 32]  # the tiny preset's canonical grid
+    command = [
+        sys.executable, "-m", "monai.bundle", "onnx_export", "network_def", "--filepath", str(exported),
+        "--ckpt_file", str(checkpoint), "--meta_file", "configs/metadata.json", "--config_file",
+        "configs/inference.yaml", "--preset", "tiny", "--use_trace", "True", "--input_shape", repr(shape),
+        "--converter_kwargs", "{'dynamo': False}",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    eager = build_network("heart", "tiny", num_frames=10, image_size=32)
+    eager.load_state_dict(torch.load(checkpoint, weights_only=True))
+    eager.eval()
+    session = onnxruntime.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+    (input_name,) = [i.name for i in session.get_inputs()]
+    load = LoadCineSubjectd(keys="subject", num_frames=10, crop_size=32, spacing_mm=7.2)
+    real = load({"subject": str(REPO / "examples" / "sunnybrook" / "SCD0000101")})
+    assert real["plane_mask"].tolist() == [True] * 6 + [False] * 3
+    for image in (real["image"][None], torch.rand(shape)):
+        with torch.no_grad():
+            expected = eager(image).numpy()
+        (logits,) = session.run(None, {input_name: image.numpy()})
+        np.testing.assert_allclose(logits, expected, atol=1e-3, rtol=0)
+        assert (logits.argmax(1) == expected.argmax(1)).mean() > 0.999
+
+
 def test_multi_gpu_overlay_splits_the_subjects_over_processes(tiny_cohort, tmp_path):
     """The DistributedDataParallel overlay under torchrun: gloo CPU processes here, NCCL on GPUs."""
     out = tmp_path / "ddp"

@@ -51,6 +51,23 @@ def _conv_norm_act(in_channels: int, out_channels: int, in_plane: bool = False) 
     ]
 
 
+def channels_last(volume: torch.Tensor) -> torch.Tensor:
+    """(N, C, T, H, W) in channels-last memory order, where oneDNN's 3-D convolutions are fastest; unchanged while
+    exporting to ONNX, which has no memory formats."""
+    if torch.onnx.is_in_onnx_export():
+        return volume
+    return volume.contiguous(memory_format=torch.channels_last_3d)
+
+
+def mean_pool_to(volume: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """(N, C, T, H, W) averaged down to ``size`` (T', H', W'): by fixed windows where ``size`` divides the volume
+    (what adaptive pooling computes then, and what ONNX can export), else adaptively."""
+    factors = [int(full) // int(reduced) for full, reduced in zip(volume.shape[2:], size)]
+    if all(int(full) == factor * int(reduced) for full, factor, reduced in zip(volume.shape[2:], factors, size)):
+        return F.avg_pool3d(volume, factors)
+    return F.adaptive_avg_pool3d(volume, tuple(int(n) for n in size))
+
+
 class CineSegmenter(nn.Module):
     """UNETR-like decoder: encoder hidden states + raw image -> logits for every plane and frame.
 
@@ -160,7 +177,7 @@ class CineSegmenter(nn.Module):
         if decode_planes is not None:
             volume = volume[:, decode_planes]
         volume = volume.permute(0, 1, 5, 2, 3, 4)
-        return volume.reshape(-1, channels, *grid).contiguous(memory_format=torch.channels_last_3d)
+        return channels_last(volume.reshape(-1, channels, *grid))
 
     def forward(
         self,
@@ -189,7 +206,7 @@ class CineSegmenter(nn.Module):
                 )
         planes = image if decode_planes is None else image[:, :, decode_planes]
         planes = planes.permute(0, 2, 1, 3, 4, 5).reshape(-1, 1, frames, height, width)
-        planes = planes.contiguous(memory_format=torch.channels_last_3d)  # (B * P', 1, T, H, W)
+        planes = channels_last(planes)  # (B * P', 1, T, H, W)
         x = self.token_volume(self.skip_proj[-1](encoded.hidden_states[-1]), encoded, grid, num_planes, decode_planes)
         # The token-grid convolutions run in fp32: under CPU bf16 autocast, oneDNN's Conv3d weight gradient on such
         # small volumes (e.g. 2x8x8) came out non-finite in ~1 of 5 steps (measured on torch 2.13); they are cheap.
@@ -206,7 +223,7 @@ class CineSegmenter(nn.Module):
                 skip = self.token_volume(hidden, encoded, grid, num_planes, decode_planes)
                 x = x + F.interpolate(skip, size=x.shape[2:], mode="trilinear", align_corners=False)
                 if k < self.image_levels:
-                    pooled = F.adaptive_avg_pool3d(planes, x.shape[2:])
+                    pooled = mean_pool_to(planes, x.shape[2:])
                     x = x + self.coarse_image_branches[k - 1](pooled)
             else:
                 x = x + self.image_branch(planes)

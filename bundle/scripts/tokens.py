@@ -84,10 +84,12 @@ def random_masking(present: torch.Tensor, mask_ratio: float) -> tuple[torch.Tens
     if not 0.0 <= mask_ratio < 1.0:
         raise ValueError(f"mask_ratio must lie in [0, 1), got {mask_ratio}")
     batch, num_tokens = present.shape
-    # Absent tokens get the largest score so that a (stable) sort puts them last; present ones are shuffled by noise.
-    score = torch.rand(batch, num_tokens, device=present.device) if mask_ratio > 0 else present.new_zeros(present.shape)
-    score = score.float().masked_fill(~present, 2.0)
-    ids_sorted = torch.argsort(score, dim=1, stable=True)
+    if mask_ratio > 0:
+        # Absent tokens get the largest score so that a (stable) sort puts them last; present ones are shuffled.
+        score = torch.rand(batch, num_tokens, device=present.device).masked_fill(~present, 2.0)
+        ids_sorted = torch.argsort(score, dim=1, stable=True)
+    else:
+        ids_sorted = present_tokens_first(present)
     num_keep = (present.sum(1) * (1.0 - mask_ratio)).floor().long().clamp(min=1)
     if not torch.jit.is_tracing():
         # Eager: drop the tail no sample needs. Tracing keeps all N slots so that the traced graph is valid for any
@@ -97,6 +99,19 @@ def random_masking(present: torch.Tensor, mask_ratio: float) -> tuple[torch.Tens
     kept = torch.zeros_like(present).scatter(1, ids_sorted, keep_valid)
     mask = (present & ~kept).float()
     return ids_sorted, keep_valid, mask
+
+
+def present_tokens_first(present: torch.Tensor) -> torch.Tensor:
+    """Token indices (B, N) long: each sample's present tokens in token order, then its absent ones in token order.
+
+    The stable sort of "absent after present", computed by ranks and a scatter rather than a sort, so that it exports
+    to ONNX (whose sort is not stable and whose exporter rejects ``argsort(stable=True)``).
+    """
+    present_rank = present.long().cumsum(1) - 1
+    absent_rank = present.sum(1, keepdim=True) + (~present).long().cumsum(1) - 1
+    rank = torch.where(present, present_rank, absent_rank)
+    order = torch.arange(present.shape[1], device=present.device).expand_as(rank)
+    return torch.empty_like(rank).scatter(1, rank, order)
 
 
 def gather_tokens(tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
