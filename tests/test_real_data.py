@@ -6,6 +6,7 @@ manual contours are used only to check the data layer, never to build the canoni
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
@@ -233,6 +234,17 @@ def test_inference_workflow_accepts_a_dicom_study_folder(dataset, tmp_path):
 
     report = json.loads((predicted / "report.json").read_text())
     assert report["segmented_planes"] == ["sa"]
+    # the identifiers a hospital system links results back with, in the report and in every cohort table
+    import pydicom
+
+    header = pydicom.dcmread(dicom_dir / "1.dcm", stop_before_pixels=True)
+    identifiers = report["dicom_identifiers"]
+    assert identifiers["study_instance_uid"] == header.StudyInstanceUID
+    assert identifiers["patient_id"] == str(header.PatientID)
+    assert identifiers["series_instance_uids"] == f"sa={header.SeriesInstanceUID}"
+    for table in ("phenotypes.csv", "phenotypes_from_embedding.csv", "phenotypes_from_segmentation.csv"):
+        (row,) = list(csv.DictReader((out / table).open()))
+        assert {key: row[key] for key in identifiers} == identifiers, table
     assert report["canonical_planes_missing"] == list(LA_PLANES), "10 SA slices fill all 6 SA planes"
     assert report["heart_centre_method"] == "image_centre"
 

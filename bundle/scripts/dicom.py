@@ -83,6 +83,8 @@ class ImageHeader:
     path: Path
     series_uid: str
     series_number: int
+    study_uid: str
+    patient_id: str
     description: str
     instance_number: int | None
     trigger_time_ms: float | None
@@ -181,6 +183,8 @@ def _read_header(path: Path, study_dir: Path) -> ImageHeader | str:
         path=path,
         series_uid=str(dataset.get("SeriesInstanceUID", "")),
         series_number=int(dataset.get("SeriesNumber") or 0),
+        study_uid=str(dataset.get("StudyInstanceUID", "") or ""),
+        patient_id=str(dataset.get("PatientID", "") or ""),
         description=str(dataset.get("SeriesDescription", "") or ""),
         instance_number=None if instance_number in (None, "") else int(instance_number),
         trigger_time_ms=_optional_float(dataset, "TriggerTime"),
@@ -537,6 +541,17 @@ def frame_interval_ms(stack: CineStack) -> float:
     return float(np.median(np.diff([image.trigger_time_ms for image in stack.slices[0]])))
 
 
+def study_identifiers(planes: dict[str, CineStack]) -> dict[str, Any]:
+    """What links results back to the hospital's records: PatientID and StudyInstanceUID of the written planes'
+    images (";"-joined where they differ) and the SeriesInstanceUIDs used per plane file."""
+    images = [stack.first for stack in planes.values()]
+    return {
+        "patient_id": ";".join(sorted({image.patient_id for image in images if image.patient_id})),
+        "study_instance_uid": ";".join(sorted({image.study_uid for image in images if image.study_uid})),
+        "series_instance_uids": {stem: list(stack.series_uids) for stem, stack in planes.items()},
+    }
+
+
 def _written_entry(stack: CineStack, volume: np.ndarray, study_dir: Path) -> dict[str, Any]:
     """The report entry of a written plane, including each slice's source files in written order."""
     positions = stack.slice_positions_mm()
@@ -613,6 +628,7 @@ def convert_study(study_dir: str | os.PathLike, out_dir: str | os.PathLike) -> d
         written[stem] = {"file": f"{stem}.nii.gz", **_written_entry(stack, volume, study)}
     report = {
         "study_dir": str(study),
+        "identifiers": study_identifiers(planes),
         "written": written,
         "skipped": skipped + identification_skips,
         "ignored_files": scan.ignored,

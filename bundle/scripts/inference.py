@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from scripts.canonical import parse_geometry
-from scripts.dicom import convert_study, dicom_studies, is_dicom_study
+from scripts.dicom import REPORT_NAME, convert_study, dicom_studies, is_dicom_study
 from scripts.files import atomic_path, json_number, save_nifti_atomic, write_json_atomic, write_text_atomic
 from scripts.flags import as_flag
 from scripts.labels import PHENOTYPE_NAMES, PHENOTYPE_UNITS
@@ -46,11 +47,31 @@ from scripts.weights import load_network_weights
 logger = logging.getLogger(__name__)
 
 
+#: Columns of the cohort tables that link a subject converted from DICOM back to the hospital's records.
+IDENTIFIER_COLUMNS = ("patient_id", "study_instance_uid", "series_instance_uids")
+
+
+def dicom_identifiers(subject_folder: str | os.PathLike) -> dict[str, str]:
+    """The DICOM identifiers of a subject folder written by the DICOM conversion (its ``conversion.json``):
+    :data:`IDENTIFIER_COLUMNS`, the series as ``plane=uid|uid;plane=uid``; empty when it was not converted."""
+    report_path = Path(subject_folder) / REPORT_NAME
+    if not report_path.is_file():
+        return {}
+    identifiers = json.loads(report_path.read_text()).get("identifiers") or {}
+    series = identifiers.get("series_instance_uids") or {}
+    return {
+        "patient_id": identifiers.get("patient_id", ""),
+        "study_instance_uid": identifiers.get("study_instance_uid", ""),
+        "series_instance_uids": ";".join(f"{stem}={'|'.join(uids)}" for stem, uids in sorted(series.items())),
+    }
+
+
 def write_phenotype_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
     """Cohort table: one row per subject, the phenotype columns of :data:`PHENOTYPE_NAMES` (mL, %, g); empty cells
-    for values that could not be measured (NaN)."""
+    for values that could not be measured (NaN). Subjects converted from DICOM add :data:`IDENTIFIER_COLUMNS`."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["subject", *PHENOTYPE_NAMES], extrasaction="ignore")
+    identifiers = [c for c in IDENTIFIER_COLUMNS if any(row.get(c) for row in rows)]
+    writer = csv.DictWriter(buffer, fieldnames=["subject", *identifiers, *PHENOTYPE_NAMES], extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         writer.writerow(
@@ -199,6 +220,8 @@ class CohortPredictor:
             "ejection_not_measured": implausible_ejections(measured),
             # phenotypes left empty because the head gave a value no heart has (e.g. a scan far from its training data)
             "phenotypes_implausible": implausible,
+            # PatientID, StudyInstanceUID and the SeriesInstanceUIDs used, when the input was DICOM
+            "dicom_identifiers": dicom_identifiers(item["subject"]),
         }
         write_json_atomic(report, self.output_dir / subject_id / "report.json")
         if missing:
@@ -228,10 +251,11 @@ class CohortPredictor:
             interval_ms = input_frame_interval_ms(item["subject"], list(segmentation.planes))
             record = volume_curves_record(subject_id, volumes, interval_ms, self.write_cardiac_phases)
             write_volume_curves(record, subject_dir)
+        identifiers = dicom_identifiers(item["subject"])
         return {
-            "estimated": {"subject": subject_id, **phenotypes},
-            "from_embedding": {"subject": subject_id, **from_embedding},
-            "measured": {"subject": subject_id, **measured},
+            "estimated": {"subject": subject_id, **identifiers, **phenotypes},
+            "from_embedding": {"subject": subject_id, **identifiers, **from_embedding},
+            "measured": {"subject": subject_id, **identifiers, **measured},
         }
 
     def write_cohort(self, rows: list[dict[str, Any]], failures: list[dict[str, str]]) -> dict[str, Any]:
