@@ -612,3 +612,26 @@ def test_multi_gpu_overlay_splits_the_subjects_over_processes(tiny_cohort, tmp_p
     assert checkpoint["trainer"]["epoch_length"] == math.ceil(len(training) / 2), "each process sees half"
     assert not any(key.startswith("module.") for key in checkpoint["network"]), "saved without the DDP wrapper"
     assert (out / "finetune_segmentation" / "models" / "model.pt").is_file()
+
+
+def test_a_misspelt_override_stops_the_workflow_at_start_with_the_key_and_its_nearest_names(tmp_path):
+    """``--output_dri`` would otherwise be a new, unused key and the run would write to the default folder."""
+    command = [
+        sys.executable, "-m", "monai.bundle", "run", "--config_file",
+        "['configs/inference.yaml','configs/evaluate.yaml']", "--preset", "tiny", "--dataset_dir", str(tmp_path),
+        "--output_dri", str(tmp_path / "out"), "--centre_shift_px", "[]", "--evaluator#checkpoint", "{}",
+        # known: a key of either config, a further keyword argument of a component, MONAI's own arguments
+        "--scratch_ckpt", "''", "--load_subject#centre_shift_px", "[0, 0]", "--meta_file", "configs/metadata.json",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("unknown override")]
+    assert lines == [
+        "unknown override --output_dri: 'output_dri' is not a key of configs/inference.yaml, configs/evaluate.yaml; "
+        "did you mean --output_dir?",
+        "unknown override --centre_shift_px: 'centre_shift_px' is not a key of configs/inference.yaml, "
+        "configs/evaluate.yaml; did you mean --centre_shifts_px?",
+        "unknown override --evaluator#checkpoint: 'evaluator#checkpoint' is not a key of configs/inference.yaml, "
+        "configs/evaluate.yaml; did you mean --evaluator#checkpoints?",
+    ]
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
