@@ -288,6 +288,9 @@ def test_inference_takes_a_folder_per_series_as_one_study_and_keeps_going_past_a
     summary = json.loads((tmp_path / "batch" / "summary.json").read_text())
     assert summary["done"] == ["good_study"] and [f["subject"] for f in summary["failed"]] == ["bad_study"]
     assert "no cine series" in summary["failed"][0]["error"]
+    (error_row,) = list(csv.DictReader((tmp_path / "batch" / "errors.csv").open()))
+    assert error_row["subject"] == "bad_study" and "no cine series" in error_row["error"]
+    assert not (tmp_path / "bivme" / "errors.csv").exists()
     assert (tmp_path / "batch" / "good_study" / "seg_sa.nii.gz").is_file()
 
 

@@ -259,7 +259,8 @@ class CohortPredictor:
         }
 
     def write_cohort(self, rows: list[dict[str, Any]], failures: list[dict[str, str]]) -> dict[str, Any]:
-        """Write the three cohort tables and ``summary.json`` (subjects done and failed); returns the summary."""
+        """Write the three cohort tables, ``summary.json`` (subjects done and failed) and, when subjects failed,
+        ``errors.csv`` (subject, error); returns the summary."""
         write_phenotype_csv([r["estimated"] for r in rows], self.output_dir / "phenotypes.csv")
         write_phenotype_csv([r["from_embedding"] for r in rows], self.output_dir / "phenotypes_from_embedding.csv")
         write_phenotype_csv([r["measured"] for r in rows], self.output_dir / "phenotypes_from_segmentation.csv")
@@ -269,6 +270,16 @@ class CohortPredictor:
             "output_dir": str(self.output_dir),
         }
         write_json_atomic(summary, self.output_dir / "summary.json")
+        errors = self.output_dir / "errors.csv"
+        if failures:
+            # one row per failed subject, for a spreadsheet or a scheduler; absent when none failed
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=["subject", "error"], extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(failures)
+            write_text_atomic(buffer.getvalue(), errors)
+        elif errors.exists():
+            errors.unlink()  # an earlier run's failures are not this run's
         return summary
 
     def run(self, input_path: str | os.PathLike) -> dict[str, Any]:
