@@ -531,24 +531,33 @@ def test_shipped_float16_file_reports_what_its_heads_were_fit_for(trained, tiny_
         assert reported["installed"][key] == reported["fitted"][key], key
 
 
-def test_ckpt_export_writes_a_torchscript_segmenter(trained, tmp_path):
-    """MONAI's ``ckpt_export`` (what Model Zoo and Deploy use) traces the network; the TorchScript model segments
-    like the eager one, with every plane present and with planes missing."""
-    checkpoint = trained / "finetune_phenotypes" / "models" / "model.pt"
-    exported = tmp_path / "model.ts"
-    shape = [1, 1, 9, 10, 32, 32]  # the tiny preset's canonical grid
+#: the tiny preset's canonical grid, the input shape of the exports
+TINY_INPUT_SHAPE = [1, 1, 9, 10, 32, 32]
+
+
+def export_tiny_network(exporter: str, checkpoint: Path, exported: Path, *options: str) -> torch.nn.Module:
+    """Export the tiny network of ``checkpoint`` with MONAI's ``exporter`` (``ckpt_export``, ``onnx_export``) to
+    ``exported`` by tracing; returns the same weights as an eager network in eval mode."""
     command = [
-        sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(exported),
+        sys.executable, "-m", "monai.bundle", exporter, "network_def", "--filepath", str(exported),
         "--ckpt_file", str(checkpoint), "--meta_file", "configs/metadata.json", "--config_file",
-        "configs/inference.yaml", "--preset", "tiny", "--use_trace", "True", "--input_shape", repr(shape),
+        "configs/inference.yaml", "--preset", "tiny", "--use_trace", "True", "--input_shape", repr(TINY_INPUT_SHAPE),
+        *options,
     ]  # fmt: skip
     result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     eager = build_network("heart", "tiny", num_frames=10, image_size=32)
     eager.load_state_dict(torch.load(checkpoint, weights_only=True))
-    eager.eval()
+    return eager.eval()
+
+
+def test_ckpt_export_writes_a_torchscript_segmenter(trained, tmp_path):
+    """MONAI's ``ckpt_export`` (what Model Zoo and Deploy use) traces the network; the TorchScript model segments
+    like the eager one, with every plane present and with planes missing."""
+    exported = tmp_path / "model.ts"
+    eager = export_tiny_network("ckpt_export", trained / "finetune_phenotypes" / "models" / "model.pt", exported)
     scripted = torch.jit.load(str(exported))
-    image = torch.rand(shape)
+    image = torch.rand(TINY_INPUT_SHAPE)
     missing = image.clone()
     missing[:, :, [6, 8]] = 0  # 2ch and 4ch absent: their tokens are dropped inside the traced graph too
     with torch.no_grad():
@@ -564,26 +573,15 @@ def test_onnx_export_runs_in_onnx_runtime_like_the_eager_network(trained, tmp_pa
 
     from scripts.canonical import LoadCineSubjectd
 
-    checkpoint = trained / "finetune_phenotypes" / "models" / "model.pt"
     exported = tmp_path / "model.onnx"
-    shape = [1, 1, 9, 10, 32, 32]  # the tiny preset's canonical grid
-    command = [
-        sys.executable, "-m", "monai.bundle", "onnx_export", "network_def", "--filepath", str(exported),
-        "--ckpt_file", str(checkpoint), "--meta_file", "configs/metadata.json", "--config_file",
-        "configs/inference.yaml", "--preset", "tiny", "--use_trace", "True", "--input_shape", repr(shape),
-        "--converter_kwargs", "{'dynamo': False}",
-    ]  # fmt: skip
-    result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    eager = build_network("heart", "tiny", num_frames=10, image_size=32)
-    eager.load_state_dict(torch.load(checkpoint, weights_only=True))
-    eager.eval()
+    checkpoint = trained / "finetune_phenotypes" / "models" / "model.pt"
+    eager = export_tiny_network("onnx_export", checkpoint, exported, "--converter_kwargs", "{'dynamo': False}")
     session = onnxruntime.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
     (input_name,) = [i.name for i in session.get_inputs()]
     load = LoadCineSubjectd(keys="subject", num_frames=10, crop_size=32, spacing_mm=7.2)
     real = load({"subject": str(REPO / "examples" / "sunnybrook" / "SCD0000101")})
     assert real["plane_mask"].tolist() == [True] * 6 + [False] * 3
-    for image in (real["image"][None], torch.rand(shape)):
+    for image in (real["image"][None], torch.rand(TINY_INPUT_SHAPE)):
         with torch.no_grad():
             expected = eager(image).numpy()
         (logits,) = session.run(None, {input_name: image.numpy()})

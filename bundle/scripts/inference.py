@@ -200,9 +200,11 @@ class CohortPredictor:
         segmentation: SubjectSegmentation,
         measured: dict[str, float],
         implausible: list[str],
+        identifiers: Mapping[str, str],
     ) -> None:
         """Write ``report.json``: the source, the planes segmented and missing, the heart-centre method, the
-        loader's problems and the phenotypes left empty; warn about missing planes."""
+        loader's problems, the phenotypes left empty and the DICOM ``identifiers`` (:func:`dicom_identifiers`);
+        warn about missing planes."""
         sample = segmentation.sample
         subject_id = sample["id"]
         geometry = parse_geometry(sample["geometry"])
@@ -221,7 +223,7 @@ class CohortPredictor:
             # phenotypes left empty because the head gave a value no heart has (e.g. a scan far from its training data)
             "phenotypes_implausible": implausible,
             # PatientID, StudyInstanceUID and the SeriesInstanceUIDs used, when the input was DICOM
-            "dicom_identifiers": dicom_identifiers(item["subject"]),
+            "dicom_identifiers": identifiers,
         }
         write_json_atomic(report, self.output_dir / subject_id / "report.json")
         if missing:
@@ -246,12 +248,12 @@ class CohortPredictor:
         phenotypes, from_embedding, implausible = self.write_phenotypes(subject_id, segmentation, measured, volumes)
         with atomic_path(subject_dir / "embedding.npy") as temp_path:
             np.save(temp_path, segmentation.prediction["embedding"].numpy().astype(np.float32))
-        self.write_report(item, segmentation, measured, implausible)
+        identifiers = dicom_identifiers(item["subject"])
+        self.write_report(item, segmentation, measured, implausible, identifiers)
         if self.write_volume_curves:
             interval_ms = input_frame_interval_ms(item["subject"], list(segmentation.planes))
             record = volume_curves_record(subject_id, volumes, interval_ms, self.write_cardiac_phases)
             write_volume_curves(record, subject_dir)
-        identifiers = dicom_identifiers(item["subject"])
         return {
             "estimated": {"subject": subject_id, **identifiers, **phenotypes},
             "from_embedding": {"subject": subject_id, **identifiers, **from_embedding},

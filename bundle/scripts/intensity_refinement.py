@@ -165,9 +165,9 @@ def refine_probabilities(
             f"{len(series_of_plane)} series names do not match"
         )
     refined = torch.empty(probabilities.shape, dtype=torch.float32)
+    channels, _, frames, height, width = probabilities.shape
     for series in dict.fromkeys(series_of_plane):
         planes = [k for k, name in enumerate(series_of_plane) if name == series]
-        channels, _, frames, height, width = probabilities.shape
         flat = probabilities[:, planes].reshape(channels, len(planes) * frames, height, width)
         result = refine_series(image[planes].reshape(-1, height, width), flat, **options)
         refined[:, planes] = result.reshape(channels, len(planes), frames, height, width)

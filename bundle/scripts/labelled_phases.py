@@ -18,11 +18,13 @@ Shapes: ``predicted`` and ``label`` are (X, Y, S, T) class maps of one SA stack 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from scripts.labels import CLASS_NAMES
+from scripts.measures import ejection_fraction_percent
 from scripts.phases import cardiac_phases
 
 __all__ = ["VOLUME_RANGE_TOLERANCE", "binary_dice", "frame_dice", "labelled_phase_scores"]
@@ -55,7 +57,10 @@ def frame_dice(predicted: np.ndarray, label: np.ndarray, frame: int) -> dict[str
 
 
 def _ejection_fraction(ed_ml: float, es_ml: float) -> float | None:
-    return None if ed_ml <= 0 else 100.0 * (ed_ml - es_ml) / ed_ml
+    """The EF (%) at the given ED and ES volumes, signed (a model whose ES exceeds its ED scores that error); None
+    without an ED volume."""
+    value = ejection_fraction_percent(ed_ml, es_ml)
+    return None if math.isnan(value) else value
 
 
 def labelled_phase_scores(predicted: np.ndarray, label: np.ndarray, voxel_ml: float) -> dict[str, Any] | None:

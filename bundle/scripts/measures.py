@@ -141,6 +141,11 @@ def implausible_ejections(phenotypes: Mapping[str, float]) -> list[str]:
     ]
 
 
+def ejection_fraction_percent(larger_ml: float, smaller_ml: float) -> float:
+    """EF (%) = (larger - smaller) / larger of a chamber's two volumes (mL); NaN when the larger is not positive."""
+    return 100.0 * (larger_ml - smaller_ml) / larger_ml if larger_ml > 0 else math.nan
+
+
 def phenotypes_from_volumes(volumes: Mapping[str, np.ndarray | None]) -> dict[str, float]:
     """The 17 phenotypes (:data:`labels.PHENOTYPE_NAMES`; mL, %, g) from per-frame volume curves (mL).
 
@@ -165,7 +170,7 @@ def phenotypes_from_volumes(volumes: Mapping[str, np.ndarray | None]) -> dict[st
     for prefix, big, small in EJECTION_PAIRS:
         if out[big] > 0 and out[small] <= out[big]:
             out[f"{prefix}SV"] = out[big] - out[small]
-            out[f"{prefix}EF"] = 100.0 * out[f"{prefix}SV"] / out[big]
+            out[f"{prefix}EF"] = ejection_fraction_percent(out[big], out[small])
     return {name: float(out[name]) for name in PHENOTYPE_NAMES}
 
 
