@@ -9,7 +9,7 @@ classical brain segmentation, Van Leemput et al. 1999, with the network in place
 - tissues: each foreground class (LV, RV, LA and RA blood pools, LV myocardium) one Gaussian, the background a
   mixture of ``background_components`` Gaussians (fat, lung, liver and muscle differ). One Gaussian shared by the
   four blood pools was measured as well and scored lower on the wide synthetic cohort, whose chambers differ in
-  contrast (``docs/README.md``, "Intensity refinement");
+  contrast (``docs/history.md``, 0.14.0);
 - prior: the network's probabilities, smoothed in plane (``prior_smoothing_passes``, which also removes the patch
   grid's pattern) and floored at ``prior_floor`` so that the intensities can overrule a confident but wrong network;
 - posterior of class c at a pixel of intensity x: prior_c * likelihood_tissue(c)(x), normalised over the classes,
