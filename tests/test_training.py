@@ -7,16 +7,35 @@ classes) so they share no code path with the vectorised implementation they chec
 from __future__ import annotations
 
 import math
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from monai.data import DataLoader
+from conftest import BUNDLE
+from ignite.engine import Engine, Events
+from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedTrainer
+from monai.transforms import Compose, RandGaussianNoised
 
 import scripts.steps as steps
 from scripts.flags import as_flag
+from scripts.handlers import (
+    DurableDiskSaver,
+    LatestCheckpoint,
+    RandomStates,
+    epoch_of,
+    newest_readable_checkpoint,
+    random_generators,
+)
 from scripts.head_fitting import fit_ridge, nan_mean_std, prepare_phenotype_head
 from scripts.labels import NUM_CLASSES, PHENOTYPE_NAMES, UNLABELLED
 from scripts.losses import segmentation_loss
@@ -25,7 +44,7 @@ from scripts.optim import trainable_parameters
 from scripts.precision import seeded_rng
 from scripts.presets import build_network
 from scripts.steps import SegmentationStep, drop_long_axis_views, drop_random_planes
-from scripts.weights import load_pretrained
+from scripts.weights import UnreadableCheckpointError, load_pretrained
 
 PLANES, FRAMES, SIZE = 9, 10, 32
 RV = 3
@@ -571,3 +590,184 @@ def test_seeded_rng_repeats_its_block_and_leaves_the_generators_as_they_were(dev
         second = torch.rand(4, device=device)
     assert torch.equal(first, second)
     assert torch.equal(torch.cuda.get_rng_state() if device == "cuda" else torch.get_rng_state(), state)
+
+
+# --- checkpoints under faults: kills, truncated files, resume ---------------------------------------
+
+#: a plain ignite training whose checkpoint writer is killed (SIGKILL) half-way through writing epoch 2's checkpoint
+KILLED_WHILE_WRITING = """
+import os, signal, sys, torch
+from ignite.engine import Engine
+from scripts.handlers import LatestCheckpoint
+
+trainer = Engine(lambda engine, batch: None)
+LatestCheckpoint(sys.argv[1], {"network": torch.nn.Linear(4, 4)}).attach(trainer)
+save = torch.save
+
+
+def dies_while_writing(obj, file, **kwargs):
+    if trainer.state.epoch == 2:
+        file.write(b"PK" * 1000)
+        file.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    save(obj, file, **kwargs)
+
+
+torch.save = dies_while_writing
+trainer.run([0], max_epochs=3)
+"""
+
+
+def test_a_kill_while_a_checkpoint_is_written_leaves_the_previous_one_and_resume_cleans_up(tmp_path):
+    folder = tmp_path / "models"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BUNDLE), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", KILLED_WHILE_WRITING, str(folder)], env=env, capture_output=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr.decode()[-3000:]
+    visible = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    partial = [p for p in folder.iterdir() if p.name.startswith(".")]
+    assert visible == ["checkpoint_epoch=1.pt"], "the previous checkpoint is kept until its successor is in place"
+    assert len(partial) == 1 and partial[0].stat().st_size == 2000, "the unfinished file is the hidden one"
+    assert torch.load(folder / "checkpoint_epoch=1.pt", weights_only=True)["trainer"]["iteration"] == 1
+    write_truncated(folder / "checkpoint_epoch=7.pt", "truncated")  # a newer one that cannot be read
+
+    trainer = Engine(lambda engine, batch: None)
+    LatestCheckpoint(str(folder), {"network": torch.nn.Linear(4, 4)}, resume="true").attach(trainer)
+    epochs_run = []
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: epochs_run.append(engine.state.epoch))
+    trainer.run([0], max_epochs=3)
+    assert epochs_run == [2, 3], "resumed after epoch 1, the newest readable checkpoint"
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint_epoch=3.pt"], "the partial and unreadable go"
+
+
+def test_the_fixed_name_saver_replaces_model_pt_in_one_step(tmp_path):
+    """ignite removes the best model before saving the next one: the saver keeps it until the new one replaces it."""
+    saver = DurableDiskSaver(tmp_path, filename="model.pt")
+    saver({"weight": torch.tensor(1.0)}, "model_key_metric=0.5.pt")
+    saver.remove("model_key_metric=0.5.pt")
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["weight"] == 1.0, "still there after remove()"
+    saver({"weight": torch.tensor(2.0)}, "model_key_metric=0.7.pt")
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["weight"] == 2.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+def write_truncated(path: Path, broken: str) -> None:
+    """A checkpoint cut short, empty, or not a checkpoint at all."""
+    torch.save({"network": {"weight": torch.zeros(1000)}}, path)
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": b"not a checkpoint"}[broken])
+
+
+@pytest.mark.parametrize("broken", ["truncated", "empty", "garbage"])
+def test_resume_passes_over_an_unreadable_checkpoint_to_an_older_one_and_names_it_when_alone(tmp_path, broken):
+    torch.save({"network": {"weight": torch.ones(3)}}, tmp_path / "checkpoint_epoch=1.pt")
+    write_truncated(tmp_path / "checkpoint_epoch=2.pt", broken)
+    path, checkpoint = newest_readable_checkpoint(str(tmp_path))
+    assert path.endswith("checkpoint_epoch=1.pt") and torch.equal(checkpoint["network"]["weight"], torch.ones(3))
+    (tmp_path / "checkpoint_epoch=1.pt").unlink()
+    with pytest.raises(UnreadableCheckpointError) as raised:
+        newest_readable_checkpoint(str(tmp_path))
+    message = str(raised.value)
+    assert str(tmp_path / "checkpoint_epoch=2.pt") in message and "Delete it" in message
+    assert "weights_only" not in message
+
+
+def test_a_fine_tuning_from_a_truncated_model_pt_names_the_file(tmp_path):
+    write_truncated(tmp_path / "model.pt", "truncated")
+    with pytest.raises(UnreadableCheckpointError, match=f"cannot read the checkpoint {tmp_path / 'model.pt'}"):
+        load_pretrained(tiny_heart(), str(tmp_path / "model.pt"))
+
+
+def test_random_states_restore_every_stream_the_training_draws_from(tmp_path):
+    """torch's, numpy's and Python's global generators, a random transform's own and the data loader's generator come
+    back as saved, through a checkpoint read with weights_only."""
+    dataset = Dataset(
+        [{"x": torch.zeros(3), "i": i} for i in range(4)], transform=Compose([RandGaussianNoised("x", 1.0)])
+    )
+    loader = DataLoader(dataset, batch_size=1, shuffle=True, generator=torch.Generator().manual_seed(1))
+    assert sum(isinstance(g, torch.Generator) for g in random_generators(loader)) == 1
+    assert sum(isinstance(g, np.random.RandomState) for g in random_generators(loader)) >= 2, "Compose's, the noise's"
+    states = RandomStates(loader)
+    torch.save(states.state_dict(), tmp_path / "rng.pt")
+
+    def draw() -> list:
+        batches = [(batch["x"], batch["i"]) for batch in loader]
+        return [torch.rand(3), torch.from_numpy(np.random.rand(3)), torch.tensor(random.random()), batches]
+
+    first = draw()
+    second = draw()
+    states.load_state_dict(torch.load(tmp_path / "rng.pt", weights_only=True))
+    again = draw()
+    for a, b, c in zip(first[:3], second[:3], again[:3]):
+        assert torch.equal(a, c) and not torch.equal(a, b)
+    assert all(torch.equal(x, y) and torch.equal(i, j) for (x, i), (y, j) in zip(first[3], again[3]))
+    assert not all(torch.equal(x, y) for (x, _), (y, _) in zip(first[3], second[3])), "the data draws do vary"
+
+
+SEGMENTATION_CONFIGS = "['configs/inference.yaml','configs/train.yaml','configs/finetune_segmentation.yaml']"
+EPOCHS = 3
+
+
+def segmentation_training(cohort: Path, output_dir: Path, *overrides: str) -> list[str]:
+    """A tiny segmentation fine-tuning of :data:`EPOCHS` epochs from scratch through the real bundle runner."""
+    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", SEGMENTATION_CONFIGS, "--preset", "tiny",
+            "--dataset_dir", str(cohort), "--output_dir", str(output_dir), "--max_epochs", str(EPOCHS),
+            "--pretrained_ckpt", "''", "--decoded_frames", "5", *overrides]  # fmt: skip
+
+
+def test_a_training_killed_after_a_checkpoint_resumes_to_the_uninterrupted_runs_weights(tiny_cohort, tmp_path):
+    uninterrupted = subprocess.run(
+        segmentation_training(tiny_cohort, tmp_path / "uninterrupted"), cwd=BUNDLE, capture_output=True, text=True
+    )
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+
+    models = tmp_path / "killed" / "finetune_segmentation" / "models"
+    with open(tmp_path / "killed.log", "w") as log:
+        process = subprocess.Popen(
+            segmentation_training(tiny_cohort, tmp_path / "killed"), cwd=BUNDLE, stdout=log, stderr=subprocess.STDOUT
+        )
+        # kill as soon as the first epoch's checkpoint is in place (the poll ends when the run ends, to fail below)
+        while process.poll() is None and not list(models.glob("checkpoint_epoch=*.pt")):
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "killed while training, before its end"
+    # the checkpoint's best-model record includes its own epoch's validation
+    saved = torch.load(max(models.glob("checkpoint_epoch=*.pt"), key=lambda p: epoch_of(str(p))), weights_only=True)
+    epoch = saved["trainer"]["iteration"] // saved["trainer"]["epoch_length"]
+    logged = re.findall(r"Metrics -- val_mean_dice: ([0-9.]+)", (tmp_path / "killed.log").read_text())[:epoch]
+    dice = [float(value) for value in logged]
+    assert len(dice) == epoch and saved["best_model"]["best_metric_epoch"] == 1 + dice.index(max(dice))
+
+    resumed = subprocess.run(
+        segmentation_training(tiny_cohort, tmp_path / "killed", "--resume", "true"),
+        cwd=BUNDLE,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = resumed.stdout + resumed.stderr
+    started_at = re.search(rf"resumed from .*checkpoint_epoch=\d+\.pt at epoch (\d+) of {EPOCHS}", log)
+    assert started_at and 1 <= int(started_at.group(1)) < EPOCHS, "resumed (a fresh start would give equal weights)"
+    last = f"checkpoint_epoch={EPOCHS}.pt"
+    assert sorted(p.name for p in models.iterdir()) == [last, "model.pt"], "no partial file left"
+
+    expected = torch.load(tmp_path / "uninterrupted" / "finetune_segmentation" / "models" / last, weights_only=True)
+    actual = torch.load(models / last, weights_only=True)
+    difference = max(
+        float((v.double() - actual["network"][k].double()).abs().max()) for k, v in expected["network"].items()
+    )
+    assert difference == 0.0, f"max |dW| {difference}"
+    assert actual["best_model"] == expected["best_model"], "the best-model record of the last validation"
+
+
+def test_resume_from_only_a_truncated_checkpoint_stops_naming_the_file(tiny_cohort, tmp_path):
+    models = tmp_path / "finetune_segmentation" / "models"
+    models.mkdir(parents=True)
+    write_truncated(models / "checkpoint_epoch=2.pt", "truncated")
+    result = subprocess.run(
+        segmentation_training(tiny_cohort, tmp_path, "--resume", "true"), cwd=BUNDLE, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert f"cannot resume: {models / 'checkpoint_epoch=2.pt'} cannot be read" in result.stdout + result.stderr
+    assert "weights_only=False" not in result.stdout + result.stderr
+    assert not (models / "checkpoint_epoch=1.pt").exists(), "nothing trained"

@@ -1,7 +1,9 @@
 """Atomic file writing shared by every writer of the project: nothing is ever half-written.
 
 Each output goes to a temporary file beside its destination (same folder, so the rename cannot cross devices),
-and replaces the destination with one ``os.replace`` once complete; a failure removes the temporary file.
+and replaces the destination with one ``os.replace`` once complete; a failure removes the temporary file. A process
+killed mid-write leaves its temporary file behind: hidden, named ``.<stem>.<random>.partial<suffixes>``, which
+:func:`remove_partial_files` finds and removes at the next run's start.
 """
 
 from __future__ import annotations
@@ -16,16 +18,23 @@ from typing import Any, Iterator
 import nibabel as nib
 import numpy as np
 
+#: marks the temporary files of :func:`atomic_path` (before their suffixes, which nibabel and numpy read)
+PARTIAL_MARKER = ".partial"
+
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffixes, so nibabel/numpy pick the format) that replaces
-    ``path`` when the block ends without error."""
+    ``path`` when the block ends without error.
+
+    ``durable``: also flush the file and the folder's entry to the disk (fsync) before returning, so that a power
+    loss or system crash right after leaves the new file or the old one, never an empty one (for checkpoints; a
+    killed process alone cannot lose what it wrote, the kernel still holds it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
     descriptor, temp_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name.removesuffix(suffix)}.", suffix=suffix
+        dir=path.parent, prefix=f".{path.name.removesuffix(suffix)}.", suffix=f"{PARTIAL_MARKER}{suffix}"
     )
     os.close(descriptor)
     temp_path = Path(temp_name)
@@ -35,9 +44,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     temp_path.chmod(0o666 & ~umask)
     try:
         yield temp_path
+        if durable:
+            _fsync(temp_path)
         os.replace(temp_path, path)
+        if durable:
+            _fsync(path.parent)
     finally:
         temp_path.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries, to the disk through a read-only handle, as POSIX systems allow
+    (Windows opens no folder and commits no read-only handle: there the flush is left to the system)."""
+    if os.name != "posix":
+        return
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that writers killed mid-write left in ``folder`` (not in its subfolders); returns
+    them. Call it at a run's start only: a file being written now by another process looks the same."""
+    removed = sorted(Path(folder).glob(f".*{PARTIAL_MARKER}.*"))
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:

@@ -52,11 +52,34 @@ def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     return {key.removeprefix("module."): value for key, value in checkpoint.items()}
 
 
+class UnreadableCheckpointError(RuntimeError):
+    """A checkpoint file that torch cannot load: truncated, corrupt, or not a weights file."""
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The dict a checkpoint file holds, read with ``torch.load(weights_only=True)`` (tensors and plain values only:
+    loading a file never runs code from it).
+
+    Raises:
+        UnreadableCheckpointError: naming the file, when torch cannot read it. torch's own message is left out:
+            for a corrupt file it would advise ``weights_only=False``, which runs whatever the file holds.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:  # missing, or not readable by this user: the system's message names the file and says why
+        raise
+    except Exception as err:  # EOFError, RuntimeError (zip reader), UnpicklingError, ...: all mean "unreadable"
+        raise UnreadableCheckpointError(
+            f"cannot read the checkpoint {path} ({type(err).__name__}): it is truncated or corrupt (e.g. written by a "
+            "run that was stopped mid-write, or copied incompletely), or it is not a PyTorch weights file"
+        ) from None
+
+
 def read_state_dict(checkpoint: Mapping[str, Any] | str | os.PathLike) -> dict[str, Any]:
-    """The state dict of a checkpoint given as a dict or as a path (read on the CPU with
-    ``torch.load(weights_only=True)``), unwrapped by :func:`unwrap_state_dict`."""
+    """The state dict of a checkpoint given as a dict or as a path (read on the CPU by :func:`load_checkpoint`),
+    unwrapped by :func:`unwrap_state_dict`."""
     if isinstance(checkpoint, (str, os.PathLike)):
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        checkpoint = load_checkpoint(checkpoint)
     return unwrap_state_dict(checkpoint)
 
 
@@ -182,6 +205,7 @@ def shipped_precision(checkpoint: str | os.PathLike, destination: str | os.PathL
         key: value.half() if value.is_floating_point() and not key.startswith(KEEP_FLOAT32) else value
         for key, value in read_state_dict(checkpoint).items()
     }
-    with atomic_path(destination) as temp_path:
-        torch.save(shipped, temp_path)
+    # through a file object: torch names the archive inside after a path, which would be the random temporary one
+    with atomic_path(destination, durable=True) as temp_path, open(temp_path, "wb") as file:
+        torch.save(shipped, file)
     return Path(destination)
