@@ -21,7 +21,7 @@ from conftest import BUNDLE, REPO, SHARED, load_tool
 from scripts.inference import phenotypes_from_measures
 from scripts.labels import PHENOTYPE_NAMES
 from scripts.measures import volume_curves_from_segmentations
-from scripts.presets import build_network
+from scripts.presets import build_network, preset_grid
 from scripts.weights import load_network_weights
 
 TRAIN = ["configs/inference.yaml", "configs/train.yaml"]
@@ -206,6 +206,10 @@ def test_inference_writes_every_plane_in_its_own_geometry(trained, tiny_cohort, 
     for table in ("phenotypes", "phenotypes_from_embedding", "phenotypes_from_segmentation"):
         tables[table] = list(csv.DictReader(open(out / f"{table}.csv")))
         assert [r["subject"] for r in tables[table]] == [subject.name]
+    # each table says where its values come from
+    assert tables["phenotypes"][0]["phenotypes_source"] == reported["phenotypes_method"]
+    assert tables["phenotypes_from_embedding"][0]["phenotypes_source"] == "phenotype_head"
+    assert tables["phenotypes_from_segmentation"][0]["phenotypes_source"] == "segmentation"
     # the cohort table holds the reported phenotypes (the measure head's), not the embedding head's
     assert float(tables["phenotypes"][0]["LVEDV"]) == pytest.approx(reported["phenotypes"]["LVEDV"], abs=1e-3)
     embedding_lvedv = reported["phenotypes_from_embedding"]["LVEDV"]
@@ -633,3 +637,46 @@ def test_a_misspelt_override_stops_the_workflow_at_start_with_the_key_and_its_ne
         "configs/evaluate.yaml; did you mean --evaluator#checkpoints?",
     ]
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+    # a value outside an option's choices stops it the same way, instead of a traceback from the first component
+    command = [
+        sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml", "--preset", "huge",
+        "--precision=fp61", "--label_map", "project", "--dataset_dir", str(tmp_path), "--output_dir", str(tmp_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-2:] == [
+        "--preset 'huge' is not one of paper, small, tiny",
+        "--precision 'fp61' is not one of auto, fp32",
+    ]
+
+
+def test_a_stopped_folder_inference_is_finished_by_skip_existing_keeping_the_complete_subjects(tiny_cohort, tmp_path):
+    dataset = tmp_path / "dataset"
+    for name in ("subject_0000", "subject_0001"):
+        shutil.copytree(tiny_cohort / name, dataset / name)
+    grid = preset_grid("tiny")
+    torch.manual_seed(0)
+    model = tmp_path / "model.pt"
+    torch.save(build_network("heart", "tiny", 9, grid.num_frames, grid.crop_size).state_dict(), model)
+    out = tmp_path / "predictions"
+    common = {"dataset_dir": dataset, "output_dir": out, "ckpt": model, "centre_shifts_px": "[]"}
+    bundle_run(["configs/inference.yaml"], **common)
+    table_names = ("phenotypes.csv", "phenotypes_from_embedding.csv", "phenotypes_from_segmentation.csv")
+    tables = {name: (out / name).read_text() for name in table_names}
+    kept, redone = out / "subject_0000", out / "subject_0001"
+    assert (kept / "cohort_rows.json").is_file() and (redone / "cohort_rows.json").is_file()
+
+    # what a run killed while writing subject_0001's segmentation leaves: no rows file (it is written last), a hidden
+    # unfinished file there, and one of a cohort table
+    (redone / "cohort_rows.json").unlink()
+    (redone / "seg_sa.nii.gz").unlink()
+    (redone / ".seg_sa.k2j3h4g5.partial.nii.gz").write_bytes(b"")
+    (out / ".phenotypes.abcd1234.partial.csv").write_bytes(b"")
+    kept_files = {path.name: path.stat().st_ino for path in kept.iterdir()}
+    result = bundle_run(["configs/inference.yaml"], skip_existing="true", **common)
+    assert "subject_0000: complete from an earlier run, kept" in result.stdout + result.stderr
+    assert {path.name: path.stat().st_ino for path in kept.iterdir()} == kept_files, "left exactly as it was"
+    assert (redone / "seg_sa.nii.gz").is_file() and (redone / "cohort_rows.json").is_file()
+    assert not [path for path in out.rglob(".*") if ".partial." in path.name], "unfinished files removed"
+    assert {name: (out / name).read_text() for name in table_names} == tables, "both subjects' rows, as first written"
+    assert json.loads((out / "summary.json").read_text())["done"] == ["subject_0000", "subject_0001"]

@@ -131,3 +131,31 @@ def test_inference_writes_volume_curves_unless_switched_off(tiny_cohort, tmp_pat
         record = json.loads((written / "volume_curves.json").read_text())
         assert record["num_frames"] == num_frames and set(record["phases"]) == set(PHASE_NAMES)
         assert all(len(curve) == num_frames for curve in record["volumes_ml"].values() if curve is not None)
+
+
+def test_synthetic_truth_scores_the_phases_of_the_ground_truth_labels(tiny_cohort, tmp_path):
+    """The generator writes its true LV curve and that curve's phases; ``tools.score_phases`` scores curves measured
+    on the subjects' ground-truth labels within a frame of them, and a curve started 5 frames late 5 frames off."""
+    from scripts.measures import volume_curves_from_segmentations
+    from scripts.volume_curves import write_volume_curves
+
+    predictions = tmp_path / "predictions"
+    for sidecar in sorted(tiny_cohort.glob("*/subject.json")):
+        subject = sidecar.parent
+        written = json.loads(sidecar.read_text())
+        assert written["cardiac_phases"] == cardiac_phases(np.asarray(written["lv_volume_ml"]))
+        labels = {}
+        for path in subject.glob("seg_*.nii.gz"):
+            image = nib.load(path)
+            labels[path.name.removeprefix("seg_").removesuffix(".nii.gz")] = (np.asarray(image.dataobj), image.affine)
+        volumes = volume_curves_from_segmentations(labels)
+        write_volume_curves(volume_curves_record(subject.name, volumes, None, True), predictions / subject.name)
+        late = {name: None if v is None else np.roll(v, 5) for name, v in volumes.items()}
+        write_volume_curves(volume_curves_record(subject.name, late, None, True), tmp_path / "late" / subject.name)
+    command = [sys.executable, "-m", "tools.score_phases"]
+    result = subprocess.run(command + [str(predictions), str(tiny_cohort)], capture_output=True, text=True, check=True)
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    assert scores["subjects_scored"] == 6 and scores["subjects_missed"] == []
+    assert scores["mean_cfd_frames"]["ED"] <= 1.0 and scores["mean_cfd_frames"]["ES"] <= 1.0, scores
+    late = subprocess.run(command + [str(tmp_path / "late"), str(tiny_cohort)], capture_output=True, text=True)
+    assert json.loads(late.stdout.strip().splitlines()[-1])["mean_cfd_frames"]["ED"] >= 4

@@ -294,6 +294,40 @@ def test_inference_takes_a_folder_per_series_as_one_study_and_keeps_going_past_a
     assert (tmp_path / "batch" / "good_study" / "seg_sa.nii.gz").is_file()
 
 
+def test_a_dataset_of_subject_folders_dicom_studies_and_unusable_folders_segments_all_and_names_the_rest(
+    tiny_cohort, tmp_path
+):
+    """A hospital's export folder: NIfTI subjects and DICOM studies side by side are all segmented; an empty folder
+    and one whose NIfTI files are not named as planes fail by name (exit 1); a folder of other files is no subject."""
+    import shutil
+
+    checkpoint = tmp_path / "tiny.pt"
+    torch.manual_seed(0)
+    torch.save(build_network("heart", "tiny", SA_SLICES + 3, 10, 32).state_dict(), checkpoint)
+    dataset = tmp_path / "dataset"
+    shutil.copytree(tiny_cohort / "subject_0000", dataset / "nifti_subject")
+    shutil.copytree(SUNNYBROOK / "dicoms" / "SCD0000301", dataset / "dicom_study")
+    (dataset / "empty_export").mkdir()
+    (dataset / "misnamed").mkdir()
+    shutil.copy(tiny_cohort / "subject_0000" / "sa.nii.gz", dataset / "misnamed" / "short_axis.nii.gz")
+    (dataset / "folds").mkdir()
+    (dataset / "folds" / "fold0.json").write_text("{}")
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml", "--preset", "tiny",
+        "--dataset_dir", str(dataset), "--output_dir", str(out), "--ckpt", str(checkpoint), "--centre_shifts_px", "[]",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-6000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(summary["done"]) == ["dicom_study", "nifti_subject"]
+    failed = {f["subject"]: f["error"] for f in summary["failed"]}
+    assert set(failed) == {"empty_export", "misnamed"}
+    assert "is empty" in failed["empty_export"]
+    assert "short_axis.nii.gz" in failed["misnamed"] and "name them sa.nii.gz" in failed["misnamed"]
+    assert (out / "dicom_study" / "seg_sa.nii.gz").is_file() and (out / "nifti_subject" / "seg_sa.nii.gz").is_file()
+
+
 def test_adaptation_recipe_fine_tunes_on_two_real_studies_and_scores_the_third(dataset, tmp_path):
     """The documented adaptation to real scans (docs/README.md), at the tiny preset: split files by make_folds.py,
     the whole segmentation network fine-tuned from a heart checkpoint on two studies' partial labels (LV classes,

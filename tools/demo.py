@@ -243,11 +243,13 @@ def draw_contours(datasets: dict[str, Path], stage: Path, log: Path) -> Path:
 
 def read_phenotypes(path: Path) -> dict[str, dict[str, float]]:
     """{subject: {phenotype: value}} of a phenotypes.csv (inference's estimates, a synthetic cohort's truth); empty
-    when there is no such file (a real dataset has no true phenotypes)."""
+    when there is no such file (a real dataset has no true phenotypes). Other columns (identifiers, the values'
+    source, quality control) are left out."""
     if not path.is_file():
         return {}
     with open(path, newline="") as handle:
-        return {row.pop("subject"): {k: float(v) for k, v in row.items() if v} for row in csv.DictReader(handle)}
+        rows = csv.DictReader(handle)
+        return {row["subject"]: {k: float(row[k]) for k in PHENOTYPE_UNITS if row.get(k)} for row in rows}
 
 
 def quality(dice: dict[str, float | None]) -> str:

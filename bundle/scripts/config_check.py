@@ -83,9 +83,37 @@ def unknown_part(config: Any, key: str) -> tuple[str, list[str]] | None:
     return None
 
 
+def override_values(argv: Sequence[str]) -> dict[str, str]:
+    """``{key: value}`` of the ``--key value`` and ``--key=value`` overrides of a command line, quotes stripped."""
+    values = {}
+    for index, token in enumerate(argv):
+        if not token.startswith("--") or len(token) <= 2:
+            continue
+        key, equals, value = token[2:].partition("=")
+        if not equals and index + 1 < len(argv):
+            value = argv[index + 1]
+        values[key] = value.strip("\"'")
+    return values
+
+
+def choice_problems(argv: Sequence[str]) -> list[str]:
+    """One line per override of an option with a fixed set of values (``preset``, ``precision``, ``label_map``)
+    whose value is not among them: such a value would otherwise fail deep inside the first component using it."""
+    from scripts.labels import LABEL_MAPS
+    from scripts.presets import PRESETS
+
+    choices = {"preset": sorted(PRESETS), "precision": ["auto", "fp32"], "label_map": sorted(LABEL_MAPS)}
+    return [
+        f"--{key} {value!r} is not one of {', '.join(choices[key])}"
+        for key, value in override_values(argv).items()
+        if key in choices and value not in choices[key]
+    ]
+
+
 def refuse_unknown_overrides(argv: Sequence[str] | None = None) -> None:
     """Raise ``SystemExit`` with one line per override of ``argv`` (default: this process's command line) that no
-    config named by its ``--config_file`` defines, with the nearest existing keys."""
+    config named by its ``--config_file`` defines, with the nearest existing keys, and per value outside its option's
+    fixed choices (:func:`choice_problems`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     files = config_files(argv)
     if not files:
@@ -104,5 +132,6 @@ def refuse_unknown_overrides(argv: Sequence[str] | None = None) -> None:
             f"; did you mean {', '.join('--' + '#'.join(path.split('#')[:-1] + [c]) for c in close)}?" if close else ""
         )
         problems.append(f"unknown override --{key}: {path!r} is not a key of {', '.join(files)}{hint}")
+    problems += choice_problems(argv)
     if problems:
         raise SystemExit("\n".join(problems))

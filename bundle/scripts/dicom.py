@@ -94,6 +94,9 @@ class ImageHeader:
     pixel_spacing: tuple[float, float]  # (between rows, between columns) mm
     rows: int
     cols: int
+    # what a derived object (a DICOM SEG) references the image by
+    sop_instance_uid: str = ""
+    sop_class_uid: str = ""
 
     @property
     def normal(self) -> np.ndarray:
@@ -194,6 +197,8 @@ def _read_header(path: Path, study_dir: Path) -> ImageHeader | str:
         pixel_spacing=(float(dataset.PixelSpacing[0]), float(dataset.PixelSpacing[1])),
         rows=int(dataset.Rows),
         cols=int(dataset.Columns),
+        sop_instance_uid=str(dataset.get("SOPInstanceUID", "") or ""),
+        sop_class_uid=str(dataset.get("SOPClassUID", "") or ""),
     )
 
 
@@ -553,7 +558,8 @@ def study_identifiers(planes: dict[str, CineStack]) -> dict[str, Any]:
 
 
 def _written_entry(stack: CineStack, volume: np.ndarray, study_dir: Path) -> dict[str, Any]:
-    """The report entry of a written plane, including each slice's source files in written order."""
+    """The report entry of a written plane, including each slice's source files and instances in written (phase)
+    order: ``slices[k]["files"][t]`` is the image at voxels (:, :, k, t)."""
     positions = stack.slice_positions_mm()
     return {
         "series_instance_uid": stack.series_uids,
@@ -572,6 +578,10 @@ def _written_entry(stack: CineStack, volume: np.ndarray, study_dir: Path) -> dic
                 "instance_numbers": [image.instance_number for image in slice_images],
                 "trigger_times_ms": [image.trigger_time_ms for image in slice_images],
                 "files": [str(image.path.relative_to(study_dir)) for image in slice_images],
+                # the instance at voxel (:, :, slice, frame), for objects that reference the source images
+                "sop_instance_uids": [image.sop_instance_uid for image in slice_images],
+                "sop_class_uids": [image.sop_class_uid for image in slice_images],
+                "series_instance_uids": [image.series_uid for image in slice_images],
             }
             for position, slice_images in zip(positions, stack.slices)
         ],

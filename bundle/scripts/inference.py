@@ -2,7 +2,8 @@
 
 Per subject ``<output_dir>/<id>/``: ``seg_<plane>.nii.gz`` for every input plane in that plane's own shape and
 affine, ``phenotypes.json``, ``embedding.npy``, ``report.json`` (planes used, missing, problems) and, unless switched
-off, ``volume_curves.csv`` / ``.json`` (chamber volumes per frame and the cardiac phases); for the cohort
+off, ``volume_curves.csv`` / ``.json`` (chamber volumes per frame and the cardiac phases) and, when the input was
+DICOM, ``dicom_seg/`` (DICOM SEG referencing the source images, :mod:`scripts.dicom_seg`); for the cohort
 ``phenotypes.csv``, ``phenotypes_from_embedding.csv``, ``phenotypes_from_segmentation.csv`` and ``summary.json``
 (subjects done and failed). A bad subject is reported and skipped. The segmentation itself is
 :class:`scripts.subject_segmenter.SubjectSegmenter`'s; this module finds the subjects and writes the files.
@@ -27,10 +28,19 @@ import numpy as np
 import torch
 
 from scripts.canonical import parse_geometry
+from scripts.cohort_report import checked_colour_by, write_cohort_report
 from scripts.dicom import REPORT_NAME, convert_study, dicom_studies, is_dicom_study
-from scripts.files import atomic_path, json_number, save_nifti_atomic, write_json_atomic, write_text_atomic
+from scripts.dicom_seg import write_dicom_segs
+from scripts.files import (
+    atomic_path,
+    json_number,
+    remove_partial_files,
+    save_nifti_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from scripts.flags import as_flag
-from scripts.labels import PHENOTYPE_NAMES, PHENOTYPE_UNITS
+from scripts.labels import ALL_PLANE_FILES, PHENOTYPE_NAMES, PHENOTYPE_UNITS
 from scripts.measures import (
     implausible_ejections,
     implausible_values,
@@ -39,7 +49,9 @@ from scripts.measures import (
     unmeasurable_phenotypes,
     volume_curves_from_segmentations,
 )
+from scripts.quality_control import QC_COLUMNS, flag_summary, quality_control
 from scripts.subject import discover_subjects, is_subject_folder
+from scripts.subject_report import write_subject_report
 from scripts.subject_segmenter import SubjectSegmentation, SubjectSegmenter
 from scripts.volume_curves import input_frame_interval_ms, volume_curves_record, write_volume_curves
 from scripts.weights import load_network_weights
@@ -49,6 +61,10 @@ logger = logging.getLogger(__name__)
 
 #: Columns of the cohort tables that link a subject converted from DICOM back to the hospital's records.
 IDENTIFIER_COLUMNS = ("patient_id", "study_instance_uid", "series_instance_uids")
+#: the cohort-table column saying where a row's values come from: ``segmentation`` (measured on it),
+#: ``measure_head`` (regressed on those measures) or ``phenotype_head`` (regressed on the embedding alone, e.g. when
+#: the SA stack is missing and the LV could not be measured)
+SOURCE_COLUMN = "phenotypes_source"
 
 
 def dicom_identifiers(subject_folder: str | os.PathLike) -> dict[str, str]:
@@ -66,12 +82,31 @@ def dicom_identifiers(subject_folder: str | os.PathLike) -> dict[str, str]:
     }
 
 
+def unusable_folder_reason(folder: Path) -> str | None:
+    """Why a folder of a dataset that is neither a subject folder nor a DICOM study cannot be segmented, when it
+    looks meant to be one: empty, or holding NIfTI files none of which is named as a plane; None for a folder of
+    other files (split files, notes), which is not a subject."""
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    if not files:
+        return f"{folder} is empty: no images to segment (an export that failed?); remove it or fill it"
+    nifti = sorted(p.name for p in files if p.name.endswith((".nii", ".nii.gz")))
+    if nifti:
+        expected = ", ".join(f"{stem}.nii.gz" for stem in ALL_PLANE_FILES)
+        return f"{folder} holds NIfTI files ({', '.join(nifti[:4])}) but none named as a plane: name them {expected}"
+    return None
+
+
 def write_phenotype_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
     """Cohort table: one row per subject, the phenotype columns of :data:`PHENOTYPE_NAMES` (mL, %, g); empty cells
-    for values that could not be measured (NaN). Subjects converted from DICOM add :data:`IDENTIFIER_COLUMNS`."""
+    for values that could not be measured (NaN), after :data:`SOURCE_COLUMN` (where the values come from). Subjects
+    converted from DICOM add :data:`IDENTIFIER_COLUMNS`; rows with quality control add its
+    :data:`scripts.quality_control.QC_COLUMNS`."""
     buffer = io.StringIO()
     identifiers = [c for c in IDENTIFIER_COLUMNS if any(row.get(c) for row in rows)]
-    writer = csv.DictWriter(buffer, fieldnames=["subject", *identifiers, *PHENOTYPE_NAMES], extrasaction="ignore")
+    qc = [c for c in QC_COLUMNS if any(c in row for row in rows)]
+    source = [SOURCE_COLUMN] if any(SOURCE_COLUMN in row for row in rows) else []
+    fieldnames = ["subject", *identifiers, *source, *PHENOTYPE_NAMES, *qc]
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         writer.writerow(
@@ -113,6 +148,29 @@ def reported_phenotypes(
     return values, method, implausible
 
 
+#: a subject's rows of the cohort tables, written after every other file of the subject: its presence marks the
+#: subject's folder complete, and ``skip_existing`` reads the rows back instead of predicting the subject again
+COHORT_ROWS_NAME = "cohort_rows.json"
+
+
+def write_cohort_rows(rows: Mapping[str, Mapping[str, Any]], path: str | os.PathLike) -> None:
+    """Write a subject's rows (``{table: {column: value}}``, as :meth:`CohortPredictor.predict_subject` returns
+    them) as JSON, unknown values (NaN) as null."""
+    record = {
+        table: {k: json_number(v) if isinstance(v, float) else v for k, v in row.items()} for table, row in rows.items()
+    }
+    write_json_atomic(record, path)
+
+
+def read_cohort_rows(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The rows :func:`write_cohort_rows` wrote, unknown phenotypes NaN again."""
+    record = json.loads(Path(path).read_text())
+    return {
+        table: {k: float("nan") if v is None and k in PHENOTYPE_NAMES else v for k, v in row.items()}
+        for table, row in record.items()
+    }
+
+
 class CohortPredictor:
     """Segment, phenotype and embed every subject found under a path.
 
@@ -124,6 +182,16 @@ class CohortPredictor:
         output_dir: where per-subject folders and the cohort table are written.
         write_volume_curves: write each subject's ``volume_curves.csv`` / ``.json`` (a flag: bool or true/false).
         write_cardiac_phases: add the cardiac phases to them (:mod:`scripts.phases`).
+        write_dicom_seg: for a subject converted from DICOM, write a DICOM SEG series per segmented source series
+            into its ``dicom_seg`` folder (:mod:`scripts.dicom_seg`); a SEG that cannot be written fails the subject
+            (a flag: bool or true/false).
+        write_reports: write each subject's ``report.html`` / ``.png`` (:mod:`scripts.subject_report`) and the
+            cohort's ``cohort_report.html`` (:mod:`scripts.cohort_report`).
+        report_colour_by: the phenotype colouring the cohort report's embedding map.
+        quality_control: run :func:`scripts.quality_control.quality_control` on each subject's segmentations: its
+            flags in ``report.json`` and their count and summary in the cohort tables (a flag: bool or true/false).
+        skip_existing: keep the subjects whose folder an earlier run completed (:data:`COHORT_ROWS_NAME`) as they
+            are, their rows read back into the cohort tables, and predict the others (a flag: bool or true/false).
     """
 
     def __init__(
@@ -133,12 +201,22 @@ class CohortPredictor:
         output_dir: str,
         write_volume_curves: bool | str = True,
         write_cardiac_phases: bool | str = True,
+        write_dicom_seg: bool | str = True,
+        write_reports: bool | str = True,
+        report_colour_by: str = "LVEF",
+        quality_control: bool | str = True,
+        skip_existing: bool | str = False,
     ) -> None:
         self.segmenter = segmenter
         self.checkpoint = checkpoint
         self.output_dir = Path(output_dir)
         self.write_volume_curves = as_flag(write_volume_curves, "write_volume_curves")
         self.write_cardiac_phases = as_flag(write_cardiac_phases, "write_cardiac_phases")
+        self.run_quality_control = as_flag(quality_control, "quality_control")
+        self.write_dicom_seg = as_flag(write_dicom_seg, "write_dicom_seg")
+        self.write_reports = as_flag(write_reports, "write_reports")
+        self.report_colour_by = checked_colour_by(report_colour_by)
+        self.skip_existing = as_flag(skip_existing, "skip_existing")
         #: the subjects the last run skipped, each {"subject", "error"}
         self.failures: list[dict[str, str]] = []
 
@@ -161,7 +239,19 @@ class CohortPredictor:
             raise FileNotFoundError(f"input {path} does not exist: pass --dataset_dir with a subject or dataset folder")
         if path.is_dir() and is_dicom_study(path) and not any(is_subject_folder(p) for p in path.iterdir()):
             return [{"dicom_study": str(study), "id": study.name} for study in dicom_studies(path)]
-        return discover_subjects(path)
+        items = discover_subjects(path)
+        if is_subject_folder(path):
+            return items
+        # a dataset folder: DICOM studies beside the subject folders are segmented too, and a folder that looks like
+        # a subject but cannot be one fails by name instead of being passed over
+        for folder in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if is_subject_folder(folder):
+                continue
+            if is_dicom_study(folder):
+                items += [{"dicom_study": str(study), "id": study.name} for study in dicom_studies(folder)]
+            elif (reason := unusable_folder_reason(folder)) is not None:
+                items.append({"id": folder.name, "unusable": reason})
+        return items
 
     def convert_dicom(self, item: Mapping[str, Any]) -> dict[str, Any]:
         """Convert the DICOM study of a ``dicom_study`` item into ``<output_dir>/<id>/converted``; the subject's
@@ -173,7 +263,7 @@ class CohortPredictor:
 
     def write_phenotypes(
         self, subject_id: str, segmentation: SubjectSegmentation, measured: dict[str, float], volumes: Mapping
-    ) -> tuple[dict[str, float], dict[str, float], list[str]]:
+    ) -> tuple[dict[str, float], dict[str, float], list[str], str]:
         """Write ``phenotypes.json`` (the reported phenotypes, the head they come from, those from the embedding and
         those measured); returns the reported ones, those from the embedding, and the names left empty because no
         heart has their value."""
@@ -192,7 +282,7 @@ class CohortPredictor:
             "phenotypes_from_segmentation": {k: json_number(v) for k, v in measured.items()},
         }
         write_json_atomic(record, self.output_dir / subject_id / "phenotypes.json")
-        return phenotypes, from_embedding, implausible
+        return phenotypes, from_embedding, implausible, method
 
     def write_report(
         self,
@@ -201,10 +291,11 @@ class CohortPredictor:
         measured: dict[str, float],
         implausible: list[str],
         identifiers: Mapping[str, str],
+        qc_flags: list[dict[str, str]] | None = None,
     ) -> None:
         """Write ``report.json``: the source, the planes segmented and missing, the heart-centre method, the
-        loader's problems, the phenotypes left empty and the DICOM ``identifiers`` (:func:`dicom_identifiers`);
-        warn about missing planes."""
+        loader's problems, the phenotypes left empty, the DICOM ``identifiers`` (:func:`dicom_identifiers`) and,
+        unless switched off (None), the quality-control flags; warn about missing planes."""
         sample = segmentation.sample
         subject_id = sample["id"]
         geometry = parse_geometry(sample["geometry"])
@@ -225,6 +316,9 @@ class CohortPredictor:
             # PatientID, StudyInstanceUID and the SeriesInstanceUIDs used, when the input was DICOM
             "dicom_identifiers": identifiers,
         }
+        if qc_flags is not None:
+            # each {"view", "check", "reason"} (scripts/quality_control.py); an empty list: every check passed
+            report["quality_control"] = qc_flags
         write_json_atomic(report, self.output_dir / subject_id / "report.json")
         if missing:
             logger.warning(f"{subject_id}: planes missing (reported, not invented): {', '.join(missing)}")
@@ -243,21 +337,30 @@ class CohortPredictor:
                     f"{subject_id}: removed {stale.name} of an earlier run (that plane is not in this input)"
                 )
                 stale.unlink()
+        if self.write_dicom_seg:
+            # fails the subject when a SEG cannot be written: a PACS expecting it must not get a subject without it
+            write_dicom_segs(item["subject"], segmentation.planes, subject_dir)
         volumes = volume_curves_from_segmentations(segmentation.planes)
         measured = phenotypes_from_volumes(volumes)
-        phenotypes, from_embedding, implausible = self.write_phenotypes(subject_id, segmentation, measured, volumes)
+        phenotypes, from_embedding, implausible, method = self.write_phenotypes(
+            subject_id, segmentation, measured, volumes
+        )
         with atomic_path(subject_dir / "embedding.npy") as temp_path:
             np.save(temp_path, segmentation.prediction["embedding"].numpy().astype(np.float32))
         identifiers = dicom_identifiers(item["subject"])
-        self.write_report(item, segmentation, measured, implausible, identifiers)
+        qc_flags = quality_control(segmentation.planes, volumes) if self.run_quality_control else None
+        qc_columns = flag_summary(qc_flags) if qc_flags is not None else {}
+        self.write_report(item, segmentation, measured, implausible, identifiers, qc_flags)
         if self.write_volume_curves:
             interval_ms = input_frame_interval_ms(item["subject"], list(segmentation.planes))
             record = volume_curves_record(subject_id, volumes, interval_ms, self.write_cardiac_phases)
             write_volume_curves(record, subject_dir)
+        if self.write_reports:
+            write_subject_report(item["subject"], subject_dir)
         return {
-            "estimated": {"subject": subject_id, **identifiers, **phenotypes},
-            "from_embedding": {"subject": subject_id, **identifiers, **from_embedding},
-            "measured": {"subject": subject_id, **identifiers, **measured},
+            "estimated": {"subject": subject_id, **identifiers, SOURCE_COLUMN: method, **phenotypes, **qc_columns},
+            "from_embedding": {"subject": subject_id, **identifiers, SOURCE_COLUMN: "phenotype_head", **from_embedding},
+            "measured": {"subject": subject_id, **identifiers, SOURCE_COLUMN: "segmentation", **measured, **qc_columns},
         }
 
     def write_cohort(self, rows: list[dict[str, Any]], failures: list[dict[str, str]]) -> dict[str, Any]:
@@ -272,6 +375,8 @@ class CohortPredictor:
             "output_dir": str(self.output_dir),
         }
         write_json_atomic(summary, self.output_dir / "summary.json")
+        if self.write_reports and rows:
+            write_cohort_report(self.output_dir, summary["done"], self.report_colour_by)
         errors = self.output_dir / "errors.csv"
         if failures:
             # one row per failed subject, for a spreadsheet or a scheduler; absent when none failed
@@ -295,12 +400,26 @@ class CohortPredictor:
         if not items:
             raise FileNotFoundError(f"no subject found under {input_path}: expected sa.nii.gz / la_*.nii.gz or DICOM")
         rows, failures = [], []
+        # files a run killed mid-write left unfinished: the cohort tables', then each subject's
+        remove_partial_files(self.output_dir)
         for item in items:
             name = item.get("id") or Path(item["subject"]).name
+            completed = self.output_dir / name / COHORT_ROWS_NAME
+            for folder in (completed.parent, completed.parent / "converted"):
+                remove_partial_files(folder)
+            if self.skip_existing and completed.is_file():
+                rows.append(read_cohort_rows(completed))
+                logger.info(f"{name}: complete from an earlier run, kept (skip_existing)")
+                continue
             try:
+                # a subject stopped half-way through this time must not pass for complete at the next run
+                completed.unlink(missing_ok=True)
+                if "unusable" in item:
+                    raise ValueError(item["unusable"])
                 if "dicom_study" in item:
                     item = self.convert_dicom(item)
                 rows.append(self.predict_subject(item))
+                write_cohort_rows(rows[-1], completed)
                 logger.info(f"{name}: done")
             except Exception as err:  # a batch job keeps going past a bad subject, and says why it failed
                 logger.error(f"{name}: skipped: {err}")

@@ -4,12 +4,14 @@ Five keyframes per cycle, as Koehler et al. name them, found on the cyclically s
 rate dV/dt (central differences, mL per frame), all in the input's own frame indices:
 
 - ED: the largest volume; ES: the smallest;
-- mid-systole: the frame of steepest ejection (most negative dV/dt) on the way from ED to ES;
+- mid-systole: half-ejection, the frame from ED to ES whose volume is nearest halfway between the ED and ES volumes
+  (where ejection is fastest; the steepest frame itself is ill-defined on the broad plateau of a real ejection);
 - peak early filling: the E wave, the first peak of dV/dt after ES reaching half the largest filling rate (the first,
   not the largest, so that an atrial kick taller than the E wave is not taken for it);
-- diastasis (mid-diastole): the slowest filling (smallest dV/dt) between the E wave and the atrial-contraction peak
-  (the largest dV/dt in the second half of the way from the E wave to ED); the middle frame of that stretch where
-  the two peaks are adjacent.
+- diastasis (mid-diastole): the middle of the slow-filling stretch between the E wave and the atrial-contraction
+  peak (the largest dV/dt in the second half of the way from the E wave to ED): the run of frames holding the slowest
+  filling whose dV/dt stays within :data:`SLOW_FILLING_SHARE` of the E wave's rate above it (the slowest frame of a
+  long flat stretch is set by noise); the middle of the way where the two peaks are adjacent.
 
 The cycle wraps: the frame after the last is the first, so ED may sit anywhere in the curve.
 """
@@ -24,13 +26,15 @@ PHASE_NAMES = ("ED", "mid_systole", "ES", "peak_early_filling", "diastasis")
 #: what each keyframe is, as written beside the phases in ``volume_curves.json``
 PHASE_DEFINITIONS = {
     "ED": "largest LV volume",
-    "mid_systole": "steepest ejection (most negative dV/dt) from ED to ES",
+    "mid_systole": "half-ejection: volume nearest halfway between ED and ES volumes, from ED to ES",
     "ES": "smallest LV volume",
     "peak_early_filling": "first peak of dV/dt after ES reaching half the largest filling rate (E wave)",
-    "diastasis": "smallest dV/dt between the E wave and the atrial-contraction peak",
+    "diastasis": "middle of the slow-filling stretch between the E wave and the atrial-contraction peak",
 }
 #: width (frames) of the Gaussian that smooths the curve before phases are read
 SMOOTHING_SIGMA_FRAMES = 1.0
+#: the slow-filling stretch of diastasis: dV/dt within this share of (E-wave rate - slowest rate) above the slowest
+SLOW_FILLING_SHARE = 0.25
 #: the fewest frames a cycle needs for five distinct keyframes
 MIN_FRAMES = 5
 
@@ -69,9 +73,18 @@ def first_major_peak(values: np.ndarray, fraction: float = 0.5) -> int:
     return int(np.argmax(values))
 
 
-def diastasis_frame(rate: np.ndarray, filling: int, ed: int) -> int:
-    """The diastasis frame: smallest dV/dt between the E-wave frame ``filling`` and the atrial peak (the largest
-    (T,) ``rate`` in the second half of the way from ``filling`` to ``ed``); the middle of the way where they touch."""
+def half_ejection_frame(volume: np.ndarray, ed: int, es: int) -> int:
+    """The frame from ``ed`` to ``es`` whose (T,) ``volume`` is nearest halfway between theirs (mid-systole)."""
+    systole = cyclic_span(ed, es, len(volume))
+    halfway = (volume[ed] + volume[es]) / 2.0
+    return int(systole[np.argmin(np.abs(volume[systole] - halfway))])
+
+
+def diastasis_frame(rate: np.ndarray, filling: int, ed: int, share: float = SLOW_FILLING_SHARE) -> int:
+    """The diastasis frame: the middle of the slow-filling stretch between the E-wave frame ``filling`` and the
+    atrial peak (the largest (T,) ``rate`` in the second half of the way from ``filling`` to ``ed``): the run of
+    consecutive frames, holding the slowest, whose rate is within ``share`` of (E-wave rate - slowest) of the
+    slowest; the middle of the way where the two peaks touch."""
     num_frames = len(rate)
     way = cyclic_span(filling, ed, num_frames)
     late = way[len(way) // 2 :]
@@ -79,7 +92,14 @@ def diastasis_frame(rate: np.ndarray, filling: int, ed: int) -> int:
     between = cyclic_span(filling, atrial, num_frames)[1:-1]
     if len(between) == 0:
         return int(way[len(way) // 2])
-    return int(between[np.argmin(rate[between])])
+    slowest = int(np.argmin(rate[between]))
+    slow = rate[between] <= rate[between][slowest] + share * max(rate[filling] - rate[between][slowest], 0.0)
+    start, stop = slowest, slowest
+    while start > 0 and slow[start - 1]:
+        start -= 1
+    while stop + 1 < len(between) and slow[stop + 1]:
+        stop += 1
+    return int(between[(start + stop) // 2])
 
 
 def cardiac_phases(lv_volume_ml: np.ndarray | None) -> dict[str, int | None]:
@@ -98,8 +118,7 @@ def cardiac_phases(lv_volume_ml: np.ndarray | None) -> dict[str, int | None]:
     rate = cyclic_rate(volume)
     num_frames = len(volume)
     ed, es = int(np.argmax(volume)), int(np.argmin(volume))
-    systole = cyclic_span(ed, es, num_frames)
-    mid_systole = int(systole[np.argmin(rate[systole])])
+    mid_systole = half_ejection_frame(volume, ed, es)
     diastole = cyclic_span(es, ed, num_frames)
     filling = int(diastole[first_major_peak(rate[diastole])])
     return {

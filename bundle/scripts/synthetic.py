@@ -20,6 +20,7 @@ import numpy as np
 from scripts import labels
 from scripts.files import atomic_path, save_nifti_atomic, write_json_atomic
 from scripts.measures import phenotypes_from_volumes
+from scripts.phases import cardiac_phases
 from scripts.synthetic_acquisition import (
     ANATOMY_TO_RAS,
     PlaneStack,
@@ -108,7 +109,9 @@ def synthesize_subject(
 
     The wide variety is written in RAS (the classic one keeps the anatomy world, mirrored in x) and its sidecar also
     records each plane's breath-hold offsets (``breath_hold_offsets_mm``: file stem -> one RAS displacement (mm) per
-    slice; a pixel at world x shows the anatomy that lay at x - offset where the planes were planned).
+    slice; a pixel at world x shows the anatomy that lay at x - offset where the planes were planned). Every sidecar
+    holds the true LV volume curve (``lv_volume_ml``, one value per frame) and its cardiac phases (``cardiac_phases``:
+    name -> frame, :mod:`scripts.phases`).
     """
     subject = sample_subject(seed, index, frames, tiny, variety)
     folder = Path(out_dir) / subject_name(index)
@@ -132,8 +135,12 @@ def synthesize_subject(
             plane.name: np.round(plane.breath_hold_offsets @ ANATOMY_TO_RAS[:3, :3], 3).tolist()
             for plane in subject.planes
         }
+    volumes = model_volumes(subject.heart)
+    # the true LV volume curve and its keyframes, to score the phases inference finds on its own segmentations
+    sidecar["lv_volume_ml"] = np.round(volumes["LVBP"], 3).tolist()
+    sidecar["cardiac_phases"] = cardiac_phases(volumes["LVBP"])
     write_json_atomic(sidecar, folder / "subject.json")
-    return phenotypes_from_volumes(model_volumes(subject.heart))
+    return phenotypes_from_volumes(volumes)
 
 
 def split_counts(num_subjects: int, fractions: tuple[float, float, float]) -> list[int]:

@@ -1,0 +1,100 @@
+"""The subject and cohort reports: written by inference through the real runner, opened in a real browser."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_bundle import bundle_run
+
+from scripts.cohort_report import embedding_map
+from scripts.labels import PHENOTYPE_NAMES
+from scripts.subject_report import frame_of_phase, view_panels
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+def browser_path() -> str:
+    """A Chromium on the PATH (``.ci/run`` installs Debian's), else the test is skipped with the reason."""
+    found = next((shutil.which(name) for name in BROWSERS if shutil.which(name)), None)
+    if found is None:
+        pytest.skip(f"no browser ({', '.join(BROWSERS)}) on the PATH: install Debian's chromium to run this test")
+    return found
+
+
+@pytest.fixture(scope="module")
+def reported(tiny_cohort, tmp_path_factory) -> Path:
+    """Inference with the shipped weights on two subjects, one without its 3-chamber view; the output folder."""
+    dataset = tmp_path_factory.mktemp("reports") / "dataset"
+    for name in ("subject_0000", "subject_0001"):
+        shutil.copytree(tiny_cohort / name, dataset / name)
+    (dataset / "subject_0001" / "la_3ch.nii.gz").unlink()
+    out = dataset.parent / "predictions"
+    bundle_run(["configs/inference.yaml"], dataset_dir=dataset, output_dir=out, preset="small", centre_shifts_px="[]")
+    return out
+
+
+def test_browser_shows_each_subject_page_and_the_cohort_page_linking_them(reported):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=browser_path(), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto((reported / "cohort_report.html").as_uri())
+        rows = page.locator("#cohort tr.subject")
+        assert rows.count() == 2
+        assert page.locator("#embedding-map").evaluate("img => img.complete && img.naturalWidth > 0")
+        page.locator("#cohort a", has_text="subject_0001").click()
+        page.wait_for_load_state()
+        # the link leads to the subject's page, whose picture decodes and whose tables hold every phenotype
+        assert page.locator("#subject").inner_text() == "subject_0001"
+        assert page.locator("img").evaluate("img => img.complete && img.naturalWidth > 400")
+        phenotype_cells = page.locator("table td:first-child").all_inner_texts()
+        assert set(PHENOTYPE_NAMES) <= set(phenotype_cells)
+        # what the reader must know is on the page: the missing view
+        assert "planes missing: la_3ch" in page.locator("#notes").inner_text()
+        browser.close()
+    report = json.loads((reported / "subject_0001" / "report.json").read_text())
+    assert "la_3ch" in report["canonical_planes_missing"]
+    assert (reported / "subject_0000" / "report.png").stat().st_size > 10_000
+
+
+def test_panels_show_each_view_at_ed_and_es_around_its_labels(tiny_cohort, tmp_path):
+    """The page's plane grid, with a subject's ground truth standing in for the written segmentation: three SA
+    slices and the three long-axis views, each crop holding the labels at the curve's ED and ES."""
+    subject = tiny_cohort / "subject_0000"
+    for path in subject.glob("seg_*.nii.gz"):
+        shutil.copy(path, tmp_path / path.name)
+    curves = {"num_frames": 10, "phases": {"ED": 0, "ES": 4}}
+    panels = view_panels(subject, tmp_path, curves)
+    titles = [title for title, *_ in panels]
+    assert sum(title.startswith("SA slice") for title in titles) == 3
+    assert titles[-3:] == ["la_2ch", "la_3ch", "la_4ch"]
+    for title, ed_image, es_image, (ed_label, es_label) in panels:
+        assert ed_image.shape == ed_label.shape == es_label.shape, title
+        assert ed_label.any() and (ed_label[[0, -1]] == 0).all() and (ed_label[:, [0, -1]] == 0).all(), title
+
+
+def test_phase_frames_map_between_views_of_other_frame_counts():
+    assert frame_of_phase(0, 50, 30) == 0
+    assert frame_of_phase(25, 50, 30) == 15
+    assert frame_of_phase(49, 50, 10) == 0  # the curve's last frame lies nearer the view's first than its last
+
+
+def test_embedding_map_keeps_groups_of_subjects_apart():
+    """t-SNE from 8 subjects on: two groups of embeddings far apart stay apart on the map; fewer go by PCA."""
+    rng = np.random.default_rng(0)
+    groups = np.concatenate([rng.normal(0, 0.1, (6, 32)), rng.normal(3, 0.1, (6, 32))])
+    coordinates, method = embedding_map(groups)
+    assert method == "t-SNE" and coordinates.shape == (12, 2)
+    first, second = coordinates[:6], coordinates[6:]
+    gap = np.linalg.norm(first.mean(0) - second.mean(0))
+    spread = max(
+        np.linalg.norm(first - first.mean(0), axis=1).max(), np.linalg.norm(second - second.mean(0), axis=1).max()
+    )
+    assert gap > 2 * spread
+    coordinates, method = embedding_map(groups[[0, 1, 7]])
+    assert method == "PCA" and coordinates.shape == (3, 2)
