@@ -190,6 +190,21 @@ def test_mixed_study(tmp_path: Path) -> None:
     assert {"notes.txt", "level0/DATA.bin"} <= ignored
 
 
+@pytest.mark.skipif(not (SUNNYBROOK.parent / "bivme_patient1").is_dir(), reason="bivme_patient1 not in ../shared")
+def test_of_two_series_of_one_view_the_plane_containing_the_sa_long_axis_is_taken(tmp_path: Path) -> None:
+    """The real multi-view study holds two 2CH series: a later one 16 deg off the SA stack's long axis (a pilot) and
+    one 2 deg off; the second is taken, so that the long-axis planes meet at the LV, and the other is reported."""
+    out = tmp_path / "subject"
+    result = run_cli("convert_dicom.py", SUNNYBROOK.parent / "bivme_patient1" / "dicoms", "--out", out)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "conversion.json").read_text())
+    assert report["written"]["la_2ch"]["series_number"] == [17001]
+    skipped = {entry["series_number"][0]: entry["reason"] for entry in report["skipped"]}
+    assert "la_2ch taken by series [17001]" in skipped[19001] and "16.1 deg" in skipped[19001]
+    # equally well planned 4CH series (7.5 deg each): the latest acquisition
+    assert report["written"]["la_4ch"]["series_number"] == [16001] and "la_4ch taken" in skipped[14001]
+
+
 def test_la_written_with_correct_affine(tmp_path: Path) -> None:
     study = tmp_path / "study"
     for number in range(1, 41):  # 2 slices x 20 phases

@@ -44,6 +44,9 @@ SPACING_REL_TOL = 0.05
 MAX_IN_PLANE_RESIDUAL_MM = 0.05
 #: |cos| between an LA plane normal and the long axis must stay below this (plane within ~20 deg of the axis).
 LA_NORMAL_MAX_COS = 0.35
+#: Of several series of one LA view, those whose planes lie within this angle (deg) of the one nearest to containing
+#: the SA long axis count as equally well planned, and the latest of them is taken.
+LA_TILT_TIE_DEG = 3.0
 #: An SA-parallel single slice has |cos| between its normal and the long axis above this.
 SA_NORMAL_MIN_COS = 0.95
 #: Typical angle (deg, modulo 180) of each LA view's line in the SA plane, clockwise from the anterior
@@ -479,19 +482,51 @@ def identify_stacks(stacks: list[CineStack], study_dir: Path) -> tuple[dict[str,
     sa, sa_parts = _choose_sa(stacks, study_dir)
     planes: dict[str, CineStack] = {"sa": sa} if sa is not None else {}
     remaining = [s for s in stacks if not any(s is part for part in sa_parts)]
-    # Named views first, then the latest series first, so a repeated view keeps the most recent acquisition.
-    remaining.sort(key=lambda s: (view_from_description(s.description) is None, -max(s.series_numbers)))
     skipped: list[dict[str, Any]] = []
+    candidates: dict[str, list[tuple[CineStack, str]]] = {}
     for stack in remaining:
         view, how = _identify_la(stack, sa)
         if view is None:
             skipped.append(_skip_entry(stack, how))
-        elif view in planes:
-            skipped.append(_skip_entry(stack, f"{view} already taken by series {planes[view].series_numbers}"))
         else:
-            stack.identified_by = how
-            planes[view] = stack
+            candidates.setdefault(view, []).append((stack, how))
+    for view, found in candidates.items():
+        chosen, how = choose_la_stack(found, sa)
+        chosen.identified_by = how
+        planes[view] = chosen
+        for stack, _ in found:
+            if stack is not chosen:
+                skipped.append(_skip_entry(stack, f"{view} taken by series {chosen.series_numbers}: {how}"))
     return planes, skipped
+
+
+def la_tilt_deg(stack: CineStack, sa: CineStack) -> float:
+    """Angle (deg) between an LA stack's plane and the SA stack's long axis (its normal): 0 when the plane contains
+    the axis, as a long-axis view planned on the SA stack does."""
+    return float(np.degrees(np.arcsin(min(1.0, abs(float(np.dot(stack.first.normal, sa.first.normal)))))))
+
+
+def choose_la_stack(found: list[tuple[CineStack, str]], sa: CineStack | None) -> tuple[CineStack, str]:
+    """The stack (and how it was identified, with why it was chosen) of one LA view among several series showing it.
+
+    A view named in SeriesDescription beats one found by geometry. Among those, a study often holds both a pilot
+    of the view (planned on localisers, off the LV axis) and the view planned on the SA stack: the plane nearest to
+    containing the SA stack's long axis is taken (within :data:`LA_TILT_TIE_DEG`), then the latest acquisition.
+    """
+    named = [item for item in found if item[1] == "description"]
+    pool = named or found
+    if sa is None or len(pool) == 1:
+        stack, how = max(pool, key=lambda item: max(item[0].series_numbers))
+        return stack, how if len(found) == 1 else f"{how}; the latest of {len(found)} series of this view"
+    tilts = [la_tilt_deg(stack, sa) for stack, _ in pool]
+    near = [item for item, tilt in zip(pool, tilts) if tilt <= min(tilts) + LA_TILT_TIE_DEG]
+    stack, how = max(near, key=lambda item: max(item[0].series_numbers))
+    chosen_tilt = tilts[[item[0] for item in pool].index(stack)]
+    return stack, (
+        f"{how}; of {len(found)} series of this view, the latest whose plane lies within {LA_TILT_TIE_DEG:.0f} deg "
+        f"of the nearest to the SA long axis ({chosen_tilt:.1f} deg; the others "
+        f"{', '.join(f'{t:.1f}' for item, t in zip(pool, tilts) if item[0] is not stack)} deg)"
+    )
 
 
 # --- writing ---------------------------------------------------------------------------------------
