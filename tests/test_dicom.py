@@ -191,9 +191,10 @@ def test_mixed_study(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not (SUNNYBROOK.parent / "bivme_patient1").is_dir(), reason="bivme_patient1 not in ../shared")
-def test_of_two_series_of_one_view_the_plane_containing_the_sa_long_axis_is_taken(tmp_path: Path) -> None:
+def test_long_axis_views_are_chosen_and_named_by_their_planes_among_repeated_series(tmp_path: Path) -> None:
     """The real multi-view study holds two 2CH series: a later one 16 deg off the SA stack's long axis (a pilot) and
-    one 2 deg off; the second is taken, so that the long-axis planes meet at the LV, and the other is reported."""
+    one 2 deg off; the second is taken, so that the long-axis planes meet at the LV, and the other is reported. Its
+    two "4CH" series are a 4-chamber and a 3-chamber view by their planes."""
     out = tmp_path / "subject"
     result = run_cli("convert_dicom.py", SUNNYBROOK.parent / "bivme_patient1" / "dicoms", "--out", out)
     assert result.returncode == 0, result.stderr
@@ -201,8 +202,11 @@ def test_of_two_series_of_one_view_the_plane_containing_the_sa_long_axis_is_take
     assert report["written"]["la_2ch"]["series_number"] == [17001]
     skipped = {entry["series_number"][0]: entry["reason"] for entry in report["skipped"]}
     assert "la_2ch taken by series [17001]" in skipped[19001] and "16.1 deg" in skipped[19001]
-    # equally well planned 4CH series (7.5 deg each): the latest acquisition
-    assert report["written"]["la_4ch"]["series_number"] == [16001] and "la_4ch taken" in skipped[14001]
+    # a series described "4CH" whose plane lies where 3-chamber views lie (141 deg in the SA plane) is the 3-chamber
+    # view; the other "4CH" series (82 deg) is the 4-chamber view
+    assert report["written"]["la_4ch"]["series_number"] == [14001]
+    assert report["written"]["la_3ch"]["series_number"] == [16001]
+    assert "61 deg from the la_4ch its description names" in report["written"]["la_3ch"]["identified_by"]
 
 
 def test_la_written_with_correct_affine(tmp_path: Path) -> None:

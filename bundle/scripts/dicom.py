@@ -460,18 +460,32 @@ def _identify_la(stack: CineStack, sa: CineStack | None) -> tuple[str | None, st
     if len(stack.slices) > 1:
         return None, f"multi-slice stack ({len(stack.slices)} slices) that is not the chosen SA stack"
     named = view_from_description(stack.description)
-    if named is not None and named != "sa":
+    if named is not None and named != "sa" and sa is None:
         return named, "description"
     if sa is None:
         return None, "no SA stack to identify a long-axis view against, and no view named in SeriesDescription"
     long_axis = long_axis_direction(sa)
     cos_to_axis = abs(float(np.dot(stack.first.normal, long_axis)))
+    angle = la_view_angle_deg(long_axis, stack.first.normal)
+    view, distance = _closest_view(angle)
+    if named is not None and named != "sa":
+        named_distance = abs((angle - LA_VIEW_ANGLES_DEG[named] + 90.0) % 180.0 - 90.0)
+        # a description contradicted by the plane itself (a pilot named for the view it was meant to become, a
+        # 3-chamber view saved as "4CH"): the geometry decides when it clearly shows another view
+        if (
+            view not in (None, named)
+            and distance <= LA_VIEW_ANGLE_TOL_DEG / 2
+            and named_distance > 2 * LA_VIEW_ANGLE_TOL_DEG
+        ):
+            return view, (
+                f"geometry: line at {angle:.0f} deg in the SA plane, {distance:.0f} deg from typical {view} and "
+                f"{named_distance:.0f} deg from the {named} its description names"
+            )
+        return named, "description"
     if cos_to_axis >= SA_NORMAL_MIN_COS:
         return None, "single slice parallel to the SA stack, not part of it"
     if cos_to_axis > LA_NORMAL_MAX_COS:
         return None, f"plane neither SA nor LA (normal at {np.degrees(np.arccos(cos_to_axis)):.0f} deg to long axis)"
-    angle = la_view_angle_deg(long_axis, stack.first.normal)
-    view, distance = _closest_view(angle)
     if view is None:
         return None, f"unidentified LA view: line at {angle:.0f} deg in the SA plane, no typical view within tolerance"
     return view, f"geometry: line at {angle:.0f} deg in the SA plane ({distance:.0f} deg from typical {view})"
