@@ -1,4 +1,5 @@
-"""The benchmark CLI at its smallest setting: it runs, prints its table and writes well-formed JSON."""
+"""The benchmark's contract at its smallest preset: progress on stderr, a table and one JSON line per ``what`` on
+stdout with every key of the right type, and the same records in ``--out`` (no timing asserts)."""
 
 from __future__ import annotations
 
@@ -8,49 +9,70 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WORKLOADS = {"mae_step", "seg_step_3_planes", "seg_step_3_planes_5_frames", "seg_step_9_planes", "inference"}
+WHATS = {
+    "matmul_peak",
+    "encoder_forward",
+    "inference_network",
+    "inference_end_to_end",
+    "pretrain_step",
+    "segmentation_step",
+}
+NETWORK_LINES = {"encoder_forward", "inference_network", "pretrain_step", "segmentation_step"}
+#: the keys every line carries (others read them)
+CONTRACT_KEYS = {
+    "preset",
+    "what",
+    "device",
+    "dtype",
+    "seconds_per_subject",
+    "tflop_per_subject",
+    "achieved_tflops",
+    "fraction_of_bf16_peak",
+    "peak_rss_gb",
+    "baseline_seconds_per_subject",
+    "speedup_vs_baseline",
+}
+NUMBER_KEYS = ("seconds_per_subject", "tflop_per_subject", "baseline_seconds_per_subject", "speedup_vs_baseline")
 
 
-def test_quick_benchmark_writes_json(tmp_path: Path) -> None:
-    """``python -m tools.benchmark --quick --out tmp.json``: structure and plausible ratios (no timing asserts)."""
+def test_tiny_benchmark_prints_one_json_line_per_what(tmp_path: Path) -> None:
+    """``python -m tools.benchmark --preset tiny --device cpu --out tmp.json`` through its command line."""
     out = tmp_path / "tmp.json"
-    command = [sys.executable, "-m", "tools.benchmark", "--quick", "--out", str(out)]
+    command = [sys.executable, "-m", "tools.benchmark", "--preset", "tiny", "--device", "cpu", "--out", str(out)]
     proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "of peak" in proc.stdout and "warm from cache" in proc.stdout
+    assert "[1/8] matmul_peak" in proc.stderr and "timed" in proc.stderr, "progress goes to stderr"
+    assert "of bf16" in proc.stdout and "warm from cache" in proc.stdout
+
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert {r["what"] for r in records} == WHATS and len(records) == len(WHATS), "exactly one line per what"
+    for record in records:
+        what = record["what"]
+        assert CONTRACT_KEYS <= set(record), (what, CONTRACT_KEYS - set(record))
+        assert record["preset"] == "tiny" and record["device"] == "cpu", what
+        assert record["dtype"] in ("bfloat16", "float32"), what
+        for key in ("achieved_tflops", "fraction_of_bf16_peak", "peak_rss_gb"):
+            assert isinstance(record[key], float) and record[key] > 0, (what, key)
+        assert 0 < record["fraction_of_bf16_peak"] <= 1, (what, record["fraction_of_bf16_peak"])
+        for key in NUMBER_KEYS:
+            assert record[key] is None or isinstance(record[key], float), (what, key)
+        timed = what != "matmul_peak"
+        assert (record["seconds_per_subject"] is not None) == timed, what
+        assert (record["tflop_per_subject"] is not None) == timed, what
+        if timed:
+            assert record["seconds_per_subject"] > 0 and record["tflop_per_subject"] > 0, what
+            assert record["timed_calls"] >= 1 and record["untimed_calls"] >= 1, what
+        has_baseline = what in NETWORK_LINES
+        assert (record["baseline_seconds_per_subject"] is not None) == has_baseline, what
+        assert (record["speedup_vs_baseline"] is not None) == has_baseline, what
+        if has_baseline:
+            assert record["baseline_seconds_per_subject"] > 0 and record["speedup_vs_baseline"] > 0, what
+    by_what = {r["what"]: r for r in records}
+    assert by_what["matmul_peak"]["fraction_of_bf16_peak"] == 1.0
+    # the whole network does more than its encoder, and the subject's passes run it at least once
+    assert by_what["inference_network"]["tflop_per_subject"] > by_what["encoder_forward"]["tflop_per_subject"]
+    assert by_what["inference_end_to_end"]["tflop_per_subject"] >= by_what["inference_network"]["tflop_per_subject"]
 
     results = json.loads(out.read_text())
-    assert set(results) >= {"schema", "meta", "peak", "network", "data", "subject_inference"}
+    assert results["records"] == records
     assert not list(tmp_path.glob(".tmp.json.*"))  # the atomic write left no temporary file
-
-    peak = results["peak"]
-    assert peak["fp32_tflops"] > 0 and peak["bf16_tflops"] > 0 and peak["threads"] >= 1
-
-    network = results["network"]
-    assert network["preset"] == "tiny" and network["geometry"] == [9, 10, 32, 32]
-    assert network["precision"] in ("bf16", "fp32")
-    assert network["reference_peak_tflops"] == peak[f"{network['precision']}_tflops"]
-    assert set(network["workloads"]) == WORKLOADS
-    for name, workload in network["workloads"].items():
-        assert workload["seconds_per_subject"] > 0 and workload["subjects_per_hour"] > 0, name
-        assert workload["forward_gflop"] > 0 and workload["achieved_tflops"] > 0, name
-        assert (workload["backward_gflop"] > 0) == (name != "inference"), name
-        assert 0 < workload["peak_ratio"] <= 1.5, (name, workload["peak_ratio"])
-    # decoding 3 of 9 planes, and then 5 of their 10 frames at full resolution, must count fewer FLOPs each time
-    workloads = network["workloads"]
-    assert workloads["seg_step_3_planes_5_frames"]["total_gflop"] < workloads["seg_step_3_planes"]["total_gflop"]
-    assert workloads["seg_step_3_planes"]["total_gflop"] < workloads["seg_step_9_planes"]["total_gflop"]
-
-    data = results["data"]
-    assert data["subject"] == "synthetic"
-    for key in ("cold_ms_per_subject", "first_cached_ms_per_subject", "warm_ms_per_subject", "cache_mb_per_subject"):
-        assert data[key] > 0, key
-
-    inference = results["subject_inference"]
-    assert inference["seconds_per_subject"] > 0 and "s per subject" in proc.stdout
-    # the synthetic subject's SA stack is longer than the canonical 6 slices: extra passes cover the rest
-    one_pass = 1 + -(-(inference["sa_slices"] - 6) // 6)
-    assert inference["sa_slices"] > 6 and inference["network_passes_one_pass"] == one_pass
-    # each test-time shift of inference.yaml runs the canonical pass and the extra passes again
-    assert inference["network_passes"] == one_pass * (1 + len(inference["centre_shifts_px"]))
-    assert inference["seconds_per_subject_one_pass"] > 0

@@ -1,108 +1,141 @@
-"""Benchmark the machine, the network and the data layer; print a table and write the numbers as JSON.
+"""Benchmark the network and inference against this machine's bf16 matmul peak and an authors'-style baseline.
 
-Usage: ``python -m tools.benchmark [--preset small] [--quick] [--device cpu|cuda] [--repeats N] [--threads N]
+Usage: ``python -m tools.benchmark [--preset tiny|small|paper] [--device cpu|cuda] [--repeats N] [--threads N]
 [--subject DIR] [--out results.json]``
 
-What is measured (batch of one subject, the configs' ``batch_size``):
+Prints progress to stderr, a table to stdout, then one JSON object per line (stdout) per measured ``what``, with the
+keys ``preset``, ``what``, ``device``, ``dtype``, ``seconds_per_subject``, ``tflop_per_subject``, ``achieved_tflops``,
+``fraction_of_bf16_peak``, ``peak_rss_gb``, ``baseline_seconds_per_subject``, ``speedup_vs_baseline`` (null where a
+key does not apply), then ``timed_calls``, ``seconds_timed``, ``untimed_calls``, ``peak_device_gb``. What is
+measured, batch of one subject on 9 planes x 50 frames x 128 x 128 (``tiny``: 9 x 10 x 32 x 32), under the project's
+precision (:func:`scripts.precision.autocast_context`: bf16 autocast where the device has native bf16, else fp32):
 
-- **peak**: best dense matmul throughput of this machine, now, with the threads torch uses: fp32 and bf16
-  (``n x n @ n x n``, 2 n^3 FLOP, best of several, sampled before and after the network runs). It is the roof the
-  network numbers are compared with.
-- **network** at the preset, on 9 planes x 50 frames x 128 x 128 (``tiny``: 9 x 10 x 32 x 32, its test geometry),
-  under the project's own precision (:func:`scripts.precision.autocast_context`: bf16 autocast where the device computes
-  bf16 natively, else fp32):
-  MAE pretraining step (forward + backward, 70 % of tokens masked), segmentation training step (forward + loss +
-  backward) decoding ``decoded_planes`` planes (3, read from ``finetune_segmentation.yaml``) with every frame, the
-  same with the full-resolution stage and the loss on ``decoded_frames`` evenly spread frames (10, as training runs
-  it; ``tiny``: 5 of its 10), and all 9 planes, and inference (segmentation forward, no grad). Median seconds per
-  subject over the repeats, after warm-up.
-- **data**: one synthetic subject (or ``--subject DIR``) through :class:`scripts.canonical.LoadCineSubjectd`:
-  from NIfTI without a cache (cold), the first load that also writes the cache, and from the cache (warm).
-- **subject inference**: the same subject segmented the way the ``inference`` workflow does it
-  (:meth:`scripts.subject_segmenter.SubjectSegmenter.segment`: files read, canonical sample, one pass per group of SA
-  slices until every slice is covered, all again for each test-time shift of ``inference.yaml``'s
-  ``centre_shifts_px``, labels written back onto each input plane's grid; NIfTI output not included), and the same
-  without the shifts (one pass per group), with the shipped weights (``bundle/models/model.pt``) at ``small``,
-  random ones at other presets. The network's cost does not depend on the weights, the write-back's does: it blends
-  class probabilities only between canonical pixels of different classes, a few percent of them with trained
-  weights and most with random ones.
+- ``matmul_peak``: best dense ``n x n @ n x n`` bf16 matmul throughput (2 n^3 FLOP), sampled before and after the rest;
+  the roof of every ``fraction_of_bf16_peak`` (the fp32 peak is in the table).
+- ``encoder_forward``: the encoder over every token, no grad.
+- ``inference_network``: the segmentation network (encoder + decoder, every plane and frame), no grad.
+- ``pretrain_step``: MAE step (forward + backward, 70 % of the tokens masked).
+- ``segmentation_step``: segmentation training step (forward + loss + backward) decoding ``decoded_planes`` planes with
+  the full-resolution stage on ``decoded_frames`` frames, as ``finetune_segmentation.yaml`` trains (``tiny``: 5 of 10).
+- ``inference_end_to_end``: one synthetic subject (or ``--subject``) through the inference workflow's own
+  :class:`scripts.inference.CohortPredictor` built from ``inference.yaml`` at the preset, one pass
+  (``centre_shifts_px: []``): files read, every plane and frame segmented (the extra SA passes included), labels
+  written back onto every input plane, phenotypes, reports and tables written. Shipped weights at ``small``, random
+  ones elsewhere (the network's cost does not depend on them).
 
-How to read the ratios (``of peak`` = achieved / peak, achieved = counted FLOPs / median seconds):
+Method: every item's first call runs under ``torch.utils.flop_counter.FlopCounterMode`` (untimed; it is also the first
+warm-up), then untimed warm-ups and the timed calls; ``seconds_per_subject`` is their median. ``paper`` on a CPU makes
+one counted and one timed call per item (a call takes tens of seconds). FLOPs: matmuls, convolutions and attention,
+2 per multiply-add (CPU fused attention with torch's CUDA formulas); norms, softmax, gathers and memory traffic cost
+time but no FLOPs, so the fractions are lower bounds on how busy the arithmetic units are. ``peak_rss_gb`` is the
+process's peak resident memory so far (``resource.getrusage``), so it never falls from one line to the next;
+``peak_device_gb`` is the item's own peak of CUDA memory (null on CPU).
 
-- FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one real step (forward and backward counted
-  separately; backward is ~2x forward), 2 FLOPs per multiply-add. Only matmuls, convolutions (incl. transposed)
-  and attention are counted (CPU fused attention with torch's CUDA formulas, which its counter lacks for CPU);
-  norms, activations, softmax, the loss, gradient zeroing, gathers/scatters and memory traffic cost time but no
-  FLOPs, so the ratio is a lower bound on how busy the arithmetic units are.
-- The reference peak is the bf16 one when autocast is on, else fp32. Parts that run in fp32 under autocast (the
-  token-grid convolutions of the segmentation decoder, the loss) are held to the bf16 roof too.
-- The transformer matmuls (MAE step, encoder) are the part that can approach the peak; 3D convolutions with few
-  channels (8-32 at full resolution in the segmentation decoder) are limited by memory bandwidth and oneDNN's
-  per-call overhead and reach a small fraction of it. A low segmentation ratio means "bandwidth bound", not
-  "broken"; compare ratios between runs of the same preset and machine rather than with 1.
-- ``tiny`` is dominated by Python and per-op overhead: its ratios say nothing about the real model.
-- The peak and the steps are measured at different moments: another process sharing the cores (see ``load
-  average``) lowers both, not always equally; ratios slightly above 1 are measurement noise, not magic.
+Baseline (network lines): :mod:`tools.baseline_encoder`, the authors' implementation choices (fp32, explicit
+``softmax(QK^T)V`` attention, width D + 1 with 5 heads at ``paper``, no fusion) at the preset's encoder depth, over
+the same tokens as the line's encoder (+ a class token): forward for ``encoder_forward`` and ``inference_network``,
+forward + backward for the steps. It stands for the encoder alone, so ``speedup_vs_baseline`` is exact for
+``encoder_forward`` and a lower bound for the whole-network lines (their decoders are in our time, not in the
+baseline's). ``tiny`` is dominated by per-op overhead: its numbers say nothing about the real model.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import math
 import os
 import platform
+import resource
 import statistics
+import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import yaml
+from monai.bundle import ConfigParser
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from scripts.canonical import LoadCineSubjectd, parse_geometry
+from scripts.canonical import LoadCineSubjectd
 from scripts.files import write_json_atomic
 from scripts.labels import NUM_CLASSES
 from scripts.losses import segmentation_loss
 from scripts.precision import autocast_context
-from scripts.presets import PRESETS, build_network, preset_grid
-from scripts.subject_segmenter import SubjectSegmenter
+from scripts.presets import PRESETS, build_network, preset_config, preset_grid
 from scripts.synthetic import synthesize_cohort
 from scripts.weights import load_network_weights
 from tools import BUNDLE
+from tools.baseline_encoder import build_baseline
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 NUM_PLANES = 9  # 6 SA slices + 3 LA views
+#: the ``what`` of the JSON lines, in the order they are printed
+WHATS = (
+    "matmul_peak",
+    "encoder_forward",
+    "inference_network",
+    "inference_end_to_end",
+    "pretrain_step",
+    "segmentation_step",
+)
 # what a segmentation training step decodes, as the config trains it (planes per step, frames per decoded plane)
 SEGMENTATION_CONFIG = BUNDLE / "configs" / "finetune_segmentation.yaml"
-# the test-time shifts inference runs (``centre_shifts_px``)
 INFERENCE_CONFIG = BUNDLE / "configs" / "inference.yaml"
 SHIPPED_WEIGHTS = {"small": BUNDLE / "models" / "model.pt"}
 
 
 @dataclass
 class Settings:
-    """How hard to measure: matmul size n, warm-up and timed repeats per measurement."""
+    """How hard to measure: matmul size n and its repeats; untimed warm-ups after the FLOP-counting call and timed
+    calls per network item, and the same for ``inference_end_to_end``."""
 
     matmul_size: int
     matmul_repeats: int
     warmup: int
     repeats: int
+    subject_warmup: int
+    subject_repeats: int
 
 
 @dataclass
-class Workload:
-    """One network measurement: ``forward()`` returns the loss (``train``) or the output (inference)."""
+class Item:
+    """One measured ``what``: FLOPs of one call, timed seconds per call, the baseline's, memory after it."""
 
-    name: str
-    network: torch.nn.Module
-    forward: Callable[[], torch.Tensor]
-    train: bool
+    what: str
+    dtype: str
+    seconds: list[float] = field(default_factory=list)
+    flops: int | None = None
+    untimed_calls: int = 0
+    baseline_seconds: list[float] | None = None
+    peak_rss_gb: float = 0.0
+    peak_device_gb: float | None = None
+
+
+class Progress:
+    """``[k/N] what: message (elapsed s)`` lines on stderr, so a long run shows where it is."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.step, self.start = total, 0, time.perf_counter()
+
+    def next(self, what: str) -> Callable[[str], None]:
+        """Start the next step; returns the function that reports within it."""
+        self.step += 1
+        step = self.step
+
+        def report(message: str) -> None:
+            elapsed = time.perf_counter() - self.start
+            print(f"[{step}/{self.total}] {what}: {message} ({elapsed:.0f} s)", file=sys.stderr, flush=True)
+
+        return report
 
 
 # --------------------------------------------------------------------------------------------------
-# Timing and FLOP counting
+# Timing, FLOPs, memory
 # --------------------------------------------------------------------------------------------------
 def synchronize(device: torch.device) -> None:
     """Wait for queued device work (CUDA kernels are asynchronous); no-op on CPU."""
@@ -150,6 +183,50 @@ def flop_counter() -> FlopCounterMode:
     return FlopCounterMode(display=False, custom_mapping=_extra_flop_formulas())
 
 
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far, GB (10^9 bytes; Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """bf16 where the project's :func:`autocast_context` autocasts on ``device``, else fp32."""
+    return getattr(autocast_context(device), "fast_dtype", torch.float32)
+
+
+def measure_item(
+    what: str,
+    fn: Callable[[], Any],
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+    report: Callable[[str], None],
+) -> Item:
+    """FLOPs of one call of ``fn`` (counted, untimed: also the first warm-up), then ``warmup`` untimed and
+    ``repeats`` timed calls; the item's peak device memory on CUDA."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    report(f"call 1 of {1 + warmup + repeats}: counting FLOPs (untimed, warms up)")
+    with flop_counter() as counter:
+        fn()
+    synchronize(device)
+    for k in range(warmup):
+        report(f"call {2 + k} of {1 + warmup + repeats}: warm-up (untimed)")
+        fn()
+    seconds = []
+    for k in range(repeats):
+        report(f"call {2 + warmup + k} of {1 + warmup + repeats}: timed")
+        seconds += time_calls(fn, device, warmup=0, repeats=1)
+    item = Item(what, dtype_name(compute_dtype(device)), seconds, counter.get_total_flops(), 1 + warmup)
+    item.peak_rss_gb = peak_rss_gb()
+    item.peak_device_gb = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+    return item
+
+
 # --------------------------------------------------------------------------------------------------
 # Machine peak
 # --------------------------------------------------------------------------------------------------
@@ -184,12 +261,6 @@ def combine_peaks(samples: Sequence[dict[str, float]], settings: Settings) -> di
 # --------------------------------------------------------------------------------------------------
 # Network
 # --------------------------------------------------------------------------------------------------
-def precision_name(device: torch.device) -> str:
-    """``"bf16"`` when the project's :func:`autocast_context` autocasts on ``device``, else ``"fp32"``."""
-    context = autocast_context(device)
-    return "bf16" if getattr(context, "fast_dtype", None) == torch.bfloat16 else "fp32"
-
-
 def geometry(preset: str) -> tuple[int, int, int, int]:
     """Benchmark input (P, T, H, W): 9 x 50 x 128 x 128, or the tiny preset's test geometry 9 x 10 x 32 x 32."""
     grid = preset_grid(preset)
@@ -217,130 +288,120 @@ def spread_ids(size: int, count: int, device: torch.device) -> torch.Tensor | No
     return torch.linspace(0, size - 1, count, device=device).round().long()
 
 
-def build_workloads(preset: str, shape: Sequence[int], device: torch.device) -> list[Workload]:
-    """MAE step, segmentation steps (the config's planes with all frames and with its frames; all planes), inference."""
-    planes, frames, height, _ = shape
-    batch = synthetic_batch(shape, device)
+def training_step(network: torch.nn.Module, loss: Callable[[], torch.Tensor], device: torch.device) -> None:
+    """One training step's compute: zero grads, ``loss()`` under the project's autocast, backward."""
+    network.train()
+    network.zero_grad(set_to_none=True)
+    with autocast_context(device):
+        value = loss()
+    value.backward()
+
+
+def no_grad_forward(network: torch.nn.Module, forward: Callable[[], Any], device: torch.device) -> None:
+    """``forward()`` in eval mode, without grad, under the project's autocast."""
+    network.eval()
+    with torch.no_grad(), autocast_context(device):
+        forward()
+
+
+def segmentation_loss_call(
+    heart: torch.nn.Module, batch: dict[str, torch.Tensor], planes: int, frames: int
+) -> Callable[[], torch.Tensor]:
+    """The segmentation training loss decoding ``planes`` evenly spread planes with the full-resolution stage on
+    ``frames`` evenly spread frames (0: all), as ``SegmentationStep`` trains."""
+    image, device = batch["image"], batch["image"].device
+    decode = spread_ids(image.shape[2], planes, device)
+    decode_frames = spread_ids(image.shape[3], frames, device)
+    label = batch["label"] if decode is None else batch["label"][:, :, decode]
+    label = label if decode_frames is None else label[:, :, :, decode_frames]
+
+    def loss() -> torch.Tensor:
+        logits = heart(image, batch["plane_mask"], decode, decode_frames)
+        return segmentation_loss(logits, label, batch["class_mask"])
+
+    return loss
+
+
+class Baseline:
+    """The authors'-style encoder (:mod:`tools.baseline_encoder`) at the preset's encoder size over a given number of
+    tokens, timed forward (no grad) or forward + backward, always in fp32."""
+
+    def __init__(self, preset: str, num_tokens: int, device: torch.device) -> None:
+        config = preset_config(preset)
+        torch.manual_seed(0)
+        self.encoder = build_baseline(
+            config.patch_size, num_tokens, config.hidden_size, config.num_heads, config.num_layers
+        ).to(device)
+        patch_dim = self.encoder.patch_embed.in_features
+        self.patches = torch.rand(1, num_tokens, patch_dim, device=device)
+        self.num_tokens = num_tokens
+
+    def forward(self) -> None:
+        """Forward pass, no grad."""
+        with torch.no_grad():
+            self.encoder(self.patches)
+
+    def step(self) -> None:
+        """Forward and backward of a scalar of the output (the decoder's loss stands outside the baseline)."""
+        self.encoder.zero_grad(set_to_none=True)
+        self.encoder(self.patches).mean().backward()
+
+    def describe(self) -> str:
+        """Width, heads and layers, for the table."""
+        block = self.encoder.blocks[0].attn
+        heads = block.num_heads
+        return f"width {block.proj.in_features}, {heads} head{'s' * (heads != 1)}, {len(self.encoder.blocks)} layers"
+
+
+def time_baseline(
+    fn: Callable[[], None], device: torch.device, settings: Settings, label: str, report: Callable[[str], None]
+) -> list[float]:
+    """Seconds per call of a baseline call: ``settings.warmup`` untimed calls (none at ``paper`` on a CPU, where one
+    call takes long enough that its first-call costs do not matter) and ``settings.repeats`` timed ones."""
+    for k in range(settings.warmup):
+        report(f"baseline {label}, warm-up {k + 1} of {settings.warmup} (untimed)")
+        fn()
+    seconds = []
+    for k in range(settings.repeats):
+        report(f"baseline {label}, timed {k + 1} of {settings.repeats}")
+        seconds += time_calls(fn, device, warmup=0, repeats=1)
+    return seconds
+
+
+def measure_pretrain(
+    preset: str, batch: dict[str, torch.Tensor], device: torch.device, settings: Settings, report: Callable[[str], None]
+) -> Item:
+    """``pretrain_step`` on a fresh MAE (freed on return, before the next item)."""
     image, plane_mask = batch["image"], batch["plane_mask"]
-    size = dict(num_planes=planes, num_frames=frames, image_size=height)
+    planes, frames, height = image.shape[2:5]
     torch.manual_seed(0)
-    mae = build_network("mae", preset, **size).to(device)
-    heart = build_network("heart", preset, **size).to(device)
-
-    def segmentation(count: int, frame_count: int = 0) -> Callable[[], torch.Tensor]:
-        decode, decode_frames = spread_ids(planes, count, device), spread_ids(frames, frame_count, device)
-        label = batch["label"] if decode is None else batch["label"][:, :, decode]
-        label = label if decode_frames is None else label[:, :, :, decode_frames]
-
-        def forward() -> torch.Tensor:
-            return segmentation_loss(heart(image, plane_mask, decode, decode_frames), label, batch["class_mask"])
-
-        return forward
-
-    config = yaml.safe_load(SEGMENTATION_CONFIG.read_text())
-    decoded_planes = config["decoded_planes"]
-    decoded_frames = min(config["decoded_frames"], frames // 2)  # the same share of tiny's 10 frames: 5
-
-    return [
-        Workload("mae_step", mae, lambda: mae(image, plane_mask)["loss"], train=True),
-        Workload(f"seg_step_{decoded_planes}_planes", heart, segmentation(decoded_planes), train=True),
-        Workload(
-            f"seg_step_{decoded_planes}_planes_{decoded_frames}_frames",
-            heart,
-            segmentation(decoded_planes, decoded_frames),
-            train=True,
-        ),
-        Workload(f"seg_step_{planes}_planes", heart, segmentation(planes), train=True),
-        Workload("inference", heart, lambda: heart(image, plane_mask), train=False),
-    ]
-
-
-def run_workload(workload: Workload, device: torch.device) -> None:
-    """One training step (zero grads, forward under autocast, backward) or one no-grad forward."""
-    workload.network.train(workload.train)
-    if workload.train:
-        workload.network.zero_grad(set_to_none=True)
-        with autocast_context(device):
-            loss = workload.forward()
-        loss.backward()
-    else:
-        with torch.no_grad(), autocast_context(device):
-            workload.forward()
-
-
-def count_workload_flops(workload: Workload, device: torch.device) -> tuple[int, int]:
-    """(forward FLOPs, backward FLOPs) of one call; backward is 0 for inference."""
-    workload.network.train(workload.train)
-    workload.network.zero_grad(set_to_none=True)
-    grad = torch.enable_grad() if workload.train else torch.no_grad()
-    with grad, flop_counter() as forward_counter, autocast_context(device):
-        output = workload.forward()
-    if not workload.train:
-        return forward_counter.get_total_flops(), 0
-    with flop_counter() as backward_counter:
-        output.backward()
-    workload.network.zero_grad(set_to_none=True)
-    return forward_counter.get_total_flops(), backward_counter.get_total_flops()
-
-
-def measure_workload(workload: Workload, device: torch.device, settings: Settings) -> dict[str, Any]:
-    """Seconds per subject (median, min), subjects/hour, counted GFLOP and achieved TFLOP/s."""
-    forward_flops, backward_flops = count_workload_flops(workload, device)
-    seconds = time_calls(lambda: run_workload(workload, device), device, settings.warmup, settings.repeats)
-    median = statistics.median(seconds)
-    total = forward_flops + backward_flops
-    achieved = total / median / 1e12
-    return {
-        "seconds_per_subject": median,
-        "seconds_min": min(seconds),
-        "subjects_per_hour": 3600.0 / median,
-        "forward_gflop": forward_flops / 1e9,
-        "backward_gflop": backward_flops / 1e9,
-        "total_gflop": total / 1e9,
-        "achieved_tflops": achieved,
-        "repeats": len(seconds),
-    }
-
-
-def measure_network(preset: str, device: torch.device, settings: Settings) -> dict[str, Any]:
-    """Every workload of :func:`build_workloads` at the project's precision."""
-    shape = geometry(preset)
-    results = {}
-    for workload in build_workloads(preset, shape, device):
-        results[workload.name] = measure_workload(workload, device, settings)
-    return {"preset": preset, "geometry": list(shape), "precision": precision_name(device), "workloads": results}
-
-
-def add_peak_ratios(network: dict[str, Any], peak: dict[str, Any]) -> None:
-    """Set ``reference_peak_tflops`` (peak of the network's precision) and every workload's ``peak_ratio``."""
-    reference = peak[f"{network['precision']}_tflops"]
-    network["reference_peak_tflops"] = reference
-    for workload in network["workloads"].values():
-        workload["peak_ratio"] = workload["achieved_tflops"] / reference
-
-
-# --------------------------------------------------------------------------------------------------
-# Data layer
-# --------------------------------------------------------------------------------------------------
-def folder_mb(folder: Path, pattern: str = "*") -> float:
-    """Total size of the files matching ``pattern`` in ``folder``, in MB (10^6 bytes)."""
-    return sum(p.stat().st_size for p in folder.glob(pattern) if p.is_file()) / 1e6
-
-
-def loader(preset: str, cache_dir: Path | None) -> LoadCineSubjectd:
-    """The bundle's subject loader on the preset's canonical grid (as in inference.yaml)."""
-    grid = preset_grid(preset)
-    frames, size, spacing = grid.num_frames, grid.crop_size, grid.spacing_mm
-    return LoadCineSubjectd(
-        keys="subject",
-        num_sa_slices=NUM_PLANES - 3,
-        num_frames=frames,
-        crop_size=size,
-        spacing_mm=spacing,
-        cache_dir=cache_dir,
+    mae = build_network("mae", preset, num_planes=planes, num_frames=frames, image_size=height).to(device)
+    return measure_item(
+        "pretrain_step",
+        lambda: training_step(mae, lambda: mae(image, plane_mask)["loss"], device),
+        device,
+        settings.warmup,
+        settings.repeats,
+        report,
     )
 
 
+def build_heart(preset: str, shape: Sequence[int], device: torch.device) -> tuple[torch.nn.Module, str]:
+    """The segmentation network at ``shape`` (P, T, H, W) with the shipped weights where the preset has them, else
+    random ones; returns it and the weights' name."""
+    planes, frames, height, _ = shape
+    torch.manual_seed(0)
+    heart = build_network("heart", preset, num_planes=planes, num_frames=frames, image_size=height)
+    weights = SHIPPED_WEIGHTS.get(preset)
+    if weights is not None and weights.is_file():
+        load_network_weights(heart, weights)
+        return heart.to(device), weights.name
+    return heart.to(device), "random"
+
+
+# --------------------------------------------------------------------------------------------------
+# End to end and data layer
+# --------------------------------------------------------------------------------------------------
 def benchmark_subject(preset: str, subject: Path | None, workdir: Path) -> Path:
     """The given subject folder, or one synthetic subject written under ``workdir``."""
     if subject is not None:
@@ -349,71 +410,226 @@ def benchmark_subject(preset: str, subject: Path | None, workdir: Path) -> Path:
     return workdir / "cohort" / names[0]
 
 
-def measure_data(preset: str, settings: Settings, subject: Path, workdir: Path, name: str) -> dict[str, Any]:
-    """ms per subject from NIfTI (cold), first cached load (build + write) and from the cache (warm); cache MB.
-    ``name``: how the report names the subject."""
-    item = {"subject": str(subject)}
-    cold = time_calls(lambda: loader(preset, None)(item), torch.device("cpu"), settings.warmup, settings.repeats)
-    cache_dir = workdir / "cache"
-    cached = loader(preset, cache_dir)
-    first = time_calls(lambda: cached(item), torch.device("cpu"), warmup=0, repeats=1)
-    warm = time_calls(lambda: cached(item), torch.device("cpu"), settings.warmup, settings.repeats)
+def cohort_predictor(preset: str, network: torch.nn.Module, device: torch.device, output_dir: Path) -> Any:
+    """The inference workflow's :class:`scripts.inference.CohortPredictor`, built from ``inference.yaml`` at
+    ``preset`` on ``device`` with ``network`` (weights as they are) and one pass (no test-time shifts)."""
+    config = ConfigParser()
+    config.read_config(INFERENCE_CONFIG)
+    config.update(
+        {
+            "bundle_root": str(BUNDLE),
+            "preset": preset,
+            "device": f"$torch.device('{device}')",
+            "centre_shifts_px": [],
+            "output_dir": str(output_dir),
+            "ckpt": None,
+        }
+    )
+    config["network"] = network
+    return config.get_parsed_content("predictor")
+
+
+def end_to_end_call(predictor: Any, subject: Path) -> Callable[[], None]:
+    """One run of ``predictor`` on ``subject``, its printed summary sent to stderr (stdout carries the results)."""
+
+    def call() -> None:
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = predictor.run(subject)
+        if summary["failed"]:
+            raise RuntimeError(f"inference failed on {subject}: {summary['failed']}")
+
+    return call
+
+
+@contextlib.contextmanager
+def counted_passes(network: torch.nn.Module) -> Iterator[list[int]]:
+    """Within the block, every ``network.segment_and_embed`` call (one per network pass of inference) appends to the
+    yielded list."""
+    passes: list[int] = []
+    segment_and_embed = network.segment_and_embed
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        passes.append(1)
+        return segment_and_embed(*args, **kwargs)
+
+    network.segment_and_embed = counting
+    try:
+        yield passes
+    finally:
+        del network.segment_and_embed  # the instance attribute: the class's method shows through again
+
+
+def folder_mb(folder: Path, pattern: str = "*") -> float:
+    """Total size of the files matching ``pattern`` in ``folder``, in MB (10^6 bytes)."""
+    return sum(p.stat().st_size for p in folder.glob(pattern) if p.is_file()) / 1e6
+
+
+def loader(preset: str, cache_dir: Path | None) -> LoadCineSubjectd:
+    """The bundle's subject loader on the preset's canonical grid (as in inference.yaml)."""
     grid = preset_grid(preset)
+    return LoadCineSubjectd(
+        keys="subject",
+        num_sa_slices=NUM_PLANES - 3,
+        num_frames=grid.num_frames,
+        crop_size=grid.crop_size,
+        spacing_mm=grid.spacing_mm,
+        cache_dir=cache_dir,
+    )
+
+
+def measure_data(preset: str, settings: Settings, subject: Path, workdir: Path) -> dict[str, Any]:
+    """ms per subject through :class:`LoadCineSubjectd` from NIfTI (cold), the first cached load (build + write) and
+    from the cache (warm); NIfTI and cache MB per subject."""
+    item = {"subject": str(subject)}
+    cpu = torch.device("cpu")
+    calls = max(1, settings.subject_repeats)
+    cold = time_calls(lambda: loader(preset, None)(item), cpu, warmup=0, repeats=calls)
+    cached = loader(preset, workdir / "cache")
+    first = time_calls(lambda: cached(item), cpu, warmup=0, repeats=1)
+    warm = time_calls(lambda: cached(item), cpu, warmup=0, repeats=calls)
     return {
-        "subject": name,
-        "grid": {"frames": grid.num_frames, "crop_size": grid.crop_size, "spacing_mm": grid.spacing_mm},
         "nifti_mb_per_subject": folder_mb(subject),
         "cold_ms_per_subject": 1e3 * statistics.median(cold),
         "first_cached_ms_per_subject": 1e3 * first[0],
         "warm_ms_per_subject": 1e3 * statistics.median(warm),
-        "cache_mb_per_subject": folder_mb(cache_dir, "*.npz"),
-        "repeats": len(cold),
+        "cache_mb_per_subject": folder_mb(workdir / "cache", "*.npz"),
     }
 
 
-def measure_subject_inference(preset: str, device: torch.device, settings: Settings, subject: Path) -> dict[str, Any]:
-    """Seconds to segment ``subject`` as the inference workflow does
-    (:meth:`scripts.subject_segmenter.SubjectSegmenter.segment`)."""
-    grid = preset_grid(preset)
-    frames, size = grid.num_frames, grid.crop_size
-    torch.manual_seed(0)
-    network = build_network("heart", preset, num_planes=NUM_PLANES, num_frames=frames, image_size=size)
-    weights = SHIPPED_WEIGHTS.get(preset)
-    if weights is not None and weights.is_file():
-        load_network_weights(network, weights)
-    else:
-        weights = None
-    network = network.to(device).eval()
-    load = loader(preset, None)
-    item = {"subject": str(subject)}
-    geometry = parse_geometry(load(item)["geometry"])
-    shifts = yaml.safe_load(INFERENCE_CONFIG.read_text())["centre_shifts_px"]
-    # the network passes are counted on the timed calls themselves (every pass goes through segment_and_embed)
-    passes = []
-    segment_and_embed = network.segment_and_embed
-    network.segment_and_embed = lambda *args, **kwargs: passes.append(1) or segment_and_embed(*args, **kwargs)
-    timed = {}
-    for key, centre_shifts_px in (("shifted", shifts), ("one_pass", [])):
-        passes.clear()
-        segmenter = SubjectSegmenter(network, load, device, centre_shifts_px=centre_shifts_px)
-        seconds = time_calls(lambda: segmenter.segment(item), device, settings.warmup, settings.repeats)
-        calls = settings.warmup + len(seconds)
-        if len(passes) % calls:
-            raise RuntimeError(
-                f"{len(passes)} network passes over {calls} calls: the segmentation is not deterministic"
+# --------------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------------
+def run_benchmark(preset: str, device: torch.device, settings: Settings, subject: Path | None) -> dict[str, Any]:
+    """Every item of :data:`WHATS`, the peak and the data layer, as one JSON-ready dict (``records``: the lines)."""
+    meta = {**machine_info(device), "preset": preset, "settings": asdict(settings)}
+    progress = Progress(total=8)
+    calls = f"1 FLOP-counting + {settings.warmup} warm-up + {settings.repeats} timed call(s) per network item"
+    print(f"benchmark {preset} on {device}: {calls}", file=sys.stderr, flush=True)
+
+    report = progress.next("matmul_peak")
+    report(f"{settings.matmul_size}^3 fp32 and bf16, before the network")
+    peak_before = measure_peak(device, settings)
+    peak_rss_before = peak_rss_gb()
+
+    shape = geometry(preset)
+    batch = synthetic_batch(shape, device)
+    image, plane_mask = batch["image"], batch["plane_mask"]
+    heart, weights = build_heart(preset, shape, device)
+    items: dict[str, Item] = {}
+    all_tokens = shape[0] * math.prod(heart.encoder.token_grid(shape[1:]))  # what the encoder sees unmasked
+
+    report = progress.next("encoder_forward")
+    baseline = Baseline(preset, all_tokens, device)
+    items["encoder_forward"] = measure_item(
+        "encoder_forward",
+        lambda: no_grad_forward(heart, lambda: heart.encoder(image, plane_mask), device),
+        device,
+        settings.warmup,
+        settings.repeats,
+        report,
+    )
+    items["encoder_forward"].baseline_seconds = time_baseline(baseline.forward, device, settings, "forward", report)
+    baseline_description = baseline.describe()
+
+    report = progress.next("inference_network")
+    items["inference_network"] = measure_item(
+        "inference_network",
+        lambda: no_grad_forward(heart, lambda: heart(image, plane_mask), device),
+        device,
+        settings.warmup,
+        settings.repeats,
+        report,
+    )
+    # the same call as encoder_forward's baseline (forward over every token): one measurement serves both
+    items["inference_network"].baseline_seconds = items["encoder_forward"].baseline_seconds
+
+    report = progress.next("pretrain_step")
+    items["pretrain_step"] = measure_pretrain(preset, batch, device, settings, report)
+    kept_tokens = int(all_tokens * (1.0 - preset_config(preset).mask_ratio))  # as random_masking keeps them
+    baseline = Baseline(preset, kept_tokens, device)
+    items["pretrain_step"].baseline_seconds = time_baseline(
+        baseline.step, device, settings, f"forward + backward over {kept_tokens} tokens", report
+    )
+
+    report = progress.next("segmentation_step")
+    config = yaml.safe_load(SEGMENTATION_CONFIG.read_text())
+    decoded_frames = min(config["decoded_frames"], shape[1] // 2)  # the same share of tiny's 10 frames: 5
+    loss = segmentation_loss_call(heart, batch, config["decoded_planes"], decoded_frames)
+    items["segmentation_step"] = measure_item(
+        "segmentation_step",
+        lambda: training_step(heart, loss, device),
+        device,
+        settings.warmup,
+        settings.repeats,
+        report,
+    )
+    baseline = Baseline(preset, all_tokens, device)
+    items["segmentation_step"].baseline_seconds = time_baseline(
+        baseline.step, device, settings, f"forward + backward over {all_tokens} tokens", report
+    )
+    del baseline
+    heart.zero_grad(set_to_none=True)
+
+    with tempfile.TemporaryDirectory(prefix="benchmark-") as tmp:
+        report = progress.next("inference_end_to_end")
+        report("writing the subject" if subject is None else f"subject {subject}")
+        subject_name = "synthetic" if subject is None else str(subject)
+        subject = benchmark_subject(preset, subject, Path(tmp))
+        predictor = cohort_predictor(preset, heart, device, Path(tmp) / "predictions")
+        with counted_passes(heart) as passes:
+            items["inference_end_to_end"] = measure_item(
+                "inference_end_to_end",
+                end_to_end_call(predictor, subject),
+                device,
+                settings.subject_warmup,
+                settings.subject_repeats,
+                report,
             )
-        timed[key] = (seconds, len(passes) // calls)
-    (seconds, num_passes), (one_pass_seconds, one_pass_passes) = timed["shifted"], timed["one_pass"]
+        network_passes = len(passes) // (items["inference_end_to_end"].untimed_calls + settings.subject_repeats)
+        report = progress.next("data layer")
+        report("cold, first cached and warm loads")
+        data = {"subject": subject_name, **measure_data(preset, settings, subject, Path(tmp))}
+
+    report = progress.next("matmul_peak")
+    report("after the network")
+    peak = combine_peaks([peak_before, measure_peak(device, settings)], settings)
+    items["matmul_peak"] = Item("matmul_peak", "bfloat16", peak_rss_gb=peak_rss_before)
+    # another process sharing the cores slows the threads of a step unevenly: the load is reported on both sides
+    meta["load_average_1min_after"] = machine_info(device)["load_average_1min"]
+    meta["weights"] = weights
+    meta["baseline"] = baseline_description
+    meta["network_passes"] = network_passes
+    records = [json_record(preset, device, items[what], peak) for what in WHATS]
+    return {"schema": SCHEMA_VERSION, "meta": meta, "peak": peak, "records": records, "data": data}
+
+
+def json_record(preset: str, device: torch.device, item: Item, peak: dict[str, Any]) -> dict[str, Any]:
+    """The JSON line of ``item``: the keys of the module's docstring, null where a key does not apply."""
+    bf16 = peak["bf16_tflops"]
+    if item.what == "matmul_peak":
+        seconds = tflop = None
+        achieved = bf16
+    else:
+        seconds = statistics.median(item.seconds)
+        tflop = item.flops / 1e12
+        achieved = tflop / seconds
+    baseline = statistics.median(item.baseline_seconds) if item.baseline_seconds else None
     return {
-        "seconds_per_subject": statistics.median(seconds),
-        "seconds_min": min(seconds),
-        "sa_slices": geometry["sources"]["sa"]["shape"][2] if "sa" in geometry["sources"] else 0,
-        "centre_shifts_px": shifts,
-        "network_passes": num_passes,
-        "seconds_per_subject_one_pass": statistics.median(one_pass_seconds),
-        "network_passes_one_pass": one_pass_passes,
-        "repeats": len(seconds),
-        "weights": str(weights) if weights else "random",
+        "preset": preset,
+        "what": item.what,
+        "device": str(device),
+        "dtype": item.dtype,
+        "seconds_per_subject": seconds,
+        "tflop_per_subject": tflop,
+        "achieved_tflops": achieved,
+        "fraction_of_bf16_peak": achieved / bf16,
+        "peak_rss_gb": item.peak_rss_gb,
+        "baseline_seconds_per_subject": baseline,
+        "speedup_vs_baseline": baseline / seconds if baseline is not None else None,
+        "timed_calls": len(item.seconds),
+        "seconds_timed": item.seconds,
+        "untimed_calls": item.untimed_calls,
+        "peak_device_gb": item.peak_device_gb,
     }
 
 
@@ -434,45 +650,48 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     }
 
 
+def _number(value: float | None, spec: str) -> str:
+    """``value`` formatted by ``spec``, or ``-`` for null."""
+    return "-" if value is None else format(value, spec)
+
+
 def format_table(results: dict[str, Any]) -> str:
     """Human-readable summary of :func:`run_benchmark`'s results."""
-    meta, peak, net, data = results["meta"], results["peak"], results["network"], results["data"]
-    n = peak["matmul_size"]
+    meta, peak, data = results["meta"], results["peak"], results["data"]
+    settings = meta["settings"]
     lines = [
         f"machine: {meta['device']} ({meta['device_name']}), {peak['threads']} threads, torch {meta['torch']}, "
         f"load average {meta['load_average_1min']}",
-        f"peak matmul {n}^3: fp32 {peak['fp32_tflops']:.3f} TFLOP/s, bf16 {peak['bf16_tflops']:.3f} TFLOP/s",
-        f"network: preset {net['preset']}, {' x '.join(map(str, net['geometry']))} (P x T x H x W), "
-        f"precision {net['precision']} (ratios against the {net['precision']} peak)",
-        f"{'workload':<28}{'s/subject':>11}{'subjects/h':>12}{'fwd GFLOP':>11}{'step GFLOP':>12}"
-        f"{'TFLOP/s':>10}{'of peak':>9}",
+        f"preset {meta['preset']}: per item 1 FLOP-counting call (untimed, the first warm-up) + {settings['warmup']} "
+        "warm-up + "
+        f"{settings['repeats']} timed (end to end: + {settings['subject_warmup']} + {settings['subject_repeats']}); "
+        "median of the timed calls",
+        f"peak matmul {peak['matmul_size']}^3: fp32 {peak['fp32_tflops']:.3f} TFLOP/s, bf16 {peak['bf16_tflops']:.3f} "
+        "TFLOP/s (best of before and after)",
+        f"{'what':<22}{'dtype':>10}{'s/subject':>11}{'TFLOP':>9}{'TFLOP/s':>9}{'of bf16':>9}{'baseline s':>12}"
+        f"{'speedup':>9}{'RSS GB':>8}",
     ]
-    for name, w in net["workloads"].items():
+    for r in results["records"]:
         lines.append(
-            f"{name:<28}{w['seconds_per_subject']:>11.4f}{w['subjects_per_hour']:>12.0f}{w['forward_gflop']:>11.2f}"
-            f"{w['total_gflop']:>12.2f}{w['achieved_tflops']:>10.4f}{w['peak_ratio']:>9.1%}"
+            f"{r['what']:<22}{r['dtype']:>10}{_number(r['seconds_per_subject'], '.3f'):>11}"
+            f"{_number(r['tflop_per_subject'], '.3f'):>9}{r['achieved_tflops']:>9.3f}"
+            f"{r['fraction_of_bf16_peak']:>9.1%}{_number(r['baseline_seconds_per_subject'], '.3f'):>12}"
+            f"{_number(r['speedup_vs_baseline'], '.2f'):>9}{r['peak_rss_gb']:>8.2f}"
         )
-    grid = data["grid"]
     lines += [
-        f"data layer ({data['subject']}, grid {grid['frames']} frames x {grid['crop_size']} px at "
-        f"{grid['spacing_mm']} mm; NIfTI {data['nifti_mb_per_subject']:.2f} MB):",
-        f"  cold from NIfTI {data['cold_ms_per_subject']:.1f} ms, first cached load (build + write) "
-        f"{data['first_cached_ms_per_subject']:.1f} ms, warm from cache {data['warm_ms_per_subject']:.1f} ms, "
-        f"cache {data['cache_mb_per_subject']:.2f} MB per subject",
+        f"baseline: authors'-style encoder (fp32, explicit softmax(QK^T)V, {meta['baseline']}) over the line's encoder "
+        "tokens + a class token; it leaves out the decoders, so whole-network speedups are lower bounds",
+        f"end to end: {meta['network_passes']} network passes, {meta['weights']} weights, no test-time shifts; "
+        "RSS GB: process peak so far",
+        f"data layer ({data['subject']}, NIfTI {data['nifti_mb_per_subject']:.2f} MB): cold from NIfTI "
+        f"{data['cold_ms_per_subject']:.1f} ms, first cached load {data['first_cached_ms_per_subject']:.1f} ms, "
+        f"warm from cache {data['warm_ms_per_subject']:.1f} ms, cache {data['cache_mb_per_subject']:.2f} MB",
     ]
-    inference = results["subject_inference"]
-    lines.append(
-        f"subject inference (files read, {inference['network_passes']} network passes for its "
-        f"{inference['sa_slices']} SA slices and {len(inference['centre_shifts_px'])} test-time shifts, labels back on "
-        f"every input plane; {Path(inference['weights']).name} weights): "
-        f"{inference['seconds_per_subject']:.2f} s per subject; without the shifts "
-        f"({inference['network_passes_one_pass']} passes) {inference['seconds_per_subject_one_pass']:.2f} s"
-    )
-    load, cpus = meta["load_average_1min"], meta["cpu_count"] or 1
-    if load is not None and load > 0.5 * cpus:
+    before, after, cpus = meta["load_average_1min"], meta["load_average_1min_after"], meta["cpu_count"] or 1
+    if before is not None and max(before, after) > 0.5 * cpus:
         lines.append(
-            f"warning: load average {load:.1f} on {cpus} CPUs before the run: other processes share the cores, "
-            "so timings are pessimistic and noisy (see seconds_min in the JSON)"
+            f"warning: load average {before:.1f} before and {after:.1f} after the run on {cpus} CPUs: other processes "
+            "share the cores, so timings are pessimistic and noisy (seconds_timed in the JSON)"
         )
     return "\n".join(lines)
 
@@ -484,62 +703,33 @@ def build_parser() -> argparse.ArgumentParser:
     """Command-line interface."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="default small, tiny with --quick")
-    parser.add_argument("--quick", action="store_true", help="tiny preset, 512^3 matmuls, few repeats (seconds)")
+    parser.add_argument("--quick", action="store_true", help="the tiny preset (seconds)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (median reported)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per network item (median reported)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    parser.add_argument("--subject", type=Path, default=None, help="subject folder for the data layer")
-    parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    parser.add_argument("--subject", type=Path, default=None, help="subject folder for inference_end_to_end")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file to write (everything, lines included)")
     return parser
 
 
-def settings_for(args: argparse.Namespace, device: torch.device) -> Settings:
-    """Measurement effort from ``--quick`` / ``--repeats`` and the device."""
-    if args.quick:
-        settings = Settings(matmul_size=512, matmul_repeats=10, warmup=1, repeats=2)
+def settings_for(preset: str, device: torch.device, repeats: int | None) -> Settings:
+    """Measurement effort for ``preset`` on ``device`` (``repeats``: timed network calls, None for the default)."""
+    if device.type == "cuda":
+        settings = Settings(8192, 20, warmup=2, repeats=5, subject_warmup=0, subject_repeats=2)
+    elif preset == "paper":
+        # a network call takes tens of seconds on a CPU: the FLOP-counting call is the only warm-up, one timed call
+        settings = Settings(2048, 5, warmup=0, repeats=1, subject_warmup=0, subject_repeats=1)
+    elif preset == "small":
+        settings = Settings(2048, 5, warmup=1, repeats=3, subject_warmup=0, subject_repeats=2)
     else:
-        settings = Settings(matmul_size=4096 if device.type == "cuda" else 2048, matmul_repeats=5, warmup=2, repeats=5)
-    if args.repeats is not None:
-        settings.repeats = max(1, args.repeats)
+        settings = Settings(512, 10, warmup=0, repeats=2, subject_warmup=0, subject_repeats=1)
+    if repeats is not None:
+        settings.repeats = max(1, repeats)
     return settings
 
 
-def run_benchmark(preset: str, device: torch.device, settings: Settings, subject: Path | None) -> dict[str, Any]:
-    """Peak, network and data measurements as one JSON-ready dict."""
-    meta = {**machine_info(device), "preset": preset, "settings": asdict(settings)}
-    phases: dict[str, float] = {}
-    start = time.perf_counter()
-
-    def lap(name: str) -> None:
-        phases[name] = time.perf_counter() - start - sum(phases.values())
-
-    peak_before = measure_peak(device, settings)
-    lap("peak_before")
-    network = measure_network(preset, device, settings)
-    lap("network")
-    peak = combine_peaks([peak_before, measure_peak(device, settings)], settings)
-    add_peak_ratios(network, peak)
-    lap("peak_after")
-    with tempfile.TemporaryDirectory(prefix="benchmark-") as tmp:
-        name = "synthetic" if subject is None else str(subject)
-        subject = benchmark_subject(preset, subject, Path(tmp))
-        data = measure_data(preset, settings, subject, Path(tmp), name)
-        lap("data")
-        inference = measure_subject_inference(preset, device, settings, subject)
-        lap("subject_inference")
-    meta["phase_seconds"] = phases
-    return {
-        "schema": SCHEMA_VERSION,
-        "meta": meta,
-        "peak": peak,
-        "network": network,
-        "data": data,
-        "subject_inference": inference,
-    }
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run the benchmark, print the table and write the JSON."""
+    """Run the benchmark, print the table and the JSON lines, write the JSON file."""
     args = build_parser().parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -547,11 +737,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     preset = args.preset or ("tiny" if args.quick else "small")
-    results = run_benchmark(preset, device, settings_for(args, device), args.subject)
+    results = run_benchmark(preset, device, settings_for(preset, device, args.repeats), args.subject)
     print(format_table(results))
+    for record in results["records"]:
+        print(json.dumps(record))
     if args.out is not None:
         write_json_atomic(results, args.out)
-        print(f"wrote {args.out}")
+        print(f"wrote {args.out}", file=sys.stderr)
     return results
 
 
