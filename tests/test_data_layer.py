@@ -611,3 +611,21 @@ def test_read_files_leaves_the_reading_to_the_cache_when_there_is_one(subject_di
     assert _transform(cache_dir=tmp_path / "cache").read_files(_item(subject_dir)) is None
     stems = canonical_to_planes(torch.zeros(9, 20, 48, 48), _transform()(_item(subject_dir))["geometry"], stems=["sa"])
     assert list(stems) == ["sa"]
+
+
+def test_only_the_largest_heart_of_each_sa_slice_and_frame_is_kept():
+    """A label blob apart from the heart (on the chest wall) is removed slice by slice, even where the heart of the
+    next slice reaches under it in-plane; the heart's classes, touching each other, stay whole."""
+    from scripts.subject_segmenter import largest_heart_component
+
+    labels = np.zeros((40, 40, 2, 3), dtype=np.uint8)
+    labels[10:30, 10:30] = 2  # the myocardium ...
+    labels[14:26, 14:26] = 1  # ... around the LV blood pool, in every slice and frame
+    labels[12:28, 30:36] = 3  # the RV touching it
+    labels[2:8, 2:12, 0] = 4  # slice 0: a blob on the chest wall, two rows above the heart
+    labels[2:12, 2:12, 1] = 1  # slice 1: the heart reaching up under that blob
+    kept = largest_heart_component(labels)
+    expected = labels.copy()
+    expected[2:8, 2:12, 0] = 0
+    np.testing.assert_array_equal(kept, expected)
+    assert kept.dtype == np.uint8

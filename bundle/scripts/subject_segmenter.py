@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from scipy.ndimage import label as label_components
 
 from scripts.canonical import LoadCineSubjectd, parse_geometry, plan_sa_passes
 from scripts.intensity_refinement import refine_probabilities
@@ -45,6 +46,21 @@ class SubjectSegmentation:
     sa_slices_unsegmented: list[int]
 
 
+def largest_heart_component(labels: np.ndarray) -> np.ndarray:
+    """uint8 (X, Y, S, T) ``labels`` with, in each slice and frame, only the largest 8-connected component of all
+    foreground classes together kept; the rest set to 0. Per slice rather than in 3-D: SA slices lie 8-18 mm apart,
+    so a blob on the chest wall overlaps the heart of the next slice in-plane and 3-D labelling would keep it.
+    (MONAI's ``KeepLargestConnectedComponent`` needs scikit-image; scipy's labelling is already a dependency.)"""
+    kept = labels.copy()
+    for z in range(labels.shape[2]):
+        for t in range(labels.shape[3]):
+            components, count = label_components(labels[:, :, z, t] > 0, structure=np.ones((3, 3), dtype=bool))
+            if count > 1:
+                largest = 1 + int(np.argmax(np.bincount(components.ravel())[1:]))
+                kept[:, :, z, t][(components > 0) & (components != largest)] = 0
+    return kept
+
+
 class SubjectSegmenter:
     """Segment, embed and phenotype subjects with one network.
 
@@ -57,6 +73,8 @@ class SubjectSegmenter:
             :meth:`input_plane_labels`); empty: one pass per SA group.
         intensity_refinement: refine every pass's probabilities by each series' own tissue intensities
             (:mod:`scripts.intensity_refinement`); False: the network's softmax alone.
+        sa_largest_component: keep, in each slice and frame of the written SA stack, only the largest connected heart
+            (all classes together): labels on the chest wall or the liver, apart from the heart, are removed.
     """
 
     def __init__(
@@ -67,6 +85,7 @@ class SubjectSegmenter:
         precision: str = "auto",
         centre_shifts_px: Sequence[Sequence[float]] = (),
         intensity_refinement: bool = True,
+        sa_largest_component: bool = True,
     ) -> None:
         self.network = network
         self.load_subject = load_subject
@@ -74,11 +93,18 @@ class SubjectSegmenter:
         self.precision = precision
         self.centre_shifts_px = [[float(x) for x in shift] for shift in centre_shifts_px]
         self.intensity_refinement = bool(intensity_refinement)
+        self.sa_largest_component = bool(sa_largest_component)
 
     def with_network(self, network: torch.nn.Module) -> SubjectSegmenter:
         """The same loader, device, precision and shifts with another network (e.g. another checkpoint's)."""
         return SubjectSegmenter(
-            network, self.load_subject, self.device, self.precision, self.centre_shifts_px, self.intensity_refinement
+            network,
+            self.load_subject,
+            self.device,
+            self.precision,
+            self.centre_shifts_px,
+            self.intensity_refinement,
+            self.sa_largest_component,
         )
 
     @property
@@ -238,6 +264,8 @@ class SubjectSegmenter:
             uncovered = [z for z in range(sa_labels.shape[2]) if (sa_labels[:, :, z] == UNLABELLED).all()]
         for array, _ in outputs.values():
             array[array == UNLABELLED] = 0
+        if SA_PLANE in outputs and self.sa_largest_component:
+            outputs[SA_PLANE] = (largest_heart_component(outputs[SA_PLANE][0]), outputs[SA_PLANE][1])
         return outputs, uncovered
 
     def segment(self, item: Mapping[str, Any]) -> SubjectSegmentation:
