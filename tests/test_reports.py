@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from test_bundle import bundle_run
 
 from scripts.cohort_report import embedding_map
@@ -56,6 +57,11 @@ def test_browser_shows_each_subject_page_and_the_cohort_page_linking_them(report
         assert set(PHENOTYPE_NAMES) <= set(phenotype_cells)
         # what the reader must know is on the page: the missing view
         assert "planes missing: la_3ch" in page.locator("#notes").inner_text()
+        # the page as drawn: a screenshot of more than one colour (an unrendered page is blank)
+        screenshot = reported / "subject_0001_page.png"
+        page.screenshot(path=str(screenshot), full_page=True)
+        drawn = np.asarray(Image.open(screenshot).convert("RGB"))
+        assert drawn.shape[0] > 600 and len(np.unique(drawn.reshape(-1, 3), axis=0)) > 50
         browser.close()
     report = json.loads((reported / "subject_0001" / "report.json").read_text())
     assert "la_3ch" in report["canonical_planes_missing"]

@@ -239,7 +239,10 @@ def report_html(subject: str, report: Mapping[str, Any], curves: Mapping[str, An
     their sources, and the notes."""
     identifiers = report.get("dicom_identifiers") or {}
     phases = curves.get("phases") or {}
-    phase_rows = [(name, frame, (curves.get("phase_times_ms") or {}).get(name, "-")) for name, frame in phases.items()]
+    times = curves.get("phase_times_ms") or {}
+    phase_rows = [
+        (name, frame, "-" if times.get(name) is None else f"{times[name]:.0f}") for name, frame in phases.items()
+    ]
     sources = "".join(f"<li>[{key}] {html.escape(text)}</li>" for key, text in SOURCES.items())
     note_items = "".join(f"<li>{html.escape(note)}</li>" for note in notes) or "<li>no quality-control flag</li>"
     return f"""<!DOCTYPE html>
@@ -255,7 +258,8 @@ td,th{{border:1px solid #bbb;padding:2px 6px;text-align:right}} img{{max-width:1
 <h2>Cardiac phases</h2>{_html_table(["phase", "frame", "time (ms)"], phase_rows)}
 <h2>Phenotypes</h2>
 {_html_table(["phenotype", "unit", "measured", "regressed", "normal range (mean +- 1.96 SD)"], table)}
-<p>Measured: on the segmentation (volume curves); regressed: by the network's phenotype head. Normal ranges:</p>
+<p>Measured: on the segmentation (the volume curves). Regressed: the reported values of phenotypes.json, by the
+measure head on the measured values, or by the embedding head where nothing was measured. Normal ranges:</p>
 <ul>{sources}</ul>
 </body></html>
 """
