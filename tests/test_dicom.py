@@ -209,6 +209,19 @@ def test_long_axis_views_are_chosen_and_named_by_their_planes_among_repeated_ser
     assert "61 deg from the la_4ch its description names" in report["written"]["la_3ch"]["identified_by"]
 
 
+def test_a_second_copy_of_an_instance_is_ignored_and_reported(tmp_path: Path) -> None:
+    """A repeated export leaves the same instance in two files: the copy is ignored, named, and the study converts."""
+    study = tmp_path / "study"
+    shutil.copytree(STUDY, study)
+    shutil.copy(study / "5.dcm", study / "5_copy.dcm")
+    out = tmp_path / "subject"
+    result = run_cli("convert_dicom.py", study, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert nib.load(out / "sa.nii.gz").shape == (256, 256, 10, 20)
+    report = json.loads((out / "conversion.json").read_text())
+    assert {"file": "5_copy.dcm", "reason": "a second copy of the instance in 5.dcm"} in report["ignored_files"]
+
+
 def test_la_written_with_correct_affine(tmp_path: Path) -> None:
     study = tmp_path / "study"
     for number in range(1, 41):  # 2 slices x 20 phases

@@ -326,6 +326,10 @@ def test_a_dataset_of_subject_folders_dicom_studies_and_unusable_folders_segment
     assert "is empty" in failed["empty_export"]
     assert "short_axis.nii.gz" in failed["misnamed"] and "name them sa.nii.gz" in failed["misnamed"]
     assert (out / "dicom_study" / "seg_sa.nii.gz").is_file() and (out / "nifti_subject" / "seg_sa.nii.gz").is_file()
+    # progress: each subject's place in the batch, and the time left after each one done
+    log = result.stdout + result.stderr
+    assert "[1/4] nifti_subject: done;" in log and "min left" in log
+    assert "/4] empty_export: skipped:" in log and "/4] misnamed: skipped:" in log
 
 
 def test_adaptation_recipe_fine_tunes_on_two_real_studies_and_scores_the_third(dataset, tmp_path):

@@ -24,7 +24,7 @@ def summarise(report: dict) -> str:
         for entry in report["skipped"]
     ]
     if report["ignored_files"]:
-        lines.append(f"ignored {len(report['ignored_files'])} non-image file(s)")
+        lines.append(f"ignored {len(report['ignored_files'])} file(s) (not images, or second copies): see the report")
     return "\n".join(lines)
 
 

@@ -206,13 +206,22 @@ def _read_header(path: Path, study_dir: Path) -> ImageHeader | str:
 
 
 def scan_study(study_dir: Path) -> _StudyScan:
-    """Read the headers of every file under ``study_dir`` (recursively), ignoring non-DICOM files."""
+    """Read the headers of every file under ``study_dir`` (recursively), ignoring non-DICOM files and second copies
+    of an instance (the same SOPInstanceUID in two files, as a repeated export leaves)."""
     scan = _StudyScan()
+    first_file_of_instance: dict[str, Path] = {}
     for path in sorted(p for p in study_dir.rglob("*") if p.is_file()):
         result = _read_header(path, study_dir)
         if isinstance(result, str):
             scan.ignored.append({"file": str(path.relative_to(study_dir)), "reason": result})
+        elif result.sop_instance_uid and result.sop_instance_uid in first_file_of_instance:
+            first = first_file_of_instance[result.sop_instance_uid].relative_to(study_dir)
+            scan.ignored.append(
+                {"file": str(path.relative_to(study_dir)), "reason": f"a second copy of the instance in {first}"}
+            )
         else:
+            if result.sop_instance_uid:
+                first_file_of_instance[result.sop_instance_uid] = path
             scan.headers.append(result)
     return scan
 
