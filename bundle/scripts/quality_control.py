@@ -265,6 +265,17 @@ def sample_plane(labels: np.ndarray, affine: np.ndarray, world: np.ndarray, slic
     return values
 
 
+def line_samples(
+    points: np.ndarray, direction: np.ndarray, sa_shape: tuple[int, ...], sa_affine: np.ndarray, step_mm: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """World points (L x N, 3) mm every ``step_mm`` along L lines (``points`` (L, 3) and their unit ``direction``
+    (3,)), N reaching across the whole SA field of view either way, and the line index (L x N,) of each point."""
+    reach_mm = float(np.linalg.norm(np.asarray(sa_shape[:2]) * pixel_spacing_mm(sa_affine)))
+    offsets = np.arange(-reach_mm, reach_mm + step_mm, step_mm)
+    world = (points[:, None, :] + offsets[None, :, None] * direction).reshape(-1, 3)
+    return world, np.repeat(np.arange(len(points)), len(offsets))
+
+
 def line_agreement(
     sa: tuple[np.ndarray, np.ndarray], la: tuple[np.ndarray, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -286,11 +297,8 @@ def line_agreement(
         return None
     points, direction = lines
     step_mm = 0.5 * min(*pixel_spacing_mm(sa_affine), *pixel_spacing_mm(la_affine))
-    reach_mm = float(np.linalg.norm(np.asarray(sa_labels.shape[:2]) * pixel_spacing_mm(sa_affine)))
-    offsets = np.arange(-reach_mm, reach_mm + step_mm, step_mm)
-    num_slices, num_samples = len(points), len(offsets)
-    world = (points[:, None, :] + offsets[None, :, None] * direction).reshape(-1, 3)
-    slice_of_sample = np.repeat(np.arange(num_slices), num_samples)
+    num_slices = len(points)
+    world, slice_of_sample = line_samples(points, direction, sa_labels.shape, sa_affine, step_mm)
     on_sa = sample_plane(sa_labels, sa_affine, world, slice_of_sample)
     on_la = sample_plane(la_labels, la_affine, world, np.zeros(len(world), dtype=np.int64))
     on_la = on_la[:, nearest_cyclic_frames(la_labels.shape[3], sa_labels.shape[3])]
@@ -375,10 +383,8 @@ def rv_crossed_mm(sa: tuple[np.ndarray, np.ndarray], la_affine: np.ndarray) -> f
         return None
     points, direction = lines
     step_mm = 0.5 * min(pixel_spacing_mm(sa_affine))
-    reach_mm = float(np.linalg.norm(np.asarray(sa_labels.shape[:2]) * pixel_spacing_mm(sa_affine)))
-    offsets = np.arange(-reach_mm, reach_mm + step_mm, step_mm)
-    world = (points[lv_slices, None, :] + offsets[None, :, None] * direction).reshape(-1, 3)
-    on_sa = sample_plane(sa_labels[..., ed : ed + 1], sa_affine, world, np.repeat(lv_slices, len(offsets)))
+    world, line = line_samples(points[lv_slices], direction, sa_labels.shape, sa_affine, step_mm)
+    on_sa = sample_plane(sa_labels[..., ed : ed + 1], sa_affine, world, lv_slices[line])
     return float((on_sa == RVBP).sum() * step_mm)
 
 
