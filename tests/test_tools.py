@@ -273,14 +273,15 @@ def test_time_inference_times_a_checkout_and_refuses_a_folder_that_is_not_one(ti
     assert bad.returncode == 1 and str(tmp_path) in bad.stderr and "checkout" in bad.stderr
 
 
-@pytest.mark.parametrize("real_studies_help", [True, False])
+@pytest.mark.parametrize("real_studies_help, given_synthetic", [(True, False), (False, False), (True, True)])
 def test_real_scan_recipe_ships_real_training_only_where_leave_one_out_shows_it_helps(
-    real_studies_help, tmp_path, monkeypatch
+    real_studies_help, given_synthetic, tmp_path, monkeypatch
 ):
     """The trainings and evaluations ``tools.train_real_scans`` runs (bundle commands recorded, not run): the
-    synthetic-only model from --start and one model per leave-one-out fold from it, each fold evaluated on its own
-    split file; the model on all real studies is trained, and gets the heads, only where the folds' held-out Dice
-    beats the synthetic-only model's on the same studies; otherwise the synthetic-only model ships."""
+    synthetic-only model from --start (or the one --synthetic-model names, untrained) and one model per leave-one-out
+    fold from it, each fold evaluated on its own split file; the model on all real studies is trained, and gets the
+    heads, only where the folds' held-out Dice beats the synthetic-only model's on the same studies; otherwise the
+    synthetic-only model ships."""
     tool = load_tool("train_real_scans")
     recipe = yaml.safe_load((BUNDLE / "configs" / "recipe.yaml").read_text())["real_scans"]
     folds = [f"folds/fold{k}.json" for k in range(3)]
@@ -307,14 +308,19 @@ def test_real_scan_recipe_ships_real_training_only_where_leave_one_out_shows_it_
     monkeypatch.setattr(tool, "import_real_studies", lambda *args: folds)
     monkeypatch.setattr(tool, "shipped_precision", lambda checkpoint, destination: destination)
     start = tmp_path / "start.pt"
-    tool.main(["--start", str(start), "--work-dir", str(tmp_path / "work")])
+    origin = ["--synthetic-model" if given_synthetic else "--start", str(start)]
+    tool.main(origin + ["--work-dir", str(tmp_path / "work")])
     out = tmp_path / "work" / "outputs"
     synthetic = out / "synthetic" / "models" / f"checkpoint_epoch={recipe['synthetic']['max_epochs']}.pt"
+    synthetic = start.resolve() if given_synthetic else synthetic
     real = out / "real" / "models" / f"checkpoint_epoch={recipe['real']['max_epochs']}.pt"
-    expected = {"synthetic", "real_fold0", "real_fold1", "real_fold2", "finetune_phenotypes"}
+    expected = {"real_fold0", "real_fold1", "real_fold2", "finetune_phenotypes"} | (
+        set() if given_synthetic else {"synthetic"}
+    )
     assert set(trainings) == expected | ({"real"} if real_studies_help else set())
-    assert trainings["synthetic"]["--pretrained_ckpt"] == str(start.resolve())
-    assert "real_scans.yaml" not in trainings["synthetic"]["--config_file"]
+    if not given_synthetic:
+        assert trainings["synthetic"]["--pretrained_ckpt"] == str(start.resolve())
+        assert "real_scans.yaml" not in trainings["synthetic"]["--config_file"]
     for task in set(trainings) - {"synthetic", "finetune_phenotypes"}:
         assert trainings[task]["--pretrained_ckpt"] == str(synthetic)
         assert "real_scans.yaml" in trainings[task]["--config_file"]

@@ -16,10 +16,12 @@ From a segmentation model trained on the classic synthetic cohort (``--start``; 
    (classic and wide) evaluated with it and with the start; ``summary.json`` collects the numbers.
 
 Settings: ``real_scans`` in ``bundle/configs/recipe.yaml``. With ``--resume`` finished trainings and cohorts are
-kept; ``--install-weights`` ships the final model as ``bundle/models/model.pt`` (float16).
+kept; ``--install-weights`` ships the final model as ``bundle/models/model.pt`` (float16). ``--synthetic-model``
+starts at step 3 from a synthetic-only model already made (the held-out cohorts then compare with it).
 
     python -m tools.train_real_scans --start runs/demo/outputs/finetune_segmentation/models/model.pt \\
         [--work-dir runs/real_scans] [--resume] [--install-weights]
+    python -m tools.train_real_scans --synthetic-model SYNTHETIC.pt [...]
 """
 
 from __future__ import annotations
@@ -121,7 +123,13 @@ def held_out_real_dice(scores: list[dict]) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--start", type=Path, required=True, help="segmentation model trained on the classic cohort")
+    origin = parser.add_mutually_exclusive_group(required=True)
+    origin.add_argument("--start", type=Path, help="segmentation model trained on the classic cohort")
+    origin.add_argument(
+        "--synthetic-model",
+        type=Path,
+        help="the synthetic-only model of step 2, already made (e.g. the 0.15.0 shipped weights): step 2 is skipped",
+    )
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "real_scans", help="data, models, reports")
     parser.add_argument("--sunnybrook", type=Path, default=REPO.parent / "shared" / "data" / "sunnybrook")
     parser.add_argument("--workers", type=int, default=2, help="processes synthesising the cohorts")
@@ -139,11 +147,13 @@ def main(argv: list[str] | None = None) -> None:
     folds = import_real_studies(args.sunnybrook.resolve(), real, log)
     common = {"dataset_dir": wide, "output_dir": out, "preset": recipes["preset"]}
     common["resume"] = str(args.resume).lower()
-    start = args.start.resolve()
-
-    synthetic = train_segmentation(
-        SEGMENTATION, "synthetic", {"pretrained_ckpt": start, **recipe["synthetic"]}, common, args.resume, log
-    )
+    if args.start is not None:
+        start = args.start.resolve()
+        synthetic = train_segmentation(
+            SEGMENTATION, "synthetic", {"pretrained_ckpt": start, **recipe["synthetic"]}, common, args.resume, log
+        )
+    else:
+        start = synthetic = args.synthetic_model.resolve()
     real_settings = {"pretrained_ckpt": synthetic, "real_dataset_dir": real, **recipe["real"]}
     fold_models = [
         train_segmentation(
