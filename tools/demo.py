@@ -49,9 +49,9 @@ REAL_EXAMPLE = REPO / "examples" / "sunnybrook"
 STAGE_1_DATASETS = {"synthetic": "held-out synthetic hearts", "sunnybrook": "real Sunnybrook study"}
 #: what stage 1's summary says of the shipped weights
 SHIPPED_WEIGHTS_NOTE = (
-    "The shipped weights learned on synthetic hearts only; the Sunnybrook study is real and was never seen in "
-    "training. Real scans are not solved (the myocardium, hearts off the crop centre): evaluate them on labelled "
-    "studies of your own before use (bundle/docs/README.md, Real scans)."
+    "The shipped weights learned from synthetic hearts and the three Sunnybrook studies, this one included, so its "
+    "Dice here is a training score; the studies left out in turn score lower (bundle/docs/README.md, Results). Real "
+    "scans are not solved (the myocardium, end-systole): evaluate them on labelled studies of your own before use."
 )
 #: frames per cycle of the canonical grid that ``tools.plot_planes`` draws (``LoadCineSubjectd``'s default)
 PICTURE_FRAMES = 50
