@@ -306,7 +306,8 @@ def test_real_scan_recipe_ships_real_training_only_where_leave_one_out_shows_it_
     monkeypatch.setattr(tool, "evaluate", evaluate)
     monkeypatch.setattr(tool, "synthesize", lambda *args, **kwargs: None)
     monkeypatch.setattr(tool, "import_real_studies", lambda *args: folds)
-    monkeypatch.setattr(tool, "shipped_precision", lambda checkpoint, destination: destination)
+    rounded = []
+    monkeypatch.setattr(tool, "shipped_precision", lambda checkpoint, out: rounded.append((checkpoint, out)) or out)
     start = tmp_path / "start.pt"
     origin = ["--synthetic-model" if given_synthetic else "--start", str(start)]
     tool.main(origin + ["--work-dir", str(tmp_path / "work")])
@@ -326,7 +327,9 @@ def test_real_scan_recipe_ships_real_training_only_where_leave_one_out_shows_it_
         assert "real_scans.yaml" in trainings[task]["--config_file"]
     assert [trainings[f"real_fold{k}"]["--real_datalist"] for k in range(3)] == folds
     shipped = real if real_studies_help else synthetic
-    assert trainings["finetune_phenotypes"]["--pretrained_ckpt"] == str(shipped.with_name("model_float16.pt"))
+    # the shipped network is rounded into the work's outputs, never beside a --synthetic-model given from elsewhere
+    assert rounded == [(shipped, out / "segmentation_float16.pt")]
+    assert trainings["finetune_phenotypes"]["--pretrained_ckpt"] == str(out / "segmentation_float16.pt")
     if real_studies_help:
         assert trainings["real"]["--real_datalist"] == tool.ALL_STUDIES
     by_name = {name: (ckpt, datalist) for name, ckpt, datalist in evaluations}

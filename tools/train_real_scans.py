@@ -84,10 +84,11 @@ def train_segmentation(configs: list[str], task: str, settings: dict, common: di
 
 
 def fit_heads(segmentation: Path, settings: dict, common: dict, resume: bool, log: Path) -> Path:
-    """The phenotype and measure heads on the (float16-rounded, as shipped) segmentation model, encoder frozen."""
+    """The phenotype and measure heads on the (float16-rounded, as shipped) segmentation model, encoder frozen; the
+    rounded model is written in the work's output folder (never beside a ``--synthetic-model`` given from elsewhere)."""
     task, epochs = "finetune_phenotypes", settings["max_epochs"]
     if not (resume and finished(common["output_dir"] / task, epochs)):
-        rounded = shipped_precision(segmentation, segmentation.with_name("model_float16.pt"))
+        rounded = shipped_precision(segmentation, common["output_dir"] / "segmentation_float16.pt")
         run(bundle_command(PHENOTYPES, task=task, pretrained_ckpt=rounded, **settings, **common), log)
     return common["output_dir"] / task / "models" / "model.pt"
 

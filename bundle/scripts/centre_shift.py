@@ -71,8 +71,10 @@ class RandCentreShiftd(RandomizableTransform, MapTransform):
             of the first long-axis view for a subject without SA planes).
 
     Example:
-        >>> from scripts.canonical import build_canonical  # a sample with geometry, e.g. from LoadCineSubjectd
-        >>> shifted = RandCentreShiftd("image", prob=1.0, max_shift_mm=15.0)(sample)  # doctest: +SKIP
+        >>> load = LoadCineSubjectd(keys="subject")  # doctest: +SKIP
+        >>> sample = load({"subject": "cohort/subject_0000"})  # doctest: +SKIP
+        >>> RandCentreShiftd("image", prob=1.0, max_shift_mm=15.0)(sample)["image"].shape  # doctest: +SKIP
+        torch.Size([1, 9, 50, 128, 128])
     """
 
     def __init__(
