@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -17,11 +18,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import BUNDLE, REPO, SHARED, load_tool
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from scripts.inference import phenotypes_from_measures
 from scripts.labels import PHENOTYPE_NAMES
 from scripts.measures import volume_curves_from_segmentations
 from scripts.presets import build_network, preset_grid
+from scripts.tracking import CLASS_COLOURS
 from scripts.weights import load_network_weights
 
 TRAIN = ["configs/inference.yaml", "configs/train.yaml"]
@@ -122,6 +126,57 @@ def test_an_error_metric_keeps_the_lowest_epoch_as_model_pt_also_when_resumed(tr
     bundle_run(configs, resume="true", **common)
     after = torch.load(model, weights_only=True)
     assert all(torch.equal(before[k], after[k]) for k in before), "resuming rewrote the best model"
+
+
+def tensorboard_events(log_dir: Path) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, np.ndarray]]]:
+    """The scalars ({tag: {step: value}}) and images ({tag: {step: (H, W, 3) uint8 RGB}}) of every event file in
+    ``log_dir`` (a resumed run adds one), read with TensorBoard's own reader."""
+    scalars: dict[str, dict[int, float]] = {}
+    images: dict[str, dict[int, np.ndarray]] = {}
+    for path in sorted(log_dir.glob("events.out.tfevents.*")):
+        events = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 0})
+        events.Reload()
+        for tag in events.Tags()["scalars"]:
+            scalars.setdefault(tag, {}).update({e.step: e.value for e in events.Scalars(tag)})
+        for tag in events.Tags()["images"]:
+            decoded = {e.step: np.asarray(Image.open(io.BytesIO(e.encoded_image_string)).convert("RGB")) for e in
+                       events.Images(tag)}  # fmt: skip
+            images.setdefault(tag, {}).update(decoded)
+    return scalars, images
+
+
+def test_tensorboard_has_the_learning_rate_and_the_validation_images(trained, tiny_cohort):
+    """The one-epoch pretraining and segmentation runs of ``trained``: the learning rate each step used, and the
+    images of one validation subject (4 frames of a plane, the tiny preset's crop) at the epoch's validation."""
+    crop = preset_grid("tiny").crop_size
+    iterations = len(json.loads((tiny_cohort / "datalist.json").read_text())["training"])
+    scalars, images = tensorboard_events(trained / "pretrain" / "logs")
+    assert {"train_loss", "val_mae_loss"} <= set(scalars)
+    # a warm-up of one epoch from 0 to the pretraining's 1.5e-4, the rate before each step
+    first_epoch = [scalars["learning_rate"][step] for step in range(1, iterations + 1)]
+    assert first_epoch == pytest.approx([1.5e-4 * k / iterations for k in range(iterations)], rel=1e-5, abs=1e-12)
+    grid = images["images/reconstruction"][1]
+    assert grid.shape == (3 * crop, 4 * crop, 3)
+    shown, masked, reconstruction = (grid[row * crop : (row + 1) * crop, :, 0].astype(int) for row in range(3))
+    visible = masked > 0
+    assert np.array_equal(masked[visible], shown[visible]) and np.array_equal(reconstruction[visible], shown[visible])
+    hidden_share = ((masked == 0) & (shown > 0)).sum() / (shown > 0).sum()
+    assert hidden_share > 0.3, f"the MAE hides 70 % of the patches, {hidden_share:.0%} of the bright pixels hidden"
+
+    scalars, images = tensorboard_events(trained / "finetune_segmentation" / "logs")
+    assert {"train_loss", "val_mean_dice"} <= set(scalars)
+    # two groups: the encoder's rate (3e-4) and the heads' (1e-3), warming up together
+    encoder, heads = (scalars[f"learning_rate/group_{i}"][iterations] for i in (0, 1))
+    assert heads / encoder == pytest.approx(1e-3 / 3e-4, rel=1e-4)
+    grid = images["images/segmentation"][1]
+    assert grid.shape == (2 * crop, 4 * crop, 3)
+    # the row of true contours: grey but for contour pixels, each in its class's colour (8-bit: within 1), and the
+    # mid-ventricular SA slice of a synthetic heart shows the LV blood pool, the myocardium and the RV
+    truth = grid[:crop].reshape(-1, 3).astype(int)
+    coloured = truth[truth.max(1) != truth.min(1)]
+    distance = np.abs(coloured[:, None] - CLASS_COLOURS.numpy()[None] * 255).max(-1)
+    assert bool((distance.min(1) <= 1).all())
+    assert set(distance.argmin(1).tolist()) >= {0, 1, 2}
 
 
 def test_measure_head_is_fit_on_as_many_subjects_as_asked(trained, tiny_cohort):

@@ -24,6 +24,7 @@ from conftest import BUNDLE
 from ignite.engine import Engine, Events
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedTrainer
+from monai.handlers import from_engine
 from monai.transforms import Compose, RandGaussianNoised
 
 import scripts.steps as steps
@@ -337,7 +338,12 @@ def test_segmentation_step_trains_the_tiny_network_in_a_supervised_trainer(monke
     step = SegmentationStep(max_dropped_planes=2, drop_probability=1.0, decoded_planes=2, decoded_frames=4)
     trainer = run_one_iteration(network, step)
 
-    assert math.isfinite(trainer.state.output["loss"]) and trainer.state.output["loss"] > 0
+    # MONAI's decollated trainer output: one record per sample, each with the batch's loss, which the handlers MONAI
+    # adds (the MLflow handler of --tracking mlflow) read through from_engine(['loss'], first=True)
+    output = trainer.state.output
+    assert len(output) == 2 and output[0] == output[1]
+    loss = from_engine(["loss"], first=True)(output)
+    assert isinstance(loss, float) and math.isfinite(loss) and loss > 0
     call = network.calls[0]
     decoded = call["decode_planes"]
     frames = call["decode_frames"]
@@ -370,13 +376,13 @@ def test_step_with_non_finite_gradient_skips_the_update():
     network = Recorder(tiny_heart(), poison=True)
     before = {k: v.clone() for k, v in network.state_dict().items()}
     trainer = run_one_iteration(network, SegmentationStep(drop_probability=0.0, decoded_planes=2, precision="fp32"))
-    assert math.isnan(trainer.state.output["loss"]), "the poisoned call was the one trained on"
+    assert math.isnan(trainer.state.output[0]["loss"]), "the poisoned call was the one trained on"
     after = network.state_dict()
     for key, value in before.items():
         assert torch.equal(value, after[key]), f"{key} changed although the gradient was NaN"
     # the same step without poison does update: the check above could fail
     trainer = run_one_iteration(network, SegmentationStep(drop_probability=0.0, decoded_planes=2, precision="fp32"))
-    assert math.isfinite(trainer.state.output["loss"])
+    assert math.isfinite(trainer.state.output[0]["loss"])
     assert any(not torch.equal(before[k], v) for k, v in network.state_dict().items())
 
 

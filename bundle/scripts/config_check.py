@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from monai.bundle import ConfigParser
 from monai.bundle.config_item import ComponentLocator
+from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
 
 #: Arguments of ``monai.bundle run`` itself, not config keys.
 RUN_ARGUMENTS = frozenset(
@@ -110,15 +111,27 @@ def choice_problems(argv: Sequence[str]) -> list[str]:
     ]
 
 
+def tracking_keys(tracking: str) -> dict[str, Any]:
+    """The top-level config items that ``monai.bundle run --tracking TRACKING`` adds where the configs lack them
+    (``tracking_uri``, ``experiment_name``, ``run_name``, ...; ``ConfigWorkflow.patch_bundle_tracking``): MONAI's
+    settings of that name (``mlflow``) or those of the settings file ``tracking`` names."""
+    settings = DEFAULT_EXP_MGMT_SETTINGS.get(tracking) or ConfigParser.load_config_files(tracking)
+    handlers = settings.get("handlers_id", {})
+    return {key: value for key, value in settings.get("configs", {}).items() if key not in handlers}
+
+
 def refuse_unknown_overrides(argv: Sequence[str] | None = None) -> None:
     """Raise ``SystemExit`` with one line per override of ``argv`` (default: this process's command line) that no
-    config named by its ``--config_file`` defines, with the nearest existing keys, and per value outside its option's
-    fixed choices (:func:`choice_problems`)."""
+    config named by its ``--config_file`` defines (nor ``--tracking``, see :func:`tracking_keys`), with the nearest
+    existing keys, and per value outside its option's fixed choices (:func:`choice_problems`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     files = config_files(argv)
     if not files:
         return
     config = ConfigParser.load_config_files([str(Path(f)) for f in files])
+    tracking = override_values(argv).get("tracking")
+    if tracking:
+        config = {**tracking_keys(tracking), **config}
     problems = []
     for key in override_keys(argv):
         if key in RUN_ARGUMENTS or key.startswith("_meta_"):

@@ -2,8 +2,12 @@
 
 The bundle configs build MONAI ``SupervisedTrainer`` / ``SupervisedEvaluator`` objects and pass one of the step
 objects below as ``iteration_update``: each step moves the canonical batch (see ``docs/CONTRACTS.md``) to the
-engine's device, runs the network under bf16 autocast where the device supports it, and returns a dict of plain
-floats, so ignite metrics (``Average``) and MONAI's Stats/TensorBoard handlers read them without decollation.
+engine's device, runs the network under bf16 autocast where the device supports it, and returns plain floats.
+
+A training step returns them as MONAI's trainers do after decollation: one dict per sample of the batch, each holding
+the batch's loss, so handlers written for MONAI's trainers read it as they do there, through
+``from_engine(['loss'], first=True)`` (e.g. the MLflow handler that ``monai.bundle run --tracking mlflow`` adds). A
+validation step returns one dict for the batch, which the evaluator's ignite metrics (``Average``) read directly.
 """
 
 from __future__ import annotations
@@ -100,8 +104,9 @@ class _Step(abc.ABC):
     def loss(self, network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         """The scalar training loss of ``batch`` and extra floats to report."""
 
-    def __call__(self, engine: Engine, batchdata: dict) -> dict[str, float]:
-        """One optimiser step of ``engine``'s network on ``batchdata``; the loss and extras as floats."""
+    def __call__(self, engine: Engine, batchdata: dict) -> list[dict[str, float]]:
+        """One optimiser step of ``engine``'s network on ``batchdata``: the loss and extras as floats, in one dict
+        per sample of the batch (MONAI's decollated trainer output, the batch's values in each)."""
         device = engine.state.device
         batch = batch_to_device(batchdata, device)
         engine.network.train()
@@ -116,7 +121,8 @@ class _Step(abc.ABC):
             engine.optimizer.step()
         else:  # one bad batch must not turn every weight into NaN
             logger.warning(f"iteration {engine.state.iteration}: non-finite gradient, update skipped")
-        return {"loss": float(loss.detach()), **extras}
+        record = {"loss": float(loss.detach()), **extras}
+        return [dict(record) for _ in range(batch["image"].shape[0])]
 
 
 class MAEStep(_Step):
