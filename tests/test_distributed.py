@@ -165,3 +165,11 @@ def test_streamed_pretraining_on_two_processes_shares_the_subjects_and_rank_zero
         "pretrain/logs/events.out.tfevents", "pretrain/models/checkpoint_epoch=2.pt", "pretrain/models/model.pt"
     ]  # fmt: skip
     assert "Epoch[2] Complete" in result.stdout
+
+
+def test_stream_speed_reports_subjects_per_second_per_worker_cold_and_warm(tiny_cohort, subject_index):
+    command = [sys.executable, "-m", "tools.stream_speed", str(tiny_cohort), "--subject_index", str(subject_index),
+               "--preset", "tiny", "--workers", "0"]  # fmt: skip
+    rows = [json.loads(line) for line in run_checked(command, cwd=REPO).stdout.splitlines()]
+    assert [(row["workers"], row["cache"], row["subjects"]) for row in rows] == [(0, "cold", 4), (0, "warm", 4)]
+    assert all(row["subjects_per_s_per_worker"] > 0 for row in rows)
