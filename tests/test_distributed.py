@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -173,3 +174,31 @@ def test_stream_speed_reports_subjects_per_second_per_worker_cold_and_warm(tiny_
     rows = [json.loads(line) for line in run_checked(command, cwd=REPO).stdout.splitlines()]
     assert [(row["workers"], row["cache"], row["subjects"]) for row in rows] == [(0, "cold", 4), (0, "warm", 4)]
     assert all(row["subjects_per_s_per_worker"] > 0 for row in rows)
+
+
+def test_the_model_cards_two_node_torchrun_command_trains_with_two_launchers_on_this_machine(tiny_cohort, tmp_path):
+    """The static rendezvous of the model card (--nnodes, --node_rank, --master_addr), both nodes played here by two
+    launchers of one process each on the loopback address."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "out"
+    configs = PRETRAIN_STREAMING[:3] + ["configs/multi_gpu_train.yaml"]
+    launchers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={node}",
+             "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "monai.bundle", "run",
+             "--config_file", repr(configs), "--preset", "tiny", "--dataset_dir", str(tiny_cohort),
+             "--output_dir", str(out), "--max_epochs", "1"],
+            cwd=BUNDLE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+        for node in (0, 1)
+    ]
+    outputs = [launcher.communicate(timeout=300)[0] for launcher in launchers]
+    assert [launcher.returncode for launcher in launchers] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    checkpoint = torch.load(out / "pretrain" / "models" / "checkpoint_epoch=1.pt", weights_only=True)
+    assert checkpoint["trainer"]["epoch_length"] == 2, "each node's process trains on half of the 4 subjects"
+    assert written_files(out) == [
+        "pretrain/logs/events.out.tfevents", "pretrain/models/checkpoint_epoch=1.pt", "pretrain/models/model.pt"
+    ]  # fmt: skip

@@ -153,6 +153,8 @@ class SubjectStream(IterableDataset):
         self.seed = int(seed)
         self.num_replicas = process_count() if num_replicas is None else int(num_replicas)
         self.rank = process_rank() if rank is None else int(rank)
+        if not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"rank {self.rank} is not one of the {self.num_replicas} processes' ranks")
         self.epoch = 1
 
     def process_positions(self) -> range:
