@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import BUNDLE, REPO
+from ignite.metrics import Average
 from monai.data import DataLoader
 
 from scripts.distributed import ValidationShardSampler
@@ -53,6 +54,31 @@ def test_validation_shards_cover_each_subject_once_or_every_subject_on_every_pro
         assert sorted(sum(shards, [])) == list(range(subjects)), "each subject exactly once"
         assert max(map(len, shards)) - min(map(len, shards)) <= 1
     assert all(shards), "no process is left without a subject"
+
+
+def validated_means(rank: int, processes: int, splits: list[int], init_file: str, results: dict) -> None:
+    """Process ``rank``'s part of validations of splits of ``splits`` subjects: ignite's ``Average`` (the class of
+    the validation metrics) over the subjects of its :class:`ValidationShardSampler` share, subject i scoring i ** 2;
+    the mean it computes (a sum over the processes) goes to ``results[rank, subjects]``."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=processes)
+    try:
+        for subjects in splits:
+            metric = Average()
+            for subject in ValidationShardSampler(range(subjects)):
+                metric.update(float(subject**2))
+            results[rank, subjects] = float(metric.compute())
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_the_validation_mean_reduced_over_two_processes_is_the_mean_over_the_split(tmp_path):
+    """1 subject (both processes validate it) and 3 (one process validates 2, the other 1)."""
+    splits = [1, 3]
+    with torch.multiprocessing.Manager() as manager:
+        results = manager.dict()
+        torch.multiprocessing.spawn(validated_means, args=(2, splits, str(tmp_path / "init"), results), nprocs=2)
+        expected = {(rank, n): pytest.approx(sum(i**2 for i in range(n)) / n) for rank in (0, 1) for n in splits}
+        assert dict(results) == expected
 
 
 @pytest.fixture
