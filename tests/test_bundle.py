@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -648,27 +647,36 @@ def test_onnx_export_runs_in_onnx_runtime_like_the_eager_network(trained, tmp_pa
         assert (logits.argmax(1) == expected.argmax(1)).mean() > 0.999
 
 
-def test_multi_gpu_overlay_splits_the_subjects_over_processes(tiny_cohort, tmp_path):
-    """The DistributedDataParallel overlay under torchrun: gloo CPU processes here, NCCL on GPUs."""
+def test_multi_gpu_overlay_with_fewer_subjects_than_processes_runs_and_rank_zero_alone_writes(tiny_cohort, tmp_path):
+    """The DistributedDataParallel overlay under torchrun (gloo CPU processes here, NCCL on GPUs) with 1 training and
+    1 validation subject for 2 processes: both train on the one subject and both validate it."""
     out = tmp_path / "ddp"
     configs = TRAIN + ["configs/finetune_segmentation.yaml", "configs/multi_gpu_train.yaml"]
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle",
         "run", "--config_file", repr(configs), "--preset", "tiny", "--dataset_dir", str(tiny_cohort),
-        "--output_dir", str(out), "--max_epochs", "1", "--pretrained_ckpt", "''",
-        # the tiny cohort has 1 validation subject for 2 processes: pad the validation shards by repetition
-        "--validate#sampler#even_divisible", "true",
+        "--output_dir", str(out), "--max_epochs", "1", "--pretrained_ckpt", "''", "--max_train_subjects", "1",
     ]  # fmt: skip
     result = subprocess.run(
         command, cwd=BUNDLE, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
     # the ranks' log lines (stdout) say how far each got when one of them fails
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    training = json.loads((tiny_cohort / "datalist.json").read_text())["training"]
-    checkpoint = torch.load(out / "finetune_segmentation" / "models" / "checkpoint_epoch=1.pt", weights_only=True)
-    assert checkpoint["trainer"]["epoch_length"] == math.ceil(len(training) / 2), "each process sees half"
+    assert len(json.loads((tiny_cohort / "datalist.json").read_text())["validation"]) == 1
+    models = out / "finetune_segmentation" / "models"
+    checkpoint = torch.load(models / "checkpoint_epoch=1.pt", weights_only=True)
+    assert checkpoint["trainer"]["epoch_length"] == 1, "each process trains on the one subject"
     assert not any(key.startswith("module.") for key in checkpoint["network"]), "saved without the DDP wrapper"
-    assert (out / "finetune_segmentation" / "models" / "model.pt").is_file()
+    assert 0 <= checkpoint["best_model"]["best_metric"] <= 1, "a Dice over the validation subject"
+    # rank 0's files alone: one TensorBoard events file (rank 0's process), the two checkpoints
+    events = list((out / "finetune_segmentation" / "logs").iterdir())
+    assert len(events) == 1 and events[0].name.startswith("events.out.tfevents")
+    files = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
+    assert files == [str(events[0].relative_to(out))] + [
+        "finetune_segmentation/models/checkpoint_epoch=1.pt", "finetune_segmentation/models/model.pt"
+    ]  # fmt: skip
+    assert not [path for path in (tiny_cohort / ".cache").iterdir() if ".partial." in path.name]
+    assert result.stdout.count("Epoch[1] Metrics") == 1, "one process logs"
 
 
 def test_a_misspelt_override_stops_the_workflow_at_start_with_the_key_and_its_nearest_names(tmp_path):
