@@ -10,7 +10,7 @@ without one would skip the validation and the others would wait for it in the su
 
 from __future__ import annotations
 
-from typing import Iterator, Sized
+from typing import Any, Iterator, Sequence, Sized
 
 import torch.distributed as dist
 from torch.utils.data import Sampler
@@ -24,6 +24,13 @@ def process_rank() -> int:
 def process_count() -> int:
     """The number of processes in the default process group (the world size); 1 outside a multi-process run."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank_handlers(handlers: Sequence[Any | None]) -> list[Any]:
+    """The handlers this process attaches: those the config did not disable (None), and on ranks > 0 not MONAI's
+    ``MLFlowHandler`` either (``--tracking mlflow`` adds it to the handler lists; each process would log a run)."""
+    rank = process_rank()
+    return [h for h in handlers if h is not None and (rank == 0 or type(h).__name__ != "MLFlowHandler")]
 
 
 class ValidationShardSampler(Sampler[int]):
