@@ -115,3 +115,68 @@ def test_monailabel_bundle_infer_task_writes_one_frame_in_the_files_grid(user_bu
     labels = np.asarray(nib.load(written).dataobj)
     assert labels.shape == nib.load(stack).shape[:3] and set(np.unique(labels)) <= set(range(6))
     assert (labels[:, :, :6] > 0).any() and not (labels[:, :, 6:] > 0).any(), "SA planes segmented, absent LA empty"
+
+
+def labelled_studies(tiny_cohort: Path, folder: Path) -> list[dict[str, str]]:
+    """Two SA cine files with their labels of frame 0 (3-D, as MONAI Label's editors save them), in a MONAI Label
+    studies layout (``labels/final``)."""
+    (folder / "labels" / "final").mkdir(parents=True)
+    pairs = []
+    for subject in ("subject_0000", "subject_0001"):
+        image = folder / f"{subject}_sa.nii.gz"
+        shutil.copy(tiny_cohort / subject / "sa.nii.gz", image)
+        seg = nib.load(tiny_cohort / subject / "seg_sa.nii.gz")
+        label = folder / "labels" / "final" / image.name
+        nib.save(nib.Nifti1Image(np.asarray(seg.dataobj)[..., 0], seg.affine), label)
+        pairs.append({"image": str(image), "label": str(label)})
+    return pairs
+
+
+def changed_tensors(before: dict, after: dict) -> set[str]:
+    """Names of the tensors of ``before`` that ``after`` holds with other values."""
+    return {k for k in before if not torch.equal(before[k].float(), after[k].float())}
+
+
+def test_train_json_fine_tunes_on_file_pairs_and_installs_the_network(user_bundle, tiny_cohort, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(user_bundle, bundle)
+    pairs = labelled_studies(tiny_cohort, tmp_path / "studies")
+    before = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
+               "--train#dataset#data", repr(pairs[:1]), "--validate#dataset#data", repr(pairs[1:]),
+               "--train#trainer#max_epochs", "1"]  # fmt: skip
+    result = subprocess.run(command, cwd=bundle, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    after = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    assert after.keys() == before.keys() and all(after[k].dtype == before[k].dtype for k in before)
+    changed = changed_tensors(before, after)
+    assert any(k.startswith("segmenter.") for k in changed), "the segmentation was fine-tuned"
+    assert not any(k.startswith(("phenotype_head.", "measure_head.")) for k in changed), "the heads stay"
+    # the subject folders link the files and hold the 3-D label as frame 0, every other frame unlabelled
+    (subject,) = (bundle / "file_training" / "dataset").glob("training_0000_*")
+    seg = np.asarray(nib.load(subject / "seg_sa.nii.gz").dataobj)
+    np.testing.assert_array_equal(seg[..., 0], np.asarray(nib.load(pairs[0]["label"]).dataobj))
+    assert (seg[..., 1:] == 255).all() and (subject / "sa.nii.gz").is_symlink()
+
+
+def test_monailabel_bundle_train_task_fine_tunes_from_its_datastore(user_bundle, tiny_cohort, tmp_path):
+    pytest.importorskip("monailabel", reason="MONAI Label is tested in its own environment (requirements-monailabel)")
+    from monailabel.datastore.local import LocalDatastore
+    from monailabel.tasks.infer.bundle import BundleInferTask
+    from monailabel.tasks.train.bundle import BundleTrainTask
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(user_bundle, bundle)
+    pairs = labelled_studies(tiny_cohort, tmp_path / "studies")
+    datastore = LocalDatastore(str(tmp_path / "studies"), extensions=("*.nii.gz",), auto_reload=False)
+    assert len(datastore.datalist()) == 2
+    before = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    task = BundleTrainTask(str(bundle), {})
+    assert task.is_valid()
+    task(
+        {"model": "wholeheart_cine", "max_epochs": 1, "device": "cpu", "multi_gpu": False, "val_split": 0.5}, datastore
+    )
+    after = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    assert any(k.startswith("segmenter.") for k in changed_tensors(before, after)), "the segmentation was fine-tuned"
+    written, _ = BundleInferTask(str(bundle), {})({"image": pairs[0]["image"], "device": "cpu"})
+    assert nib.load(written).shape == nib.load(pairs[0]["image"]).shape[:3]
