@@ -266,19 +266,72 @@ def test_view_from_description(description: str, view: str | None) -> None:
     assert view_from_description(description) == view
 
 
-def test_missing_geometry_is_a_clear_error(tmp_path: Path) -> None:
+def without_attribute(path: Path, keyword: str) -> None:
+    """Delete one attribute from a DICOM file in place."""
+    dataset = pydicom.dcmread(path)
+    delattr(dataset, keyword)
+    dataset.save_as(path)
+
+
+def test_an_image_without_position_is_placed_where_its_slice_lacks_its_phase_or_named(tmp_path: Path) -> None:
+    """An image without ImagePositionPatient takes its slice's geometry when exactly one slice of its series lacks its
+    phase (reported, the volume as from the intact files); where no slice or several could hold it, the study stops
+    naming the file."""
     study = tmp_path / "study"
     study.mkdir()
-    for number in range(1, 21):
+    for number in range(1, 41):  # 2 slices x 20 phases
         shutil.copyfile(STUDY / f"{number}.dcm", study / f"{number}.dcm")
-    broken = pydicom.dcmread(study / "7.dcm")
-    del broken.ImagePositionPatient
-    broken.save_as(study / "7.dcm")
+    intact = tmp_path / "intact"
+    assert run_cli("convert_dicom.py", study, "--out", intact).returncode == 0
+    without_attribute(study / "27.dcm", "ImagePositionPatient")
     result = run_cli("convert_dicom.py", study, "--out", tmp_path / "out")
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    assert "7.dcm" in result.stderr and "ImagePositionPatient" in result.stderr and str(study) in result.stderr
-    assert not (tmp_path / "out" / "sa.nii.gz").exists()
+    assert result.returncode == 0, result.stderr
+    for name in ("sa.nii.gz",):
+        np.testing.assert_array_equal(nib.load(tmp_path / "out" / name).dataobj, nib.load(intact / name).dataobj)
+        np.testing.assert_array_equal(nib.load(tmp_path / "out" / name).affine, nib.load(intact / name).affine)
+    (repaired,) = json.loads((tmp_path / "out" / "conversion.json").read_text())["repaired_files"]
+    assert repaired["file"] == "27.dcm" and "no ImagePositionPatient" in repaired["repair"]
+    assert "the only slice position lacking an image of its phase" in repaired["repair"]
+
+    # the same phase (TriggerTime) of both slices without position or SliceLocation: either could go in either slice
+    for name in ("7.dcm", "27.dcm"):
+        without_attribute(study / name, "SliceLocation")
+    without_attribute(study / "7.dcm", "ImagePositionPatient")
+    result = run_cli("convert_dicom.py", study, "--out", tmp_path / "out2")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "7.dcm" in result.stderr and "no ImagePositionPatient" in result.stderr and str(study) in result.stderr
+    assert "several slice position(s)" in result.stderr
+    assert not (tmp_path / "out2" / "sa.nii.gz").exists()
+
+
+@pytest.mark.skipif(not (SUNNYBROOK.parent / "bivme_patient1").is_dir(), reason="bivme_patient1 not in ../shared")
+def test_real_study_with_an_sa_and_a_long_axis_image_without_position_converts_as_the_intact_one(
+    tmp_path: Path,
+) -> None:
+    """One file per series folder: a file of a single-slice SA series and one of the 2-chamber series lose
+    ImagePositionPatient; each takes its series' slice geometry, both are reported, and every plane is written as
+    from the intact study."""
+    study = tmp_path / "dicoms"
+    shutil.copytree(SUNNYBROOK.parent / "bivme_patient1" / "dicoms", study)
+    intact = tmp_path / "intact"
+    assert run_cli("convert_dicom.py", study, "--out", intact).returncode == 0
+    broken = [sorted((study / series).iterdir())[index] for series, index in (("Se3", 4), ("Se8", 0))]
+    for path in broken:
+        without_attribute(path, "ImagePositionPatient")
+    out = tmp_path / "subject"
+    result = run_cli("convert_dicom.py", study, "--out", out)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "conversion.json").read_text())
+    assert set(report["written"]) == set(json.loads((intact / "conversion.json").read_text())["written"])
+    for plane in intact.glob("*.nii.gz"):
+        written = nib.load(out / plane.name)
+        np.testing.assert_array_equal(written.dataobj, nib.load(plane).dataobj)
+        np.testing.assert_array_equal(written.affine, nib.load(plane).affine)
+    repaired = {entry["file"]: entry["repair"] for entry in report["repaired_files"]}
+    assert sorted(repaired) == sorted(str(path.relative_to(study)) for path in broken)
+    assert all(
+        "no ImagePositionPatient: its geometry is taken from the 24 other phases" in r for r in repaired.values()
+    )
 
 
 def test_corrupt_file_and_no_cine_are_clear_errors(tmp_path: Path) -> None:

@@ -83,6 +83,16 @@ def dicom_identifiers(subject_folder: str | os.PathLike) -> dict[str, str]:
     }
 
 
+def conversion_repairs(subject_folder: str | os.PathLike) -> list[str]:
+    """What the DICOM conversion of a subject folder repaired (its ``conversion.json``), one line per file, e.g. an
+    image whose geometry was taken from the other phases of its slice; empty when it was not converted."""
+    report_path = Path(subject_folder) / REPORT_NAME
+    if not report_path.is_file():
+        return []
+    repaired = json.loads(report_path.read_text()).get("repaired_files") or []
+    return [f"DICOM {entry['file']}: {entry['repair']}" for entry in repaired]
+
+
 def progress_eta(started: float, done: int, left: int) -> str:
     """``"12 s per subject, about 3 min left"`` from the ``time.monotonic()`` the run ``started`` at, the subjects
     ``done`` since and the subjects ``left``."""
@@ -316,7 +326,7 @@ class CohortPredictor:
             "sa_slices_unsegmented": segmentation.sa_slices_unsegmented,
             "canonical_planes_missing": missing,
             "heart_centre_method": geometry.get("centre_method"),
-            "problems": [p for p in sample["problems"].split("\n") if p],
+            "problems": [p for p in sample["problems"].split("\n") if p] + conversion_repairs(item["subject"]),
             # chambers whose measured ES (or minimum) volume exceeded the ED (maximum) one: SV and EF left empty
             "ejection_not_measured": implausible_ejections(measured),
             # phenotypes left empty because the head gave a value no heart has (e.g. a scan far from its training data)
