@@ -237,6 +237,30 @@ def test_la_written_with_correct_affine(tmp_path: Path) -> None:
         np.testing.assert_allclose(world[:3], voxel_world_ras(dataset, row, col), atol=1e-3)
 
 
+def test_a_reconversion_removes_the_earlier_conversions_planes_the_study_no_longer_has(tmp_path: Path) -> None:
+    """Converted again into the same folder without its long-axis series, a study leaves no la_4ch.nii.gz of the
+    earlier conversion to pass for one of its planes; a folder that no conversion wrote is never emptied."""
+    study = tmp_path / "study"
+    for number in range(1, 41):  # 2 slices x 20 phases
+        (study / "sa").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(STUDY / f"{number}.dcm", study / "sa" / f"{number}.dcm")
+    write_synthetic_la_series([STUDY / f"{n}.dcm" for n in range(1, 7)], 75.0, study / "la")
+    out = tmp_path / "subject"
+    assert run_cli("convert_dicom.py", study, "--out", out).returncode == 0
+    assert (out / "la_4ch.nii.gz").is_file()
+    shutil.rmtree(study / "la")
+    assert run_cli("convert_dicom.py", study, "--out", out).returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == ["conversion.json", "sa.nii.gz"]
+    assert json.loads((out / "conversion.json").read_text())["removed_earlier_planes"] == ["la_4ch.nii.gz"]
+
+    someone_elses = tmp_path / "subject_folder"
+    someone_elses.mkdir()
+    (someone_elses / "la_2ch.nii.gz").write_bytes(b"a plane of someone else's")
+    result = run_cli("convert_dicom.py", study, "--out", someone_elses)
+    assert result.returncode == 1 and "la_2ch.nii.gz, which this study does not have" in result.stderr
+    assert (someone_elses / "la_2ch.nii.gz").is_file() and not (someone_elses / "sa.nii.gz").exists()
+
+
 def test_one_series_per_sa_slice_is_merged(tmp_path: Path) -> None:
     """Siemens-style SA: each slice position is its own series; they form one stack."""
     study = tmp_path / "study"
@@ -254,6 +278,29 @@ def test_one_series_per_sa_slice_is_merged(tmp_path: Path) -> None:
     assert report["written"]["sa"]["shape"] == [256, 256, 4, 20]
     assert report["written"]["sa"]["series_number"] == [10, 11, 12, 13]
     assert report["written"]["sa"]["identified_by"].startswith("description")
+
+
+def test_an_sa_slice_described_as_a_long_axis_view_is_not_taken_for_one(tmp_path: Path) -> None:
+    """The last SA slice exported as its own series described "cine 4ch": its plane is parallel to the SA stack, so it
+    is skipped with the reason (its plane has no line in the SA plane to tell a view by), never written as la_*."""
+    study = tmp_path / "study"
+    study.mkdir()
+    series_uid = generate_uid()
+    for number in range(1, 201):
+        dataset = pydicom.dcmread(STUDY / f"{number}.dcm")
+        if number > 180:
+            dataset.SeriesInstanceUID, dataset.SeriesDescription, dataset.SeriesNumber = series_uid, "cine 4ch", 99
+        dataset.save_as(study / f"{number}.dcm")
+    out = tmp_path / "subject"
+    assert run_cli("convert_dicom.py", study, "--out", out).returncode == 0
+    report = json.loads((out / "conversion.json").read_text())
+    assert set(report["written"]) == {"sa"} and not list(out.glob("la_*.nii.gz"))
+    (skipped,) = report["skipped"]
+    assert skipped["series_number"] == [99]
+    assert (
+        skipped["reason"]
+        == "single slice parallel to the SA stack, not part of it (its SeriesDescription names la_4ch)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from scripts.files import save_nifti_atomic, write_json_atomic
+from scripts.labels import ALL_PLANE_FILES
 from scripts.subject import is_subject_folder
 
 # Many archives hold UIDs with leading zeros (e.g. Sunnybrook); they still group series correctly, and pydicom warns
@@ -725,6 +726,11 @@ def _identify_la(stack: CineStack, sa: CineStack | None) -> tuple[str | None, st
         return None, "no SA stack to identify a long-axis view against, and no view named in SeriesDescription"
     long_axis = long_axis_direction(sa)
     cos_to_axis = abs(float(np.dot(stack.first.normal, long_axis)))
+    if cos_to_axis >= SA_NORMAL_MIN_COS:
+        # checked before the description: the plane of an SA slice has no line in the SA plane to tell a view by,
+        # and a slice parallel to the stack shows no long-axis view whatever its series is called
+        also = f" (its SeriesDescription names {named})" if named not in (None, "sa") else ""
+        return None, f"single slice parallel to the SA stack, not part of it{also}"
     angle = la_view_angle_deg(long_axis, stack.first.normal)
     view, distance = _closest_view(angle)
     if named is not None and named != "sa":
@@ -741,8 +747,6 @@ def _identify_la(stack: CineStack, sa: CineStack | None) -> tuple[str | None, st
                 f"{named_distance:.0f} deg from the {named} its description names"
             )
         return named, "description"
-    if cos_to_axis >= SA_NORMAL_MIN_COS:
-        return None, "single slice parallel to the SA stack, not part of it"
     if cos_to_axis > LA_NORMAL_MAX_COS:
         return None, f"plane neither SA nor LA (normal at {np.degrees(np.arccos(cos_to_axis)):.0f} deg to long axis)"
     if view is None:
@@ -917,12 +921,38 @@ def _cine_stacks(headers: Iterable[ImageHeader], study_dir: Path) -> tuple[list[
     return stacks, skipped
 
 
+def _earlier_planes(out: Path, planes: dict[str, CineStack], study: Path) -> list[Path]:
+    """The plane files in ``out`` that this conversion does not write: an earlier conversion's (with its
+    ``conversion.json``), which would otherwise pass for planes of this study.
+
+    Raises:
+        DicomConversionError: ``out`` holds such files without an earlier conversion's report (someone's subject
+            folder, whose files are not the converter's to delete).
+    """
+    stale = [
+        path
+        for stem in ALL_PLANE_FILES
+        if stem not in planes
+        for path in (out / f"{stem}.nii.gz", out / f"{stem}.nii")
+        if path.is_file()
+    ]
+    if stale and not (out / REPORT_NAME).is_file():
+        raise _error(
+            study,
+            None,
+            f"the output folder {out} holds {', '.join(p.name for p in stale)}, which this study does not have, and "
+            f"no {REPORT_NAME} of an earlier conversion",
+            "Convert into an empty folder.",
+        )
+    return stale
+
+
 def convert_study(study_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Any]:
     """Convert a DICOM cine study folder into a subject folder and return the conversion report.
 
     Writes ``sa.nii.gz`` (X, Y, S, T) and ``la_<view>.nii.gz`` (X, Y, 1, T) with RAS affines, and
     ``conversion.json`` (the returned report: written planes with their source files, skipped series with
-    reasons, ignored files).
+    reasons, ignored and repaired files); removes an earlier conversion's planes this study does not have.
 
     Raises:
         DicomConversionError: unreadable or geometry-less images, inconsistent stacks, or no cine series.
@@ -945,12 +975,15 @@ def convert_study(study_dir: str | os.PathLike, out_dir: str | os.PathLike) -> d
     if not planes:
         raise _error(study, None, "no cine series could be identified as SA, 2ch, 3ch or 4ch", "See the skipped list.")
     out = Path(out_dir)
+    stale = _earlier_planes(out, planes, study)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for stem, stack in planes.items():
         volume = stack_volume(stack, study)
         save_nifti_atomic(volume, stack_affine_ras(stack), out / f"{stem}.nii.gz", frame_interval_ms(stack))
         written[stem] = {"file": f"{stem}.nii.gz", **_written_entry(stack, volume, study)}
+    for path in stale:
+        path.unlink()
     report = {
         "study_dir": str(study),
         "identifiers": study_identifiers(planes),
@@ -958,6 +991,8 @@ def convert_study(study_dir: str | os.PathLike, out_dir: str | os.PathLike) -> d
         "skipped": skipped + identification_skips,
         "ignored_files": scan.ignored,
         "repaired_files": scan.repaired,
+        # planes an earlier conversion wrote into this folder that this study does not have
+        "removed_earlier_planes": [path.name for path in stale],
         "frame_count_mismatch_policy": FRAME_COUNT_MISMATCH_POLICY,
     }
     write_json_atomic(report, out / REPORT_NAME)
