@@ -26,7 +26,7 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from scripts.dicom import DicomConversionError, convert_study
 from scripts.labels import LA_PLANES, LABEL_MAPS, NUM_CLASSES, UNLABELLED, map_labels, undefined_label_values
-from scripts.subject import MIN_CINE_FRAMES, PIXEL_SIZE_RANGE_MM, SubjectError, load_subject
+from scripts.subject import MIN_CINE_FRAMES, PIXEL_SIZE_RANGE_MM, SubjectError, load_datalist, load_subject
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -435,3 +435,38 @@ def test_a_faulty_dicom_study_converts_as_the_intact_one_naming_the_repair_or_st
         for entry in report["repaired_files"]:
             assert Path(entry["file"]).name in hit, "only a file with a fault is repaired"
         event("converted, repaired" if report["repaired_files"] else "converted")
+
+
+# --- datalists -------------------------------------------------------------------------------------
+SUBJECT_NAMES = ["subject_a", "./subject_a", "subject_a/", "../outside", "subject_a/../../outside", "/etc", "", "nope"]
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(SUBJECT_NAMES),
+            st.builds(lambda name: {"subject": name}, st.sampled_from(SUBJECT_NAMES)),
+            st.sampled_from([{"image": "subject_a"}, {"subject": None}, {"subject": 3}, None, 7]),
+        ),
+        max_size=3,
+    ),
+    st.booleans(),
+)
+def test_a_datalist_names_folders_inside_the_dataset_or_is_refused_naming_the_entry(entries, as_list):
+    """Whatever a split lists (names climbing out of the dataset, absolute paths, entries without a subject, a split
+    that is no list), the items are folders inside the dataset folder or a SubjectError names the datalist."""
+    with tempfile.TemporaryDirectory() as temp:
+        dataset = Path(temp) / "dataset"
+        (dataset / "subject_a").mkdir(parents=True)
+        (Path(temp) / "outside").mkdir()
+        split = entries if as_list else (entries[0] if entries else {})
+        (dataset / "datalist.json").write_text(json.dumps({"test": split}))
+        try:
+            items = load_datalist(dataset, "test")
+        except SubjectError as err:
+            assert str(dataset / "datalist.json") in str(err)
+            event("refused")
+            return
+        assert all(Path(item["subject"]) == (dataset / "subject_a").resolve() for item in items)
+        event("listed")

@@ -461,9 +461,19 @@ def load_datalist(
             f"{datalist_path}: cannot read split {split!r} ({type(err).__name__}: {err}); expected "
             f'{{"training": [{{"subject": "<folder>"}}], "validation": [...], "test": [...]}}'
         ) from err
+    if not isinstance(entries, list):
+        raise SubjectError(
+            f"{datalist_path}: split {split!r} holds {type(entries).__name__} {entries!r}, not a list; expected "
+            f'{{"{split}": [{{"subject": "<folder>"}}, ...]}}'
+        )
     folders = []
     for entry in entries:
-        name = entry["subject"] if isinstance(entry, dict) else str(entry)
+        name = entry.get("subject") if isinstance(entry, dict) else entry
+        if not isinstance(name, str) or not name:
+            raise SubjectError(
+                f"{datalist_path}: entry {entry!r} of split {split!r} names no subject folder; expected "
+                '{"subject": "<folder>"} or "<folder>"'
+            )
         # by name, not by resolved path, so that a dataset of symlinked subject folders stays valid
         if not Path(os.path.normpath(dataset_dir / name)).is_relative_to(dataset_dir):
             raise SubjectError(
