@@ -152,8 +152,9 @@ def write_synthetic_la_series(templates: list[Path], angle_deg: float, folder: P
 
 
 def make_mixed_study(root: Path) -> Path:
-    """A messy study: 4 SA slices with shuffled names in nested folders, junk files, a single-phase series, and
-    synthetic LA series at the typical 2ch/4ch/3ch angles plus one at an untypical angle."""
+    """A messy study: 4 SA slices with shuffled names in nested folders, junk files, a single-phase series, a
+    localiser image without position, and synthetic LA series at the typical 2ch/4ch/3ch angles plus one at an
+    untypical angle."""
     study = root / "study"
     rng = random.Random(1)
     for number in rng.sample(range(1, 81), 80):  # 4 slices x 20 phases
@@ -165,6 +166,11 @@ def make_mixed_study(root: Path) -> Path:
     single = pydicom.dcmread(STUDY / "1.dcm")
     single.SeriesInstanceUID, single.SeriesNumber, single.SOPInstanceUID = generate_uid(), 99, generate_uid()
     single.save_as(study / "level1" / "single_phase")
+    localiser = pydicom.dcmread(STUDY / "2.dcm")
+    localiser.SeriesInstanceUID, localiser.SeriesNumber, localiser.SOPInstanceUID = generate_uid(), 98, generate_uid()
+    localiser.SeriesDescription = "localizer"
+    del localiser.ImagePositionPatient
+    localiser.save_as(study / "level2" / "localiser_without_position")
     la_templates = [STUDY / f"{n}.dcm" for n in range(41, 49)]  # 8 phases are enough for a cine series
     for angle in (15.0, 75.0, 140.0, 45.0):
         write_synthetic_la_series(la_templates, angle, study / "la" / f"angle{int(angle)}")
@@ -186,8 +192,10 @@ def test_mixed_study(tmp_path: Path) -> None:
     skipped = {entry["series_number"][0]: entry["reason"] for entry in report["skipped"]}
     assert "not cine" in skipped[99]
     assert "unidentified" in skipped[145]
-    ignored = {entry["file"] for entry in report["ignored_files"]}
-    assert {"notes.txt", "level0/DATA.bin"} <= ignored
+    ignored = {entry["file"]: entry["reason"] for entry in report["ignored_files"]}
+    assert {"notes.txt", "level0/DATA.bin"} <= set(ignored)
+    reason = ignored["level2/localiser_without_position"]
+    assert reason == "no ImagePositionPatient, in a non-cine series (SeriesDescription 'localizer')"
 
 
 @pytest.mark.skipif(not (SUNNYBROOK.parent / "bivme_patient1").is_dir(), reason="bivme_patient1 not in ../shared")

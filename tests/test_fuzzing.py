@@ -418,7 +418,8 @@ def test_a_faulty_dicom_study_converts_as_the_intact_one_naming_the_repair_or_st
         files = write_sa_study(study)
         intact = Path(temp) / "intact"
         convert_study(study, intact)
-        hit = {apply_fault(files, *fault).name for fault in faults}
+        # a truncated file cannot be edited: truncations come last
+        hit = {apply_fault(files, *fault).name for fault in sorted(faults, key=lambda fault: fault[0] == "truncate")}
         out = Path(temp) / "converted"
         try:
             report = convert_study(study, out)

@@ -394,7 +394,8 @@ def place_unplaced_images(scan: _StudyScan, unplaced: list[UnplacedImage], study
     the image's usable geometry, matrix and SliceLocation and none of them has the image's phase (TriggerTime, else
     InstanceNumber). Of several candidates, those with fewer images than the fullest slice; the image is placed only
     when one remains, and no other unplaced image is placed there at the same phase. Every image is judged against
-    the same images, so the outcome does not depend on the order of the files.
+    the same images, so the outcome does not depend on the order of the files. An image that cannot be placed in a
+    series whose SeriesDescription names a non-cine sequence (a localiser) is ignored and listed in ``scan.ignored``.
 
     Raises:
         DicomConversionError: no slice, or several, could hold an image (naming the file and what is wrong).
@@ -410,6 +411,16 @@ def place_unplaced_images(scan: _StudyScan, unplaced: list[UnplacedImage], study
         clash = len(chosen) == 1 and any(
             group is chosen[0] and _same_phase(image, other) for other, group in placements
         )
+        if (len(chosen) != 1 or clash) and re.search(_NON_CINE_PATTERN, _normalise_description(fields["description"])):
+            # a localiser or mapping image is never converted: without its geometry it can be left out, named
+            scan.ignored.append(
+                {
+                    "file": str(image.path.relative_to(study_dir)),
+                    "reason": f"{'; '.join(image.faults.values())}, in a non-cine series "
+                    f"(SeriesDescription {fields['description']!r})",
+                }
+            )
+            continue
         if len(chosen) != 1 or clash:
             raise _error(
                 study_dir,
