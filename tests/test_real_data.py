@@ -284,6 +284,17 @@ def test_inference_takes_a_folder_per_series_as_one_study_and_keeps_going_past_a
     assert {"sa", "la_2ch", "la_4ch"} <= set(report["segmented_planes"])
     (repair,) = [problem for problem in report["problems"] if problem.startswith("DICOM ")]
     assert f"DICOM Se2/{positionless.name}: no ImagePositionPatient: its geometry is taken from" in repair
+    # its DICOM SEG frame lies where the other phases of its slice lie
+    slice_position = pydicom.dcmread(sorted((series_folders / "Se2").iterdir())[0]).ImagePositionPatient
+    frames = [
+        frame
+        for path in (tmp_path / "bivme" / "dicoms" / "dicom_seg").glob("seg_sa_series9001_*.dcm")
+        for frame in pydicom.dcmread(path).PerFrameFunctionalGroupsSequence
+        if frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID == dataset.SOPInstanceUID
+    ]
+    assert frames, "the SEG references the image placed by its slice"
+    for frame in frames:
+        np.testing.assert_allclose(frame.PlanePositionSequence[0].ImagePositionPatient, slice_position, atol=1e-3)
 
     studies = tmp_path / "studies"
     shutil.copytree(SUNNYBROOK / "dicoms" / "SCD0000301", studies / "good_study")

@@ -154,9 +154,9 @@ def _error(study_dir: Path, file: Path | None, problem: str, remedy: str) -> Dic
     return DicomConversionError(f"cannot convert DICOM study {study_dir}:{where} {problem}. {remedy}")
 
 
-#: The attributes that place an image in space; an image missing one (or holding an unusable value) is placed only
-#: where its series leaves exactly one slot for it (:func:`place_unplaced_images`).
-GEOMETRY_ATTRIBUTES = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+#: The attributes that place an image in space, with their number of values; an image missing one (or holding an
+#: unusable value) is placed only where its series leaves exactly one slot for it (:func:`place_unplaced_images`).
+GEOMETRY_ATTRIBUTES = {"ImagePositionPatient": 3, "ImageOrientationPatient": 6, "PixelSpacing": 2}
 #: |cos| between ImageOrientationPatient's row and column directions above this: not two perpendicular directions.
 MAX_DIRECTION_COS = 0.01
 #: SliceLocation (mm) of an unplaced image and of the slice it is placed in may differ this much.
@@ -221,14 +221,9 @@ def _geometry(dataset: pydicom.Dataset) -> tuple[dict[str, Any], dict[str, str]]
     ``col_dir``, ``pixel_spacing``) and, per unusable DICOM attribute, why (absent, or its value and the fault)."""
     geometry: dict[str, Any] = {}
     faults: dict[str, str] = {}
-    readers = {
-        "ImagePositionPatient": lambda: _numbers(dataset, "ImagePositionPatient", 3),
-        "ImageOrientationPatient": lambda: _numbers(dataset, "ImageOrientationPatient", 6),
-        "PixelSpacing": lambda: _numbers(dataset, "PixelSpacing", 2),
-    }
-    for keyword, read in readers.items():
+    for keyword, count in GEOMETRY_ATTRIBUTES.items():
         try:
-            value = read()
+            value = _numbers(dataset, keyword, count)
         except ValueError as exc:
             faults[keyword] = str(exc)
             continue
@@ -268,6 +263,7 @@ class UnplacedImage:
 
     @property
     def path(self) -> Path:
+        """The image's file."""
         return self.fields["path"]
 
 
