@@ -264,6 +264,14 @@ def test_inference_writes_every_plane_in_its_own_geometry(trained, tiny_cohort, 
     assert tables["phenotypes"][0]["phenotypes_source"] == reported["phenotypes_method"]
     assert tables["phenotypes_from_embedding"][0]["phenotypes_source"] == "phenotype_head"
     assert tables["phenotypes_from_segmentation"][0]["phenotypes_source"] == "segmentation"
+    # and the planes they rest on: every segmented plane for the heads, each chamber's own views for the measures
+    segmented = sorted(path.name[4:-7] for path in predicted.glob("seg_*.nii.gz"))
+    assert reported["phenotypes_planes"] == segmented
+    assert all(rows[0]["planes"] == ";".join(segmented) for rows in tables.values())
+    measured_on = reported["phenotypes_from_segmentation_planes"]
+    assert measured_on["LVEDV"] == ["sa"] and measured_on["LAVmax"] == [
+        s for s in ("la_2ch", "la_4ch") if s in segmented
+    ]
     # the cohort table holds the reported phenotypes (the measure head's), not the embedding head's
     assert float(tables["phenotypes"][0]["LVEDV"]) == pytest.approx(reported["phenotypes"]["LVEDV"], abs=1e-3)
     embedding_lvedv = reported["phenotypes_from_embedding"]["LVEDV"]

@@ -152,8 +152,9 @@ def write_synthetic_la_series(templates: list[Path], angle_deg: float, folder: P
 
 
 def make_mixed_study(root: Path) -> Path:
-    """A messy study: 4 SA slices with shuffled names in nested folders, junk files, a single-phase series, and
-    synthetic LA series at the typical 2ch/4ch/3ch angles plus one at an untypical angle."""
+    """A messy study: 4 SA slices with shuffled names in nested folders, junk files, a single-phase series, a
+    localiser image without position, and synthetic LA series at the typical 2ch/4ch/3ch angles plus one at an
+    untypical angle."""
     study = root / "study"
     rng = random.Random(1)
     for number in rng.sample(range(1, 81), 80):  # 4 slices x 20 phases
@@ -165,6 +166,11 @@ def make_mixed_study(root: Path) -> Path:
     single = pydicom.dcmread(STUDY / "1.dcm")
     single.SeriesInstanceUID, single.SeriesNumber, single.SOPInstanceUID = generate_uid(), 99, generate_uid()
     single.save_as(study / "level1" / "single_phase")
+    localiser = pydicom.dcmread(STUDY / "2.dcm")
+    localiser.SeriesInstanceUID, localiser.SeriesNumber, localiser.SOPInstanceUID = generate_uid(), 98, generate_uid()
+    localiser.SeriesDescription = "localizer"
+    del localiser.ImagePositionPatient
+    localiser.save_as(study / "level2" / "localiser_without_position")
     la_templates = [STUDY / f"{n}.dcm" for n in range(41, 49)]  # 8 phases are enough for a cine series
     for angle in (15.0, 75.0, 140.0, 45.0):
         write_synthetic_la_series(la_templates, angle, study / "la" / f"angle{int(angle)}")
@@ -186,8 +192,10 @@ def test_mixed_study(tmp_path: Path) -> None:
     skipped = {entry["series_number"][0]: entry["reason"] for entry in report["skipped"]}
     assert "not cine" in skipped[99]
     assert "unidentified" in skipped[145]
-    ignored = {entry["file"] for entry in report["ignored_files"]}
-    assert {"notes.txt", "level0/DATA.bin"} <= ignored
+    ignored = {entry["file"]: entry["reason"] for entry in report["ignored_files"]}
+    assert {"notes.txt", "level0/DATA.bin"} <= set(ignored)
+    reason = ignored["level2/localiser_without_position"]
+    assert reason == "no ImagePositionPatient, in a non-cine series (SeriesDescription 'localizer')"
 
 
 @pytest.mark.skipif(not (SUNNYBROOK.parent / "bivme_patient1").is_dir(), reason="bivme_patient1 not in ../shared")
@@ -237,6 +245,30 @@ def test_la_written_with_correct_affine(tmp_path: Path) -> None:
         np.testing.assert_allclose(world[:3], voxel_world_ras(dataset, row, col), atol=1e-3)
 
 
+def test_a_reconversion_removes_the_earlier_conversions_planes_the_study_no_longer_has(tmp_path: Path) -> None:
+    """Converted again into the same folder without its long-axis series, a study leaves no la_4ch.nii.gz of the
+    earlier conversion to pass for one of its planes; a folder that no conversion wrote is never emptied."""
+    study = tmp_path / "study"
+    for number in range(1, 41):  # 2 slices x 20 phases
+        (study / "sa").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(STUDY / f"{number}.dcm", study / "sa" / f"{number}.dcm")
+    write_synthetic_la_series([STUDY / f"{n}.dcm" for n in range(1, 7)], 75.0, study / "la")
+    out = tmp_path / "subject"
+    assert run_cli("convert_dicom.py", study, "--out", out).returncode == 0
+    assert (out / "la_4ch.nii.gz").is_file()
+    shutil.rmtree(study / "la")
+    assert run_cli("convert_dicom.py", study, "--out", out).returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == ["conversion.json", "sa.nii.gz"]
+    assert json.loads((out / "conversion.json").read_text())["removed_earlier_planes"] == ["la_4ch.nii.gz"]
+
+    someone_elses = tmp_path / "subject_folder"
+    someone_elses.mkdir()
+    (someone_elses / "la_2ch.nii.gz").write_bytes(b"a plane of someone else's")
+    result = run_cli("convert_dicom.py", study, "--out", someone_elses)
+    assert result.returncode == 1 and "la_2ch.nii.gz, which this study does not have" in result.stderr
+    assert (someone_elses / "la_2ch.nii.gz").is_file() and not (someone_elses / "sa.nii.gz").exists()
+
+
 def test_one_series_per_sa_slice_is_merged(tmp_path: Path) -> None:
     """Siemens-style SA: each slice position is its own series; they form one stack."""
     study = tmp_path / "study"
@@ -256,6 +288,29 @@ def test_one_series_per_sa_slice_is_merged(tmp_path: Path) -> None:
     assert report["written"]["sa"]["identified_by"].startswith("description")
 
 
+def test_an_sa_slice_described_as_a_long_axis_view_is_not_taken_for_one(tmp_path: Path) -> None:
+    """The last SA slice exported as its own series described "cine 4ch": its plane is parallel to the SA stack, so it
+    is skipped with the reason (its plane has no line in the SA plane to tell a view by), never written as la_*."""
+    study = tmp_path / "study"
+    study.mkdir()
+    series_uid = generate_uid()
+    for number in range(1, 201):
+        dataset = pydicom.dcmread(STUDY / f"{number}.dcm")
+        if number > 180:
+            dataset.SeriesInstanceUID, dataset.SeriesDescription, dataset.SeriesNumber = series_uid, "cine 4ch", 99
+        dataset.save_as(study / f"{number}.dcm")
+    out = tmp_path / "subject"
+    assert run_cli("convert_dicom.py", study, "--out", out).returncode == 0
+    report = json.loads((out / "conversion.json").read_text())
+    assert set(report["written"]) == {"sa"} and not list(out.glob("la_*.nii.gz"))
+    (skipped,) = report["skipped"]
+    assert skipped["series_number"] == [99]
+    assert (
+        skipped["reason"]
+        == "single slice parallel to the SA stack, not part of it (its SeriesDescription names la_4ch)"
+    )
+
+
 @pytest.mark.parametrize(
     "description, view",
     [("CINE_SAX", "sa"), ("short axis stack", "sa"), ("cine 2-chamber", "la_2ch"), ("VLA", "la_2ch"),
@@ -266,19 +321,73 @@ def test_view_from_description(description: str, view: str | None) -> None:
     assert view_from_description(description) == view
 
 
-def test_missing_geometry_is_a_clear_error(tmp_path: Path) -> None:
+def without_attribute(path: Path, keyword: str) -> None:
+    """Delete one attribute from a DICOM file in place."""
+    dataset = pydicom.dcmread(path)
+    delattr(dataset, keyword)
+    dataset.save_as(path)
+
+
+def test_an_image_without_position_is_placed_where_its_slice_lacks_its_phase_or_named(tmp_path: Path) -> None:
+    """An image without ImagePositionPatient takes its slice's geometry when exactly one slice of its series lacks its
+    phase (reported, the volume as from the intact files); where no slice or several could hold it, the study stops
+    naming the file."""
     study = tmp_path / "study"
     study.mkdir()
-    for number in range(1, 21):
+    for number in range(1, 41):  # 2 slices x 20 phases
         shutil.copyfile(STUDY / f"{number}.dcm", study / f"{number}.dcm")
-    broken = pydicom.dcmread(study / "7.dcm")
-    del broken.ImagePositionPatient
-    broken.save_as(study / "7.dcm")
+    intact = tmp_path / "intact"
+    assert run_cli("convert_dicom.py", study, "--out", intact).returncode == 0
+    without_attribute(study / "27.dcm", "ImagePositionPatient")
     result = run_cli("convert_dicom.py", study, "--out", tmp_path / "out")
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    assert "7.dcm" in result.stderr and "ImagePositionPatient" in result.stderr and str(study) in result.stderr
-    assert not (tmp_path / "out" / "sa.nii.gz").exists()
+    assert result.returncode == 0, result.stderr
+    written, expected = nib.load(tmp_path / "out" / "sa.nii.gz"), nib.load(intact / "sa.nii.gz")
+    np.testing.assert_array_equal(written.dataobj, expected.dataobj)
+    np.testing.assert_array_equal(written.affine, expected.affine)
+    assert "repaired 27.dcm: no ImagePositionPatient" in result.stdout
+    (repaired,) = json.loads((tmp_path / "out" / "conversion.json").read_text())["repaired_files"]
+    assert repaired["file"] == "27.dcm" and "no ImagePositionPatient" in repaired["repair"]
+    assert "the only slice position lacking an image of its phase" in repaired["repair"]
+
+    # the same phase (TriggerTime) of both slices without position or SliceLocation: either could go in either slice
+    for name in ("7.dcm", "27.dcm"):
+        without_attribute(study / name, "SliceLocation")
+    without_attribute(study / "7.dcm", "ImagePositionPatient")
+    result = run_cli("convert_dicom.py", study, "--out", tmp_path / "out2")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "7.dcm" in result.stderr and "no ImagePositionPatient" in result.stderr and str(study) in result.stderr
+    assert "several slice position(s)" in result.stderr
+    assert not (tmp_path / "out2" / "sa.nii.gz").exists()
+
+
+@pytest.mark.skipif(not (SUNNYBROOK.parent / "bivme_patient1").is_dir(), reason="bivme_patient1 not in ../shared")
+def test_real_study_with_an_sa_and_a_long_axis_image_without_position_converts_as_the_intact_one(
+    tmp_path: Path,
+) -> None:
+    """One file per series folder: a file of a single-slice SA series and one of the 2-chamber series lose
+    ImagePositionPatient; each takes its series' slice geometry, both are reported, and every plane is written as
+    from the intact study."""
+    study = tmp_path / "dicoms"
+    shutil.copytree(SUNNYBROOK.parent / "bivme_patient1" / "dicoms", study)
+    intact = tmp_path / "intact"
+    assert run_cli("convert_dicom.py", study, "--out", intact).returncode == 0
+    broken = [sorted((study / series).iterdir())[index] for series, index in (("Se3", 4), ("Se8", 0))]
+    for path in broken:
+        without_attribute(path, "ImagePositionPatient")
+    out = tmp_path / "subject"
+    result = run_cli("convert_dicom.py", study, "--out", out)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "conversion.json").read_text())
+    assert set(report["written"]) == set(json.loads((intact / "conversion.json").read_text())["written"])
+    for plane in intact.glob("*.nii.gz"):
+        written = nib.load(out / plane.name)
+        np.testing.assert_array_equal(written.dataobj, nib.load(plane).dataobj)
+        np.testing.assert_array_equal(written.affine, nib.load(plane).affine)
+    repaired = {entry["file"]: entry["repair"] for entry in report["repaired_files"]}
+    assert sorted(repaired) == sorted(str(path.relative_to(study)) for path in broken)
+    assert all(
+        "no ImagePositionPatient: its geometry is taken from the 24 other phases" in r for r in repaired.values()
+    )
 
 
 def test_corrupt_file_and_no_cine_are_clear_errors(tmp_path: Path) -> None:

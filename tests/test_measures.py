@@ -15,6 +15,7 @@ from scripts.measures import (
     implausible_values,
     long_axis_length_mm,
     measure_features,
+    phenotype_planes,
     phenotypes_from_segmentations,
     phenotypes_from_volumes,
     stack_volume_curves_ml,
@@ -127,3 +128,21 @@ def test_phenotypes_of_a_missing_view_are_unmeasurable_and_impossible_values_are
     # equal to it (an atrium emptying fully) or beside an unknown largest volume is possible
     values.update(RASV=50.5, RVSV=49.0, RVEDV=48.0, LAVmax=float("nan"), LASV=400.0)
     assert implausible_values(values) == ["LVESV", "LVSV", "RVSV", "RVEF", "RASV"]
+
+
+@pytest.mark.parametrize("segmented", [("sa", "la_2ch", "la_3ch", "la_4ch"), ("sa", "la_2ch"), ("la_4ch",), ()])
+def test_each_phenotype_names_the_planes_it_is_measured_on_and_none_where_it_is_not_measured(segmented):
+    """Ventricles and LV mass on the SA stack, the LA on the 2- and 4-chamber views present, the RA on the 4-chamber
+    view; a phenotype without planes is exactly one that the measures leave empty."""
+    planes = phenotype_planes(segmented)
+    assert set(planes) == set(PHENOTYPE_NAMES)
+    assert planes["LVEDV"] == planes["LVM"] == planes["RVEF"] == (["sa"] if "sa" in segmented else [])
+    assert planes["LAVmax"] == [stem for stem in ("la_2ch", "la_4ch") if stem in segmented]
+    assert planes["RAEF"] == (["la_4ch"] if "la_4ch" in segmented else [])
+    shape = (12, 12, 3, 10)
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[3:9, 3:9] = np.arange(1, 6).repeat(2)[None, None, None, :10].clip(1, 5)
+    affine = stack_affine(1.5, 8.0)
+    given = {stem: (labels if stem == "sa" else labels[:, :, :1], affine) for stem in segmented}
+    measured = phenotypes_from_segmentations(given)
+    assert {name for name, stems in planes.items() if not stems} <= {n for n, v in measured.items() if math.isnan(v)}

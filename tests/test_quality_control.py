@@ -168,3 +168,17 @@ def test_files_without_scanner_geometry_are_flagged(tiny_cohort, tmp_path):
     assert "identity affine" in geometry[0]["reason"] and "tools.convert_dicom" in geometry[0]["reason"]
     clean = quality_control(qc_benchmark.read_segmentations(subject_folders(tiny_cohort)[0]))
     assert not [f for f in clean if f["check"] == "geometry"]
+
+
+def test_an_sa_slice_saved_as_a_long_axis_view_is_flagged(tiny_cohort):
+    """The 4-chamber file replaced by one SA slice (its labels and its place): flagged as lying parallel to the SA
+    slices, which no long-axis view does; the real long-axis views are not."""
+    planes = qc_benchmark.read_segmentations(subject_folders(tiny_cohort)[0])
+    sa_labels, sa_affine = planes["sa"]
+    middle = sa_labels.shape[2] // 2
+    slice_affine = sa_affine.copy()
+    slice_affine[:3, 3] = (sa_affine @ np.array([0.0, 0.0, middle, 1.0]))[:3]
+    flags = quality_control({**planes, "la_4ch": (sa_labels[:, :, middle : middle + 1], slice_affine)})
+    parallel = [f for f in flags if f["check"] == "view_identity" and "parallel to the SA slices" in f["reason"]]
+    assert [f["view"] for f in parallel] == ["la_4ch"], flags
+    assert "0 deg from parallel" in parallel[0]["reason"]

@@ -250,8 +250,9 @@ def test_inference_workflow_accepts_a_dicom_study_folder(dataset, tmp_path):
 
 
 def test_inference_takes_a_folder_per_series_as_one_study_and_keeps_going_past_a_bad_study(tmp_path):
-    """PACS exports: the multi-view study with one folder per series is one subject; in a folder of studies, a bad
-    study fails alone, named, and the batch exits 1 after the good ones."""
+    """PACS exports: the multi-view study with one folder per series is one subject (one of its images without
+    ImagePositionPatient, placed by its slice and named in report.json); in a folder of studies, a bad study fails
+    alone, named, and the batch exits 1 after the good ones."""
     import shutil
 
     import pydicom
@@ -269,13 +270,31 @@ def test_inference_takes_a_folder_per_series_as_one_study_and_keeps_going_past_a
         ]  # fmt: skip
         return subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)
 
-    series_folders = BIVME / "dicoms"  # Se1 ... Se11, one series each
+    series_folders = tmp_path / "dicoms"  # Se1 ... Se11, one series each
+    shutil.copytree(BIVME / "dicoms", series_folders)
+    positionless = sorted((series_folders / "Se2").iterdir())[3]
+    dataset = pydicom.dcmread(positionless)
+    del dataset.ImagePositionPatient
+    dataset.save_as(positionless)
     result = infer(series_folders, tmp_path / "bivme")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     summary = json.loads((tmp_path / "bivme" / "summary.json").read_text())
     assert summary["done"] == ["dicoms"] and summary["failed"] == []
     report = json.loads((tmp_path / "bivme" / "dicoms" / "report.json").read_text())
     assert {"sa", "la_2ch", "la_4ch"} <= set(report["segmented_planes"])
+    (repair,) = [problem for problem in report["problems"] if problem.startswith("DICOM ")]
+    assert f"DICOM Se2/{positionless.name}: no ImagePositionPatient: its geometry is taken from" in repair
+    # its DICOM SEG frame lies where the other phases of its slice lie
+    slice_position = pydicom.dcmread(sorted((series_folders / "Se2").iterdir())[0]).ImagePositionPatient
+    frames = [
+        frame
+        for path in (tmp_path / "bivme" / "dicoms" / "dicom_seg").glob("seg_sa_series9001_*.dcm")
+        for frame in pydicom.dcmread(path).PerFrameFunctionalGroupsSequence
+        if frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID == dataset.SOPInstanceUID
+    ]
+    assert frames, "the SEG references the image placed by its slice"
+    for frame in frames:
+        np.testing.assert_allclose(frame.PlanePositionSequence[0].ImagePositionPatient, slice_position, atol=1e-3)
 
     studies = tmp_path / "studies"
     shutil.copytree(SUNNYBROOK / "dicoms" / "SCD0000301", studies / "good_study")

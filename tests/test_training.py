@@ -720,12 +720,24 @@ def segmentation_training(cohort: Path, output_dir: Path, *overrides: str) -> li
             "--pretrained_ckpt", "''", "--decoded_frames", "5", *overrides]  # fmt: skip
 
 
-def test_a_training_killed_after_a_checkpoint_resumes_to_the_uninterrupted_runs_weights(tiny_cohort, tmp_path):
-    uninterrupted = subprocess.run(
-        segmentation_training(tiny_cohort, tmp_path / "uninterrupted"), cwd=BUNDLE, capture_output=True, text=True
-    )
-    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+@pytest.fixture(scope="module")
+def uninterrupted_checkpoint(tiny_cohort, tmp_path_factory) -> dict:
+    """The last checkpoint of the tiny segmentation training run without interruption."""
+    output_dir = tmp_path_factory.mktemp("uninterrupted")
+    result = subprocess.run(segmentation_training(tiny_cohort, output_dir), cwd=BUNDLE, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = output_dir / "finetune_segmentation" / "models" / f"checkpoint_epoch={EPOCHS}.pt"
+    return torch.load(last, weights_only=True)
 
+
+def max_weight_difference(expected: dict, actual: dict) -> float:
+    """max |dW| between the networks of two checkpoints."""
+    return max(float((v.double() - actual["network"][k].double()).abs().max()) for k, v in expected["network"].items())
+
+
+def test_a_training_killed_after_a_checkpoint_resumes_to_the_uninterrupted_runs_weights(
+    tiny_cohort, tmp_path, uninterrupted_checkpoint
+):
     models = tmp_path / "killed" / "finetune_segmentation" / "models"
     with open(tmp_path / "killed.log", "w") as log:
         process = subprocess.Popen(
@@ -757,13 +769,74 @@ def test_a_training_killed_after_a_checkpoint_resumes_to_the_uninterrupted_runs_
     last = f"checkpoint_epoch={EPOCHS}.pt"
     assert sorted(p.name for p in models.iterdir()) == [last, "model.pt"], "no partial file left"
 
-    expected = torch.load(tmp_path / "uninterrupted" / "finetune_segmentation" / "models" / last, weights_only=True)
     actual = torch.load(models / last, weights_only=True)
-    difference = max(
-        float((v.double() - actual["network"][k].double()).abs().max()) for k, v in expected["network"].items()
-    )
+    difference = max_weight_difference(uninterrupted_checkpoint, actual)
     assert difference == 0.0, f"max |dW| {difference}"
-    assert actual["best_model"] == expected["best_model"], "the best-model record of the last validation"
+    assert (
+        actual["best_model"] == uninterrupted_checkpoint["best_model"]
+    ), "the best-model record of the last validation"
+
+
+#: the bundle runner (argv[4:]), killed (SIGKILL) by itself at the argv[3]-th time an engine of class argv[1] fires
+#: event argv[2] in this process: a kill at a moment chosen to the iteration, whatever the machine's speed
+KILLED_AT = """
+import os, runpy, signal, sys
+from ignite.engine import Engine, Events
+
+engine_class, event, occurrence = sys.argv[1], getattr(Events, sys.argv[2]), int(sys.argv[3])
+fired = []
+run = Engine.run
+
+
+def kill_at_occurrence(engine):
+    fired.append(engine.state.iteration)
+    if len(fired) == occurrence:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_with_the_kill(engine, *args, **kwargs):
+    if type(engine).__name__ == engine_class and not engine.has_event_handler(kill_at_occurrence, event):
+        engine.add_event_handler(event, kill_at_occurrence)
+    return run(engine, *args, **kwargs)
+
+
+Engine.run = run_with_the_kill
+sys.argv = ["monai.bundle", *sys.argv[4:]]
+runpy.run_module("monai.bundle", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_training_killed_mid_epoch_again_and_again_resumes_to_the_uninterrupted_runs_weights(
+    tiny_cohort, tmp_path, uninterrupted_checkpoint
+):
+    """Killed in turn (4 iterations an epoch, 3 epochs): after epoch 2's second step (epoch 1's checkpoint saved);
+    resumed, during epoch 2's validation (the training of the epoch done, its checkpoint not yet written); resumed,
+    as epoch 3's third step starts (its batch drawn, the weights not yet updated). Each resume restarts the epoch of
+    the newest checkpoint; the last ends with the uninterrupted run's weights."""
+    models = tmp_path / "finetune_segmentation" / "models"
+    kills = [("SupervisedTrainer", "ITERATION_COMPLETED", 6), ("SupervisedEvaluator", "ITERATION_COMPLETED", 1),
+             ("SupervisedTrainer", "ITERATION_STARTED", 7)]  # fmt: skip
+    resumed_at, saved_when_killed = [], []
+    for moment, kill in enumerate(kills + [None]):
+        command = segmentation_training(tiny_cohort, tmp_path, *(["--resume", "true"] if moment else []))
+        if kill is not None:
+            command = [sys.executable, "-c", KILLED_AT, *map(str, kill), *command[3:]]
+        result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)
+        log = result.stdout + result.stderr
+        assert result.returncode == (0 if kill is None else -signal.SIGKILL), f"{kill}: rc {result.returncode}\n{log}"
+        if kill is not None:
+            saved_when_killed.append(max(epoch_of(str(path)) for path in models.glob("checkpoint_epoch=*.pt")))
+        if moment:
+            started = re.search(rf"resumed from .*checkpoint_epoch=\d+\.pt at epoch (\d+) of {EPOCHS}", log)
+            resumed_at.append(int(started.group(1)) if started else None)
+    assert saved_when_killed == [1, 1, 2], "killed mid-epoch 2, in epoch 2's validation, mid-epoch 3"
+    assert resumed_at == saved_when_killed, "each resume starts after the newest checkpoint's epoch"
+    last = f"checkpoint_epoch={EPOCHS}.pt"
+    assert sorted(p.name for p in models.iterdir()) == [last, "model.pt"], "no partial file left"
+    actual = torch.load(models / last, weights_only=True)
+    difference = max_weight_difference(uninterrupted_checkpoint, actual)
+    assert difference == 0.0, f"max |dW| {difference}"
+    assert actual["best_model"] == uninterrupted_checkpoint["best_model"]
 
 
 def test_resume_from_only_a_truncated_checkpoint_stops_naming_the_file(tiny_cohort, tmp_path):

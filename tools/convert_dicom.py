@@ -15,7 +15,7 @@ from scripts.dicom import DicomConversionError, convert_study
 
 
 def summarise(report: dict) -> str:
-    """One line per written plane and skipped series."""
+    """One line per written plane, skipped series, repaired file and removed earlier plane."""
     lines = [
         f"wrote {info['file']} {tuple(info['shape'])} ({info['identified_by']})" for info in report["written"].values()
     ]
@@ -23,8 +23,13 @@ def summarise(report: dict) -> str:
         f"skipped series {entry['series_number']} {entry['series_description']!r}: {entry['reason']}"
         for entry in report["skipped"]
     ]
+    lines += [f"repaired {entry['file']}: {entry['repair']}" for entry in report["repaired_files"]]
+    lines += [f"removed {name} of an earlier conversion" for name in report["removed_earlier_planes"]]
     if report["ignored_files"]:
-        lines.append(f"ignored {len(report['ignored_files'])} file(s) (not images, or second copies): see the report")
+        lines.append(
+            f"ignored {len(report['ignored_files'])} file(s) (not images, second copies, localiser images without "
+            "geometry): see the report"
+        )
     return "\n".join(lines)
 
 

@@ -25,8 +25,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
 from scripts.files import save_nifti_atomic, write_json_atomic
+from scripts.labels import ALL_PLANE_FILES
 from scripts.subject import is_subject_folder
 
 # Many archives hold UIDs with leading zeros (e.g. Sunnybrook); they still group series correctly, and pydicom warns
@@ -100,6 +102,7 @@ class ImageHeader:
     # what a derived object (a DICOM SEG) references the image by
     sop_instance_uid: str = ""
     sop_class_uid: str = ""
+    slice_location_mm: float | None = None
 
     @property
     def normal(self) -> np.ndarray:
@@ -136,10 +139,12 @@ class CineStack:
 
 @dataclass
 class _StudyScan:
-    """Everything found in a study folder: readable image headers and files ignored with their reason."""
+    """Everything found in a study folder: readable image headers, files ignored with their reason and images whose
+    geometry was taken from the other phases of their slice (``repaired``: file, what was done)."""
 
     headers: list[ImageHeader] = field(default_factory=list)
     ignored: list[dict[str, str]] = field(default_factory=list)
+    repaired: list[dict[str, str]] = field(default_factory=list)
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -149,17 +154,126 @@ def _error(study_dir: Path, file: Path | None, problem: str, remedy: str) -> Dic
     return DicomConversionError(f"cannot convert DICOM study {study_dir}:{where} {problem}. {remedy}")
 
 
-def _optional_float(dataset: pydicom.Dataset, keyword: str) -> float | None:
-    """A numeric attribute as float, or None where absent or empty."""
-    value = dataset.get(keyword)
-    return None if value in (None, "") else float(value)
+#: The attributes that place an image in space, with their number of values; an image missing one (or holding an
+#: unusable value) is placed only where its series leaves exactly one slot for it (:func:`place_unplaced_images`).
+GEOMETRY_ATTRIBUTES = {"ImagePositionPatient": 3, "ImageOrientationPatient": 6, "PixelSpacing": 2}
+#: |cos| between ImageOrientationPatient's row and column directions above this: not two perpendicular directions.
+MAX_DIRECTION_COS = 0.01
+#: SliceLocation (mm) of an unplaced image and of the slice it is placed in may differ this much.
+SLICE_LOCATION_TOL_MM = 0.1
 
 
-def _read_header(path: Path, study_dir: Path) -> ImageHeader | str:
-    """Read one file's header; return the header, or the reason the file is ignored (not an image).
+def _shown(value: Any) -> str:
+    """A stored attribute value as a short quoted string, for messages."""
+    text = "\\".join(str(v) for v in value) if isinstance(value, (list, tuple, MultiValue)) else str(value)
+    return f'"{text if len(text) <= 60 else text[:57] + "..."}"'
+
+
+def _is_absent(value: Any) -> bool:
+    """True for an attribute that is not there or holds no value."""
+    return value is None or (isinstance(value, (str, bytes, list, tuple, MultiValue)) and len(value) == 0)
+
+
+def _numbers(dataset: pydicom.Dataset, keyword: str, count: int) -> np.ndarray | None:
+    """The ``count`` finite numbers of a numeric attribute; None where absent or empty.
 
     Raises:
-        DicomConversionError: the file is DICOM but corrupt, or an image without the geometry needed to place it.
+        ValueError: the attribute holds anything else (text, NaN, infinity, another number of values), naming it.
+    """
+    value = dataset.get(keyword)
+    if _is_absent(value):
+        return None
+    values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+    try:
+        numbers = np.array([float(v) for v in values], dtype=float)
+    except (TypeError, ValueError):
+        numbers = np.full(0, np.nan)
+    if numbers.shape != (count,) or not np.isfinite(numbers).all():
+        raise ValueError(f"{keyword} {_shown(value)} is not {count} finite number(s)")
+    return numbers
+
+
+def _integer(dataset: pydicom.Dataset, keyword: str) -> int | None:
+    """An integer attribute; None where absent or empty.
+
+    Raises:
+        ValueError: the attribute is not a whole number, naming it.
+    """
+    number = _numbers(dataset, keyword, 1)
+    if number is None:
+        return None
+    if number[0] != round(number[0]):
+        raise ValueError(f"{keyword} {_shown(dataset.get(keyword))} is not a whole number")
+    return int(number[0])
+
+
+def _optional_slice_location(dataset: pydicom.Dataset) -> np.ndarray | None:
+    """SliceLocation (1,), or None where absent or unusable: it is informative only (it narrows where an image
+    without position may go), so an unreadable one counts as absent rather than failing the study."""
+    try:
+        return _numbers(dataset, "SliceLocation", 1)
+    except ValueError:
+        return None
+
+
+def _geometry(dataset: pydicom.Dataset) -> tuple[dict[str, Any], dict[str, str]]:
+    """The usable geometry of an image as :class:`ImageHeader` keyword arguments (``position``, ``row_dir`` and
+    ``col_dir``, ``pixel_spacing``) and, per unusable DICOM attribute, why (absent, or its value and the fault)."""
+    geometry: dict[str, Any] = {}
+    faults: dict[str, str] = {}
+    for keyword, count in GEOMETRY_ATTRIBUTES.items():
+        try:
+            value = _numbers(dataset, keyword, count)
+        except ValueError as exc:
+            faults[keyword] = str(exc)
+            continue
+        if value is None:
+            faults[keyword] = f"no {keyword}"
+        elif keyword == "ImagePositionPatient":
+            geometry["position"] = value
+        elif keyword == "ImageOrientationPatient":
+            row_norm, col_norm = np.linalg.norm(value[:3]), np.linalg.norm(value[3:])
+            if (
+                min(row_norm, col_norm) < 1e-3
+                or abs(np.dot(value[:3], value[3:])) > MAX_DIRECTION_COS * row_norm * col_norm
+            ):
+                faults[keyword] = (
+                    f"ImageOrientationPatient {_shown(value.tolist())} is not two perpendicular directions"
+                )
+            else:
+                geometry["row_dir"], geometry["col_dir"] = value[:3] / row_norm, value[3:] / col_norm
+        elif value.min() <= 0:
+            faults[keyword] = f"PixelSpacing {_shown(value.tolist())} is not two positive spacings"
+        else:
+            geometry["pixel_spacing"] = (float(value[0]), float(value[1]))
+    return geometry, faults
+
+
+@dataclass
+class UnplacedImage:
+    """An image whose geometry (:data:`GEOMETRY_ATTRIBUTES`) is missing or unusable.
+
+    Attributes:
+        fields: :class:`ImageHeader` keyword arguments read from the file, geometry only where usable.
+        faults: per unusable attribute, why.
+    """
+
+    fields: dict[str, Any]
+    faults: dict[str, str]
+
+    @property
+    def path(self) -> Path:
+        """The image's file."""
+        return self.fields["path"]
+
+
+def _read_header(path: Path, study_dir: Path) -> ImageHeader | UnplacedImage | str:
+    """Read one file's header; return the header, the image without its geometry, or the reason the file is
+    ignored (not an image).
+
+    Raises:
+        DicomConversionError: the file is DICOM but corrupt, or an image with an unusable attribute other than its
+            geometry (Rows, Columns, TriggerTime, InstanceNumber, ...).
     """
     try:
         dataset = pydicom.dcmread(path, stop_before_pixels=True)
@@ -173,57 +287,184 @@ def _read_header(path: Path, study_dir: Path) -> ImageHeader | str:
             # pydicom reads truncated files without complaint; an image class without Rows is one.
             raise _error(study_dir, path, f"{sop_class.name} file without Rows (truncated?)", "Remove or re-export it.")
         return "DICOM without an image (e.g. DICOMDIR, report)"
-    if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
-        return "multi-frame (enhanced) DICOM is not supported; export the series as single-frame images"
-    missing = [k for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing") if not dataset.get(k)]
-    if missing:
-        raise _error(
-            study_dir,
-            path,
-            f"image without {', '.join(missing)}, so it cannot be placed in space",
-            "Remove the file from the study folder or re-export the series with its geometry.",
-        )
-    orientation = np.asarray(dataset.ImageOrientationPatient, dtype=float)
-    instance_number = dataset.get("InstanceNumber")
-    return ImageHeader(
-        path=path,
-        series_uid=str(dataset.get("SeriesInstanceUID", "")),
-        series_number=int(dataset.get("SeriesNumber") or 0),
-        study_uid=str(dataset.get("StudyInstanceUID", "") or ""),
-        patient_id=str(dataset.get("PatientID", "") or ""),
-        description=str(dataset.get("SeriesDescription", "") or ""),
-        instance_number=None if instance_number in (None, "") else int(instance_number),
-        trigger_time_ms=_optional_float(dataset, "TriggerTime"),
-        position=np.asarray(dataset.ImagePositionPatient, dtype=float),
-        row_dir=orientation[:3] / np.linalg.norm(orientation[:3]),
-        col_dir=orientation[3:] / np.linalg.norm(orientation[3:]),
-        pixel_spacing=(float(dataset.PixelSpacing[0]), float(dataset.PixelSpacing[1])),
-        rows=int(dataset.Rows),
-        cols=int(dataset.Columns),
-        sop_instance_uid=str(dataset.get("SOPInstanceUID", "") or ""),
-        sop_class_uid=str(dataset.get("SOPClassUID", "") or ""),
-    )
+    try:
+        if (_integer(dataset, "NumberOfFrames") or 1) > 1:
+            return "multi-frame (enhanced) DICOM is not supported; export the series as single-frame images"
+        rows, cols = _integer(dataset, "Rows"), _integer(dataset, "Columns")
+        if rows is None or cols is None or min(rows, cols) < 1:
+            raise ValueError(f"Rows x Columns {rows} x {cols} is not an image size")
+        trigger_time = _numbers(dataset, "TriggerTime", 1)
+        slice_location = _optional_slice_location(dataset)
+        fields = {
+            "path": path,
+            "series_uid": str(dataset.get("SeriesInstanceUID", "")),
+            "series_number": _integer(dataset, "SeriesNumber") or 0,
+            "study_uid": str(dataset.get("StudyInstanceUID", "") or ""),
+            "patient_id": str(dataset.get("PatientID", "") or ""),
+            "description": str(dataset.get("SeriesDescription", "") or ""),
+            "instance_number": _integer(dataset, "InstanceNumber"),
+            "trigger_time_ms": None if trigger_time is None else float(trigger_time[0]),
+            "slice_location_mm": None if slice_location is None else float(slice_location[0]),
+            "rows": rows,
+            "cols": cols,
+            "sop_instance_uid": str(dataset.get("SOPInstanceUID", "") or ""),
+            "sop_class_uid": str(dataset.get("SOPClassUID", "") or ""),
+        }
+    except ValueError as exc:
+        raise _error(study_dir, path, f"unusable attribute: {exc}", "Correct or remove the file.") from exc
+    geometry, faults = _geometry(dataset)
+    if faults:
+        return UnplacedImage({**fields, **geometry}, faults)
+    return ImageHeader(**fields, **geometry)
 
 
 def scan_study(study_dir: Path) -> _StudyScan:
     """Read the headers of every file under ``study_dir`` (recursively), ignoring non-DICOM files and second copies
-    of an instance (the same SOPInstanceUID in two files, as a repeated export leaves)."""
+    of an instance (the same SOPInstanceUID in two files, as a repeated export leaves); images without usable
+    geometry are placed by :func:`place_unplaced_images`."""
     scan = _StudyScan()
     first_file_of_instance: dict[str, Path] = {}
+    unplaced: list[UnplacedImage] = []
     for path in sorted(p for p in study_dir.rglob("*") if p.is_file()):
         result = _read_header(path, study_dir)
         if isinstance(result, str):
             scan.ignored.append({"file": str(path.relative_to(study_dir)), "reason": result})
-        elif result.sop_instance_uid and result.sop_instance_uid in first_file_of_instance:
-            first = first_file_of_instance[result.sop_instance_uid].relative_to(study_dir)
+            continue
+        uid = result.fields["sop_instance_uid"] if isinstance(result, UnplacedImage) else result.sop_instance_uid
+        if uid and uid in first_file_of_instance:
+            first = first_file_of_instance[uid].relative_to(study_dir)
             scan.ignored.append(
                 {"file": str(path.relative_to(study_dir)), "reason": f"a second copy of the instance in {first}"}
             )
+            continue
+        if uid:
+            first_file_of_instance[uid] = path
+        if isinstance(result, UnplacedImage):
+            unplaced.append(result)
         else:
-            if result.sop_instance_uid:
-                first_file_of_instance[result.sop_instance_uid] = path
             scan.headers.append(result)
+    place_unplaced_images(scan, unplaced, study_dir)
     return scan
+
+
+def _phase_key(fields: dict[str, Any], image: ImageHeader) -> str | None:
+    """What tells the phase of an unplaced image (its ``fields``) apart from ``image``'s: ``trigger_time_ms`` where
+    both have one, else ``instance_number`` where both have one, else None."""
+    for key in ("trigger_time_ms", "instance_number"):
+        if fields[key] is not None and getattr(image, key) is not None:
+            return key
+    return None
+
+
+def _fits_slice(fields: dict[str, Any], slice_images: list[ImageHeader]) -> bool:
+    """True when an unplaced image (its ``fields``) can be one phase of ``slice_images``: their usable geometry,
+    matrix and SliceLocation agree and none of them has its phase (TriggerTime, else InstanceNumber)."""
+    first = slice_images[0]
+    if (fields["rows"], fields["cols"]) != (first.rows, first.cols):
+        return False
+    if "row_dir" in fields and not (
+        np.allclose(fields["row_dir"], first.row_dir, atol=ORIENTATION_TOL)
+        and np.allclose(fields["col_dir"], first.col_dir, atol=ORIENTATION_TOL)
+    ):
+        return False
+    if "pixel_spacing" in fields and not np.allclose(fields["pixel_spacing"], first.pixel_spacing, atol=1e-4):
+        return False
+    if "position" in fields and not np.allclose(fields["position"], first.position, atol=1e-3):
+        return False
+    location = fields["slice_location_mm"]
+    if location is not None and first.slice_location_mm is not None:
+        if abs(location - first.slice_location_mm) > SLICE_LOCATION_TOL_MM:
+            return False
+    for image in slice_images:
+        key = _phase_key(fields, image)
+        if key is None or fields[key] == getattr(image, key):
+            return False
+    return True
+
+
+def place_unplaced_images(scan: _StudyScan, unplaced: list[UnplacedImage], study_dir: Path) -> None:
+    """Give each image without usable geometry that of the one slice of its series it can belong to, and list the
+    repair in ``scan.repaired``; never a guess.
+
+    A slice position of the image's series (its images with usable geometry) is a candidate when its images share
+    the image's usable geometry, matrix and SliceLocation and none of them has the image's phase (TriggerTime, else
+    InstanceNumber). Of several candidates, those with fewer images than the fullest slice; the image is placed only
+    when one remains, and no other unplaced image is placed there at the same phase. Every image is judged against
+    the same images, so the outcome does not depend on the order of the files. An image that cannot be placed in a
+    series whose SeriesDescription names a non-cine sequence (a localiser) is ignored and listed in ``scan.ignored``.
+
+    Raises:
+        DicomConversionError: no slice, or several, could hold an image (naming the file and what is wrong).
+    """
+    placements: list[tuple[UnplacedImage, list[ImageHeader]]] = []
+    for image in sorted(unplaced, key=lambda item: item.path):
+        fields = image.fields
+        series = _slice_groups([header for header in scan.headers if header.series_uid == fields["series_uid"]])
+        fitting = [group for group in series if _fits_slice(fields, group)]
+        fullest = max((len(group) for group in series), default=0)
+        chosen = [group for group in fitting if len(group) < fullest] if len(fitting) > 1 else fitting
+        # another unplaced image of the same phase sent to the same slice: one of them belongs elsewhere
+        clash = len(chosen) == 1 and any(
+            group is chosen[0] and _same_phase(image, other) for other, group in placements
+        )
+        if (len(chosen) != 1 or clash) and re.search(_NON_CINE_PATTERN, _normalise_description(fields["description"])):
+            # a localiser or mapping image is never converted: without its geometry it can be left out, named
+            scan.ignored.append(
+                {
+                    "file": str(image.path.relative_to(study_dir)),
+                    "reason": f"{'; '.join(image.faults.values())}, in a non-cine series "
+                    f"(SeriesDescription {fields['description']!r})",
+                }
+            )
+            continue
+        if len(chosen) != 1 or clash:
+            raise _error(
+                study_dir,
+                image.path,
+                f"{'; '.join(image.faults.values())}, so it cannot be placed in space, and "
+                f"{'several' if len(fitting) > 1 or clash else 'no'} slice position(s) of its series "
+                f"({sum(map(len, series))} placed images) could hold an image of its phase",
+                "Remove the file from the study folder or re-export the series with its geometry.",
+            )
+        placements.append((image, chosen[0]))
+    for image, slice_images in placements:
+        template = slice_images[0]
+        recovered = {
+            "position": template.position,
+            "row_dir": template.row_dir,
+            "col_dir": template.col_dir,
+            "pixel_spacing": template.pixel_spacing,
+        }
+        scan.headers.append(ImageHeader(**{**recovered, **image.fields}))
+        scan.repaired.append(
+            {
+                "file": str(image.path.relative_to(study_dir)),
+                "repair": f"{'; '.join(image.faults.values())}: its geometry is taken from the {len(slice_images)} "
+                f"other phases of its slice (series {template.series_number}, the only slice position lacking an "
+                "image of its phase), which agree with every usable attribute it has",
+            }
+        )
+
+
+def _same_phase(image: UnplacedImage, other: UnplacedImage) -> bool:
+    """True when two unplaced images have the same TriggerTime (or, without, the same InstanceNumber)."""
+    for key in ("trigger_time_ms", "instance_number"):
+        if image.fields[key] is not None and other.fields[key] is not None:
+            return image.fields[key] == other.fields[key]
+    return True
+
+
+def _slice_groups(images: Sequence[ImageHeader]) -> list[list[ImageHeader]]:
+    """The slice positions (as :func:`_group_by_position`) of each orientation among ``images``."""
+    by_orientation: list[list[ImageHeader]] = []
+    for image in images:
+        for group in by_orientation:
+            if _same_orientation(group[0], image):
+                group.append(image)
+                break
+        else:
+            by_orientation.append([image])
+    return [slice_images for group in by_orientation for slice_images in _group_by_position(group)]
 
 
 # --- building stacks -------------------------------------------------------------------------------
@@ -262,13 +503,28 @@ def _order_phases(slice_images: list[ImageHeader], by_trigger_time: bool) -> lis
     return sorted(slice_images, key=lambda image: image.instance_number or 0)
 
 
+def _grid_key(image: ImageHeader) -> tuple:
+    """What :func:`_same_grid` compares, rounded to its tolerances, to count the images sharing a grid."""
+    return (
+        tuple(np.round(np.concatenate([image.row_dir, image.col_dir]), 3)),
+        (image.rows, image.cols),
+        tuple(np.round(image.pixel_spacing, 4)),
+    )
+
+
 def _non_cine_reason(images: Sequence[ImageHeader]) -> str | None:
     """Why a series is not a cine series we convert, or None when it is a cine candidate."""
     description = _normalise_description(images[0].description)
     if re.search(_NON_CINE_PATTERN, description):
         return f"SeriesDescription {images[0].description!r} names a non-cine sequence"
     if not all(_same_grid(images[0], image) for image in images):
-        return "images differ in orientation, matrix or pixel spacing (localiser or mixed series)"
+        grids = [_grid_key(image) for image in images]
+        usual = max(set(grids), key=grids.count)
+        odd = [image.path.name for image, grid in zip(images, grids) if grid != usual]
+        return (
+            "images differ in orientation, matrix or pixel spacing (localiser or mixed series): "
+            f"{len(odd)} of {len(images)} differ from the others, e.g. {', '.join(odd[:3])}"
+        )
     phases_per_slice = {len(group) for group in _group_by_position(images)}
     if max(phases_per_slice) < MIN_CINE_PHASES:
         return f"not cine: {max(phases_per_slice)} image(s) per slice position (< {MIN_CINE_PHASES} phases)"
@@ -335,11 +591,13 @@ def _make_stack(images: Sequence[ImageHeader], study_dir: Path) -> CineStack:
     slices = [_order_phases(group, by_trigger_time) for group in _group_by_position(images)]
     counts = [len(s) for s in slices]
     if len(set(counts)) > 1:
+        usual = max(set(counts), key=counts.count)
+        odd = next(s for s in slices if len(s) != usual)
         raise _error(
             study_dir,
-            images[0].path,
-            f"series {images[0].series_uid} has slices with different phase counts {counts} "
-            f"(policy: {FRAME_COUNT_MISMATCH_POLICY}, no temporal resampling)",
+            odd[0].path,
+            f"series {images[0].series_uid} has slices with different phase counts {counts}, {len(odd)} at the "
+            f"slice of this file (policy: {FRAME_COUNT_MISMATCH_POLICY}, no temporal resampling)",
             "Remove the incomplete or repeated slices from the study folder.",
         )
     if by_trigger_time:
@@ -475,6 +733,11 @@ def _identify_la(stack: CineStack, sa: CineStack | None) -> tuple[str | None, st
         return None, "no SA stack to identify a long-axis view against, and no view named in SeriesDescription"
     long_axis = long_axis_direction(sa)
     cos_to_axis = abs(float(np.dot(stack.first.normal, long_axis)))
+    if cos_to_axis >= SA_NORMAL_MIN_COS:
+        # checked before the description: the plane of an SA slice has no line in the SA plane to tell a view by,
+        # and a slice parallel to the stack shows no long-axis view whatever its series is called
+        also = f" (its SeriesDescription names {named})" if named not in (None, "sa") else ""
+        return None, f"single slice parallel to the SA stack, not part of it{also}"
     angle = la_view_angle_deg(long_axis, stack.first.normal)
     view, distance = _closest_view(angle)
     if named is not None and named != "sa":
@@ -491,8 +754,6 @@ def _identify_la(stack: CineStack, sa: CineStack | None) -> tuple[str | None, st
                 f"{named_distance:.0f} deg from the {named} its description names"
             )
         return named, "description"
-    if cos_to_axis >= SA_NORMAL_MIN_COS:
-        return None, "single slice parallel to the SA stack, not part of it"
     if cos_to_axis > LA_NORMAL_MAX_COS:
         return None, f"plane neither SA nor LA (normal at {np.degrees(np.arccos(cos_to_axis)):.0f} deg to long axis)"
     if view is None:
@@ -578,9 +839,15 @@ def _read_pixels(image: ImageHeader, study_dir: Path) -> np.ndarray:
         ) from exc
     if pixels.shape != (image.rows, image.cols):
         raise _error(study_dir, image.path, f"pixel array shape {pixels.shape} is not Rows x Columns", "Re-export.")
-    slope = float(dataset.get("RescaleSlope", 1) or 1)
-    intercept = float(dataset.get("RescaleIntercept", 0) or 0)
-    return (pixels.astype(np.float64) * slope + intercept).T
+    try:
+        slope = _numbers(dataset, "RescaleSlope", 1)
+        intercept = _numbers(dataset, "RescaleIntercept", 1)
+    except ValueError as exc:
+        raise _error(study_dir, image.path, f"unusable attribute: {exc}", "Correct or remove the file.") from exc
+    # a zero slope would blank the image: read as 1, like an absent one
+    scale = 1.0 if slope is None or slope[0] == 0 else float(slope[0])
+    offset = 0.0 if intercept is None else float(intercept[0])
+    return (pixels.astype(np.float64) * scale + offset).T
 
 
 def stack_volume(stack: CineStack, study_dir: Path) -> np.ndarray:
@@ -661,12 +928,38 @@ def _cine_stacks(headers: Iterable[ImageHeader], study_dir: Path) -> tuple[list[
     return stacks, skipped
 
 
+def _earlier_planes(out: Path, planes: dict[str, CineStack], study: Path) -> list[Path]:
+    """The plane files in ``out`` that this conversion does not write: an earlier conversion's (with its
+    ``conversion.json``), which would otherwise pass for planes of this study.
+
+    Raises:
+        DicomConversionError: ``out`` holds such files without an earlier conversion's report (someone's subject
+            folder, whose files are not the converter's to delete).
+    """
+    stale = [
+        path
+        for stem in ALL_PLANE_FILES
+        if stem not in planes
+        for path in (out / f"{stem}.nii.gz", out / f"{stem}.nii")
+        if path.is_file()
+    ]
+    if stale and not (out / REPORT_NAME).is_file():
+        raise _error(
+            study,
+            None,
+            f"the output folder {out} holds {', '.join(p.name for p in stale)}, which this study does not have, and "
+            f"no {REPORT_NAME} of an earlier conversion",
+            "Convert into an empty folder.",
+        )
+    return stale
+
+
 def convert_study(study_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Any]:
     """Convert a DICOM cine study folder into a subject folder and return the conversion report.
 
     Writes ``sa.nii.gz`` (X, Y, S, T) and ``la_<view>.nii.gz`` (X, Y, 1, T) with RAS affines, and
     ``conversion.json`` (the returned report: written planes with their source files, skipped series with
-    reasons, ignored files).
+    reasons, ignored and repaired files); removes an earlier conversion's planes this study does not have.
 
     Raises:
         DicomConversionError: unreadable or geometry-less images, inconsistent stacks, or no cine series.
@@ -677,29 +970,36 @@ def convert_study(study_dir: str | os.PathLike, out_dir: str | os.PathLike) -> d
     scan = scan_study(study)
     stacks, skipped = _cine_stacks(scan.headers, study)
     if not stacks:
+        reasons = "".join(f"; series {entry['series_number']}: {entry['reason']}" for entry in skipped[:3])
         raise _error(
             study,
             None,
             f"no cine series found ({len(scan.headers)} images, {len(skipped)} non-cine series, "
-            f"{len(scan.ignored)} non-image files)",
+            f"{len(scan.ignored)} non-image files){reasons}",
             "Check that the folder holds the cine acquisitions.",
         )
     planes, identification_skips = identify_stacks(stacks, study)
     if not planes:
         raise _error(study, None, "no cine series could be identified as SA, 2ch, 3ch or 4ch", "See the skipped list.")
     out = Path(out_dir)
+    stale = _earlier_planes(out, planes, study)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for stem, stack in planes.items():
         volume = stack_volume(stack, study)
         save_nifti_atomic(volume, stack_affine_ras(stack), out / f"{stem}.nii.gz", frame_interval_ms(stack))
         written[stem] = {"file": f"{stem}.nii.gz", **_written_entry(stack, volume, study)}
+    for path in stale:
+        path.unlink()
     report = {
         "study_dir": str(study),
         "identifiers": study_identifiers(planes),
         "written": written,
         "skipped": skipped + identification_skips,
         "ignored_files": scan.ignored,
+        "repaired_files": scan.repaired,
+        # planes an earlier conversion wrote into this folder that this study does not have
+        "removed_earlier_planes": [path.name for path in stale],
         "frame_count_mismatch_policy": FRAME_COUNT_MISMATCH_POLICY,
     }
     write_json_atomic(report, out / REPORT_NAME)

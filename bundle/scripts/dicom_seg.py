@@ -127,10 +127,23 @@ def _check_image_on_grid(dataset: pydicom.Dataset, image: SourceImage, affine_ra
     return None
 
 
-def _read_source_header(image: SourceImage, affine_ras: np.ndarray) -> pydicom.Dataset:
+def _set_grid_geometry(dataset: pydicom.Dataset, image: SourceImage, affine_ras: np.ndarray) -> None:
+    """Give ``dataset`` (a header read for the SEG, not written back) the position, orientation and pixel spacing of
+    voxels (:, :, k) of ``affine_ras``: those the DICOM conversion gave an image whose own were missing or unusable
+    (taken from the other phases of its slice, ``repaired_files`` of ``conversion.json``)."""
+    affine_lps = np.linalg.inv(LPS_TO_RAS) @ affine_ras
+    col_spacing, row_spacing = np.linalg.norm(affine_lps[:3, :2], axis=0)
+    directions = np.concatenate([affine_lps[:3, 0] / col_spacing, affine_lps[:3, 1] / row_spacing])
+    dataset.ImagePositionPatient = [float(v) for v in affine_lps[:3] @ np.array([0.0, 0.0, image.slice_index, 1.0])]
+    dataset.ImageOrientationPatient = [float(v) for v in directions]
+    dataset.PixelSpacing = [float(row_spacing), float(col_spacing)]
+
+
+def _read_source_header(image: SourceImage, affine_ras: np.ndarray, repaired: bool = False) -> pydicom.Dataset:
     """The header of a source image, checked to be the instance converted and to lie on its voxels, with invalid
-    dates emptied (:func:`_blank_invalid_dates`). Headers only: highdicom copies the references and geometry, never
-    the source pixels.
+    dates emptied (:func:`_blank_invalid_dates`); ``repaired``: an image whose geometry the conversion took from its
+    slice, given that geometry (:func:`_set_grid_geometry`). Headers only: highdicom copies the references and
+    geometry, never the source pixels.
 
     Raises:
         ValueError: the file is missing, holds another instance, or does not lie on the plane's grid.
@@ -140,6 +153,8 @@ def _read_source_header(image: SourceImage, affine_ras: np.ndarray) -> pydicom.D
     dataset = pydicom.dcmread(image.path, stop_before_pixels=True)
     if image.sop_instance_uid and dataset.SOPInstanceUID != image.sop_instance_uid:
         raise ValueError(f"{image.path} now holds another instance than the one converted")
+    if repaired:
+        _set_grid_geometry(dataset, image, affine_ras)
     problem = _check_image_on_grid(dataset, image, affine_ras)
     if problem is not None:
         raise ValueError(f"{image.path}: {problem}")
@@ -167,11 +182,13 @@ def write_series_segs(
     algorithm: hd.AlgorithmIdentificationSequence,
     manufacturer: str,
     affine_ras: np.ndarray,
+    repaired: frozenset[Path] = frozenset(),
 ) -> list[Path]:
     """One SEG instance per frame of one source series (per frame of reference where its images have several):
     ``labels`` (X, Y, S, T) uint8 class values of the plane,
     ``images`` that series' source images, ``manufacturer`` the software's makers (the SEG's Manufacturer; model
-    name and version are the algorithm's); returns the files written (none when no class is present).
+    name and version are the algorithm's), ``repaired`` the source files whose geometry the conversion took from
+    their slice; returns the files written (none when no class is present).
 
     Raises:
         ValueError: a source image is missing, not the instance recorded, or not on the plane's grid.
@@ -199,7 +216,7 @@ def write_series_segs(
     written = []
     for t in sorted(by_frame):
         frame_images = sorted(by_frame[t], key=lambda image: image.slice_index)
-        datasets = [_read_source_header(image, affine_ras) for image in frame_images]
+        datasets = [_read_source_header(image, affine_ras, image.path in repaired) for image in frame_images]
         # one SEG instance spans one frame of reference; some archives give every image its own (e.g. Sunnybrook)
         groups: dict[str, list[int]] = defaultdict(list)
         for index, dataset in enumerate(datasets):
@@ -262,6 +279,7 @@ def write_dicom_segs(
             stale.unlink()
     metadata = json.loads(METADATA_PATH.read_text())
     algorithm = algorithm_identification(metadata)
+    repaired = frozenset(study_dir / entry["file"] for entry in report.get("repaired_files", []))
     written = []
     for stem, (labels, affine) in sorted(planes.items()):
         entry = report["written"].get(stem)
@@ -287,7 +305,15 @@ def write_dicom_segs(
         for series_uid, images in by_series.items():
             try:
                 files = write_series_segs(
-                    labels, images, stem, series_labels[series_uid], seg_dir, algorithm, metadata["authors"], affine
+                    labels,
+                    images,
+                    stem,
+                    series_labels[series_uid],
+                    seg_dir,
+                    algorithm,
+                    metadata["authors"],
+                    affine,
+                    repaired,
                 )
             except Exception as err:  # highdicom and pydicom raise many types; the subject fails with this name
                 raise DicomSegError(

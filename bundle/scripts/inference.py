@@ -46,6 +46,7 @@ from scripts.measures import (
     implausible_ejections,
     implausible_values,
     measure_features,
+    phenotype_planes,
     phenotypes_from_volumes,
     unmeasurable_phenotypes,
     volume_curves_from_segmentations,
@@ -66,6 +67,10 @@ IDENTIFIER_COLUMNS = ("patient_id", "study_instance_uid", "series_instance_uids"
 #: ``measure_head`` (regressed on those measures) or ``phenotype_head`` (regressed on the embedding alone, e.g. when
 #: the SA stack is missing and the LV could not be measured)
 SOURCE_COLUMN = "phenotypes_source"
+#: the cohort-table column listing the plane files a row's values rest on (";"-joined): the segmented planes, whose
+#: measures the measure head and whose embedding the phenotype head read; of the measured values each chamber's own
+#: views (``phenotypes_from_segmentation_planes`` of ``phenotypes.json``)
+PLANES_COLUMN = "planes"
 
 
 def dicom_identifiers(subject_folder: str | os.PathLike) -> dict[str, str]:
@@ -81,6 +86,16 @@ def dicom_identifiers(subject_folder: str | os.PathLike) -> dict[str, str]:
         "study_instance_uid": identifiers.get("study_instance_uid", ""),
         "series_instance_uids": ";".join(f"{stem}={'|'.join(uids)}" for stem, uids in sorted(series.items())),
     }
+
+
+def conversion_repairs(subject_folder: str | os.PathLike) -> list[str]:
+    """What the DICOM conversion of a subject folder repaired (its ``conversion.json``), one line per file, e.g. an
+    image whose geometry was taken from the other phases of its slice; empty when it was not converted."""
+    report_path = Path(subject_folder) / REPORT_NAME
+    if not report_path.is_file():
+        return []
+    repaired = json.loads(report_path.read_text()).get("repaired_files") or []
+    return [f"DICOM {entry['file']}: {entry['repair']}" for entry in repaired]
 
 
 def progress_eta(started: float, done: int, left: int) -> str:
@@ -106,13 +121,14 @@ def unusable_folder_reason(folder: Path) -> str | None:
 
 def write_phenotype_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
     """Cohort table: one row per subject, the phenotype columns of :data:`PHENOTYPE_NAMES` (mL, %, g); empty cells
-    for values that could not be measured (NaN), after :data:`SOURCE_COLUMN` (where the values come from). Subjects
+    for values that could not be measured (NaN), after :data:`SOURCE_COLUMN` (where the values come from) and
+    :data:`PLANES_COLUMN` (the planes they rest on). Subjects
     converted from DICOM add :data:`IDENTIFIER_COLUMNS`; rows with quality control add its
     :data:`scripts.quality_control.QC_COLUMNS`."""
     buffer = io.StringIO()
     identifiers = [c for c in IDENTIFIER_COLUMNS if any(row.get(c) for row in rows)]
     qc = [c for c in QC_COLUMNS if any(c in row for row in rows)]
-    source = [SOURCE_COLUMN] if any(SOURCE_COLUMN in row for row in rows) else []
+    source = [c for c in (SOURCE_COLUMN, PLANES_COLUMN) if any(c in row for row in rows)]
     fieldnames = ["subject", *identifiers, *source, *PHENOTYPE_NAMES, *qc]
     writer = csv.DictWriter(buffer, fieldnames=fieldnames, extrasaction="ignore")
     writer.writeheader()
@@ -288,6 +304,10 @@ class CohortPredictor:
             "phenotypes_method": method,
             "phenotypes_from_embedding": from_embedding,
             "phenotypes_from_segmentation": {k: json_number(v) for k, v in measured.items()},
+            # what each value rests on: both heads read every segmented plane (its measures, its embedding); each
+            # measured value its chamber's own views
+            "phenotypes_planes": sorted(segmentation.planes),
+            "phenotypes_from_segmentation_planes": phenotype_planes(segmentation.planes),
         }
         write_json_atomic(record, self.output_dir / subject_id / "phenotypes.json")
         return phenotypes, from_embedding, implausible, method
@@ -316,7 +336,7 @@ class CohortPredictor:
             "sa_slices_unsegmented": segmentation.sa_slices_unsegmented,
             "canonical_planes_missing": missing,
             "heart_centre_method": geometry.get("centre_method"),
-            "problems": [p for p in sample["problems"].split("\n") if p],
+            "problems": [p for p in sample["problems"].split("\n") if p] + conversion_repairs(item["subject"]),
             # chambers whose measured ES (or minimum) volume exceeded the ED (maximum) one: SV and EF left empty
             "ejection_not_measured": implausible_ejections(measured),
             # phenotypes left empty because the head gave a value no heart has (e.g. a scan far from its training data)
@@ -365,10 +385,11 @@ class CohortPredictor:
             write_volume_curves(record, subject_dir)
         if self.write_reports:
             write_subject_report(item["subject"], subject_dir)
+        origin = {"subject": subject_id, **identifiers, PLANES_COLUMN: ";".join(sorted(segmentation.planes))}
         return {
-            "estimated": {"subject": subject_id, **identifiers, SOURCE_COLUMN: method, **phenotypes, **qc_columns},
-            "from_embedding": {"subject": subject_id, **identifiers, SOURCE_COLUMN: "phenotype_head", **from_embedding},
-            "measured": {"subject": subject_id, **identifiers, SOURCE_COLUMN: "segmentation", **measured, **qc_columns},
+            "estimated": {**origin, SOURCE_COLUMN: method, **phenotypes, **qc_columns},
+            "from_embedding": {**origin, SOURCE_COLUMN: "phenotype_head", **from_embedding},
+            "measured": {**origin, SOURCE_COLUMN: "segmentation", **measured, **qc_columns},
         }
 
     def write_cohort(self, rows: list[dict[str, Any]], failures: list[dict[str, str]]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ network, the workflows and the reports agree on one order.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -45,10 +45,32 @@ LABEL_MAPS: dict[str, dict[str, dict[int, int]]] = {
 }
 
 
+def custom_label_map(label_map: Any) -> dict[int, int]:
+    """A ``{source value: project class}`` label map given as a mapping (keys may be strings, as JSON writes them),
+    checked: source values 0..254, classes 0..5 or :data:`UNLABELLED`.
+
+    Raises:
+        ValueError: not such a mapping, saying what is wrong and what a map looks like.
+    """
+    example = '{"1": 1, "2": 2, "3": 3} (source value: project class, 1 LVBP 2 LVMYO 3 RVBP 4 LABP 5 RABP)'
+    try:
+        mapping = {int(source): int(target) for source, target in dict(label_map).items()}
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"label map {label_map!r} is not a mapping of whole numbers, e.g. {example}") from err
+    classes = set(range(NUM_CLASSES)) | {UNLABELLED}
+    wrong = {s: c for s, c in mapping.items() if not 0 <= s < UNLABELLED or c not in classes}
+    if wrong:
+        raise ValueError(
+            f"label map entries {wrong} map a value outside 0..254 or to no project class (0..{NUM_CLASSES - 1}, "
+            f"{UNLABELLED} unlabelled), e.g. {example}"
+        )
+    return mapping
+
+
 def _plane_mapping(label_map: str | Mapping[int, int], plane: str) -> dict[int, int]:
     """``{source value: project class}`` of ``label_map`` (a :data:`LABEL_MAPS` name or a mapping) for ``plane``."""
     if not isinstance(label_map, str):
-        return {int(k): int(v) for k, v in dict(label_map).items()}
+        return custom_label_map(label_map)
     if label_map not in LABEL_MAPS:
         raise ValueError(f"unknown label map {label_map!r}; choose one of {sorted(LABEL_MAPS)} or pass a dict")
     per_plane = LABEL_MAPS[label_map]

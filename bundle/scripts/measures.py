@@ -19,7 +19,7 @@ Everything is in physical units from the NIfTI affines; a measure needing a miss
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -196,6 +196,18 @@ def volume_curves_from_segmentations(
     volumes["LABP"] = atrial_volume_curve_ml(left_views, LABP)
     volumes["RABP"] = atrial_volume_curve_ml({"la_4ch": planes["la_4ch"]} if "la_4ch" in planes else {}, RABP)
     return volumes
+
+
+#: the plane files each chamber's measures are taken on (the LA biplane from both views, or from the one present)
+CHAMBER_PLANES = {"LV": ("sa",), "RV": ("sa",), "LA": ("la_2ch", "la_4ch"), "RA": ("la_4ch",)}
+
+
+def phenotype_planes(segmented: Iterable[str]) -> dict[str, list[str]]:
+    """The plane files each phenotype is measured on, given the plane files ``segmented`` (``sa``, ``la_2ch``, ...):
+    phenotype name -> the planes of :data:`CHAMBER_PLANES` among them; empty where its views are missing (its value
+    is then NaN)."""
+    present = set(segmented)
+    return {name: [stem for stem in CHAMBER_PLANES[name[:2]] if stem in present] for name in PHENOTYPE_NAMES}
 
 
 def phenotypes_from_segmentations(planes: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:

@@ -18,7 +18,8 @@ Checks (``check``):
   views' lines) below a threshold flags that view or those slices (a plane shifted, from another subject, labels
   missing on a slice).
 - ``view_identity``: the 2-chamber plane crosses more of the SA stack's RV than the 4-chamber plane (the two files
-  swapped), or the 4-chamber plane crosses almost none.
+  swapped), or the 4-chamber plane crosses almost none; a long-axis plane nearly parallel to the SA slices (an SA
+  slice saved as a long-axis view).
 - ``lv_ring``: in SA at end-diastole the LV blood pool is ringed by LV myocardium and the RV is not; LV and RV labels
   swapped reverse that.
 - ``myocardial_drift``: the LV myocardial volume, incompressible tissue, departs from its median over the cycle by
@@ -81,6 +82,9 @@ MAX_MYOCARDIAL_DRIFT = 0.10
 EJECTION_PROMINENCE = 0.3
 #: least RV length (mm, summed over the SA slices holding LV, at ED) a 4-chamber plane crosses
 MIN_RV_CROSSED_4CH_MM = 10.0
+#: a long-axis plane within this angle (deg) of parallel to the SA slices is flagged: long-axis views planned on the
+#: SA stack lie near 90 deg from it, pilots planned on localisers within some 20 deg of that
+MAX_LA_TO_SA_DEG = 30.0
 #: Wide plausibility bounds (inclusive, in :data:`scripts.labels.PHENOTYPE_UNITS`) of adult phenotypes measured the
 #: UK Biobank way. They are not normal ranges: the normal ranges of Petersen et al., "Reference ranges for cardiac
 #: structure and function using cardiovascular magnetic resonance (CMR) in Caucasians from the UK Biobank population
@@ -388,6 +392,30 @@ def rv_crossed_mm(sa: tuple[np.ndarray, np.ndarray], la_affine: np.ndarray) -> f
     return float((on_sa == RVBP).sum() * step_mm)
 
 
+def sa_parallel_flags(planes: Planes) -> list[Flag]:
+    """Flags of long-axis planes within :data:`MAX_LA_TO_SA_DEG` of parallel to the SA slices: a long-axis view
+    contains the LV long axis, which the SA slices cross, so such a plane is an SA slice (or another view) saved
+    under a long-axis name, and the atrial volumes measured on it would be wrong."""
+    if SA_PLANE not in planes:
+        return []
+    sa_normal = plane_normal_and_origin(planes[SA_PLANE][1])[0]
+    flags = []
+    for stem in LA_PLANES:
+        if stem in planes:
+            cos = abs(float(np.dot(sa_normal, plane_normal_and_origin(planes[stem][1])[0])))
+            angle = math.degrees(math.acos(min(1.0, cos)))
+            if angle < MAX_LA_TO_SA_DEG:
+                flags.append(
+                    flag(
+                        stem,
+                        "view_identity",
+                        f"the {stem} plane lies {angle:.0f} deg from parallel to the SA slices (a long-axis view "
+                        "crosses them near perpendicular): it may be an SA slice saved as a long-axis view",
+                    )
+                )
+    return flags
+
+
 def view_identity_flags(planes: Planes) -> list[Flag]:
     """Flags of 2- and 4-chamber views that look like each other's: a 4-chamber plane cuts the RV, a 2-chamber
     plane passes beside it. Measured on the SA stack's labels along each view's intersection lines at ED
@@ -546,6 +574,7 @@ def quality_control(planes: Planes, volumes: Mapping[str, np.ndarray | None] | N
     if SA_PLANE in planes:
         flags += sa_coverage_flags(planes)
         flags += sa_la_agreement_flags(planes)
+        flags += sa_parallel_flags(planes)
         flags += view_identity_flags(planes)
         flags += lv_ring_flags(planes[SA_PLANE][0])
         flags += myocardial_drift_flags(volumes.get("LVMYO"))

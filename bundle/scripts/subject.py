@@ -30,6 +30,7 @@ from scripts.labels import (
     NUM_CLASSES,
     PHENOTYPE_NAMES,
     UNLABELLED,
+    custom_label_map,
     map_labels,
     undefined_label_values,
 )
@@ -48,6 +49,12 @@ MIN_VOXEL_VOLUME_MM3 = 1e-6
 MIN_CINE_FRAMES = 10
 #: Up to this share of NaN/inf voxels in a plane file is repaired voxel by voxel (and reported); more drops the file.
 MAX_NONFINITE_FRACTION = 0.01
+#: In-plane pixel sizes (mm) outside this range mean an affine not in millimetres (pixdim in metres, a unit scale on
+#: a resampled matrix, a corrupt header); cardiac MR pixels lie between 0.5 and 4 mm.
+PIXEL_SIZE_RANGE_MM = (0.05, 50.0)
+#: |det| of the affine's columns scaled to unit length below this: voxel axes within ~6 deg of one plane, a
+#: degenerate affine whose volumes and plane positions would be wrong.
+MIN_AXES_VOLUME = 0.1
 
 
 class SubjectError(RuntimeError):
@@ -166,16 +173,37 @@ def _as_xyst(array: np.ndarray, stem: str, what: str) -> np.ndarray:
     return array
 
 
+def _read_nifti(path: Path, what: str) -> nib.Nifti1Image:
+    """The header of a NIfTI file (voxels read later), refused unless it stores real numbers (integers or floats):
+    complex (raw or phase data) or RGB voxels would be cast to intensities silently, dropping the imaginary part or
+    two channels.
+
+    Raises:
+        ValueError: the file cannot be read, or its voxels are not real numbers; ``what`` (image, label) names it.
+    """
+    try:
+        nifti = nib.load(str(path))
+        dtype = nifti.get_data_dtype()
+    except Exception as err:  # nibabel, gzip, zlib and OS errors all mean "cannot be read"
+        raise ValueError(f"cannot be read ({type(err).__name__}: {err}); the file is corrupt or truncated") from err
+    if dtype.kind not in "uif":
+        raise ValueError(
+            f"{what} stores {dtype} voxels, not real numbers; save magnitude images (or class values) as integers "
+            "or floats"
+        )
+    return nifti
+
+
 def _load_image(path: Path, stem: str, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Read and validate one plane image file; returns float32 (X, Y, S, T) and its (4, 4) affine. A repair made
     to the image (a few NaN/inf voxels) is appended to ``notes``.
 
     Raises:
         ValueError: with the reason the file is unusable (unreadable, wrong dimensionality, empty, too few frames
-            for a cine, more than :data:`MAX_NONFINITE_FRACTION` NaN/inf, singular affine).
+            for a cine, more than :data:`MAX_NONFINITE_FRACTION` NaN/inf, an affine :func:`check_affine` refuses).
     """
+    nifti = _read_nifti(path, "image")
     try:
-        nifti = nib.load(str(path))
         image = np.asarray(nifti.get_fdata(dtype=np.float32))
         affine = np.asarray(nifti.affine, dtype=np.float64)
     except Exception as err:  # nibabel, gzip, zlib and OS errors all mean "cannot be read"
@@ -200,9 +228,25 @@ def _load_image(path: Path, stem: str, notes: list[str]) -> tuple[np.ndarray, np
         notes.append(f"{count} NaN/inf voxels set to the image's lowest intensity")
     if image.min() == image.max():
         raise ValueError(f"image is constant (every voxel {float(image.min())})")
-    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < MIN_VOXEL_VOLUME_MM3:
-        raise ValueError(f"affine is singular or not finite:\n{np.array2string(affine, precision=3)}")
+    check_affine(affine)
     return image, affine
+
+
+def check_affine(affine: np.ndarray) -> None:
+    """Raise ValueError, showing the affine and saying what is wrong, unless it maps voxels to millimetres along
+    three independent axes with plausible in-plane pixel sizes (:data:`PIXEL_SIZE_RANGE_MM`)."""
+    shown = np.array2string(affine, precision=3)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < MIN_VOXEL_VOLUME_MM3:
+        raise ValueError(f"affine is singular or not finite:\n{shown}")
+    lengths = np.linalg.norm(affine[:3, :3], axis=0)
+    if abs(np.linalg.det(affine[:3, :3] / lengths)) < MIN_AXES_VOLUME:
+        raise ValueError(f"affine's voxel axes nearly lie in one plane (a degenerate affine):\n{shown}")
+    low, high = PIXEL_SIZE_RANGE_MM
+    if not (low <= lengths[:2].min() and lengths[:2].max() <= high):
+        raise ValueError(
+            f"in-plane pixel size {np.round(lengths[:2], 4).tolist()} mm lies outside {low}-{high} mm: the affine "
+            f"is not in millimetres (check pixdim and the sform/qform):\n{shown}"
+        )
 
 
 def _load_label(path: Path, stem: str, shape: tuple[int, ...], label_map: str | Mapping[int, int]) -> np.ndarray:
@@ -211,8 +255,9 @@ def _load_label(path: Path, stem: str, shape: tuple[int, ...], label_map: str | 
     Raises:
         ValueError: with the reason the label is unusable.
     """
+    nifti = _read_nifti(path, "label")
     try:
-        values = np.asanyarray(nib.load(str(path)).dataobj)
+        values = np.asanyarray(nifti.dataobj)
     except Exception as err:  # nibabel, gzip, zlib and OS errors all mean "cannot be read"
         raise ValueError(f"cannot be read ({type(err).__name__}: {err}); the file is corrupt or truncated") from err
     values = _as_xyst(values, stem, "label")
@@ -284,15 +329,24 @@ def load_subject(folder: str | os.PathLike, label_map: str | Mapping[int, int] =
         :class:`Subject` with the usable planes; unusable files are listed in ``problems``.
 
     Raises:
-        SubjectError: the folder does not exist, the sidecar is malformed, or no plane is usable.
+        SubjectError: the folder does not exist, the sidecar or the label map is malformed, or no plane is usable.
     """
     folder = Path(folder).resolve()
     if not folder.is_dir():
         raise SubjectError(f"subject folder {folder} does not exist; check the dataset path or the datalist")
     sidecar = read_sidecar(folder)
+    given_by = f"the label_map of {folder / SIDECAR_NAME}" if "label_map" in sidecar else "the label map given"
     label_map = sidecar.get("label_map", label_map)
+    if isinstance(label_map, str) and label_map not in LABEL_MAPS:
+        raise SubjectError(
+            f"subject {folder.name!r}: {given_by}, {label_map!r}, is none of {sorted(LABEL_MAPS)}; name one or give "
+            "a dict of source value: project class"
+        )
     if not isinstance(label_map, str):
-        label_map = {int(k): int(v) for k, v in dict(label_map).items()}
+        try:
+            label_map = custom_label_map(label_map)
+        except ValueError as err:
+            raise SubjectError(f"subject {folder.name!r}: {given_by} is unusable: {err}") from err
 
     problems: list[str] = []
     loaded = {stem: _load_plane(folder, stem, label_map, problems) for stem in ALL_PLANE_FILES}
@@ -407,9 +461,19 @@ def load_datalist(
             f"{datalist_path}: cannot read split {split!r} ({type(err).__name__}: {err}); expected "
             f'{{"training": [{{"subject": "<folder>"}}], "validation": [...], "test": [...]}}'
         ) from err
+    if not isinstance(entries, list):
+        raise SubjectError(
+            f"{datalist_path}: split {split!r} holds {type(entries).__name__} {entries!r}, not a list; expected "
+            f'{{"{split}": [{{"subject": "<folder>"}}, ...]}}'
+        )
     folders = []
     for entry in entries:
-        name = entry["subject"] if isinstance(entry, dict) else str(entry)
+        name = entry.get("subject") if isinstance(entry, dict) else entry
+        if not isinstance(name, str) or not name:
+            raise SubjectError(
+                f"{datalist_path}: entry {entry!r} of split {split!r} names no subject folder; expected "
+                '{"subject": "<folder>"} or "<folder>"'
+            )
         # by name, not by resolved path, so that a dataset of symlinked subject folders stays valid
         if not Path(os.path.normpath(dataset_dir / name)).is_relative_to(dataset_dir):
             raise SubjectError(
