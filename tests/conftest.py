@@ -25,6 +25,17 @@ if str(REPO) not in sys.path:
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 
+try:  # the property-based tests: the same examples on every run (a CI result depends on the code alone);
+    # HYPOTHESIS_PROFILE=explore draws new ones each run to look for more failures
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True)
+    settings.register_profile("explore", derandomize=False)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # the MONAI Label environment runs its own tests without hypothesis
+    pass
+
+
 def load_tool(name: str) -> ModuleType:
     """A command-line tool of the top-level ``tools`` package, imported as a module."""
     return importlib.import_module(f"tools.{name}")
