@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,14 @@ from conftest import BUNDLE, REPO, SHARED, load_tool
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from scripts.inference import phenotypes_from_measures
+from scripts.inference import (
+    ERROR_COLUMNS,
+    SOURCE_COLUMN,
+    CohortTable,
+    csv_text,
+    phenotype_columns,
+    phenotypes_from_measures,
+)
 from scripts.labels import PHENOTYPE_NAMES
 from scripts.measures import volume_curves_from_segmentations
 from scripts.presets import build_network, preset_grid
@@ -751,3 +759,82 @@ def test_a_stopped_folder_inference_is_finished_by_skip_existing_keeping_the_com
     assert not [path for path in out.rglob(".*") if ".partial." in path.name], "unfinished files removed"
     assert {name: (out / name).read_text() for name in table_names} == tables, "both subjects' rows, as first written"
     assert json.loads((out / "summary.json").read_text())["done"] == ["subject_0000", "subject_0001"]
+
+
+def test_a_killed_folder_inference_leaves_cohort_tables_of_exactly_the_subjects_it_finished(tiny_cohort, tmp_path):
+    dataset = tmp_path / "dataset"
+    names = ["subject_0000", "subject_0001", "subject_0002", "subject_0003"]
+    for name in names:
+        shutil.copytree(tiny_cohort / name, dataset / name)
+    for path in (dataset / names[0]).glob("*.nii.gz"):
+        path.write_bytes(b"not a nifti file")  # the first subject fails: errors.csv must be on disk too
+    grid = preset_grid("tiny")
+    torch.manual_seed(0)
+    model = tmp_path / "model.pt"
+    torch.save(build_network("heart", "tiny", 9, grid.num_frames, grid.crop_size).state_dict(), model)
+    out = tmp_path / "predictions"
+    command = [
+        sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml", "--preset", "tiny",
+        "--dataset_dir", str(dataset), "--output_dir", str(out), "--ckpt", str(model), "--centre_shifts_px", "[]",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=BUNDLE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = []
+    try:
+        for line in process.stdout:
+            log.append(line)
+            if f"[2/4] {names[1]}: done" in line:
+                process.kill()  # SIGKILL: no handler, no final write runs
+                break
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    assert any(f"[2/4] {names[1]}: done" in line for line in log), "".join(log[-40:])
+    assert re.search(r"\[2/4\] subject_0001: done; \d+ s per subject, about \d+ min left", "".join(log))
+    finished = [name for name in names if (out / name / "cohort_rows.json").is_file()]
+    assert finished[:1] == [names[1]] and len(finished) < 3, "killed after the second subject, long before the last"
+    table_names = ("phenotypes.csv", "phenotypes_from_embedding.csv", "phenotypes_from_segmentation.csv")
+    for table in table_names:
+        rows = list(csv.DictReader((out / table).open()))
+        assert [row["subject"] for row in rows] == finished, table
+        assert rows[0]["LVEDV"] != "", "whole rows, values included"
+    assert [row["subject"] for row in csv.DictReader((out / "errors.csv").open())] == [names[0]]
+    assert not (out / "summary.json").exists(), "the run did not get to its end"
+
+    # the rerun keeps the finished subjects and writes each subject's row once, in the subjects' order
+    shutil.copytree(tiny_cohort / names[0], dataset / names[0], dirs_exist_ok=True)
+    result = subprocess.run(command + ["--skip_existing", "true"], cwd=BUNDLE, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for table in table_names:
+        assert [row["subject"] for row in csv.DictReader((out / table).open())] == names, table
+    assert not (out / "errors.csv").exists(), "the earlier run's failure was redone"
+
+
+def test_a_cohort_table_grown_row_by_row_is_the_table_of_all_its_rows(tmp_path):
+    path = tmp_path / "phenotypes.csv"
+    table = CohortTable(path, phenotype_columns)
+    table.start()
+    assert path.read_bytes() == csv_text([], phenotype_columns([])).encode()
+    values = {name: 1.5 for name in PHENOTYPE_NAMES}
+    rows = [
+        {"subject": "a", SOURCE_COLUMN: "measure_head", **values, "LVEF": float("nan")},
+        {"subject": "b", SOURCE_COLUMN: "measure_head", **values},
+        # a subject converted from DICOM after NIfTI ones brings the identifier columns: the table is rewritten
+        {"subject": "c", "patient_id": "P1", "study_instance_uid": "1.2", SOURCE_COLUMN: "measure_head", **values},
+        {"subject": "d", SOURCE_COLUMN: "phenotype_head", **values},
+    ]
+    for count, row in enumerate(rows, start=1):
+        table.append(row)
+        assert path.read_bytes() == csv_text(rows[:count], phenotype_columns(rows[:count])).encode()
+    header = path.read_text().splitlines()[0].split(",")
+    assert header[:4] == ["subject", "patient_id", "study_instance_uid", SOURCE_COLUMN]
+    errors = CohortTable(tmp_path / "errors.csv", lambda rows: list(ERROR_COLUMNS), keep_empty=False)
+    (tmp_path / "errors.csv").write_text("subject,error\r\nold,an earlier run's\r\n")
+    errors.start()
+    assert not (tmp_path / "errors.csv").exists(), "no failure yet, no errors.csv"
+
+
+def test_head_fitting_logs_the_subjects_done_and_the_time_left(trained):
+    log = (trained / "finetune_phenotypes.log").read_text()
+    eta = r"\d+ s per subject, about \d+ min left"
+    assert re.search(rf"\[4/4\] phenotype head: representations of the training subjects; {eta}", log), log[-3000:]
+    assert re.search(rf"\[3/3\] measure head: segmented the training subjects; {eta}", log), log[-3000:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -441,3 +442,19 @@ def test_sunnybrook_labels(imported: Path, subject: str) -> None:
     # (where the unknown epicardium lies), background far from it
     es_only = annotated & ~ed
     assert es_only.any() and set(np.unique(seg[..., es_only])) == {0, 1, 255}
+
+
+def test_a_folder_of_studies_becomes_a_subject_folder_per_study_with_progress_past_a_bad_study(tmp_path: Path) -> None:
+    studies = tmp_path / "studies"
+    for name in ("SCD0000101", "SCD0000301"):
+        shutil.copytree(SUNNYBROOK / "dicoms" / name, studies / name)
+    lone = pydicom.dcmread(STUDY / "1.dcm")
+    lone.StudyInstanceUID, lone.SeriesInstanceUID, lone.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    (studies / "bad_study").mkdir()
+    lone.save_as(studies / "bad_study" / "only_image.dcm")
+    out = tmp_path / "subjects"
+    result = run_cli("convert_dicom.py", studies, "--out", out)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "1 of 3 studies failed (bad_study)" in result.stderr and "no cine series" in result.stderr
+    assert all((out / name / "sa.nii.gz").is_file() for name in ("SCD0000101", "SCD0000301"))
+    assert re.search(r"conversion \[3/3\] 100% \d\d:\d\d elapsed, 00:00 left \( *[\d.]+s/study\)", result.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -397,3 +398,14 @@ def test_wide_body_has_the_anatomy_around_the_heart() -> None:
     assert expected <= found, expected - found
     details = [synthetic.sample_subject(WIDE_SEED, i, tiny=True, variety="wide").detail[1] for i in range(12)]
     assert any(detail.breasts for detail in details) and any(detail.arms for detail in details)
+
+
+def test_the_cli_shows_the_subjects_written_and_the_time_left_with_worker_processes(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "tools.synthesize", "--out", str(tmp_path), "--subjects", "3", "--seed", "1"]
+    result = subprocess.run(command + ["--tiny", "--workers", "2"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    # stderr is a pipe here, as in a CI log: whole lines, the first and the last at least, no bar redrawn in place
+    assert lines[0].startswith("synthesis [0/3]") and "\r" not in result.stderr, result.stderr
+    assert re.fullmatch(r"synthesis \[3/3\] 100% \d\d:\d\d elapsed, 00:00 left \( *[\d.]+s/subject\)", lines[-1])
+    assert len(lines) <= 4, "a line every few seconds, not one per redraw"

@@ -29,6 +29,7 @@ import tools  # noqa: F401  (puts the bundle's scripts package on the path)
 from scripts.dicom import DicomConversionError, convert_study
 from scripts.files import save_nifti_atomic, write_json_atomic, write_text_atomic
 from scripts.labels import UNLABELLED
+from scripts.progress import progress_bar
 
 LVBP, LVMYO, BACKGROUND = 1, 2, 0
 SUBJECT_SIDECAR = {"annotated_classes": [LVBP, LVMYO], "source": "Sunnybrook Cardiac Data, CC0"}
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     study_ids = sorted(set(args.study or links))
     args.out.mkdir(parents=True, exist_ok=True)
     try:
-        for study_id in study_ids:
+        for study_id in progress_bar(study_ids, len(study_ids), "import", unit="study"):
             import_study(args.src, study_id, links[study_id], args.out)
     except (DicomConversionError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

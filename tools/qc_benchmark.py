@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     data = args.data
     if data is None:
         data = args.work / f"{args.variety}_seed{args.seed}"
-        synthesize_cohort(data, args.subjects, args.seed, workers=args.workers, variety=args.variety)
+        synthesize_cohort(data, args.subjects, args.seed, workers=args.workers, variety=args.variety, progress=True)
     folders = [Path(item["subject"]) for item in discover_subjects(data)]
     rates, flags = run_benchmark(folders, args.seed, args.predictions)
     for kind, share in rates.items():

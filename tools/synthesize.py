@@ -44,11 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Synthesise the cohort and report the time taken."""
+    """Synthesise the cohort, showing the subjects written and the time left on stderr, and report the time taken."""
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
     names = synthesize_cohort(
-        args.out, args.subjects, args.seed, args.frames, args.tiny, args.workers, args.split, args.variety
+        args.out,
+        args.subjects,
+        args.seed,
+        args.frames,
+        args.tiny,
+        args.workers,
+        args.split,
+        args.variety,
+        progress=True,
     )
     print(f"wrote {len(names)} subjects to {args.out} in {time.perf_counter() - start:.1f} s")
 

@@ -19,6 +19,7 @@ from scripts.flags import as_flag
 from scripts.labels import PHENOTYPE_NAMES
 from scripts.measures import measure_features, volume_curves_from_segmentations
 from scripts.precision import precision_context, seeded_rng
+from scripts.progress import ProgressLog
 from scripts.steps import drop_random_planes
 from scripts.subject_segmenter import SubjectSegmenter
 
@@ -129,6 +130,7 @@ def training_representations(
     was_training = network.training
     network.eval()
     full_planes, features, rows = [], [], []
+    progress = ProgressLog(logger, len(items), "phenotype head: representations of the training subjects")
     with precision_context(device, precision), seeded_rng(seed, device):
         for index, item in enumerate(items):
             sample = preprocessing(dict(item))
@@ -140,6 +142,7 @@ def training_representations(
                 dropped_image, dropped_mask = drop_random_planes(image, plane_mask, max_dropped_planes, 1.0)
                 features.append(network.embed(dropped_image, dropped_mask)[0].float().cpu())
                 rows.append(index)
+            progress.step()
     network.train(was_training)
     return torch.stack(full_planes), features, rows
 
@@ -261,10 +264,10 @@ def segmentation_measures(segmenter: SubjectSegmenter, items: Sequence[dict]) ->
     was_training = network.training
     network.eval()
     features = []
+    progress = ProgressLog(logger, len(items), "measure head: segmented the training subjects")
     for item in items:
         planes = segmenter.segment(item).planes
         features.append(measure_features(volume_curves_from_segmentations(planes)))
-        if len(features) % 50 == 0:
-            logger.info(f"measure head: segmented {len(features)} of {len(items)} training subjects")
+        progress.step()
     network.train(was_training)
     return features

@@ -4,8 +4,9 @@ Per subject ``<output_dir>/<id>/``: ``seg_<plane>.nii.gz`` for every input plane
 affine, ``phenotypes.json``, ``embedding.npy``, ``report.json`` (planes used, missing, problems) and, unless switched
 off, ``volume_curves.csv`` / ``.json`` (chamber volumes per frame and the cardiac phases) and, when the input was
 DICOM, ``dicom_seg/`` (DICOM SEG referencing the source images, :mod:`scripts.dicom_seg`); for the cohort
-``phenotypes.csv``, ``phenotypes_from_embedding.csv``, ``phenotypes_from_segmentation.csv`` and ``summary.json``
-(subjects done and failed). A bad subject is reported and skipped. The segmentation itself is
+``phenotypes.csv``, ``phenotypes_from_embedding.csv``, ``phenotypes_from_segmentation.csv`` and ``errors.csv``, a row
+added as each subject finishes (a stopped run keeps them), and ``summary.json`` (subjects done and failed) at the end.
+A bad subject is reported and skipped. The segmentation itself is
 :class:`scripts.subject_segmenter.SubjectSegmenter`'s; this module finds the subjects and writes the files.
 
 Phenotypes come three ways: measured on the segmentations (:mod:`scripts.measures`), regressed on the embedding by
@@ -23,7 +24,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -51,6 +52,7 @@ from scripts.measures import (
     unmeasurable_phenotypes,
     volume_curves_from_segmentations,
 )
+from scripts.progress import progress_eta
 from scripts.quality_control import QC_COLUMNS, flag_summary, quality_control
 from scripts.subject import discover_subjects, is_subject_folder
 from scripts.subject_report import write_subject_report
@@ -63,6 +65,8 @@ logger = logging.getLogger(__name__)
 
 #: Columns of the cohort tables that link a subject converted from DICOM back to the hospital's records.
 IDENTIFIER_COLUMNS = ("patient_id", "study_instance_uid", "series_instance_uids")
+#: the columns of ``errors.csv``: a subject the run skipped and why
+ERROR_COLUMNS = ("subject", "error")
 #: the cohort-table column saying where a row's values come from: ``segmentation`` (measured on it),
 #: ``measure_head`` (regressed on those measures) or ``phenotype_head`` (regressed on the embedding alone, e.g. when
 #: the SA stack is missing and the LV could not be measured)
@@ -98,13 +102,6 @@ def conversion_repairs(subject_folder: str | os.PathLike) -> list[str]:
     return [f"DICOM {entry['file']}: {entry['repair']}" for entry in repaired]
 
 
-def progress_eta(started: float, done: int, left: int) -> str:
-    """``"12 s per subject, about 3 min left"`` from the ``time.monotonic()`` the run ``started`` at, the subjects
-    ``done`` since and the subjects ``left``."""
-    per_subject = (time.monotonic() - started) / max(done, 1)
-    return f"{per_subject:.0f} s per subject, about {per_subject * left / 60:.0f} min left"
-
-
 def unusable_folder_reason(folder: Path) -> str | None:
     """Why a folder of a dataset that is neither a subject folder nor a DICOM study cannot be segmented, when it
     looks meant to be one: empty, or holding NIfTI files none of which is named as a plane; None for a folder of
@@ -119,24 +116,73 @@ def unusable_folder_reason(folder: Path) -> str | None:
     return None
 
 
-def write_phenotype_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
-    """Cohort table: one row per subject, the phenotype columns of :data:`PHENOTYPE_NAMES` (mL, %, g); empty cells
-    for values that could not be measured (NaN), after :data:`SOURCE_COLUMN` (where the values come from) and
-    :data:`PLANES_COLUMN` (the planes they rest on). Subjects
-    converted from DICOM add :data:`IDENTIFIER_COLUMNS`; rows with quality control add its
-    :data:`scripts.quality_control.QC_COLUMNS`."""
-    buffer = io.StringIO()
+def phenotype_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The columns of a phenotype table of ``rows``: ``subject``, :data:`IDENTIFIER_COLUMNS` where a row has one,
+    :data:`SOURCE_COLUMN` (where the values come from) and :data:`PLANES_COLUMN` (the planes they rest on) where a row
+    has them, :data:`PHENOTYPE_NAMES` (mL, %, g) and the :data:`scripts.quality_control.QC_COLUMNS` the rows have.
+    More rows never remove a column."""
     identifiers = [c for c in IDENTIFIER_COLUMNS if any(row.get(c) for row in rows)]
     qc = [c for c in QC_COLUMNS if any(c in row for row in rows)]
     source = [c for c in (SOURCE_COLUMN, PLANES_COLUMN) if any(c in row for row in rows)]
-    fieldnames = ["subject", *identifiers, *source, *PHENOTYPE_NAMES, *qc]
+    return ["subject", *identifiers, *source, *PHENOTYPE_NAMES, *qc]
+
+
+def csv_text(rows: list[dict[str, Any]], fieldnames: list[str], header: bool = True) -> str:
+    """``rows`` as CSV lines of the columns ``fieldnames`` (others ignored), after the header unless ``header`` is
+    false; floats with 3 decimals, unknown ones (NaN) empty."""
+    buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fieldnames, extrasaction="ignore")
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     for row in rows:
         writer.writerow(
             {k: (("" if np.isnan(v) else f"{v:.3f}") if isinstance(v, float) else v) for k, v in row.items()}
         )
-    write_text_atomic(buffer.getvalue(), path)
+    return buffer.getvalue()
+
+
+class CohortTable:
+    """A cohort CSV table written as the subjects finish, so that a run stopped part-way (killed, out of time)
+    leaves the rows of the subjects it finished; once complete it holds what writing all its rows at once writes.
+
+    Each row is appended to the file and flushed; a row that brings a column the earlier rows lacked (a subject
+    converted from DICOM after NIfTI ones) rewrites the table, atomically, under the new header.
+
+    Args:
+        path: the table's file.
+        columns: the table's columns for the rows so far.
+        keep_empty: a table without rows is a header alone (else no file: ``errors.csv`` exists only when a subject
+            failed).
+    """
+
+    def __init__(
+        self, path: Path, columns: Callable[[list[dict[str, Any]]], list[str]], keep_empty: bool = True
+    ) -> None:
+        self.path, self.columns, self.keep_empty = path, columns, keep_empty
+        self.rows: list[dict[str, Any]] = []
+        self.fieldnames: list[str] = []
+
+    def start(self) -> None:
+        """Replace an earlier run's table with an empty one: its rows come back only as this run keeps or redoes
+        their subjects, so that none is written twice."""
+        self.rows = []
+        self.fieldnames = self.columns(self.rows)
+        if self.keep_empty:
+            write_text_atomic(csv_text(self.rows, self.fieldnames), self.path)
+        else:
+            self.path.unlink(missing_ok=True)
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Add one subject's row to the file."""
+        self.rows.append(row)
+        fieldnames = self.columns(self.rows)
+        if fieldnames != self.fieldnames or not self.path.is_file():
+            self.fieldnames = fieldnames
+            write_text_atomic(csv_text(self.rows, fieldnames), self.path)
+            return
+        # one short write of a whole line: a process killed around it leaves the line or nothing
+        with open(self.path, "a", newline="") as handle:
+            handle.write(csv_text([row], fieldnames, header=False))
 
 
 @torch.no_grad()
@@ -243,6 +289,17 @@ class CohortPredictor:
         self.skip_existing = as_flag(skip_existing, "skip_existing")
         #: the subjects the last run skipped, each {"subject", "error"}
         self.failures: list[dict[str, str]] = []
+        #: the cohort tables, by the key of a subject's rows (:meth:`predict_subject`)
+        self.tables = {
+            key: CohortTable(self.output_dir / name, phenotype_columns)
+            for key, name in (
+                ("estimated", "phenotypes.csv"),
+                ("from_embedding", "phenotypes_from_embedding.csv"),
+                ("measured", "phenotypes_from_segmentation.csv"),
+            )
+        }
+        # one row per failed subject, for a spreadsheet or a scheduler; absent when none failed
+        self.errors = CohortTable(self.output_dir / "errors.csv", lambda rows: list(ERROR_COLUMNS), keep_empty=False)
 
     def refuse_output_in_input(self, input_path: Path) -> None:
         """Refuse an ``output_dir`` inside the input tree or holding it: ``seg_<plane>.nii.gz`` would be written beside
@@ -392,12 +449,14 @@ class CohortPredictor:
             "measured": {**origin, SOURCE_COLUMN: "segmentation", **measured, **qc_columns},
         }
 
+    def add_subject_rows(self, rows: Mapping[str, dict[str, Any]]) -> None:
+        """Append a finished subject's rows (:meth:`predict_subject`) to the three cohort tables."""
+        for key, table in self.tables.items():
+            table.append(rows[key])
+
     def write_cohort(self, rows: list[dict[str, Any]], failures: list[dict[str, str]]) -> dict[str, Any]:
-        """Write the three cohort tables, ``summary.json`` (subjects done and failed) and, when subjects failed,
-        ``errors.csv`` (subject, error); returns the summary."""
-        write_phenotype_csv([r["estimated"] for r in rows], self.output_dir / "phenotypes.csv")
-        write_phenotype_csv([r["from_embedding"] for r in rows], self.output_dir / "phenotypes_from_embedding.csv")
-        write_phenotype_csv([r["measured"] for r in rows], self.output_dir / "phenotypes_from_segmentation.csv")
+        """Write ``summary.json`` (subjects done and failed) and the cohort report; returns the summary. The three
+        cohort tables and ``errors.csv`` (subject, error) were written as the subjects finished."""
         summary = {
             "done": [r["estimated"]["subject"] for r in rows],
             "failed": failures,
@@ -406,16 +465,6 @@ class CohortPredictor:
         write_json_atomic(summary, self.output_dir / "summary.json")
         if self.write_reports and rows:
             write_cohort_report(self.output_dir, summary["done"], self.report_colour_by)
-        errors = self.output_dir / "errors.csv"
-        if failures:
-            # one row per failed subject, for a spreadsheet or a scheduler; absent when none failed
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=["subject", "error"], extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(failures)
-            write_text_atomic(buffer.getvalue(), errors)
-        elif errors.exists():
-            errors.unlink()  # an earlier run's failures are not this run's
         return summary
 
     def run(self, input_path: str | os.PathLike) -> dict[str, Any]:
@@ -431,6 +480,9 @@ class CohortPredictor:
         rows, failures = [], []
         # files a run killed mid-write left unfinished: the cohort tables', then each subject's
         remove_partial_files(self.output_dir)
+        # an earlier run's rows and failures are not this run's: its complete subjects come back as they are kept
+        for table in (*self.tables.values(), self.errors):
+            table.start()
         started, predicted = time.monotonic(), 0
         for index, item in enumerate(items, start=1):
             name = item.get("id") or Path(item["subject"]).name
@@ -439,6 +491,7 @@ class CohortPredictor:
                 remove_partial_files(folder)
             if self.skip_existing and completed.is_file():
                 rows.append(read_cohort_rows(completed))
+                self.add_subject_rows(rows[-1])
                 logger.info(f"[{index}/{len(items)}] {name}: complete from an earlier run, kept (skip_existing)")
                 continue
             try:
@@ -448,8 +501,10 @@ class CohortPredictor:
                     raise ValueError(item["unusable"])
                 if "dicom_study" in item:
                     item = self.convert_dicom(item)
-                rows.append(self.predict_subject(item))
-                write_cohort_rows(rows[-1], completed)
+                subject_rows = self.predict_subject(item)
+                write_cohort_rows(subject_rows, completed)
+                self.add_subject_rows(subject_rows)
+                rows.append(subject_rows)
                 predicted += 1
                 logger.info(
                     f"[{index}/{len(items)}] {name}: done; {progress_eta(started, predicted, len(items) - index)}"
@@ -457,6 +512,7 @@ class CohortPredictor:
             except Exception as err:  # a batch job keeps going past a bad subject, and says why it failed
                 logger.error(f"[{index}/{len(items)}] {name}: skipped: {err}")
                 failures.append({"subject": name, "error": str(err)})
+                self.errors.append(failures[-1])
         summary = self.write_cohort(rows, failures)
         self.failures = failures
         print(f"segmentations, phenotypes and embeddings of {len(rows)} subject(s) in {self.output_dir}")

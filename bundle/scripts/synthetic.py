@@ -10,6 +10,7 @@ model on a fine grid, never from the slices.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from scripts import labels
 from scripts.files import atomic_path, save_nifti_atomic, write_json_atomic
 from scripts.measures import phenotypes_from_volumes
 from scripts.phases import cardiac_phases
+from scripts.progress import progress_bar
 from scripts.synthetic_acquisition import (
     ANATOMY_TO_RAS,
     PlaneStack,
@@ -177,6 +179,7 @@ def synthesize_cohort(
     workers: int = 1,
     split: tuple[float, float, float] = (0.8, 0.1, 0.1),
     variety: str = "classic",
+    progress: bool = False,
 ) -> list[str]:
     """Write a synthetic cohort: subject folders, ``phenotypes.csv`` and ``datalist.json``.
 
@@ -189,6 +192,7 @@ def synthesize_cohort(
         workers: parallel processes.
         split: training / validation / test fractions.
         variety: a name of :data:`VARIETIES`; ``classic`` reproduces the shipped weights' cohort byte for byte.
+        progress: show the subjects written and the time left on stderr (:func:`scripts.progress.progress_bar`).
 
     Returns:
         The subject folder names.
@@ -200,11 +204,14 @@ def synthesize_cohort(
     if variety not in VARIETIES:
         raise ValueError(f"unknown variety {variety!r}; choose one of {VARIETIES}")
     jobs = [(out, seed, i, frames, tiny, variety) for i in range(num_subjects)]
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            rows = list(pool.map(synthesize_subject, *zip(*jobs)))
-    else:
-        rows = [synthesize_subject(*job) for job in jobs]
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers))
+            # in subject order, as each one is written: the count lags a worker that finished early, never leads
+            results = pool.map(synthesize_subject, *zip(*jobs))
+        else:
+            results = (synthesize_subject(*job) for job in jobs)
+        rows = list(progress_bar(results, num_subjects, "synthesis") if progress else results)
 
     def write_csv(tmp: Path) -> None:
         with open(tmp, "w", newline="") as handle:
