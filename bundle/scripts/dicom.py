@@ -176,7 +176,8 @@ class SliceGap:
 class _StudyScan:
     """Everything found in a study folder: readable image headers, files ignored with their reason, images whose
     geometry was taken from the other phases of their slice (``repaired``: file, what was done), damaged images, and
-    what was dropped because of them (``dropped_files``, ``dropped_slices``, and the ``gaps`` the slices leave)."""
+    what was dropped because of them (``dropped_files``, ``dropped_slices``, the ``gaps`` the slices leave, and the
+    ``unattributed`` damaged images, whose slice position is unknown)."""
 
     headers: list[ImageHeader] = field(default_factory=list)
     ignored: list[dict[str, Any]] = field(default_factory=list)
@@ -185,6 +186,8 @@ class _StudyScan:
     dropped_files: list[dict[str, Any]] = field(default_factory=list)
     dropped_slices: list[dict[str, Any]] = field(default_factory=list)
     gaps: list[SliceGap] = field(default_factory=list)
+    # damaged images whose slice position is unknown
+    unattributed: list[DamagedImage] = field(default_factory=list)
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -376,10 +379,11 @@ def _read_header(path: Path, study_dir: Path) -> ImageHeader | UnplacedImage | D
         return DamagedImage(path, f"unreadable DICOM ({type(exc).__name__}: {exc})")
     if "Rows" not in dataset:
         sop_class = dataset.get("SOPClassUID") or dataset.file_meta.get("MediaStorageSOPClassUID")
-        if sop_class is None and len(dataset) == 0:
-            # the DICM prefix and nothing readable after it: a file cut short in its header
-            return DamagedImage(path, "DICOM file without a readable data set (cut short?)")
-        if sop_class is not None and str(getattr(sop_class, "name", "")).endswith("Image Storage"):
+        if len(dataset) == 0 or "TransferSyntaxUID" not in dataset.file_meta:
+            # the DICM prefix, then no data set or file meta information without its required transfer syntax: a file
+            # cut short in its header
+            return DamagedImage(path, "DICOM file cut short in its header (no data set or incomplete file meta)")
+        if sop_class and str(getattr(sop_class, "name", "")).endswith("Image Storage"):
             # pydicom reads truncated files without complaint; an image class without Rows is one.
             return _damaged(dataset, path, f"{sop_class.name} file without Rows (cut short?)")
         return "DICOM without an image (e.g. DICOMDIR, report)"
@@ -469,19 +473,20 @@ def scan_study(study_dir: Path) -> _StudyScan:
     return scan
 
 
-def _parallel(image: ImageHeader, other: DamagedImage | SliceGap) -> bool:
-    """True when ``other`` (with a known orientation) has ``image``'s row and column directions."""
+def _coincide(image: ImageHeader | DamagedImage | SliceGap, other: DamagedImage | SliceGap) -> bool:
+    """True when two placed things (an image, a damaged image with its geometry, a gap) share row and column
+    directions and position along their normal."""
+    normal = np.cross(np.asarray(image.row_dir), np.asarray(image.col_dir))
+    offset = float(np.dot(np.asarray(image.position) - np.asarray(other.position), normal / np.linalg.norm(normal)))
+    return _parallel(image, other) and abs(offset) <= POSITION_TOL_MM
+
+
+def _parallel(image: ImageHeader | DamagedImage | SliceGap, other: DamagedImage | SliceGap) -> bool:
+    """True when ``image`` and ``other`` (both with a known orientation) share row and column directions."""
     return bool(
-        np.allclose(image.row_dir, other.row_dir, atol=ORIENTATION_TOL)
-        and np.allclose(image.col_dir, other.col_dir, atol=ORIENTATION_TOL)
+        np.allclose(np.asarray(image.row_dir), np.asarray(other.row_dir), atol=ORIENTATION_TOL)
+        and np.allclose(np.asarray(image.col_dir), np.asarray(other.col_dir), atol=ORIENTATION_TOL)
     )
-
-
-def _in_slice(image: ImageHeader, damaged: DamagedImage) -> bool:
-    """True when ``image`` lies in the plane of a placeable damaged image: same orientation and position along the
-    normal."""
-    offset = float(np.dot(image.position - np.asarray(damaged.position), image.normal))
-    return _parallel(image, damaged) and abs(offset) <= POSITION_TOL_MM
 
 
 def _dropped_slice_entry(slice_images: Sequence[ImageHeader], reason: str, study_dir: Path) -> dict[str, Any]:
@@ -502,22 +507,27 @@ def drop_damaged_slices(scan: _StudyScan, study_dir: Path) -> None:
     """Drop the slice position of each damaged image, every phase of it (a slice missing a phase is no cine), and
     list the damaged file in ``scan.dropped_files`` and the slice in ``scan.dropped_slices`` and ``scan.gaps``.
 
-    A damaged image whose header names its series, position and orientation drops that slice position of its series
-    (an SA stack keeps its other slices; a long-axis view, one slice, is dropped). One that cannot be placed so but
-    names a series with a single slice position (a long-axis view, or an SA slice exported as its own series) drops
-    that slice, which lacks an image. Any other is dropped alone, named; a stack it leaves with slices lacking phases
-    drops those when it is built (:func:`_make_stack`).
+    A damaged image whose header places it at a slice position of its series drops that slice position (an SA stack
+    keeps its other slices; a long-axis view, one slice, is dropped). One that cannot be placed so but names a series
+    with a single slice position (a long-axis view, or an SA slice exported as its own series) drops that slice,
+    which lacks an image. Any other is dropped alone, named, and kept in ``scan.unattributed``: a stack left with
+    slices lacking phases drops those when it is built (:func:`_make_stack`). A header cut short may hold a cut value
+    last, so a series or position that matches none of the study's counts as unknown.
     """
     for image in sorted(scan.damaged, key=lambda item: item.path):
         file = str(image.path.relative_to(study_dir))
         series = [header for header in scan.headers if image.series_uid and header.series_uid == image.series_uid]
-        if image.placeable:
-            members = [header for header in series if _in_slice(header, image)]
-            why = f"{file} at this slice position: {image.reason}"
-        else:
+        members = [header for header in series if image.placeable and _coincide(header, image)]
+        why = f"{file} at this slice position: {image.reason}"
+        # a slice position another damaged image dropped already
+        placed = bool(members) or any(
+            image.placeable and gap.series_uid == image.series_uid and _coincide(image, gap) for gap in scan.gaps
+        )
+        if not placed:
             groups = _slice_groups(series) if series else []
             members = groups[0] if len(groups) == 1 else []
             why = f"{file} of this single-slice series, its position unknown: {image.reason}"
+            placed = bool(members)
         scan.dropped_files.append(
             {
                 "file": file,
@@ -525,9 +535,11 @@ def drop_damaged_slices(scan: _StudyScan, study_dir: Path) -> None:
                 "series_number": image.series_number,
                 "reason": image.reason,
                 # False: neither its header nor its series tells the slice it belongs to
-                "placed": image.placeable or bool(members),
+                "placed": placed,
             }
         )
+        if not placed:
+            scan.unattributed.append(image)
         if not members:
             continue
         scan.headers = [header for header in scan.headers if not any(header is member for member in members)]
@@ -1264,14 +1276,17 @@ def _cine_stacks(
     by_series: dict[str, list[ImageHeader]] = defaultdict(list)
     for header in scan.headers:
         by_series[header.series_uid].append(header)
-    unplaced = [image for image in scan.damaged if not image.placeable]
     stacks, skipped, ignored = [], [], []
     for uid, images in by_series.items():
         reason = _non_cine_reason(images)
         if reason is None:
             images, repeated = resolve_repeated_images(images, study_dir)
             ignored += repeated
-            spare = [image for image in unplaced if image.series_uid in ("", uid)]
+            spare = [
+                image
+                for image in scan.unattributed
+                if image.series_uid in ("", uid) or image.series_uid not in by_series
+            ]
             gaps = [gap for gap in scan.gaps if gap.series_uid == uid]
             stacks.append(_make_stack(images, study_dir, gaps, spare))
         else:
@@ -1343,7 +1358,8 @@ def convert_study(study_dir: str | os.PathLike, out_dir: str | os.PathLike) -> d
         )
     # the slices of series dropped whole (an SA slice exported as its own series): a merged SA stack cannot bridge them
     remaining = {uid for stack in stacks for uid in stack.series_uids}
-    unknown_series = [image for image in scan.damaged if not image.placeable and not image.series_uid]
+    series = {header.series_uid for header in scan.headers}
+    unknown_series = [image for image in scan.unattributed if image.series_uid not in series]
     planes, identification_skips = identify_stacks(
         stacks, study, [gap for gap in scan.gaps if gap.series_uid not in remaining], unknown_series
     )
