@@ -859,7 +859,8 @@ def _make_stack(
     gaps: Sequence[SliceGap] = (),
     spare: Sequence[DamagedImage] = (),
 ) -> CineStack:
-    """Arrange a cine candidate's images into slices[k][t]; raise on inconsistent phase counts or geometry.
+    """Arrange a cine candidate's images, one per slice position and phase (:func:`resolve_repeated_images`), into
+    slices[k][t]; raise on inconsistent phase counts or geometry.
 
     Slices lacking phases that damaged files which could not be placed (``spare``) account for are dropped
     (:func:`_drop_short_slices`), and a stack interrupted by a dropped slice position (``gaps``) keeps its longest
@@ -883,16 +884,6 @@ def _make_stack(
             f"slice of this file (policy: {FRAME_COUNT_MISMATCH_POLICY}, no temporal resampling)",
             "Remove the incomplete or repeated slices from the study folder.",
         )
-    if by_trigger_time:
-        for slice_images in slices:
-            times = [image.trigger_time_ms for image in slice_images]
-            if len(set(times)) < len(times):
-                raise _error(
-                    study_dir,
-                    slice_images[0].path,
-                    "repeated TriggerTime at one slice position (repeated acquisition in one series?)",
-                    "Remove the repeated images from the study folder.",
-                )
     slices, cut = _split_at_gaps(slices, [*gaps, *short_gaps], study_dir)
     _check_stack_geometry(slices, study_dir)
     kept = [image for slice_images in slices for image in slice_images]
