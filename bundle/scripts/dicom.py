@@ -5,7 +5,9 @@ grouped by SeriesInstanceUID and by slice position (ImagePositionPatient project
 phases are ordered by TriggerTime (InstanceNumber where TriggerTime is missing), and each cine series is
 identified as the short-axis (SA) stack or a 2/3/4-chamber long-axis (LA) view, from its SeriesDescription
 where that names a view, otherwise from its geometry relative to the SA stack. Anything that cannot be
-identified is skipped and listed in ``conversion.json``, never guessed.
+identified is skipped and listed in ``conversion.json``, never guessed. A damaged file costs its slice position
+(:func:`drop_damaged_slices`; inside a stack, also the slices on the shorter side of the gap), not the study, and
+of two images at one position and phase one is kept (:func:`resolve_repeated_images`); both are listed there too.
 
 Coordinates: DICOM patient space is LPS millimetres, NIfTI (nibabel) world space is RAS millimetres; the
 written affines map voxel (column, row, slice) to RAS. Pixel arrays are stored transposed, as (X, Y) =
