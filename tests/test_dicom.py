@@ -396,13 +396,163 @@ def test_corrupt_file_and_no_cine_are_clear_errors(tmp_path: Path) -> None:
     corrupt.mkdir()
     (corrupt / "cut.dcm").write_bytes((STUDY / "1.dcm").read_bytes()[:600])
     result = run_cli("convert_dicom.py", corrupt, "--out", tmp_path / "out1")
-    assert result.returncode == 1 and "cut.dcm" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "no cine series found" in result.stderr and "1 damaged file(s) dropped with their slices (cut.dcm: " in (
+        result.stderr
+    )
 
     no_cine = tmp_path / "no_cine"
     no_cine.mkdir()
     shutil.copyfile(STUDY / "1.dcm", no_cine / "one.dcm")
     result = run_cli("convert_dicom.py", no_cine, "--out", tmp_path / "out2")
     assert result.returncode == 1 and "no cine series" in result.stderr and "Traceback" not in result.stderr
+
+
+def cut_pixel_data(path: Path, length: int = 1000) -> None:
+    """Cut a DICOM file's pixel data short in place, its header kept (an interrupted transfer of the pixels)."""
+    dataset = pydicom.dcmread(path)
+    dataset.PixelData = dataset.PixelData[:length]
+    dataset.save_as(path)
+
+
+def assert_same_plane(written: Path, expected: Path) -> None:
+    """Two plane files hold the same voxels on the same grid."""
+    np.testing.assert_array_equal(nib.load(written).dataobj, nib.load(expected).dataobj)
+    np.testing.assert_array_equal(nib.load(written).affine, nib.load(expected).affine)
+
+
+@pytest.mark.skipif(not (SUNNYBROOK.parent / "bivme_patient1").is_dir(), reason="bivme_patient1 not in ../shared")
+def test_a_damaged_sa_or_long_axis_file_drops_its_slice_or_view_and_the_rest_converts_as_the_intact_study(
+    tmp_path: Path,
+) -> None:
+    """The real multi-view study: an image of the basal-end SA series with its pixel data cut short drops that slice
+    position, every phase of it (the SA stack is the intact one less that slice, the long-axis views are unchanged);
+    a file of the 4-chamber view cut short in its header drops that view alone. Both are named in conversion.json,
+    in the CLI's summary and in what inference puts in report.json's problems."""
+    from scripts.inference import conversion_problems
+
+    study = tmp_path / "dicoms"
+    shutil.copytree(SUNNYBROOK.parent / "bivme_patient1" / "dicoms", study)
+    intact = tmp_path / "intact"
+    assert run_cli("convert_dicom.py", study, "--out", intact).returncode == 0
+    intact_report = json.loads((intact / "conversion.json").read_text())
+    last_slice = intact_report["written"]["sa"]["slices"][-1]
+    damaged_sa = study / last_slice["files"][7]
+    cut_pixel_data(damaged_sa)
+    out = tmp_path / "sa_damaged"
+    result = run_cli("convert_dicom.py", study, "--out", out)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "conversion.json").read_text())
+    sa, intact_sa = nib.load(out / "sa.nii.gz"), nib.load(intact / "sa.nii.gz")
+    np.testing.assert_array_equal(sa.dataobj, np.asarray(intact_sa.dataobj)[:, :, :-1])
+    # the slice line is fitted to one slice fewer: the same grid to well under a micrometre
+    np.testing.assert_allclose(sa.affine, intact_sa.affine, atol=1e-3)
+    assert report["written"]["sa"]["slices"] == intact_report["written"]["sa"]["slices"][:-1]
+    for view in ("la_2ch", "la_3ch", "la_4ch"):
+        assert_same_plane(out / f"{view}.nii.gz", intact / f"{view}.nii.gz")
+    (dropped_file,) = report["dropped_files"]
+    assert dropped_file["file"] == last_slice["files"][7] and dropped_file["placed"]
+    assert dropped_file["reason"] == "pixel data of 1000 bytes, not the 106496 of Rows x Columns 208 x 256 (16-bit)"
+    (dropped_slice,) = report["dropped_slices"]
+    assert dropped_slice["files"] == [f for f in last_slice["files"] if f != dropped_file["file"]]
+    assert dropped_slice["position_along_normal_mm"] == pytest.approx(last_slice["position_along_normal_mm"])
+    assert dropped_slice["reason"].startswith(f"{dropped_file['file']} at this slice position: pixel data of 1000")
+    assert f"dropped {dropped_file['file']}: pixel data of 1000 bytes" in result.stdout
+    problems = conversion_problems(out)
+    assert f"DICOM {dropped_file['file']}: dropped, pixel data of 1000 bytes" in problems[0]
+    assert problems[1].startswith(f"DICOM series {dropped_slice['series_number']}: slice at ")
+
+    shutil.copyfile(SUNNYBROOK.parent / "bivme_patient1" / "dicoms" / last_slice["files"][7], damaged_sa)
+    la_file = study / intact_report["written"]["la_4ch"]["slices"][0]["files"][3]
+    la_file.write_bytes(la_file.read_bytes()[:5000])  # past its position, before Rows
+    out = tmp_path / "la_damaged"
+    result = run_cli("convert_dicom.py", study, "--out", out)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "conversion.json").read_text())
+    assert set(report["written"]) == {"sa", "la_2ch", "la_3ch"}
+    for plane in ("sa", "la_2ch", "la_3ch"):
+        assert_same_plane(out / f"{plane}.nii.gz", intact / f"{plane}.nii.gz")
+    (dropped_file,) = report["dropped_files"]
+    assert dropped_file["file"] == str(la_file.relative_to(study))
+    assert dropped_file["reason"] == "MR Image Storage file without Rows (cut short?)"
+    (dropped_slice,) = report["dropped_slices"]
+    assert dropped_slice["series_number"] == intact_report["written"]["la_4ch"]["series_number"]
+    assert len(dropped_slice["files"]) == 24
+    assert any(problem.startswith(f"DICOM {dropped_file['file']}: dropped") for problem in conversion_problems(out))
+
+
+def test_an_unreadable_file_drops_the_slice_it_leaves_short_and_the_stack_keeps_its_longest_run(
+    tmp_path: Path,
+) -> None:
+    """A file cut short inside its header cannot be placed: it is dropped, named, and the slice it leaves one phase
+    short is dropped (a slice missing a phase is no cine). A NIfTI affine holds equally spaced slices only, so the
+    10-slice stack keeps its longest run of slices on one side of the gap; the others are named as cut off."""
+    study = tmp_path / "study"
+    shutil.copytree(STUDY, study)
+    intact = tmp_path / "intact"
+    assert run_cli("convert_dicom.py", study, "--out", intact).returncode == 0
+    intact_report = json.loads((intact / "conversion.json").read_text())
+    slices = intact_report["written"]["sa"]["slices"]
+    unreadable = study / slices[3]["files"][5]
+    unreadable.write_bytes(unreadable.read_bytes()[:1000])
+    out = tmp_path / "subject"
+    result = run_cli("convert_dicom.py", study, "--out", out)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "conversion.json").read_text())
+    sa, intact_sa = nib.load(out / "sa.nii.gz"), nib.load(intact / "sa.nii.gz")
+    np.testing.assert_array_equal(sa.dataobj, np.asarray(intact_sa.dataobj)[:, :, 4:])
+    np.testing.assert_allclose(sa.affine[:, :3], intact_sa.affine[:, :3], atol=1e-3)
+    np.testing.assert_allclose(sa.affine[:3, 3], (intact_sa.affine @ [0, 0, 4, 1])[:3], atol=1e-3)
+    (dropped_file,) = report["dropped_files"]
+    assert dropped_file["file"] == unreadable.name and not dropped_file["placed"]
+    assert dropped_file["reason"] == "MR Image Storage file without Rows (cut short?)"  # before its series UID
+    short, *cut = report["dropped_slices"]
+    assert short["files"] == [f for f in slices[3]["files"] if f != unreadable.name]
+    assert short["reason"].startswith("lacks 1 of its series' 20 phases, taken to be in the damaged file(s)")
+    assert [entry["files"] for entry in cut] == [s["files"] for s in slices[:3]]
+    assert all("cut off from its stack by the dropped slice position(s)" in entry["reason"] for entry in cut)
+
+
+def test_a_second_image_at_one_position_and_phase_is_ignored_the_later_instance_number_kept(tmp_path: Path) -> None:
+    """A second image of an SA position and phase with its own SOPInstanceUID: with the same pixels, the study converts
+    as the intact one and the file is named; with other pixels and a later InstanceNumber, it is the one kept, and the
+    other is named saying the pixels differ (a problem report.json lists)."""
+    from scripts.inference import conversion_problems
+
+    study = tmp_path / "study"
+    shutil.copytree(STUDY, study)
+    intact = tmp_path / "intact"
+    assert run_cli("convert_dicom.py", study, "--out", intact).returncode == 0
+    copy = pydicom.dcmread(study / "45.dcm")
+    copy.SOPInstanceUID = copy.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    copy.save_as(study / "45_again.dcm")
+    out = tmp_path / "same_pixels"
+    result = run_cli("convert_dicom.py", study, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert_same_plane(out / "sa.nii.gz", intact / "sa.nii.gz")
+    ignored = {entry["file"]: entry for entry in json.loads((out / "conversion.json").read_text())["ignored_files"]}
+    assert ignored["45_again.dcm"]["reason"].startswith("a second image of series 5 at the slice position and phase")
+    assert "of 45.dcm, with another SOPInstanceUID: identical pixels" in ignored["45_again.dcm"]["reason"]
+    assert not ignored["45_again.dcm"]["pixels_differ"] and conversion_problems(out) == []
+
+    copy.PixelData = (copy.pixel_array + 7).astype(copy.pixel_array.dtype).tobytes()
+    copy.InstanceNumber = 1000
+    copy.save_as(study / "45_again.dcm")
+    out = tmp_path / "other_pixels"
+    result = run_cli("convert_dicom.py", study, "--out", out)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "conversion.json").read_text())
+    (entry,) = [entry for entry in report["ignored_files"] if entry["file"] == "45.dcm"]
+    assert entry["pixels_differ"] and entry["reason"].endswith(
+        "of 45_again.dcm, with another SOPInstanceUID: its pixels differ; the later InstanceNumber (1000) is kept"
+    )
+    (slice_entry,) = [s for s in report["written"]["sa"]["slices"] if "45_again.dcm" in s["files"]]
+    frame = slice_entry["files"].index("45_again.dcm")
+    slice_index = report["written"]["sa"]["slices"].index(slice_entry)
+    written = np.asarray(nib.load(out / "sa.nii.gz").dataobj)
+    np.testing.assert_array_equal(written[:, :, slice_index, frame], rescaled_pixels(copy).T)
+    assert conversion_problems(out) == [f"DICOM 45.dcm: ignored, {entry['reason']}"]
+    assert f"ignored 45.dcm: {entry['reason']}" in result.stdout
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 """The NIfTI and DICOM loaders and the label checks fed inputs hypothesis draws: broken headers, odd shapes and
 dtypes, non-finite voxels and affines, missing or garbled DICOM attributes, duplicated and truncated files, label
-values no convention defines. Every input must give a correct result, a result that names what was repaired, or a
-clear error (:class:`SubjectError` / :class:`DicomConversionError`) naming the subject and the file: never another
-exception type and never a silently different result."""
+values no convention defines. Every input must give a correct result, a result that names what was repaired or
+dropped, or a clear error (:class:`SubjectError` / :class:`DicomConversionError`) naming the subject and the file:
+never another exception type and never a silently different result. One damaged or repeated DICOM file never costs
+more than its slice position."""
 
 from __future__ import annotations
 
@@ -279,7 +280,7 @@ def test_label_values_a_map_does_not_define_are_named_never_made_background(valu
 
 
 # --- DICOM studies -------------------------------------------------------------------------------
-SA_SLICES, SA_PHASES, MATRIX = 3, 5, 8
+SA_SLICES, SA_PHASES, MATRIX = 4, 5, 8
 #: values written over a numeric attribute's placeholder: text, NaN, infinity, a wrong count, degenerate geometry
 GARBLED = {
     "ImagePositionPatient": ["abc\\1\\2", "nan\\0\\0", "1\\2", "1e999\\0\\0"],
@@ -377,6 +378,44 @@ def study_faults(draw) -> list[tuple[str, int, Any]]:
     return draw(st.lists(fault, min_size=1, max_size=2))
 
 
+#: a file shorter than this has no DICM prefix (byte 128 on): no sign that it was ever a DICOM file
+DICOM_PREFIX_END = 132
+
+
+def dropped_slices_at_most(faults: list[tuple[str, int, Any]], sizes: list[int]) -> set[int] | None:
+    """The SA slice indices the faults may cost under the conversion's policy (a damaged image drops its slice
+    position; a repeated one is ignored), or None when a fault is outside that policy (a garbled or deleted header
+    attribute, a new phase, a file cut to no DICOM prefix): then the study may also stop, naming the file.
+    ``sizes``: the intact files' lengths (bytes)."""
+    slices = set()
+    for kind, index, detail in faults:
+        damaged = (
+            kind == "rows"
+            or (kind == "delete" and detail in ("Rows", "PixelData"))
+            or (kind == "cut_pixels" and 2 * detail < MATRIX * MATRIX * 2)
+            or (kind == "truncate" and DICOM_PREFIX_END <= detail < sizes[index])
+        )
+        harmless = (
+            (kind == "cut_pixels" and not damaged)
+            or (kind == "truncate" and detail >= sizes[index])
+            or (kind == "duplicate" and detail != "new_phase")
+        )
+        if damaged:
+            slices.add(index // SA_PHASES)
+        elif not harmless:
+            return None
+    return slices
+
+
+def longest_run(kept: list[int]) -> int:
+    """The length of the longest run of consecutive indices in ``kept`` (sorted)."""
+    best = run = 0
+    for k, index in enumerate(kept):
+        run = run + 1 if k and index == kept[k - 1] + 1 else 1
+        best = max(best, run)
+    return best
+
+
 def apply_fault(files: list[Path], kind: str, index: int, detail: Any) -> Path:
     """Apply one fault to the study's files; returns the file it hit (or wrote)."""
     path = files[index]
@@ -412,14 +451,19 @@ def apply_fault(files: list[Path], kind: str, index: int, detail: Any) -> Path:
 
 @FUZZ
 @given(study_faults())
-def test_a_faulty_dicom_study_converts_as_the_intact_one_naming_the_repair_or_stops_naming_the_study(faults):
+def test_a_faulty_dicom_study_converts_as_the_intact_one_naming_the_repair_or_drop_or_stops_naming_the_study(faults):
+    """Damaged images (pixel data cut, missing or not Rows x Columns, files cut short) and repeated images must not
+    stop the study while an SA stack of two slices is left: the result is the intact study less the damaged slices,
+    each named. Other faults may stop it, naming the study."""
     with tempfile.TemporaryDirectory() as temp:
         study = Path(temp) / "study_fuzz"
         files = write_sa_study(study)
         intact = Path(temp) / "intact"
         convert_study(study, intact)
+        may_drop = dropped_slices_at_most(faults, [path.stat().st_size for path in files])
         # a truncated file cannot be edited: truncations come last
         hit = {apply_fault(files, *fault).name for fault in sorted(faults, key=lambda fault: fault[0] == "truncate")}
+        hit |= {files[index].name for _, index, _ in faults}  # a duplicated file's original may be the one ignored
         out = Path(temp) / "converted"
         try:
             report = convert_study(study, out)
@@ -427,15 +471,42 @@ def test_a_faulty_dicom_study_converts_as_the_intact_one_naming_the_repair_or_st
             event("refused")
             assert str(study) in str(err) and "Traceback" not in str(err)
             assert not (out / "sa.nii.gz").exists(), "no plane written for a study that failed"
+            kept = [k for k in range(SA_SLICES) if may_drop is None or k not in may_drop]
+            assert may_drop is None or longest_run(kept) < 2, f"{faults} must cost at most slices {may_drop}: {err}"
             return
         written, expected = nib.load(out / "sa.nii.gz"), nib.load(intact / "sa.nii.gz")
+        intact_slices = json.loads((intact / "conversion.json").read_text())["written"]["sa"]["slices"]
+        intact_positions = [round(entry["position_along_normal_mm"], 3) for entry in intact_slices]
+        positions = [round(entry["position_along_normal_mm"], 3) for entry in report["written"]["sa"]["slices"]]
+        dropped = {round(entry["position_along_normal_mm"], 3) for entry in report["dropped_slices"]}
+        assert set(intact_positions) - set(positions) <= dropped, "every slice position lost is named"
+        if may_drop is not None:
+            # a slice is dropped for a damaged image, or cut off from the stack by such a slice
+            damaged = {
+                intact_positions.index(round(entry["position_along_normal_mm"], 3))
+                for entry in report["dropped_slices"]
+                if not entry["reason"].startswith("cut off")
+            }
+            assert damaged <= may_drop
+            indices = [intact_positions.index(position) for position in positions]
+            assert indices == list(range(indices[0], indices[0] + len(indices))), "the slices kept are consecutive"
+            assert len(indices) == longest_run([k for k in range(SA_SLICES) if k not in damaged])
+            np.testing.assert_array_equal(written.dataobj, np.asarray(expected.dataobj)[:, :, indices])
+            np.testing.assert_allclose(written.affine[:3, :3], expected.affine[:3, :3], atol=1e-6)
+            np.testing.assert_allclose(written.affine[:3, 3], (expected.affine @ [0, 0, indices[0], 1])[:3], atol=1e-6)
         same = written.shape == expected.shape and np.array_equal(written.dataobj, expected.dataobj)
         if not (same and np.array_equal(written.affine, expected.affine)):
-            named = {Path(entry["file"]).name for entry in report["ignored_files"] + report["repaired_files"]}
-            assert hit & named, f"a result unlike the intact study's without naming {hit}: {report}"
-        for entry in report["repaired_files"]:
-            assert Path(entry["file"]).name in hit, "only a file with a fault is repaired"
-        event("converted, repaired" if report["repaired_files"] else "converted")
+            entries = report["ignored_files"] + report["repaired_files"] + report["dropped_files"]
+            assert hit & {
+                Path(entry["file"]).name for entry in entries
+            }, f"a result unlike the intact study's without naming {hit}: {report}"
+        for entry in report["repaired_files"] + report["dropped_files"]:
+            assert Path(entry["file"]).name in hit, "only a file with a fault is repaired or dropped"
+        event(
+            "converted, slices dropped"
+            if report["dropped_slices"]
+            else "converted, repaired" if report["repaired_files"] else "converted"
+        )
 
 
 # --- datalists -------------------------------------------------------------------------------------

@@ -251,8 +251,9 @@ def test_inference_workflow_accepts_a_dicom_study_folder(dataset, tmp_path):
 
 def test_inference_takes_a_folder_per_series_as_one_study_and_keeps_going_past_a_bad_study(tmp_path):
     """PACS exports: the multi-view study with one folder per series is one subject (one of its images without
-    ImagePositionPatient, placed by its slice and named in report.json); in a folder of studies, a bad study fails
-    alone, named, and the batch exits 1 after the good ones."""
+    ImagePositionPatient, placed by its slice and named in report.json; an image of its 3-chamber view with its pixel
+    data cut short, that view dropped and named in report.json); in a folder of studies, a bad study fails alone,
+    named, and the batch exits 1 after the good ones."""
     import shutil
 
     import pydicom
@@ -276,14 +277,20 @@ def test_inference_takes_a_folder_per_series_as_one_study_and_keeps_going_past_a
     dataset = pydicom.dcmread(positionless)
     del dataset.ImagePositionPatient
     dataset.save_as(positionless)
+    cut = sorted((series_folders / "Se7").iterdir())[5]  # the 3-chamber view
+    damaged = pydicom.dcmread(cut)
+    damaged.PixelData = damaged.PixelData[:1000]
+    damaged.save_as(cut)
     result = infer(series_folders, tmp_path / "bivme")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     summary = json.loads((tmp_path / "bivme" / "summary.json").read_text())
     assert summary["done"] == ["dicoms"] and summary["failed"] == []
     report = json.loads((tmp_path / "bivme" / "dicoms" / "report.json").read_text())
-    assert {"sa", "la_2ch", "la_4ch"} <= set(report["segmented_planes"])
-    (repair,) = [problem for problem in report["problems"] if problem.startswith("DICOM ")]
+    assert set(report["segmented_planes"]) == {"sa", "la_2ch", "la_4ch"}
+    repair, dropped_file, dropped_slice = [problem for problem in report["problems"] if problem.startswith("DICOM ")]
     assert f"DICOM Se2/{positionless.name}: no ImagePositionPatient: its geometry is taken from" in repair
+    assert dropped_file.startswith(f"DICOM Se7/{cut.name}: dropped, pixel data of 1000 bytes, not the 106496")
+    assert dropped_slice.startswith("DICOM series [16001]: slice at ") and "(24 images)" in dropped_slice
     # its DICOM SEG frame lies where the other phases of its slice lie
     slice_position = pydicom.dcmread(sorted((series_folders / "Se2").iterdir())[0]).ImagePositionPatient
     frames = [

@@ -20,7 +20,8 @@ from scripts.progress import progress_bar
 
 
 def summarise(report: dict) -> str:
-    """One line per written plane, skipped series, repaired file and removed earlier plane."""
+    """One line per written plane, skipped series, repaired file, dropped file and slice, repeated image whose pixels
+    differ from the one kept, and removed earlier plane."""
     lines = [
         f"wrote {info['file']} {tuple(info['shape'])} ({info['identified_by']})" for info in report["written"].values()
     ]
@@ -29,11 +30,20 @@ def summarise(report: dict) -> str:
         for entry in report["skipped"]
     ]
     lines += [f"repaired {entry['file']}: {entry['repair']}" for entry in report["repaired_files"]]
+    lines += [f"dropped {entry['file']}: {entry['reason']}" for entry in report["dropped_files"]]
+    lines += [
+        f"dropped the slice at {entry['position_along_normal_mm']:.1f} mm of series {entry['series_number']} "
+        f"({len(entry['files'])} images): {entry['reason']}"
+        for entry in report["dropped_slices"]
+    ]
+    lines += [
+        f"ignored {entry['file']}: {entry['reason']}" for entry in report["ignored_files"] if entry.get("pixels_differ")
+    ]
     lines += [f"removed {name} of an earlier conversion" for name in report["removed_earlier_planes"]]
     if report["ignored_files"]:
         lines.append(
-            f"ignored {len(report['ignored_files'])} file(s) (not images, second copies, localiser images without "
-            "geometry): see the report"
+            f"ignored {len(report['ignored_files'])} file(s) (not images, second copies or images, localiser images "
+            "without geometry): see the report"
         )
     return "\n".join(lines)
 

@@ -5,7 +5,9 @@ grouped by SeriesInstanceUID and by slice position (ImagePositionPatient project
 phases are ordered by TriggerTime (InstanceNumber where TriggerTime is missing), and each cine series is
 identified as the short-axis (SA) stack or a 2/3/4-chamber long-axis (LA) view, from its SeriesDescription
 where that names a view, otherwise from its geometry relative to the SA stack. Anything that cannot be
-identified is skipped and listed in ``conversion.json``, never guessed.
+identified is skipped and listed in ``conversion.json``, never guessed. A damaged file costs its slice position
+(:func:`drop_damaged_slices`; inside a stack, also the slices on the shorter side of the gap), not the study, and
+of two images at one position and phase one is kept (:func:`resolve_repeated_images`); both are listed there too.
 
 Coordinates: DICOM patient space is LPS millimetres, NIfTI (nibabel) world space is RAS millimetres; the
 written affines map voxel (column, row, slice) to RAS. Pixel arrays are stored transposed, as (X, Y) =
@@ -20,12 +22,13 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
+from pydicom.pixels import get_decoder
 
 from scripts.files import save_nifti_atomic, write_json_atomic
 from scripts.labels import ALL_PLANE_FILES
@@ -121,6 +124,8 @@ class CineStack:
     slices: list[list[ImageHeader]]
     phase_order: str  # "trigger_time" or "instance_number"
     identified_by: str = ""
+    # slice positions dropped while building the stack (``dropped_slices`` report entries)
+    dropped: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def first(self) -> ImageHeader:
@@ -137,14 +142,54 @@ class CineStack:
         return np.array([float(np.dot(s[0].position, self.first.normal)) for s in self.slices])
 
 
+@dataclass(frozen=True)
+class DamagedImage:
+    """A DICOM image file that cannot be converted: its pixel data is missing, cut short or does not match Rows x
+    Columns, or the file is cut short or unreadable. What its header still tells (empty or None where unknown) says
+    which slice position it belongs to, so that the slice can be dropped instead of the study failing."""
+
+    path: Path
+    reason: str
+    series_uid: str = ""
+    series_number: int = 0
+    description: str = ""
+    sop_instance_uid: str = ""
+    position: np.ndarray | None = None
+    row_dir: np.ndarray | None = None
+    col_dir: np.ndarray | None = None
+
+    @property
+    def placeable(self) -> bool:
+        """True when the header names the image's series, position and orientation: its slice position is known."""
+        return bool(self.series_uid) and self.position is not None and self.row_dir is not None
+
+
+@dataclass(frozen=True)
+class SliceGap:
+    """A slice position dropped from a series (every phase of it): stacks built later are not bridged across it."""
+
+    series_uid: str
+    position: np.ndarray  # (3,) LPS mm
+    row_dir: np.ndarray
+    col_dir: np.ndarray
+
+
 @dataclass
 class _StudyScan:
-    """Everything found in a study folder: readable image headers, files ignored with their reason and images whose
-    geometry was taken from the other phases of their slice (``repaired``: file, what was done)."""
+    """Everything found in a study folder: readable image headers, files ignored with their reason, images whose
+    geometry was taken from the other phases of their slice (``repaired``: file, what was done), damaged images, and
+    what was dropped because of them (``dropped_files``, ``dropped_slices``, the ``gaps`` the slices leave, and the
+    ``unattributed`` damaged images, whose slice position is unknown)."""
 
     headers: list[ImageHeader] = field(default_factory=list)
-    ignored: list[dict[str, str]] = field(default_factory=list)
+    ignored: list[dict[str, Any]] = field(default_factory=list)
     repaired: list[dict[str, str]] = field(default_factory=list)
+    damaged: list[DamagedImage] = field(default_factory=list)
+    dropped_files: list[dict[str, Any]] = field(default_factory=list)
+    dropped_slices: list[dict[str, Any]] = field(default_factory=list)
+    gaps: list[SliceGap] = field(default_factory=list)
+    # damaged images whose slice position is unknown
+    unattributed: list[DamagedImage] = field(default_factory=list)
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -267,32 +312,98 @@ class UnplacedImage:
         return self.fields["path"]
 
 
-def _read_header(path: Path, study_dir: Path) -> ImageHeader | UnplacedImage | str:
-    """Read one file's header; return the header, the image without its geometry, or the reason the file is
-    ignored (not an image).
+def _pixel_fault(dataset: pydicom.Dataset, rows: int, cols: int) -> str | None:
+    """Why an image's pixel data cannot be the Rows x Columns image its header describes (absent, cut short, of
+    another size, undecodable), or None.
+
+    Uncompressed data is checked by its length. Compressed data is decoded where a decoder is installed; where none
+    is, the pixels are left to :func:`_read_pixels`, whose error names the set-up's fault rather than the file's.
+    """
+    if "PixelData" not in dataset:
+        return "no pixel data"
+    syntax = dataset.file_meta.get("TransferSyntaxUID")
+    if syntax is None or not syntax.is_compressed:
+        try:
+            bits = _integer(dataset, "BitsAllocated") or 16
+            samples = _integer(dataset, "SamplesPerPixel") or 1
+        except ValueError as exc:
+            return f"pixel data not readable: {exc}"
+        expected, length = rows * cols * samples * bits // 8, len(dataset.PixelData)
+        # DICOM pads a value of odd length with one byte
+        if not expected <= length <= expected + 1:
+            return f"pixel data of {length} bytes, not the {expected} of Rows x Columns {rows} x {cols} ({bits}-bit)"
+        return None
+    try:
+        available = get_decoder(syntax).is_available
+    except NotImplementedError:  # a transfer syntax pydicom has no decoder for at all
+        available = False
+    if available:
+        try:
+            dataset.pixel_array
+        except Exception as exc:  # decoding errors come from several pixel handlers
+            return f"pixel data cannot be decoded ({exc})"
+    return None
+
+
+def _damaged(dataset: pydicom.Dataset, path: Path, reason: str) -> DamagedImage:
+    """A damaged image with what its header still says of where it belongs: its series and its usable geometry."""
+    geometry, _ = _geometry(dataset)
+    try:
+        series_number = _integer(dataset, "SeriesNumber") or 0
+    except ValueError:  # informative only: the series is told by its SeriesInstanceUID
+        series_number = 0
+    return DamagedImage(
+        path=path,
+        reason=reason,
+        series_uid=str(dataset.get("SeriesInstanceUID", "") or ""),
+        series_number=series_number,
+        description=str(dataset.get("SeriesDescription", "") or ""),
+        sop_instance_uid=str(dataset.get("SOPInstanceUID", "") or ""),
+        position=geometry.get("position"),
+        row_dir=geometry.get("row_dir"),
+        col_dir=geometry.get("col_dir"),
+    )
+
+
+def _read_header(path: Path, study_dir: Path) -> ImageHeader | UnplacedImage | DamagedImage | str:
+    """Read one file; return its header, the image without its geometry, the damaged image (unreadable, cut short,
+    pixel data missing or not matching Rows x Columns), or the reason the file is ignored (not an image).
 
     Raises:
-        DicomConversionError: the file is DICOM but corrupt, or an image with an unusable attribute other than its
-            geometry (Rows, Columns, TriggerTime, InstanceNumber, ...).
+        DicomConversionError: an image with an unusable attribute other than its geometry, size and pixel data
+            (TriggerTime, InstanceNumber, ...).
     """
     try:
-        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        dataset = pydicom.dcmread(path)
     except InvalidDicomError:
         return "not a DICOM file"
     except Exception as exc:  # pydicom raises many types on truncated or malformed files
-        raise _error(study_dir, path, f"unreadable DICOM ({exc})", "Remove or re-export the file.") from exc
+        return DamagedImage(path, f"unreadable DICOM ({type(exc).__name__}: {exc})")
     if "Rows" not in dataset:
         sop_class = dataset.get("SOPClassUID") or dataset.file_meta.get("MediaStorageSOPClassUID")
-        if sop_class is not None and str(getattr(sop_class, "name", "")).endswith("Image Storage"):
+        if len(dataset) == 0 or "TransferSyntaxUID" not in dataset.file_meta:
+            # the DICM prefix, then no data set or file meta information without its required transfer syntax: a file
+            # cut short in its header
+            return DamagedImage(path, "DICOM file cut short in its header (no data set or incomplete file meta)")
+        if sop_class and str(getattr(sop_class, "name", "")).endswith("Image Storage"):
             # pydicom reads truncated files without complaint; an image class without Rows is one.
-            raise _error(study_dir, path, f"{sop_class.name} file without Rows (truncated?)", "Remove or re-export it.")
+            return _damaged(dataset, path, f"{sop_class.name} file without Rows (cut short?)")
         return "DICOM without an image (e.g. DICOMDIR, report)"
     try:
         if (_integer(dataset, "NumberOfFrames") or 1) > 1:
             return "multi-frame (enhanced) DICOM is not supported; export the series as single-frame images"
+    except ValueError as exc:
+        raise _error(study_dir, path, f"unusable attribute: {exc}", "Correct or remove the file.") from exc
+    try:
         rows, cols = _integer(dataset, "Rows"), _integer(dataset, "Columns")
-        if rows is None or cols is None or min(rows, cols) < 1:
-            raise ValueError(f"Rows x Columns {rows} x {cols} is not an image size")
+    except ValueError as exc:
+        return _damaged(dataset, path, f"{exc}, so the pixel data cannot be read")
+    if rows is None or cols is None or min(rows, cols) < 1:
+        return _damaged(dataset, path, f"Rows x Columns {rows} x {cols} is not an image size")
+    fault = _pixel_fault(dataset, rows, cols)
+    if fault is not None:
+        return _damaged(dataset, path, fault)
+    try:
         trigger_time = _numbers(dataset, "TriggerTime", 1)
         slice_location = _optional_slice_location(dataset)
         fields = {
@@ -318,33 +429,125 @@ def _read_header(path: Path, study_dir: Path) -> ImageHeader | UnplacedImage | s
     return ImageHeader(**fields, **geometry)
 
 
+def _instance_uid(image: ImageHeader | UnplacedImage | DamagedImage) -> str:
+    """The SOPInstanceUID an image file holds ("" where it has none)."""
+    return image.fields["sop_instance_uid"] if isinstance(image, UnplacedImage) else image.sop_instance_uid
+
+
 def scan_study(study_dir: Path) -> _StudyScan:
-    """Read the headers of every file under ``study_dir`` (recursively), ignoring non-DICOM files and second copies
-    of an instance (the same SOPInstanceUID in two files, as a repeated export leaves); images without usable
-    geometry are placed by :func:`place_unplaced_images`."""
+    """Read every file under ``study_dir`` (recursively), ignoring non-DICOM files and second copies of an instance
+    (the same SOPInstanceUID in two files, as a repeated export leaves; an intact copy is kept before a damaged one);
+    images without usable geometry are placed by :func:`place_unplaced_images`, and the slices of damaged images
+    dropped by :func:`drop_damaged_slices`."""
     scan = _StudyScan()
-    first_file_of_instance: dict[str, Path] = {}
-    unplaced: list[UnplacedImage] = []
+    images: list[ImageHeader | UnplacedImage | DamagedImage] = []
     for path in sorted(p for p in study_dir.rglob("*") if p.is_file()):
         result = _read_header(path, study_dir)
         if isinstance(result, str):
             scan.ignored.append({"file": str(path.relative_to(study_dir)), "reason": result})
-            continue
-        uid = result.fields["sop_instance_uid"] if isinstance(result, UnplacedImage) else result.sop_instance_uid
+        else:
+            images.append(result)
+    first_file_of_instance: dict[str, Path] = {}
+    unplaced: list[UnplacedImage] = []
+    # a stable sort: intact images first, each kind in path order
+    for image in sorted(images, key=lambda item: isinstance(item, DamagedImage)):
+        uid = _instance_uid(image)
         if uid and uid in first_file_of_instance:
             first = first_file_of_instance[uid].relative_to(study_dir)
+            damage = f" damaged ({image.reason})" if isinstance(image, DamagedImage) else ""
             scan.ignored.append(
-                {"file": str(path.relative_to(study_dir)), "reason": f"a second copy of the instance in {first}"}
+                {
+                    "file": str(image.path.relative_to(study_dir)),
+                    "reason": f"a second{damage} copy of the instance in {first}",
+                }
             )
             continue
         if uid:
-            first_file_of_instance[uid] = path
-        if isinstance(result, UnplacedImage):
-            unplaced.append(result)
+            first_file_of_instance[uid] = image.path
+        if isinstance(image, DamagedImage):
+            scan.damaged.append(image)
+        elif isinstance(image, UnplacedImage):
+            unplaced.append(image)
         else:
-            scan.headers.append(result)
+            scan.headers.append(image)
     place_unplaced_images(scan, unplaced, study_dir)
+    drop_damaged_slices(scan, study_dir)
     return scan
+
+
+def _coincide(image: ImageHeader | DamagedImage | SliceGap, other: DamagedImage | SliceGap) -> bool:
+    """True when two placed things (an image, a damaged image with its geometry, a gap) share row and column
+    directions and position along their normal."""
+    normal = np.cross(np.asarray(image.row_dir), np.asarray(image.col_dir))
+    offset = float(np.dot(np.asarray(image.position) - np.asarray(other.position), normal / np.linalg.norm(normal)))
+    return _parallel(image, other) and abs(offset) <= POSITION_TOL_MM
+
+
+def _parallel(image: ImageHeader | DamagedImage | SliceGap, other: DamagedImage | SliceGap) -> bool:
+    """True when ``image`` and ``other`` (both with a known orientation) share row and column directions."""
+    return bool(
+        np.allclose(np.asarray(image.row_dir), np.asarray(other.row_dir), atol=ORIENTATION_TOL)
+        and np.allclose(np.asarray(image.col_dir), np.asarray(other.col_dir), atol=ORIENTATION_TOL)
+    )
+
+
+def _dropped_slice_entry(slice_images: Sequence[ImageHeader], reason: str, study_dir: Path) -> dict[str, Any]:
+    """A ``dropped_slices`` report entry: the slice position's series, position along its normal (as the written
+    planes' ``position_along_normal_mm``), its files and why it was dropped."""
+    first = slice_images[0]
+    return {
+        "series_instance_uid": sorted({image.series_uid for image in slice_images}),
+        "series_number": sorted({image.series_number for image in slice_images}),
+        "series_description": first.description,
+        "position_along_normal_mm": float(np.dot(first.position, first.normal)),
+        "files": [str(image.path.relative_to(study_dir)) for image in slice_images],
+        "reason": reason,
+    }
+
+
+def drop_damaged_slices(scan: _StudyScan, study_dir: Path) -> None:
+    """Drop the slice position of each damaged image, every phase of it (a slice missing a phase is no cine), and
+    list the damaged file in ``scan.dropped_files`` and the slice in ``scan.dropped_slices`` and ``scan.gaps``.
+
+    A damaged image whose header places it at a slice position of its series drops that slice position (an SA stack
+    keeps its other slices; a long-axis view, one slice, is dropped). One that cannot be placed so but names a series
+    with a single slice position (a long-axis view, or an SA slice exported as its own series) drops that slice,
+    which lacks an image. Any other is dropped alone, named, and kept in ``scan.unattributed``: a stack left with
+    slices lacking phases drops those when it is built (:func:`_make_stack`). A header cut short may hold a cut value
+    last, so a series or position that matches none of the study's counts as unknown.
+    """
+    for image in sorted(scan.damaged, key=lambda item: item.path):
+        file = str(image.path.relative_to(study_dir))
+        series = [header for header in scan.headers if image.series_uid and header.series_uid == image.series_uid]
+        members = [header for header in series if image.placeable and _coincide(header, image)]
+        why = f"{file} at this slice position: {image.reason}"
+        # a slice position another damaged image dropped already
+        placed = bool(members) or any(
+            image.placeable and gap.series_uid == image.series_uid and _coincide(image, gap) for gap in scan.gaps
+        )
+        if not placed:
+            groups = _slice_groups(series) if series else []
+            members = groups[0] if len(groups) == 1 else []
+            why = f"{file} of this single-slice series, its position unknown: {image.reason}"
+            placed = bool(members)
+        scan.dropped_files.append(
+            {
+                "file": file,
+                "series_instance_uid": image.series_uid,
+                "series_number": image.series_number,
+                "reason": image.reason,
+                # False: neither its header nor its series tells the slice it belongs to
+                "placed": placed,
+            }
+        )
+        if not placed:
+            scan.unattributed.append(image)
+        if not members:
+            continue
+        scan.headers = [header for header in scan.headers if not any(header is member for member in members)]
+        scan.gaps.append(SliceGap(image.series_uid, members[0].position, members[0].row_dir, members[0].col_dir))
+        reason = f"{why}; every phase of the slice position is dropped, as a slice missing a phase is no cine"
+        scan.dropped_slices.append(_dropped_slice_entry(members, reason, study_dir))
 
 
 def _phase_key(fields: dict[str, Any], image: ImageHeader) -> str | None:
@@ -581,14 +784,97 @@ def _check_stack_geometry(slices: list[list[ImageHeader]], study_dir: Path) -> N
             )
 
 
-def _make_stack(images: Sequence[ImageHeader], study_dir: Path) -> CineStack:
-    """Arrange a cine candidate's images into slices[k][t]; raise on inconsistent phase counts or geometry."""
+def _drop_short_slices(
+    slices: list[list[ImageHeader]], spare: Sequence[DamagedImage], study_dir: Path
+) -> tuple[list[list[ImageHeader]], list[dict[str, Any]], list[SliceGap]]:
+    """Drop the slices lacking phases of a stack whose series may have lost images to damaged files that could not
+    be placed (``spare``: those of its series or of no known series), when there are at least as many such files as
+    missing images; return the slices kept, the ``dropped_slices`` entries and the gaps they leave. Otherwise the
+    slices stay as they are (and :func:`_make_stack` stops on the phase counts): a missing image that no damaged file
+    accounts for is an incomplete export, not a file to drop."""
+    counts = [len(slice_images) for slice_images in slices]
+    fullest = max(counts)
+    missing = sum(fullest - count for count in counts)
+    if not spare or missing == 0 or missing > len(spare):
+        return slices, [], []
+    short = [slice_images for slice_images in slices if len(slice_images) < fullest]
+    names = ", ".join(str(image.path.relative_to(study_dir)) for image in spare)
+    dropped = [
+        _dropped_slice_entry(
+            slice_images,
+            f"lacks {fullest - len(slice_images)} of its series' {fullest} phases, taken to be in the damaged "
+            f"file(s) that could not be placed ({names}); a slice missing a phase is no cine",
+            study_dir,
+        )
+        for slice_images in short
+    ]
+    gaps = [
+        SliceGap(images[0].series_uid, images[0].position, images[0].row_dir, images[0].col_dir) for images in short
+    ]
+    return [slice_images for slice_images in slices if len(slice_images) == fullest], dropped, gaps
+
+
+def _split_at_gaps(
+    slices: list[list[ImageHeader]], gaps: Sequence[SliceGap], study_dir: Path
+) -> tuple[list[list[ImageHeader]], list[dict[str, Any]]]:
+    """Keep the longest run of slices that no dropped slice position (``gaps`` parallel to the stack) interrupts;
+    return it and the ``dropped_slices`` entries of the others.
+
+    A NIfTI affine holds equally spaced slices only, so a stack cannot bridge a dropped slice. Of equally long runs
+    the one nearest the base is kept, as basal slices hold most of the ventricular volume.
+    """
+    normal = slices[0][0].normal
+    positions = [float(np.dot(slice_images[0].position, normal)) for slice_images in slices]
+    inside = [
+        float(np.dot(gap.position, normal))
+        for gap in gaps
+        if _parallel(slices[0][0], gap) and positions[0] < float(np.dot(gap.position, normal)) < positions[-1]
+    ]
+    if not inside:
+        return slices, []
+    runs: list[list[int]] = [[0]]
+    for k in range(1, len(slices)):
+        if any(positions[k - 1] < gap < positions[k] for gap in inside):
+            runs.append([k])
+        else:
+            runs[-1].append(k)
+    towards_apex = 1.0 if float(np.dot(normal, APEX_DIRECTION_LPS)) >= 0 else -1.0
+    kept = max(runs, key=lambda run: (len(run), -towards_apex * positions[run[0]]))
+    gap_text = ", ".join(f"{gap:.1f}" for gap in sorted(inside))
+    dropped = [
+        _dropped_slice_entry(
+            slices[k],
+            f"cut off from its stack by the dropped slice position(s) at {gap_text} mm: a NIfTI affine holds equally "
+            f"spaced slices only, so the longest run of the stack ({len(kept)} slices) is kept",
+            study_dir,
+        )
+        for run in runs
+        if run is not kept
+        for k in run
+    ]
+    return [slices[k] for k in kept], dropped
+
+
+def _make_stack(
+    images: Sequence[ImageHeader],
+    study_dir: Path,
+    gaps: Sequence[SliceGap] = (),
+    spare: Sequence[DamagedImage] = (),
+) -> CineStack:
+    """Arrange a cine candidate's images, one per slice position and phase (:func:`resolve_repeated_images`), into
+    slices[k][t]; raise on inconsistent phase counts or geometry.
+
+    Slices lacking phases that damaged files which could not be placed (``spare``) account for are dropped
+    (:func:`_drop_short_slices`), and a stack interrupted by a dropped slice position (``gaps``) keeps its longest
+    run (:func:`_split_at_gaps`); both are listed in the stack's ``dropped``.
+    """
     by_trigger_time = all(image.trigger_time_ms is not None for image in images)
     if not by_trigger_time and any(image.instance_number is None for image in images):
         raise _error(
             study_dir, images[0].path, "neither TriggerTime nor InstanceNumber on every image", "Cannot order phases."
         )
     slices = [_order_phases(group, by_trigger_time) for group in _group_by_position(images)]
+    slices, short, short_gaps = _drop_short_slices(slices, spare, study_dir)
     counts = [len(s) for s in slices]
     if len(set(counts)) > 1:
         usual = max(set(counts), key=counts.count)
@@ -600,24 +886,71 @@ def _make_stack(images: Sequence[ImageHeader], study_dir: Path) -> CineStack:
             f"slice of this file (policy: {FRAME_COUNT_MISMATCH_POLICY}, no temporal resampling)",
             "Remove the incomplete or repeated slices from the study folder.",
         )
-    if by_trigger_time:
-        for slice_images in slices:
-            times = [image.trigger_time_ms for image in slice_images]
-            if len(set(times)) < len(times):
-                raise _error(
-                    study_dir,
-                    slice_images[0].path,
-                    "repeated TriggerTime at one slice position (repeated acquisition in one series?)",
-                    "Remove the repeated images from the study folder.",
-                )
+    slices, cut = _split_at_gaps(slices, [*gaps, *short_gaps], study_dir)
     _check_stack_geometry(slices, study_dir)
+    kept = [image for slice_images in slices for image in slice_images]
     return CineStack(
-        series_uids=sorted({image.series_uid for image in images}),
-        series_numbers=sorted({image.series_number for image in images}),
+        series_uids=sorted({image.series_uid for image in kept}),
+        series_numbers=sorted({image.series_number for image in kept}),
         description=images[0].description,
         slices=slices,
         phase_order="trigger_time" if by_trigger_time else "instance_number",
+        dropped=short + cut,
     )
+
+
+def _phase_of(image: ImageHeader) -> tuple[str, float | int | None]:
+    """What tells an image's phase at its slice position: its TriggerTime, else its InstanceNumber."""
+    if image.trigger_time_ms is not None:
+        return "TriggerTime", image.trigger_time_ms
+    return "InstanceNumber", image.instance_number
+
+
+def resolve_repeated_images(
+    images: Sequence[ImageHeader], study_dir: Path
+) -> tuple[list[ImageHeader], list[dict[str, Any]]]:
+    """Keep one image per slice position and phase of a cine series; return the images kept and ``ignored_files``
+    entries for the others.
+
+    A second image at the same position and phase (TriggerTime, else InstanceNumber) with another SOPInstanceUID is
+    a repeated export or a repeated acquisition. The image with the later InstanceNumber is kept (of equal ones, the
+    file whose path sorts first); the entry of the other says whether its pixels differ (``pixels_differ``), which
+    :func:`convert_study`'s callers report as a problem.
+    """
+    kept: list[ImageHeader] = []
+    ignored: list[dict[str, Any]] = []
+    for slice_images in _slice_groups(images):
+        by_phase: dict[tuple[str, Any], list[ImageHeader]] = defaultdict(list)
+        for image in slice_images:
+            by_phase[_phase_of(image)].append(image)
+        for (what, value), same in by_phase.items():
+            if value is None or len(same) == 1:
+                # without either attribute the phase is unknown: _make_stack names the file
+                kept.extend(same)
+                continue
+            keep, *others = sorted(
+                same, key=lambda image: (image.instance_number is None, -(image.instance_number or 0), image.path)
+            )
+            kept.append(keep)
+            keep_pixels = _read_pixels(keep, study_dir)
+            for other in others:
+                differ = not np.array_equal(keep_pixels, _read_pixels(other, study_dir))
+                if not differ:
+                    which = "identical pixels"
+                elif keep.instance_number != other.instance_number:
+                    which = f"its pixels differ; the later InstanceNumber ({keep.instance_number}) is kept"
+                else:
+                    which = "its pixels differ; of equal InstanceNumbers, the file whose path sorts first is kept"
+                ignored.append(
+                    {
+                        "file": str(other.path.relative_to(study_dir)),
+                        "reason": f"a second image of series {other.series_number} at the slice position and phase "
+                        f"({what} {value}) of {keep.path.relative_to(study_dir)}, with another SOPInstanceUID: "
+                        f"{which}",
+                        "pixels_differ": differ,
+                    }
+                )
+    return kept, ignored
 
 
 # --- identification --------------------------------------------------------------------------------
@@ -661,26 +994,35 @@ def _closest_view(angle_deg: float) -> tuple[str | None, float]:
     return (view if distances[view] <= LA_VIEW_ANGLE_TOL_DEG else None), distances[view]
 
 
-def _merge_single_slice_sa(stacks: list[CineStack], study_dir: Path) -> tuple[CineStack | None, list[CineStack]]:
+def _merge_single_slice_sa(
+    stacks: list[CineStack], study_dir: Path, gaps: Sequence[SliceGap] = (), spare: Sequence[DamagedImage] = ()
+) -> tuple[CineStack | None, list[CineStack]]:
     """Merge parallel single-slice cine series (one series per SA slice, common on Siemens) into one SA stack.
 
-    Uses the largest set of >= 3 series that share grid and phase count at distinct positions.
+    Uses the largest set of >= 3 series that share grid and phase count at distinct positions. Series with fewer
+    phases join it where damaged files of no known series (``spare``) can account for the missing images; their
+    slices are then dropped (:func:`_drop_short_slices`). Where a dropped slice position (``gaps``, or such a slice)
+    interrupts the stack, the longest run is kept and the others listed in the stack's ``dropped``.
 
     Returns:
         The merged stack (None if no such set) and the series merged into it.
     """
     best: list[CineStack] = []
     for seed in stacks:
-        members = [s for s in stacks if _same_grid(seed.first, s.first) and s.num_phases == seed.num_phases]
+        parallel = [s for s in stacks if _same_grid(seed.first, s.first) and s.num_phases <= seed.num_phases]
+        missing = sum(seed.num_phases - s.num_phases for s in parallel)
+        members = parallel if missing <= len(spare) else [s for s in parallel if s.num_phases == seed.num_phases]
         positions = {round(float(np.dot(s.first.position, seed.first.normal)) / POSITION_TOL_MM) for s in members}
         if len(members) >= 3 and len(positions) == len(members) and len(members) > len(best):
             best = members
     if not best:
         return None, []
-    merged = _make_stack([image for s in best for image in s.slices[0]], study_dir)
-    merged.description = "; ".join(sorted({s.description for s in best}))
-    named = all(view_from_description(s.description) == "sa" for s in best)
-    merged.identified_by = f"{'description' if named else 'geometry'}: {len(best)} parallel single-slice series merged"
+    merged = _make_stack([image for s in best for image in s.slices[0]], study_dir, gaps, spare)
+    merged.description = "; ".join(sorted({images[0].description for images in merged.slices}))
+    named = all(view_from_description(images[0].description) == "sa" for images in merged.slices)
+    merged.identified_by = (
+        f"{'description' if named else 'geometry'}: {len(merged.slices)} parallel single-slice series merged"
+    )
     return merged, best
 
 
@@ -702,7 +1044,9 @@ def _skip_entry(stack_or_images: CineStack | Sequence[ImageHeader], reason: str)
     }
 
 
-def _choose_sa(stacks: list[CineStack], study_dir: Path) -> tuple[CineStack | None, list[CineStack]]:
+def _choose_sa(
+    stacks: list[CineStack], study_dir: Path, gaps: Sequence[SliceGap] = (), spare: Sequence[DamagedImage] = ()
+) -> tuple[CineStack | None, list[CineStack]]:
     """Pick the SA stack: a multi-slice stack named SA, else the unnamed multi-slice stack with most slices,
     else parallel single-slice series merged into a stack.
 
@@ -719,7 +1063,7 @@ def _choose_sa(stacks: list[CineStack], study_dir: Path) -> tuple[CineStack | No
         )
         return chosen, [chosen]
     single = [s for s in stacks if len(s.slices) == 1 and view_from_description(s.description) in (None, "sa")]
-    return _merge_single_slice_sa(single, study_dir)
+    return _merge_single_slice_sa(single, study_dir, gaps, spare)
 
 
 def _identify_la(stack: CineStack, sa: CineStack | None) -> tuple[str | None, str]:
@@ -761,9 +1105,13 @@ def _identify_la(stack: CineStack, sa: CineStack | None) -> tuple[str | None, st
     return view, f"geometry: line at {angle:.0f} deg in the SA plane ({distance:.0f} deg from typical {view})"
 
 
-def identify_stacks(stacks: list[CineStack], study_dir: Path) -> tuple[dict[str, CineStack], list[dict[str, Any]]]:
-    """Assign cine stacks to plane file stems; return {stem: stack} and skipped-series report entries."""
-    sa, sa_parts = _choose_sa(stacks, study_dir)
+def identify_stacks(
+    stacks: list[CineStack], study_dir: Path, gaps: Sequence[SliceGap] = (), spare: Sequence[DamagedImage] = ()
+) -> tuple[dict[str, CineStack], list[dict[str, Any]]]:
+    """Assign cine stacks to plane file stems; return {stem: stack} and skipped-series report entries. ``gaps`` and
+    ``spare``: dropped slice positions and damaged files of no known series, for an SA stack merged from single-slice
+    series (:func:`_merge_single_slice_sa`)."""
+    sa, sa_parts = _choose_sa(stacks, study_dir, gaps, spare)
     planes: dict[str, CineStack] = {"sa": sa} if sa is not None else {}
     remaining = [s for s in stacks if not any(s is part for part in sa_parts)]
     skipped: list[dict[str, Any]] = []
@@ -913,19 +1261,38 @@ def _written_entry(stack: CineStack, volume: np.ndarray, study_dir: Path) -> dic
     }
 
 
-def _cine_stacks(headers: Iterable[ImageHeader], study_dir: Path) -> tuple[list[CineStack], list[dict[str, Any]]]:
-    """Group headers by series into cine stacks; non-cine series become skipped entries."""
+def _cine_stacks(
+    scan: _StudyScan, study_dir: Path
+) -> tuple[list[CineStack], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Group a scan's headers by series into cine stacks; return the stacks, skipped entries (non-cine series) and
+    ignored entries (repeated images of a cine series, :func:`resolve_repeated_images`)."""
     by_series: dict[str, list[ImageHeader]] = defaultdict(list)
-    for header in headers:
+    for header in scan.headers:
         by_series[header.series_uid].append(header)
-    stacks, skipped = [], []
-    for images in by_series.values():
+    stacks, skipped, ignored = [], [], []
+    for uid, images in by_series.items():
         reason = _non_cine_reason(images)
         if reason is None:
-            stacks.append(_make_stack(images, study_dir))
+            images, repeated = resolve_repeated_images(images, study_dir)
+            ignored += repeated
+            spare = [
+                image
+                for image in scan.unattributed
+                if image.series_uid in ("", uid) or image.series_uid not in by_series
+            ]
+            gaps = [gap for gap in scan.gaps if gap.series_uid == uid]
+            stacks.append(_make_stack(images, study_dir, gaps, spare))
         else:
             skipped.append(_skip_entry(images, reason))
-    return stacks, skipped
+    return stacks, skipped, ignored
+
+
+def _dropped_note(scan: _StudyScan) -> str:
+    """What damaged files were dropped, for the error of a study left without planes ("" if none)."""
+    if not scan.dropped_files:
+        return ""
+    named = "; ".join(f"{entry['file']}: {entry['reason']}" for entry in scan.dropped_files[:3])
+    return f"; {len(scan.dropped_files)} damaged file(s) dropped with their slices ({named})"
 
 
 def _earlier_planes(out: Path, planes: dict[str, CineStack], study: Path) -> list[Path]:
@@ -959,28 +1326,43 @@ def convert_study(study_dir: str | os.PathLike, out_dir: str | os.PathLike) -> d
 
     Writes ``sa.nii.gz`` (X, Y, S, T) and ``la_<view>.nii.gz`` (X, Y, 1, T) with RAS affines, and
     ``conversion.json`` (the returned report: written planes with their source files, skipped series with
-    reasons, ignored and repaired files); removes an earlier conversion's planes this study does not have.
+    reasons, ignored, repaired and dropped files, dropped slices); removes an earlier conversion's planes this study
+    does not have. A damaged image (pixel data missing, cut short or not Rows x Columns; a file cut short or
+    unreadable) drops its slice position, every phase of it (:func:`drop_damaged_slices`); of two images at one
+    slice position and phase, one is kept (:func:`resolve_repeated_images`).
 
     Raises:
-        DicomConversionError: unreadable or geometry-less images, inconsistent stacks, or no cine series.
+        DicomConversionError: geometry-less images that cannot be placed, unusable attributes, inconsistent stacks,
+            or no cine series left, naming the study and the file.
     """
     study = Path(study_dir).resolve()
     if not study.is_dir():
         raise _error(study, None, "not a directory", "Pass the folder holding the study's DICOM files.")
     scan = scan_study(study)
-    stacks, skipped = _cine_stacks(scan.headers, study)
+    stacks, skipped, repeated = _cine_stacks(scan, study)
     if not stacks:
         reasons = "".join(f"; series {entry['series_number']}: {entry['reason']}" for entry in skipped[:3])
         raise _error(
             study,
             None,
             f"no cine series found ({len(scan.headers)} images, {len(skipped)} non-cine series, "
-            f"{len(scan.ignored)} non-image files){reasons}",
-            "Check that the folder holds the cine acquisitions.",
+            f"{len(scan.ignored)} non-image files){reasons}{_dropped_note(scan)}",
+            "Check that the folder holds the cine acquisitions; re-export damaged files.",
         )
-    planes, identification_skips = identify_stacks(stacks, study)
+    # the slices of series dropped whole (an SA slice exported as its own series): a merged SA stack cannot bridge them
+    remaining = {uid for stack in stacks for uid in stack.series_uids}
+    series = {header.series_uid for header in scan.headers}
+    unknown_series = [image for image in scan.unattributed if image.series_uid not in series]
+    planes, identification_skips = identify_stacks(
+        stacks, study, [gap for gap in scan.gaps if gap.series_uid not in remaining], unknown_series
+    )
     if not planes:
-        raise _error(study, None, "no cine series could be identified as SA, 2ch, 3ch or 4ch", "See the skipped list.")
+        raise _error(
+            study,
+            None,
+            f"no cine series could be identified as SA, 2ch, 3ch or 4ch{_dropped_note(scan)}",
+            "See the skipped list; re-export damaged files.",
+        )
     out = Path(out_dir)
     stale = _earlier_planes(out, planes, study)
     out.mkdir(parents=True, exist_ok=True)
@@ -996,8 +1378,14 @@ def convert_study(study_dir: str | os.PathLike, out_dir: str | os.PathLike) -> d
         "identifiers": study_identifiers(planes),
         "written": written,
         "skipped": skipped + identification_skips,
-        "ignored_files": scan.ignored,
+        "ignored_files": scan.ignored + repeated,
         "repaired_files": scan.repaired,
+        # damaged files (pixel data missing, cut short or not Rows x Columns; unreadable) and the slice positions
+        # dropped with them: of their own stack, or cut off from it by the gap they leave
+        "dropped_files": scan.dropped_files,
+        "dropped_slices": scan.dropped_slices
+        + [entry for stack in stacks for entry in stack.dropped]
+        + [entry for plane in planes.values() if not any(plane is s for s in stacks) for entry in plane.dropped],
         # planes an earlier conversion wrote into this folder that this study does not have
         "removed_earlier_planes": [path.name for path in stale],
         "frame_count_mismatch_policy": FRAME_COUNT_MISMATCH_POLICY,

@@ -92,14 +92,28 @@ def dicom_identifiers(subject_folder: str | os.PathLike) -> dict[str, str]:
     }
 
 
-def conversion_repairs(subject_folder: str | os.PathLike) -> list[str]:
-    """What the DICOM conversion of a subject folder repaired (its ``conversion.json``), one line per file, e.g. an
-    image whose geometry was taken from the other phases of its slice; empty when it was not converted."""
+def conversion_problems(subject_folder: str | os.PathLike) -> list[str]:
+    """What the DICOM conversion of a subject folder repaired or dropped (its ``conversion.json``), one line per file
+    or slice: an image whose geometry was taken from the other phases of its slice, a damaged file and the slice
+    positions dropped with it, a repeated image whose pixels differ from the one kept; empty when it was not
+    converted."""
     report_path = Path(subject_folder) / REPORT_NAME
     if not report_path.is_file():
         return []
-    repaired = json.loads(report_path.read_text()).get("repaired_files") or []
-    return [f"DICOM {entry['file']}: {entry['repair']}" for entry in repaired]
+    report = json.loads(report_path.read_text())
+    lines = [f"DICOM {entry['file']}: {entry['repair']}" for entry in report.get("repaired_files") or []]
+    lines += [f"DICOM {entry['file']}: dropped, {entry['reason']}" for entry in report.get("dropped_files") or []]
+    lines += [
+        f"DICOM series {entry['series_number']}: slice at {entry['position_along_normal_mm']:.1f} mm dropped "
+        f"({len(entry['files'])} images): {entry['reason']}"
+        for entry in report.get("dropped_slices") or []
+    ]
+    lines += [
+        f"DICOM {entry['file']}: ignored, {entry['reason']}"
+        for entry in report.get("ignored_files") or []
+        if entry.get("pixels_differ")
+    ]
+    return lines
 
 
 def unusable_folder_reason(folder: Path) -> str | None:
@@ -393,7 +407,7 @@ class CohortPredictor:
             "sa_slices_unsegmented": segmentation.sa_slices_unsegmented,
             "canonical_planes_missing": missing,
             "heart_centre_method": geometry.get("centre_method"),
-            "problems": [p for p in sample["problems"].split("\n") if p] + conversion_repairs(item["subject"]),
+            "problems": [p for p in sample["problems"].split("\n") if p] + conversion_problems(item["subject"]),
             # chambers whose measured ES (or minimum) volume exceeded the ED (maximum) one: SV and EF left empty
             "ejection_not_measured": implausible_ejections(measured),
             # phenotypes left empty because the head gave a value no heart has (e.g. a scan far from its training data)
