@@ -231,12 +231,17 @@ def test_a_second_copy_of_an_instance_is_ignored_and_reported(tmp_path: Path) ->
     assert {"file": "5_copy.dcm", "reason": "a second copy of the instance in 5.dcm"} in report["ignored_files"]
 
 
-def test_la_written_with_correct_affine(tmp_path: Path) -> None:
-    study = tmp_path / "study"
-    for number in range(1, 41):  # 2 slices x 20 phases
-        (study / "sa").mkdir(parents=True, exist_ok=True)
+def sa_and_la_study(study: Path) -> Path:
+    """A study folder of two Sunnybrook SA slices x 20 phases (``sa/``) and a synthetic 4-chamber series (``la/``)."""
+    (study / "sa").mkdir(parents=True)
+    for number in range(1, 41):
         shutil.copyfile(STUDY / f"{number}.dcm", study / "sa" / f"{number}.dcm")
     write_synthetic_la_series([STUDY / f"{n}.dcm" for n in range(1, 7)], 75.0, study / "la")
+    return study
+
+
+def test_la_written_with_correct_affine(tmp_path: Path) -> None:
+    study = sa_and_la_study(tmp_path / "study")
     out = tmp_path / "subject"
     assert run_cli("convert_dicom.py", study, "--out", out).returncode == 0
     image = nib.load(out / "la_4ch.nii.gz")
@@ -249,11 +254,7 @@ def test_la_written_with_correct_affine(tmp_path: Path) -> None:
 def test_a_reconversion_removes_the_earlier_conversions_planes_the_study_no_longer_has(tmp_path: Path) -> None:
     """Converted again into the same folder without its long-axis series, a study leaves no la_4ch.nii.gz of the
     earlier conversion to pass for one of its planes; a folder that no conversion wrote is never emptied."""
-    study = tmp_path / "study"
-    for number in range(1, 41):  # 2 slices x 20 phases
-        (study / "sa").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(STUDY / f"{number}.dcm", study / "sa" / f"{number}.dcm")
-    write_synthetic_la_series([STUDY / f"{n}.dcm" for n in range(1, 7)], 75.0, study / "la")
+    study = sa_and_la_study(tmp_path / "study")
     out = tmp_path / "subject"
     assert run_cli("convert_dicom.py", study, "--out", out).returncode == 0
     assert (out / "la_4ch.nii.gz").is_file()
