@@ -39,7 +39,15 @@ from monai.transforms import MapTransform, RandomizableTransform
 
 from scripts.cache import cache_file, load_cached, save_cached
 from scripts.frames import resample_time
-from scripts.geometry import canonical_grid, plane_axes, sa_slice_order, voxel_to_world, world_to_voxel
+from scripts.geometry import (
+    canonical_grid,
+    patient_axes,
+    plane_axes,
+    sa_apex_direction,
+    sa_slice_order,
+    voxel_to_world,
+    world_to_voxel,
+)
 from scripts.heart_centre import heart_centre
 from scripts.labels import LA_PLANES, NUM_CLASSES, PHENOTYPE_NAMES, SA_PLANE, UNLABELLED, canonical_plane_names
 from scripts.subject import Plane, Subject, load_subject
@@ -47,6 +55,9 @@ from scripts.subject import Plane, Subject, load_subject
 logger = logging.getLogger(__name__)
 
 GEOMETRY_VERSION = 1
+#: how the in-plane axes of the canonical planes are chosen (``LoadCineSubjectd.in_plane_axes``): from the patient's
+#: axes, the same for any storage of a plane (``scripts.geometry.patient_axes``), or as the file stores its voxels
+IN_PLANE_AXES = ("patient", "stored")
 INTENSITY_PERCENTILES = (1.0, 99.5)
 #: At most this many voxels per plane file enter the percentile estimate (strided subsample, deterministic).
 PERCENTILE_SAMPLE_SIZE = 500_000
@@ -147,6 +158,7 @@ def _sample_label(frames: np.ndarray, voxel_xy: np.ndarray) -> np.ndarray:
 
 def _cut_plane(
     plane: Plane,
+    axes: tuple[np.ndarray, np.ndarray, np.ndarray],
     source_slice: int,
     name: str,
     centre: np.ndarray,
@@ -155,10 +167,11 @@ def _cut_plane(
     crop_size: int,
     spacing_mm: float,
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
-    """One canonical plane cut from slice ``source_slice`` of ``plane``, centred on the projection of ``centre``
-    (3,) mm: uint8 image (T, H, W) (``intensities`` (low, high) -> 0..255), uint8 label (T, H, W) or None without a
-    label file, and its ``geometry["planes"]`` record."""
-    u, v, normal = plane_axes(plane.affine)
+    """One canonical plane cut from slice ``source_slice`` of ``plane`` along ``axes`` (u, v, normal; see
+    :func:`plane_canonical_axes`), centred on the projection of ``centre`` (3,) mm: uint8 image (T, H, W)
+    (``intensities`` (low, high) -> 0..255), uint8 label (T, H, W) or None without a label file, and its
+    ``geometry["planes"]`` record."""
+    u, v, normal = axes
     plane_point = voxel_to_world(plane.affine, np.array([0.0, 0.0, source_slice]))
     plane_centre = centre - ((centre - plane_point) @ normal) * normal
     voxel_xy = world_to_voxel(plane.affine, canonical_grid(plane_centre, u, v, crop_size, spacing_mm))[..., :2]
@@ -181,14 +194,29 @@ def _cut_plane(
     return image, label, record
 
 
-def _crop_centre(subject: Subject, centre_shift_px: Sequence[float], spacing_mm: float) -> tuple[np.ndarray, str]:
+def plane_canonical_axes(
+    subject: Subject, plane: Plane, in_plane_axes: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(u, v, normal) of the canonical planes cut from ``plane``: :func:`scripts.geometry.patient_axes` (a long-axis
+    view's apex along the subject's SA normal where it has an SA stack) for ``"patient"``, the stored voxel axes for
+    ``"stored"``."""
+    if in_plane_axes == "stored":
+        return plane_axes(plane.affine)
+    sa = subject.planes.get(SA_PLANE)
+    apex = sa_apex_direction(sa.affine) if sa is not None else None
+    return patient_axes(plane.affine, plane.name == SA_PLANE, apex)
+
+
+def _crop_centre(
+    subject: Subject, centre_shift_px: Sequence[float], spacing_mm: float, in_plane_axes: str
+) -> tuple[np.ndarray, str]:
     """World (mm) centre of every crop and how it was found: the heart centre moved by ``centre_shift_px`` canonical
-    pixels along the in-plane axes of the SA stack (of the first LA view without one)."""
+    pixels along the canonical in-plane axes of the SA stack (of the first LA view without one)."""
     centre, centre_method = heart_centre(subject)
     if any(centre_shift_px):
         sa = subject.planes.get(SA_PLANE)
         reference = sa if sa is not None else next(subject.planes[s] for s in LA_PLANES if s in subject.planes)
-        u, v, _ = plane_axes(reference.affine)
+        u, v, _ = plane_canonical_axes(subject, reference, in_plane_axes)
         centre = centre + spacing_mm * (float(centre_shift_px[0]) * u + float(centre_shift_px[1]) * v)
     return centre, centre_method
 
@@ -209,12 +237,14 @@ def build_canonical(
     spacing_mm: float = 1.8,
     sa_slice_indices: Sequence[int] | None = None,
     centre_shift_px: Sequence[float] = (0.0, 0.0),
+    in_plane_axes: str = "patient",
 ) -> dict[str, Any]:
     """The canonical stack of a loaded subject, as numpy arrays.
 
     ``centre_shift_px`` moves the heart centre by that many canonical pixels along the in-plane axes (u, v) of the SA
     stack (of the first LA view without one), so every crop moves by the shift's part in its plane: inference's
-    test-time shifts (see :meth:`scripts.subject_segmenter.SubjectSegmenter.input_plane_labels`).
+    test-time shifts (see :meth:`scripts.subject_segmenter.SubjectSegmenter.input_plane_labels`). ``in_plane_axes``:
+    one of :data:`IN_PLANE_AXES` (:func:`plane_canonical_axes`).
 
     Returns:
         dict with ``image_u8`` uint8 (1, P, T, H, W) (intensity x 255), ``label`` uint8 (1, P, T, H, W),
@@ -232,7 +262,9 @@ def build_canonical(
     sa_selection = select_sa_slices(sa_order, num_sa_slices, sa_slice_indices) if sa is not None else []
     if sa is not None and None in sa_selection and sa_slice_indices is None:
         problems.append(f"SA stack has {len(sa_order)} slices < {num_sa_slices}: some canonical SA planes are missing")
-    centre, centre_method = _crop_centre(subject, centre_shift_px, spacing_mm)
+    if in_plane_axes not in IN_PLANE_AXES:
+        raise ValueError(f"in_plane_axes must be one of {IN_PLANE_AXES}, got {in_plane_axes!r}")
+    centre, centre_method = _crop_centre(subject, centre_shift_px, spacing_mm, in_plane_axes)
 
     # (canonical index, source plane, source slice) of every canonical plane that exists
     sources: list[tuple[int, Plane, int]] = [(k, sa, z) for k, z in enumerate(sa_selection) if z is not None]
@@ -240,8 +272,9 @@ def build_canonical(
     ranges = {stem: intensity_range(plane.image) for stem, plane in subject.planes.items()}
     plane_records: list[dict[str, Any]] = [{"name": name, "source": None} for name in names]
     for index, plane, z in sources:
+        axes = plane_canonical_axes(subject, plane, in_plane_axes)
         image[0, index], plane_label, plane_records[index] = _cut_plane(
-            plane, z, names[index], centre, ranges[plane.name], num_frames, crop_size, spacing_mm
+            plane, axes, z, names[index], centre, ranges[plane.name], num_frames, crop_size, spacing_mm
         )
         if plane_label is not None:
             label[0, index] = plane_label
@@ -295,6 +328,9 @@ class LoadCineSubjectd(MapTransform):
         label_map: label convention of the label files (the subject's ``subject.json`` overrides it).
         sa_slice_indices: explicit source SA slices (see :func:`plan_sa_passes`); None = evenly spaced.
         centre_shift_px: (u, v) canonical pixels to move the heart centre by (see :func:`build_canonical`).
+        in_plane_axes: ``"patient"`` (the canonical orientation does not depend on how a file stores its voxels) or
+            ``"stored"`` (the files' voxel axes, as weights before 0.18.0 were trained): see
+            :func:`plane_canonical_axes`.
         cache_dir: folder for preprocessed samples (keyed on input file stats and these parameters), or None.
     """
 
@@ -308,6 +344,7 @@ class LoadCineSubjectd(MapTransform):
         label_map: str | Mapping[int, int] = "project",
         sa_slice_indices: Sequence[int] | None = None,
         centre_shift_px: Sequence[float] = (0.0, 0.0),
+        in_plane_axes: str = "patient",
         cache_dir: str | os.PathLike | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
@@ -321,6 +358,9 @@ class LoadCineSubjectd(MapTransform):
         if len(centre_shift_px) != 2:
             raise ValueError(f"centre_shift_px must be (u, v) canonical pixels, got {centre_shift_px}")
         self.centre_shift_px = [float(x) for x in centre_shift_px]
+        if in_plane_axes not in IN_PLANE_AXES:
+            raise ValueError(f"in_plane_axes must be one of {IN_PLANE_AXES}, got {in_plane_axes!r}")
+        self.in_plane_axes = in_plane_axes
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
 
     def parameters(self) -> dict[str, Any]:
@@ -332,6 +372,7 @@ class LoadCineSubjectd(MapTransform):
             "spacing_mm": self.spacing_mm,
             "label_map": self.label_map,
             "sa_slice_indices": self.sa_slice_indices,
+            "in_plane_axes": self.in_plane_axes,
         }
         if any(self.centre_shift_px):  # unshifted samples keep the keys of caches written before shifts existed
             parameters["centre_shift_px"] = self.centre_shift_px
@@ -366,6 +407,7 @@ class LoadCineSubjectd(MapTransform):
             self.spacing_mm,
             self.sa_slice_indices,
             self.centre_shift_px,
+            self.in_plane_axes,
         )
         if cache_path is not None:
             save_cached(cache_path, built)
