@@ -237,7 +237,7 @@ def build_canonical(
     spacing_mm: float = 1.8,
     sa_slice_indices: Sequence[int] | None = None,
     centre_shift_px: Sequence[float] = (0.0, 0.0),
-    in_plane_axes: str = "patient",
+    in_plane_axes: str = "stored",
 ) -> dict[str, Any]:
     """The canonical stack of a loaded subject, as numpy arrays.
 
@@ -328,8 +328,8 @@ class LoadCineSubjectd(MapTransform):
         label_map: label convention of the label files (the subject's ``subject.json`` overrides it).
         sa_slice_indices: explicit source SA slices (see :func:`plan_sa_passes`); None = evenly spaced.
         centre_shift_px: (u, v) canonical pixels to move the heart centre by (see :func:`build_canonical`).
-        in_plane_axes: ``"patient"`` (the canonical orientation does not depend on how a file stores its voxels) or
-            ``"stored"`` (the files' voxel axes, as weights before 0.18.0 were trained): see
+        in_plane_axes: ``"stored"`` (the files' voxel axes, as the shipped weights were trained) or ``"patient"``
+            (the canonical orientation does not depend on how a file stores its voxels): see
             :func:`plane_canonical_axes`.
         cache_dir: folder for preprocessed samples (keyed on input file stats and these parameters), or None.
     """
@@ -344,7 +344,7 @@ class LoadCineSubjectd(MapTransform):
         label_map: str | Mapping[int, int] = "project",
         sa_slice_indices: Sequence[int] | None = None,
         centre_shift_px: Sequence[float] = (0.0, 0.0),
-        in_plane_axes: str = "patient",
+        in_plane_axes: str = "stored",
         cache_dir: str | os.PathLike | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
@@ -372,10 +372,12 @@ class LoadCineSubjectd(MapTransform):
             "spacing_mm": self.spacing_mm,
             "label_map": self.label_map,
             "sa_slice_indices": self.sa_slice_indices,
-            "in_plane_axes": self.in_plane_axes,
         }
-        if any(self.centre_shift_px):  # unshifted samples keep the keys of caches written before shifts existed
+        # unshifted samples on the stored axes keep the keys of caches written before these options existed
+        if any(self.centre_shift_px):
             parameters["centre_shift_px"] = self.centre_shift_px
+        if self.in_plane_axes != "stored":
+            parameters["in_plane_axes"] = self.in_plane_axes
         return parameters
 
     def read_files(self, data: Mapping[Hashable, Any]) -> Subject | None:

@@ -4,12 +4,12 @@ A plane file's (4, 4) affine maps voxel coordinates (x, y, slice) to world mm. A
 world mm: centre ``c`` (3,), in-plane unit vectors ``u`` and ``v`` (3,), spacing ``s`` mm and ``n x n`` pixels.
 Canonical pixel ``[i, j]`` (array axes H, W) lies at ``c + (i - (n - 1) / 2) s u + (j - (n - 1) / 2) s v``.
 
-``u`` and ``v`` come from the patient's axes (:func:`patient_axes`), not from the order in which a file stores its
-voxels: scanners, vendors and converters store the same plane transposed, mirrored or rotated, and a network sees
-each of those as another anatomy. SA planes: ``u`` is the plane's direction nearest to the patient's left-posterior
-and ``u x v`` points to the apex. Long-axis planes: ``v`` points to the apex along the LV long axis (the SA stack's
-normal, else the standard axis below) and ``u`` to the patient's posterior side. ``plane_axes`` gives the stored
-axes (voxel axes 0 and 1, ``v`` orthogonalised against ``u``).
+``u`` and ``v`` are either the source plane's stored axes (:func:`plane_axes`: voxel axes 0 and 1, ``v``
+orthogonalised against ``u``), or the patient's axes (:func:`patient_axes`), which do not depend on the order in which
+a file stores its voxels: scanners, vendors and converters store the same plane transposed, mirrored or rotated, and a
+network sees each of those as another image. Patient axes: on SA planes ``u`` is the plane's direction nearest to the
+patient's left-posterior and ``u x v`` points to the apex; on long-axis planes ``v`` points to the apex along the LV
+long axis (the SA stack's normal, else the standard axis below) and ``u`` to the patient's posterior side.
 
 SA slices are ordered base to apex by their position along RAS ``(1, -1, 1)``: the base lies right, posterior and
 superior of the apex in every standard acquisition, so no segmentation is needed.

@@ -208,6 +208,7 @@ class SubjectSegmenter:
             label_map=loader.label_map,
             sa_slice_indices=sa_slices,
             centre_shift_px=[float(x) for x in shift_px],
+            in_plane_axes=loader.in_plane_axes,
             cache_dir=loader.cache_dir,
             allow_missing_keys=loader.allow_missing_keys,
         )
