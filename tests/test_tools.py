@@ -281,11 +281,12 @@ def test_real_scan_recipe_ships_real_training_only_where_leave_one_out_shows_it_
     synthetic-only model from --start (or the one --synthetic-model names, untrained) and one model per leave-one-out
     fold from it, each fold evaluated on its own split file; the model on all real studies is trained, and gets the
     heads, only where the folds' held-out Dice beats the synthetic-only model's on the same studies; otherwise the
-    synthetic-only model ships."""
+    synthetic-only model ships. With --in-plane-axes (given with --synthetic-model here) every training and evaluation
+    runs on those axes; without it, on the configs' own."""
     tool = load_tool("train_real_scans")
     recipe = yaml.safe_load((BUNDLE / "configs" / "recipe.yaml").read_text())["real_scans"]
     folds = [f"folds/fold{k}.json" for k in range(3)]
-    trainings, evaluations = {}, []
+    trainings, evaluations, axes_used = {}, [], []
 
     def run(command, log):
         arguments = dict(zip(command[4::2], command[5::2]))
@@ -293,6 +294,7 @@ def test_real_scan_recipe_ships_real_training_only_where_leave_one_out_shows_it_
 
     def evaluate(ckpt, scratch_ckpt, output_dir, test_data, data, log, **overrides):
         evaluations.append((output_dir.name, ckpt, overrides.get("datalist")))
+        axes_used.append(overrides.get("in_plane_axes"))
         fold = output_dir.name.startswith("fold")
         value = 0.7 if fold == real_studies_help else 0.6
         dice = {"all": {"LVBP": value, "LVMYO": value}}
@@ -310,7 +312,10 @@ def test_real_scan_recipe_ships_real_training_only_where_leave_one_out_shows_it_
     monkeypatch.setattr(tool, "shipped_precision", lambda checkpoint, out: rounded.append((checkpoint, out)) or out)
     start = tmp_path / "start.pt"
     origin = ["--synthetic-model" if given_synthetic else "--start", str(start)]
-    tool.main(origin + ["--work-dir", str(tmp_path / "work")])
+    axes = "patient" if given_synthetic else None
+    tool.main(origin + ["--work-dir", str(tmp_path / "work")] + (["--in-plane-axes", axes] if axes else []))
+    assert {arguments.get("--in_plane_axes") for arguments in trainings.values()} == {axes}
+    assert set(axes_used) == {axes}
     out = tmp_path / "work" / "outputs"
     synthetic = out / "synthetic" / "models" / f"checkpoint_epoch={recipe['synthetic']['max_epochs']}.pt"
     synthetic = start.resolve() if given_synthetic else synthetic

@@ -21,7 +21,7 @@ starts at step 3 from a synthetic-only model already made (the held-out cohorts 
 
     python -m tools.train_real_scans --start runs/demo/outputs/finetune_segmentation/models/model.pt \\
         [--work-dir runs/real_scans] [--resume] [--install-weights]
-    python -m tools.train_real_scans --synthetic-model SYNTHETIC.pt [...]
+    python -m tools.train_real_scans --synthetic-model SYNTHETIC.pt [--in-plane-axes patient] [...]
 """
 
 from __future__ import annotations
@@ -136,6 +136,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes synthesising the cohorts")
     parser.add_argument("--resume", action="store_true", help="keep finished cohorts and trainings")
     parser.add_argument("--install-weights", action="store_true", help="ship the final model as models/model.pt")
+    parser.add_argument(
+        "--in-plane-axes",
+        choices=("stored", "patient"),
+        help="train and score every sample on these in-plane axes (the configs' in_plane_axes; default: theirs)",
+    )
     args = parser.parse_args(argv)
     recipes = load_recipes()
     recipe = recipes["real_scans"]
@@ -148,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     folds = import_real_studies(args.sunnybrook.resolve(), real, log)
     common = {"dataset_dir": wide, "output_dir": out, "preset": recipes["preset"]}
     common["resume"] = str(args.resume).lower()
+    segmenting = dict(recipe["segmenting"])
+    if args.in_plane_axes is not None:
+        common["in_plane_axes"] = segmenting["in_plane_axes"] = args.in_plane_axes
     if args.start is not None:
         start = args.start.resolve()
         synthetic = train_segmentation(
@@ -162,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         for k, fold in enumerate(folds)
     ]
-    segmenting, preset = recipe["segmenting"], common["preset"]
+    preset = common["preset"]
     evaluations = work / "evaluation"
     summary: dict = {
         "zero_shot": sunnybrook_scores(
