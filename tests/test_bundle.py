@@ -52,6 +52,15 @@ def bundle_run(
     return result
 
 
+def untrained_tiny_model(path: Path) -> Path:
+    """A randomly initialised (seed 0) ``tiny`` segmentation network of 9 planes saved at ``path``: inference runs
+    through the real workflow without training first."""
+    grid = preset_grid("tiny")
+    torch.manual_seed(0)
+    torch.save(build_network("heart", "tiny", 9, grid.num_frames, grid.crop_size).state_dict(), path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_cohort, tmp_path_factory) -> Path:
     """Pretrain, then fine-tune segmentation and phenotypes, for one epoch each; returns the output folder."""
@@ -733,10 +742,7 @@ def test_a_stopped_folder_inference_is_finished_by_skip_existing_keeping_the_com
     dataset = tmp_path / "dataset"
     for name in ("subject_0000", "subject_0001"):
         shutil.copytree(tiny_cohort / name, dataset / name)
-    grid = preset_grid("tiny")
-    torch.manual_seed(0)
-    model = tmp_path / "model.pt"
-    torch.save(build_network("heart", "tiny", 9, grid.num_frames, grid.crop_size).state_dict(), model)
+    model = untrained_tiny_model(tmp_path / "model.pt")
     out = tmp_path / "predictions"
     common = {"dataset_dir": dataset, "output_dir": out, "ckpt": model, "centre_shifts_px": "[]"}
     bundle_run(["configs/inference.yaml"], **common)
@@ -768,10 +774,7 @@ def test_a_killed_folder_inference_leaves_cohort_tables_of_exactly_the_subjects_
         shutil.copytree(tiny_cohort / name, dataset / name)
     for path in (dataset / names[0]).glob("*.nii.gz"):
         path.write_bytes(b"not a nifti file")  # the first subject fails: errors.csv must be on disk too
-    grid = preset_grid("tiny")
-    torch.manual_seed(0)
-    model = tmp_path / "model.pt"
-    torch.save(build_network("heart", "tiny", 9, grid.num_frames, grid.crop_size).state_dict(), model)
+    model = untrained_tiny_model(tmp_path / "model.pt")
     out = tmp_path / "predictions"
     command = [
         sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml", "--preset", "tiny",

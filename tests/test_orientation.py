@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO
-from test_bundle import bundle_run
+from test_bundle import bundle_run, untrained_tiny_model
 
 from scripts.canonical import LoadCineSubjectd
 from scripts.geometry import BASE_DIRECTION_RAS, patient_axes, plane_axes
-from scripts.presets import build_network, preset_grid
 from tools.restore_subject import restore_subject, restored
 
 GRID = {"num_sa_slices": 6, "num_frames": 10, "crop_size": 48, "spacing_mm": 3.0}
@@ -65,10 +64,7 @@ def test_a_subject_stored_another_way_gives_the_same_sample_and_segmentation(tin
     stored = LoadCineSubjectd(keys="subject", **GRID)  # the default: the files' voxel axes
     assert not torch.allclose(stored({"subject": str(dataset / "stored_otherwise")})["image"], first["image"])
 
-    grid = preset_grid("tiny")
-    torch.manual_seed(0)
-    model = tmp_path / "model.pt"
-    torch.save(build_network("heart", "tiny", 9, grid.num_frames, grid.crop_size).state_dict(), model)
+    model = untrained_tiny_model(tmp_path / "model.pt")
     out = tmp_path / "predictions"
     common = {"dataset_dir": dataset, "output_dir": out, "ckpt": model, "centre_shifts_px": "[]"}
     bundle_run(["configs/inference.yaml"], in_plane_axes="patient", **common)
