@@ -8,7 +8,8 @@ import torch
 
 from scripts.canonical import LoadCineSubjectd, parse_geometry
 from scripts.centre_shift import RandCentreShiftd, plane_pixel_shifts, translate_planes
-from scripts.labels import SA_PLANE, UNLABELLED
+from scripts.heart_centre import MIN_LV_PIXELS, lv_offset_px
+from scripts.labels import CLASS_NAMES, SA_PLANE, UNLABELLED
 
 GRID = {"num_sa_slices": 6, "num_frames": 10, "crop_size": 48, "spacing_mm": 3.0}
 
@@ -77,3 +78,21 @@ def test_random_centre_shift_moves_image_and_label_together_and_is_reproducible(
     assert torch.equal(RandCentreShiftd("image", prob=0.0)(dict(sample))["image"], sample["image"])
     with pytest.raises(ValueError, match="max_shift_mm"):
         RandCentreShiftd("image", max_shift_mm=-1.0)
+
+
+def test_lv_offset_is_the_mean_lv_position_in_the_sa_planes_only():
+    """The recentring target: the LV blood pool's mean (u, v) pixel in the SA planes, from the crop centre; the LA
+    planes' LV and the other classes do not move it; too few LV pixels give no offset."""
+    crop = 33
+    planes = [{"source": SA_PLANE}] * 2 + [{"source": None}, {"source": "la_4ch"}]
+    geometry = {"crop_size": crop, "planes": planes}
+    labels = np.zeros((len(planes), 3, crop, crop), dtype=np.uint8)
+    labels[0, :, 20:25, 5:10] = CLASS_NAMES.index("LVBP")  # centre (22, 7): (+6, -9) from pixel 16
+    labels[1, :, 20:25, 5:10] = CLASS_NAMES.index("LVBP")
+    labels[0, :, 0:8, 25:33] = CLASS_NAMES.index("RVBP")
+    labels[3, :, 0:10, 0:10] = CLASS_NAMES.index("LVBP")  # a long-axis view's LV is not in the SA stack
+    np.testing.assert_allclose(lv_offset_px(geometry, labels), [6.0, -9.0])
+
+    labels[:] = 0
+    labels[0, 0, 16, 16 : 16 + MIN_LV_PIXELS - 1] = CLASS_NAMES.index("LVBP")
+    assert lv_offset_px(geometry, labels) is None

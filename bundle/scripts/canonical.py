@@ -38,6 +38,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 
 from scripts.cache import cache_file, load_cached, save_cached
+from scripts.flags import as_flag
 from scripts.frames import resample_time
 from scripts.geometry import (
     canonical_grid,
@@ -48,7 +49,7 @@ from scripts.geometry import (
     voxel_to_world,
     world_to_voxel,
 )
-from scripts.heart_centre import heart_centre
+from scripts.heart_centre import heart_centre, lv_offset_px
 from scripts.labels import LA_PLANES, NUM_CLASSES, PHENOTYPE_NAMES, SA_PLANE, UNLABELLED, canonical_plane_names
 from scripts.subject import Plane, Subject, load_subject
 
@@ -332,6 +333,10 @@ class LoadCineSubjectd(MapTransform):
             (the canonical orientation does not depend on how a file stores its voxels): see
             :func:`plane_canonical_axes`.
         cache_dir: folder for preprocessed samples (keyed on input file stats and these parameters), or None.
+        centre_on_labelled_lv: training only: a subject whose heart centre is the image centre and whose SA planes
+            have LV blood-pool labels is cut around their mean position (``centre_method`` ``lv_labels``), as
+            inference recentres an SA-only study on the LV it segments
+            (:meth:`scripts.subject_segmenter.SubjectSegmenter.centred_sample`).
     """
 
     def __init__(
@@ -347,6 +352,7 @@ class LoadCineSubjectd(MapTransform):
         in_plane_axes: str = "stored",
         cache_dir: str | os.PathLike | None = None,
         allow_missing_keys: bool = False,
+        centre_on_labelled_lv: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.num_sa_slices = int(num_sa_slices)
@@ -362,6 +368,7 @@ class LoadCineSubjectd(MapTransform):
             raise ValueError(f"in_plane_axes must be one of {IN_PLANE_AXES}, got {in_plane_axes!r}")
         self.in_plane_axes = in_plane_axes
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.centre_on_labelled_lv = as_flag(centre_on_labelled_lv, "centre_on_labelled_lv")
 
     def parameters(self) -> dict[str, Any]:
         """The transform parameters that change the sample (part of the cache key)."""
@@ -378,6 +385,8 @@ class LoadCineSubjectd(MapTransform):
             parameters["centre_shift_px"] = self.centre_shift_px
         if self.in_plane_axes != "stored":
             parameters["in_plane_axes"] = self.in_plane_axes
+        if self.centre_on_labelled_lv:
+            parameters["centre_on_labelled_lv"] = True
         return parameters
 
     def read_files(self, data: Mapping[Hashable, Any]) -> Subject | None:
@@ -401,19 +410,25 @@ class LoadCineSubjectd(MapTransform):
                     logger.warning("cache file %s unreadable (%s); rebuilding", cache_path, err)
         if subject is None:
             subject = load_subject(folder, self.label_map)
-        built = build_canonical(
-            subject,
-            self.num_sa_slices,
-            self.num_frames,
-            self.crop_size,
-            self.spacing_mm,
-            self.sa_slice_indices,
-            self.centre_shift_px,
-            self.in_plane_axes,
-        )
+        grid = (self.num_sa_slices, self.num_frames, self.crop_size, self.spacing_mm, self.sa_slice_indices)
+        built = build_canonical(subject, *grid, self.centre_shift_px, self.in_plane_axes)
+        if self.centre_on_labelled_lv:
+            built = self._centred_on_labelled_lv(subject, built, grid)
         if cache_path is not None:
             save_cached(cache_path, built)
         return built
+
+    def _centred_on_labelled_lv(self, subject: Subject, built: dict[str, Any], grid: tuple) -> dict[str, Any]:
+        """``built`` cut again around the mean LV blood-pool label of its SA planes, where its centre is the image
+        centre and it has such labels (see ``centre_on_labelled_lv``); else ``built`` itself."""
+        geometry = json.loads(built["geometry"])
+        offset = lv_offset_px(geometry, built["label"][0]) if geometry["centre_method"] == "image_centre" else None
+        if offset is None:
+            return built
+        centred = build_canonical(subject, *grid, np.asarray(self.centre_shift_px) + offset, self.in_plane_axes)
+        centred_geometry = json.loads(centred["geometry"])
+        centred_geometry["centre_method"] = "lv_labels"
+        return {**centred, "geometry": json.dumps(centred_geometry)}
 
     def __call__(self, data: Mapping[Hashable, Any], subject: Subject | None = None) -> dict[Hashable, Any]:
         """``subject``: the files of ``data[key]`` already read (:meth:`read_files`), to build from."""

@@ -317,7 +317,9 @@ class CohortEvaluator:
         """Dice, phenotypes (regressed and measured on the segmentation of every input plane) and robustness of one
         subject by one model (``segmenter``: its network with the evaluator's loader, precision and shifts; ``item``
         its datalist entry, ``sample`` the loaded canonical sample, ``reference`` its files as read for it: the label
-        files to score against, and the source of inference's extra SA passes)."""
+        files to score against, and the source of inference's extra SA passes); the sample is cut again around the LV
+        where the model's segmenter recentres it (:meth:`SubjectSegmenter.centred_sample`)."""
+        sample = segmenter.centred_sample(item, reference, sample)
         full = segmenter.predict(sample)
         class_mask = sample["class_mask"]
         views = plane_views(parse_geometry(sample["geometry"]))

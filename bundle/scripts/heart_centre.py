@@ -10,23 +10,33 @@ equations); its intersection with the middle slice of the SA stack is the centre
 the SA field of view on the heart). A motion localiser (centroid of the temporal standard deviation) was tried and
 removed: on the 3 Sunnybrook studies it landed 50-118 mm from the contoured LV (flow and fat artefacts move too), the
 image centre 7-15 mm.
+
+``lv_segmentation``: the image centre moved onto the LV blood pool that a first pass of the network segmented there
+(:func:`lv_offset_px`, applied by :class:`scripts.subject_segmenter.SubjectSegmenter`): the networks learned hearts
+centred as the long-axis intersection centres them, and an off-centre LV is segmented offset towards the crop centre.
+
+``lv_labels``: training only (``LoadCineSubjectd(centre_on_labelled_lv=True)``): the image centre moved onto the mean
+LV blood-pool label, so real SA-only training studies sit in their crops as inference recentres them.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any, Mapping
 
 import numpy as np
 
 from scripts.geometry import plane_axes, sa_slice_order, slice_centre, world_to_voxel
-from scripts.labels import LA_PLANES, SA_PLANE
+from scripts.labels import CLASS_NAMES, LA_PLANES, SA_PLANE
 from scripts.subject import Subject
 
 logger = logging.getLogger(__name__)
 
 #: Two long-axis planes are "distinct" if the second singular value of their normals exceeds this (~6 degrees).
 MIN_LA_NORMAL_SPREAD = 0.1
-CENTRE_METHODS = ("la_intersection", "image_centre")
+CENTRE_METHODS = ("la_intersection", "image_centre", "lv_segmentation", "lv_labels")
+#: fewest LV blood-pool pixels (all SA planes and frames together) for :func:`lv_offset_px` to move the centre
+MIN_LV_PIXELS = 50
 
 
 def heart_centre(subject: Subject) -> tuple[np.ndarray, str]:
@@ -92,3 +102,21 @@ def _long_axis_centre(subject: Subject, sa_order: list[int]) -> np.ndarray | Non
         if not (0 <= x <= sa.image.shape[0] - 1 and 0 <= y <= sa.image.shape[1] - 1):
             return None
     return centre
+
+
+def lv_offset_px(geometry: Mapping[str, Any], labels: np.ndarray) -> np.ndarray | None:
+    """Mean position (2,) of the LV blood pool in the canonical SA planes, in canonical pixels (u, v) from the crop
+    centre, or None with fewer than :data:`MIN_LV_PIXELS` such pixels.
+
+    Args:
+        geometry: the sample's geometry record (dict), whose ``planes`` say which canonical planes are SA.
+        labels: canonical labels (P, T, H, W) of that sample (H along u, W along v).
+
+    Every SA plane shares the SA stack's (u, v), so the offset moves the centre along the same axes as
+    ``centre_shift_px`` does (see :func:`scripts.canonical.build_canonical`).
+    """
+    sa_planes = [k for k, record in enumerate(geometry["planes"]) if record.get("source") == SA_PLANE]
+    lv = np.argwhere(labels[sa_planes] == CLASS_NAMES.index("LVBP"))
+    if len(lv) < MIN_LV_PIXELS:
+        return None
+    return lv[:, 2:].mean(axis=0) - (int(geometry["crop_size"]) - 1) / 2

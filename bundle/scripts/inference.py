@@ -407,6 +407,8 @@ class CohortPredictor:
             "sa_slices_unsegmented": segmentation.sa_slices_unsegmented,
             "canonical_planes_missing": missing,
             "heart_centre_method": geometry.get("centre_method"),
+            # world (mm) point every crop is centred on (its projection onto each plane)
+            "heart_centre_mm": [round(x, 2) for x in geometry["centre_mm"]],
             "problems": [p for p in sample["problems"].split("\n") if p] + conversion_problems(item["subject"]),
             # chambers whose measured ES (or minimum) volume exceeded the ED (maximum) one: SV and EF left empty
             "ejection_not_measured": implausible_ejections(measured),

@@ -8,6 +8,8 @@ cohort loops of inference and evaluation, the measure head's fit and the timing 
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -16,12 +18,22 @@ import torch
 from scipy.ndimage import label as label_components
 
 from scripts.canonical import LoadCineSubjectd, parse_geometry, plan_sa_passes
+from scripts.flags import as_flag
+from scripts.heart_centre import lv_offset_px
 from scripts.intensity_refinement import refine_probabilities
 from scripts.labels import SA_PLANE, UNLABELLED
 from scripts.precision import precision_context
 from scripts.subject import Subject
 from scripts.weights import unwrap_network
 from scripts.writeback import most_probable_class, probabilities_to_plane_labels
+
+logger = logging.getLogger(__name__)
+
+#: most first passes :meth:`SubjectSegmenter.centred_sample` makes while the LV it segments moves the centre
+RECENTRE_ROUNDS = 6
+#: farthest (mm) the recentring may move a centre: the image centre misses a real LV by 5-15 mm, and a segmented "LV"
+#: farther away is taken for something else (e.g. bright fat of the chest wall)
+MAX_RECENTRE_MM = 30.0
 
 #: one pass of the write-back: float16 probabilities (C, P', T, H, W) and the geometry of those P' planes
 Pass = tuple[torch.Tensor, Any]
@@ -75,6 +87,8 @@ class SubjectSegmenter:
             (:mod:`scripts.intensity_refinement`); False: the network's softmax alone.
         sa_largest_component: keep, in each slice and frame of the written SA stack, only the largest connected heart
             (all classes together): labels on the chest wall or the liver, apart from the heart, are removed.
+        recentre_on_lv: a subject whose heart centre is the image centre (no two long-axis planes cut its SA stack)
+            is cut again around the LV blood pool that a first pass segments (:meth:`centred_sample`).
     """
 
     def __init__(
@@ -86,14 +100,16 @@ class SubjectSegmenter:
         centre_shifts_px: Sequence[Sequence[float]] = (),
         intensity_refinement: bool = True,
         sa_largest_component: bool = True,
+        recentre_on_lv: bool = True,
     ) -> None:
         self.network = network
         self.load_subject = load_subject
         self.device = torch.device(device)
         self.precision = precision
         self.centre_shifts_px = [[float(x) for x in shift] for shift in centre_shifts_px]
-        self.intensity_refinement = bool(intensity_refinement)
-        self.sa_largest_component = bool(sa_largest_component)
+        self.intensity_refinement = as_flag(intensity_refinement, "intensity_refinement")
+        self.sa_largest_component = as_flag(sa_largest_component, "sa_largest_component")
+        self.recentre_on_lv = as_flag(recentre_on_lv, "recentre_on_lv")
 
     def with_network(self, network: torch.nn.Module) -> SubjectSegmenter:
         """The same loader, device, precision and shifts with another network (e.g. another checkpoint's)."""
@@ -105,6 +121,7 @@ class SubjectSegmenter:
             self.centre_shifts_px,
             self.intensity_refinement,
             self.sa_largest_component,
+            self.recentre_on_lv,
         )
 
     @property
@@ -213,6 +230,43 @@ class SubjectSegmenter:
             allow_missing_keys=loader.allow_missing_keys,
         )
 
+    @torch.no_grad()
+    def centred_sample(self, item: Mapping[str, Any], files: Subject | None, sample: Mapping[str, Any]) -> Mapping:
+        """``sample`` (the loader's canonical sample of ``item``), or, where its heart centre is the image centre and
+        ``recentre_on_lv`` is on, the sample cut again around the LV blood pool that this network segments in its SA
+        planes (:func:`scripts.heart_centre.lv_offset_px`), again until that moves it by under half a pixel (at
+        most :data:`RECENTRE_ROUNDS` passes over the SA planes; the network segments an off-centre LV offset towards
+        the crop centre, so one pass moves the centre only part of the way). The new sample's geometry has
+        ``centre_method`` ``lv_segmentation`` and the move in ``centre_shift_px``; a move over
+        :data:`MAX_RECENTRE_MM` is refused.
+        """
+        geometry = parse_geometry(sample["geometry"])
+        sa_planes = [k for k, record in enumerate(geometry["planes"]) if record.get("source") == SA_PLANE]
+        if not self.recentre_on_lv or geometry["centre_method"] != "image_centre" or not sa_planes:
+            return sample
+        centred, shift = sample, np.asarray(geometry["centre_shift_px"], dtype=float)
+        for _ in range(RECENTRE_ROUNDS):
+            offset = lv_offset_px(geometry, self.predict(centred, sa_planes)["labels"].numpy())
+            if offset is None:
+                break
+            logger.info("subject %s: LV %s px from the crop centre", geometry["subject"], np.round(offset, 1))
+            shift = shift + offset
+            centred = self.pass_loader(shift)(dict(item), files)
+            if np.abs(offset).max() < 0.5:
+                break
+        moved_mm = float(np.linalg.norm(shift - geometry["centre_shift_px"])) * float(geometry["spacing_mm"])
+        if centred is sample or moved_mm > MAX_RECENTRE_MM:
+            logger.warning(
+                "subject %s: the LV segmented around the image centre %s; the crops stay at the image centre",
+                geometry["subject"],
+                "is missing" if centred is sample else f"is {moved_mm:.0f} mm away (> {MAX_RECENTRE_MM:.0f} mm)",
+            )
+            return sample
+        centred_geometry = parse_geometry(centred["geometry"])
+        centred_geometry["centre_method"] = "lv_segmentation"
+        is_json = isinstance(centred["geometry"], str)
+        return {**centred, "geometry": json.dumps(centred_geometry) if is_json else centred_geometry}
+
     def extra_sa_passes(
         self, item: Mapping[str, Any], files: Subject | None, canonical: Mapping[str, Any], shift_px: Sequence[float]
     ) -> list[Pass]:
@@ -252,12 +306,13 @@ class SubjectSegmenter:
         Returns:
             file stem -> (labels uint8 (X, Y, S, T), affine (4, 4)); the SA slice indices that no pass covered.
         """
+        base_shift_px = np.asarray(parse_geometry(sample["geometry"])["centre_shift_px"], dtype=float)
         passes = [(probabilities, sample["geometry"])]
-        passes += self.extra_sa_passes(item, files, sample, self.load_subject.centre_shift_px)
+        passes += self.extra_sa_passes(item, files, sample, base_shift_px)
         for shift_px in self.centre_shifts_px:
-            shifted = self.pass_loader(shift_px)(dict(item), files)
+            shifted = self.pass_loader(base_shift_px + shift_px)(dict(item), files)
             passes.append(self.predict_pass(shifted))
-            passes += self.extra_sa_passes(item, files, shifted, shift_px)
+            passes += self.extra_sa_passes(item, files, shifted, base_shift_px + shift_px)
         outputs = probabilities_to_plane_labels(passes)
         uncovered: list[int] = []
         if SA_PLANE in outputs:
@@ -273,7 +328,7 @@ class SubjectSegmenter:
         """Load one datalist ``item`` (its files read once for all passes) and segment it: the canonical prediction
         and the labels of every input plane (with the test-time shifts)."""
         files = self.load_subject.read_files(item)
-        sample = self.load_subject(dict(item), files)
+        sample = self.centred_sample(item, files, self.load_subject(dict(item), files))
         prediction = self.predict(sample)
         planes, uncovered = self.input_plane_labels(item, sample, prediction["probabilities"], files)
         return SubjectSegmentation(sample, prediction, planes, uncovered)
