@@ -454,7 +454,7 @@ def test_adaptation_recipe_fine_tunes_on_two_real_studies_and_scores_the_third(d
 def test_mixed_training_joins_repeated_real_studies_to_a_wide_synthetic_cohort(dataset, tmp_path):
     """Real-scan fine-tuning (configs/real_scans.yaml) through the runner at the tiny preset: a wide-variety synthetic
     cohort (made by the real CLI), the real studies of a leave-one-out fold repeated in every epoch, random appearance
-    on; every step's loss is finite and the epoch has the synthetic plus the repeated real subjects."""
+    and cycle rolls on; every step's loss is finite and the epoch has the synthetic plus the repeated real subjects."""
     wide = tmp_path / "wide"
     synthesize = [sys.executable, "-m", "tools.synthesize", "--out", str(wide), "--subjects", "3", "--seed", "5",
                   "--tiny", "--variety", "wide", "--split", "0.67,0.33,0"]  # fmt: skip
@@ -470,7 +470,7 @@ def test_mixed_training_joins_repeated_real_studies_to_a_wide_synthetic_cohort(d
              "'configs/real_scans.yaml']",
              "--preset", "tiny", "--dataset_dir", str(wide), "--real_dataset_dir", str(dataset),
              "--real_datalist", str(fold), "--real_repeats", "2", "--appearance_prob", "1.0",
-             "--sa_only_probability", "0.5",
+             "--sa_only_probability", "0.5", "--cycle_roll_prob", "1.0",
              "--output_dir", str(tmp_path / "out"), "--pretrained_ckpt", str(start), "--max_epochs", "1",
              "--val_interval", "2", "--cache_dir", str(tmp_path / "cache")]  # fmt: skip
     result = subprocess.run(train, cwd=BUNDLE, capture_output=True, text=True)
