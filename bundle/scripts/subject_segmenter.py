@@ -244,22 +244,23 @@ class SubjectSegmenter:
         sa_planes = [k for k, record in enumerate(geometry["planes"]) if record.get("source") == SA_PLANE]
         if not self.recentre_on_lv or geometry["centre_method"] != "image_centre" or not sa_planes:
             return sample
-        centred, shift = sample, np.asarray(geometry["centre_shift_px"], dtype=float)
+        centred, shift, found = sample, np.asarray(geometry["centre_shift_px"], dtype=float), False
         for _ in range(RECENTRE_ROUNDS):
             offset = lv_offset_px(geometry, self.predict(centred, sa_planes)["labels"].numpy())
             if offset is None:
                 break
+            found = True
             logger.info("subject %s: LV %s px from the crop centre", geometry["subject"], np.round(offset, 1))
+            if np.abs(offset).max() < 0.5:  # centred: cutting again would give the same sample
+                break
             shift = shift + offset
             centred = self.pass_loader(shift)(dict(item), files)
-            if np.abs(offset).max() < 0.5:
-                break
         moved_mm = float(np.linalg.norm(shift - geometry["centre_shift_px"])) * float(geometry["spacing_mm"])
-        if centred is sample or moved_mm > MAX_RECENTRE_MM:
+        if not found or moved_mm > MAX_RECENTRE_MM:
             logger.warning(
                 "subject %s: the LV segmented around the image centre %s; the crops stay at the image centre",
                 geometry["subject"],
-                "is missing" if centred is sample else f"is {moved_mm:.0f} mm away (> {MAX_RECENTRE_MM:.0f} mm)",
+                "is missing" if not found else f"is {moved_mm:.0f} mm away (> {MAX_RECENTRE_MM:.0f} mm)",
             )
             return sample
         centred_geometry = parse_geometry(centred["geometry"])
