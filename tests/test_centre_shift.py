@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.canonical import LoadCineSubjectd, parse_geometry
+from scripts.canonical import LoadCineSubjectd
 from scripts.centre_shift import RandCentreShiftd, plane_pixel_shifts, translate_planes
 from scripts.heart_centre import MIN_LV_PIXELS, lv_offset_px
 from scripts.labels import CLASS_NAMES, SA_PLANE, UNLABELLED
+from scripts.sample_geometry import parse_geometry, sa_plane_indices
 
 GRID = {"num_sa_slices": 6, "num_frames": 10, "crop_size": 48, "spacing_mm": 3.0}
 
@@ -29,7 +30,7 @@ def test_translated_sa_planes_equal_the_planes_cut_around_the_moved_centre(tiny_
     geometry = parse_geometry(sample["geometry"])
     u, v = sa_axes(geometry)
     shifts = plane_pixel_shifts(geometry, GRID["spacing_mm"] * (3 * u - 2 * v))
-    sa = [k for k, r in enumerate(geometry["planes"]) if r["source"] == SA_PLANE]
+    sa = sa_plane_indices(geometry)
     assert [shifts[k] for k in sa] == [(3, -2)] * len(sa)
 
     moved = translate_planes(sample["image"], shifts, 0.0)

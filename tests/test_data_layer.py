@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.canonical import LoadCineSubjectd, RandSAStackd, parse_geometry, plan_sa_passes
+from scripts.canonical import LoadCineSubjectd, RandSAStackd, plan_sa_passes
 from scripts.canonical_nifti import read_canonical_geometry, read_canonical_nifti, write_canonical_nifti
 from scripts.frames import cyclic_linear_frames, nearest_cyclic_frames, resample_time
 from scripts.geometry import BASE_DIRECTION_RAS
 from scripts.labels import LA_PLANES, PHENOTYPE_NAMES, UNLABELLED
+from scripts.sample_geometry import parse_geometry, sa_plane_indices, sa_slices
 from scripts.subject import MIN_CINE_FRAMES, SubjectError, discover_subjects, load_datalist, load_subject
 from scripts.writeback import canonical_positions, canonical_to_planes, probabilities_to_plane_labels
 
@@ -219,23 +220,20 @@ def test_sa_slices_ordered_base_to_apex(subject_dir: Path) -> None:
     passes = plan_sa_passes(geometry)
     assert sorted(z for group in passes for z in group) == list(range(NUM_SA_SOURCE_SLICES))
     override = _transform(sa_slice_indices=passes[1])(_item(subject_dir))
-    chosen = [p["slice"] for p in parse_geometry(override["geometry"])["planes"] if p["source"] == "sa"]
+    chosen = sa_slices(override["geometry"])
     assert chosen == passes[1] and override["plane_mask"][:6].sum() == len(passes[1])
 
 
 def test_training_loader_also_trains_on_the_slices_the_canonical_stack_skips(subject_dir: Path) -> None:
-    def sa_slices(sample: dict) -> list[int]:
-        return [p["slice"] for p in parse_geometry(sample["geometry"])["planes"] if p["source"] == "sa"]
-
     canonical = _transform()(_item(subject_dir))
     never = RandSAStackd(keys="subject", prob=0.0, **SMALL_GRID)
-    assert sa_slices(never(_item(subject_dir))) == sa_slices(canonical)
+    assert sa_slices(never(_item(subject_dir))["geometry"]) == sa_slices(canonical["geometry"])
     always = RandSAStackd(keys="subject", prob=1.0, **SMALL_GRID)
     always.set_random_state(0)
-    passes = plan_sa_passes(canonical["geometry"], sa_slices(canonical))
-    seen = {tuple(sa_slices(always(_item(subject_dir)))) for _ in range(6)}
+    passes = plan_sa_passes(canonical["geometry"], sa_slices(canonical["geometry"]))
+    seen = {tuple(sa_slices(always(_item(subject_dir))["geometry"])) for _ in range(6)}
     # the stacks of inference's extra passes, and together with the canonical one every slice of the stack
-    assert seen <= {tuple(p) for p in passes} and set(sa_slices(canonical)).union(*seen) == set(
+    assert seen <= {tuple(p) for p in passes} and set(sa_slices(canonical["geometry"])).union(*seen) == set(
         range(NUM_SA_SOURCE_SLICES)
     )
     with pytest.raises(ValueError, match="chooses the SA slices itself"):
@@ -533,10 +531,9 @@ def test_extra_sa_passes_read_the_files_once_and_decode_only_their_slices(subjec
     assert torch.equal(probabilities_alone, only_first["probabilities"][:, [0]])
     assert pass_geometry["planes"] == parse_geometry(sample["geometry"])["planes"][:1]
 
-    covered = {p["slice"] for p in parse_geometry(sample["geometry"])["planes"] if p["source"] == "sa"}
     merged = probabilities_to_plane_labels([(prediction["probabilities"], sample["geometry"])])["sa"][0]
-    for sa_slices in plan_sa_passes(sample["geometry"], covered):
-        extra = _transform(num_sa_slices=2, sa_slice_indices=sa_slices)(_item(subject_dir))
+    for pass_slices in plan_sa_passes(sample["geometry"], sa_slices(sample["geometry"])):
+        extra = _transform(num_sa_slices=2, sa_slice_indices=pass_slices)(_item(subject_dir))
         extra_sa = probabilities_to_plane_labels([segmenter.predict_pass(extra, planes=[0, 1])])["sa"][0]
         merged = np.where(merged == UNLABELLED, extra_sa, merged)
     np.testing.assert_array_equal(planes["sa"][0], np.where(merged == UNLABELLED, 0, merged))
@@ -553,7 +550,7 @@ def test_centre_shift_moves_every_crop_by_its_share_of_the_shift(subject_dir: Pa
     u, v = np.array(sa_record["u"]), np.array(sa_record["v"])  # the canonical SA axes
     np.testing.assert_allclose(np.subtract(after["centre_mm"], before["centre_mm"]), before["spacing_mm"] * (u + v))
     assert after["centre_shift_px"] == [1.0, 1.0] and before["centre_shift_px"] == [0.0, 0.0]
-    sa_planes = [k for k, record in enumerate(before["planes"]) if record["source"] == "sa"]
+    sa_planes = sa_plane_indices(before)
     moved = shifted["image"][0, sa_planes, :, :-1, :-1] - unshifted["image"][0, sa_planes, :, 1:, 1:]
     assert float(moved.abs().max()) <= 1.5 / 255  # the same positions resampled (uint8 rounding)
     assert float((shifted["image"][0, sa_planes] - unshifted["image"][0, sa_planes]).abs().max()) > 0.1

@@ -19,11 +19,12 @@ import pytest
 import torch
 from conftest import BUNDLE, REPO
 
-from scripts.canonical import LoadCineSubjectd, parse_geometry
+from scripts.canonical import LoadCineSubjectd
 from scripts.geometry import voxel_to_world
 from scripts.heart_centre import lv_offset_px
 from scripts.labels import LA_PLANES, UNLABELLED
 from scripts.presets import build_network
+from scripts.sample_geometry import parse_geometry
 
 SUNNYBROOK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sunnybrook"
 BIVME = SUNNYBROOK.parent / "bivme_patient1"

@@ -20,8 +20,9 @@ import tools  # noqa: F401  (puts the bundle's scripts package on the path)
 matplotlib.use("Agg")  # no display: write PNG files only
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
-from scripts.canonical import LoadCineSubjectd, parse_geometry  # noqa: E402
+from scripts.canonical import LoadCineSubjectd  # noqa: E402
 from scripts.labels import UNLABELLED  # noqa: E402
+from scripts.sample_geometry import parse_geometry  # noqa: E402
 
 
 def main() -> None:

@@ -51,6 +51,7 @@ from scripts.geometry import (
 )
 from scripts.heart_centre import heart_centre, lv_offset_px
 from scripts.labels import LA_PLANES, NUM_CLASSES, PHENOTYPE_NAMES, SA_PLANE, UNLABELLED, canonical_plane_names
+from scripts.sample_geometry import parse_geometry, sa_slices, with_centre_method
 from scripts.subject import Plane, Subject, load_subject
 
 logger = logging.getLogger(__name__)
@@ -307,11 +308,6 @@ def build_canonical(
     }
 
 
-def parse_geometry(geometry: str | Mapping[str, Any]) -> dict[str, Any]:
-    """The geometry record of a sample as a dict (accepts the JSON string stored in samples)."""
-    return json.loads(geometry) if isinstance(geometry, str) else dict(geometry)
-
-
 # --- MONAI transforms -----------------------------------------------------------------------------
 
 
@@ -426,9 +422,7 @@ class LoadCineSubjectd(MapTransform):
         if offset is None:
             return built
         centred = build_canonical(subject, *grid, np.asarray(self.centre_shift_px) + offset, self.in_plane_axes)
-        centred_geometry = json.loads(centred["geometry"])
-        centred_geometry["centre_method"] = "lv_labels"
-        return {**centred, "geometry": json.dumps(centred_geometry)}
+        return with_centre_method(centred, "lv_labels")
 
     def __call__(self, data: Mapping[Hashable, Any], subject: Subject | None = None) -> dict[Hashable, Any]:
         """``subject``: the files of ``data[key]`` already read (:meth:`read_files`), to build from."""
@@ -470,8 +464,7 @@ class RandSAStackd(LoadCineSubjectd, RandomizableTransform):
         d = LoadCineSubjectd.__call__(self, data)
         if not self._do_transform:
             return d
-        canonical = [p["slice"] for p in parse_geometry(d["geometry"])["planes"] if p["source"] == SA_PLANE]
-        passes = plan_sa_passes(d["geometry"], canonical)
+        passes = plan_sa_passes(d["geometry"], sa_slices(d["geometry"]))
         if not passes:  # a stack of at most num_sa_slices slices: the canonical stack holds them all
             return d
         alternate = copy.copy(self)

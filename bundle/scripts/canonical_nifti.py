@@ -16,8 +16,8 @@ from typing import Any, Mapping
 import nibabel as nib
 import numpy as np
 
-from scripts.canonical import parse_geometry
 from scripts.files import atomic_path
+from scripts.sample_geometry import parse_geometry
 
 #: NIfTI ``descrip`` prefix of canonical stacks; the plane mask follows as a string of 0/1.
 NIFTI_DESCRIPTION = "canonical cine stack (H,W,P,T) mask="

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from monai.transforms import MapTransform, RandomizableTransform
 
-from scripts.canonical import parse_geometry
 from scripts.labels import SA_PLANE, UNLABELLED
+from scripts.sample_geometry import parse_geometry
 
 __all__ = ["RandCentreShiftd", "plane_pixel_shifts", "translate_planes"]
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from scripts.geometry import plane_axes, sa_slice_order, slice_centre, world_to_voxel
 from scripts.labels import CLASS_NAMES, LA_PLANES, SA_PLANE
+from scripts.sample_geometry import sa_plane_indices
 from scripts.subject import Subject
 
 logger = logging.getLogger(__name__)
@@ -115,8 +116,7 @@ def lv_offset_px(geometry: Mapping[str, Any], labels: np.ndarray) -> np.ndarray 
     Every SA plane shares the SA stack's (u, v), so the offset moves the centre along the same axes as
     ``centre_shift_px`` does (see :func:`scripts.canonical.build_canonical`).
     """
-    sa_planes = [k for k, record in enumerate(geometry["planes"]) if record.get("source") == SA_PLANE]
-    lv = np.argwhere(labels[sa_planes] == CLASS_NAMES.index("LVBP"))
+    lv = np.argwhere(labels[sa_plane_indices(geometry)] == CLASS_NAMES.index("LVBP"))
     if len(lv) < MIN_LV_PIXELS:
         return None
     return lv[:, 2:].mean(axis=0) - (int(geometry["crop_size"]) - 1) / 2

@@ -29,7 +29,6 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from scripts.canonical import parse_geometry
 from scripts.cohort_report import checked_colour_by, write_cohort_report
 from scripts.dicom import REPORT_NAME, convert_study, dicom_studies, is_dicom_study
 from scripts.dicom_seg import write_dicom_segs
@@ -54,6 +53,7 @@ from scripts.measures import (
 )
 from scripts.progress import progress_eta
 from scripts.quality_control import QC_COLUMNS, flag_summary, quality_control
+from scripts.sample_geometry import parse_geometry
 from scripts.subject import discover_subjects, is_subject_folder
 from scripts.subject_report import write_subject_report
 from scripts.subject_segmenter import SubjectSegmentation, SubjectSegmenter

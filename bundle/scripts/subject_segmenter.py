@@ -8,7 +8,6 @@ cohort loops of inference and evaluation, the measure head's fit and the timing 
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -17,12 +16,13 @@ import numpy as np
 import torch
 from scipy.ndimage import label as label_components
 
-from scripts.canonical import LoadCineSubjectd, parse_geometry, plan_sa_passes
+from scripts.canonical import LoadCineSubjectd, plan_sa_passes
 from scripts.flags import as_flag
 from scripts.heart_centre import lv_offset_px
 from scripts.intensity_refinement import refine_probabilities
 from scripts.labels import SA_PLANE, UNLABELLED
 from scripts.precision import precision_context
+from scripts.sample_geometry import parse_geometry, sa_plane_indices, sa_slices, with_centre_method
 from scripts.subject import Subject
 from scripts.weights import unwrap_network
 from scripts.writeback import most_probable_class, probabilities_to_plane_labels
@@ -241,7 +241,7 @@ class SubjectSegmenter:
         :data:`MAX_RECENTRE_MM` is refused.
         """
         geometry = parse_geometry(sample["geometry"])
-        sa_planes = [k for k, record in enumerate(geometry["planes"]) if record.get("source") == SA_PLANE]
+        sa_planes = sa_plane_indices(geometry)
         if not self.recentre_on_lv or geometry["centre_method"] != "image_centre" or not sa_planes:
             return sample
         centred, shift, found = sample, np.asarray(geometry["centre_shift_px"], dtype=float), False
@@ -263,23 +263,17 @@ class SubjectSegmenter:
                 "is missing" if not found else f"is {moved_mm:.0f} mm away (> {MAX_RECENTRE_MM:.0f} mm)",
             )
             return sample
-        centred_geometry = parse_geometry(centred["geometry"])
-        centred_geometry["centre_method"] = "lv_segmentation"
-        is_json = isinstance(centred["geometry"], str)
-        return {**centred, "geometry": json.dumps(centred_geometry) if is_json else centred_geometry}
+        return with_centre_method(centred, "lv_segmentation")
 
     def extra_sa_passes(
         self, item: Mapping[str, Any], files: Subject | None, canonical: Mapping[str, Any], shift_px: Sequence[float]
     ) -> list[Pass]:
         """The passes over the SA slices that the canonical sample ``canonical`` (shifted by ``shift_px``) skipped: each
         encodes all planes (the LA views inform the SA slices) but decodes only its SA slices."""
-        covered = [r["slice"] for r in parse_geometry(canonical["geometry"])["planes"] if r["source"] == SA_PLANE]
         passes = []
-        for sa_slices in plan_sa_passes(canonical["geometry"], covered):
-            extra = self.pass_loader(shift_px, sa_slices)(dict(item), files)
-            records = parse_geometry(extra["geometry"])["planes"]
-            sa_planes = [k for k, record in enumerate(records) if record["source"] == SA_PLANE]
-            passes.append(self.predict_pass(extra, sa_planes))
+        for pass_slices in plan_sa_passes(canonical["geometry"], sa_slices(canonical["geometry"])):
+            extra = self.pass_loader(shift_px, pass_slices)(dict(item), files)
+            passes.append(self.predict_pass(extra, sa_plane_indices(extra["geometry"])))
         return passes
 
     def input_plane_labels(

@@ -16,10 +16,10 @@ from typing import Any, Collection, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from scripts.canonical import parse_geometry
 from scripts.frames import cyclic_linear_frames, nearest_cyclic_frames
 from scripts.geometry import voxel_to_world
 from scripts.labels import UNLABELLED
+from scripts.sample_geometry import parse_geometry
 
 #: Above this share of positions between canonical pixels of different classes, written-back labels interpolate every
 #: class everywhere (one grid_sample) rather than blend position by position: at small, 0.5 s against 2.1 s a subject
