@@ -49,6 +49,8 @@ def test_exact_segmentation_scores_perfectly():
     assert scores["dice_es"]["LVBP"] == 1.0 and scores["dice_es"]["LVMYO"] is None
     assert scores["lvef_error"] == pytest.approx(0.0, abs=1e-9)
     assert scores["frames_outside_range"] == []
+    assert (scores["ed_frame_difference"], scores["es_frame_difference"]) == (0, 0)
+    assert scores["lv_curve_correlation"] is None  # two contoured frames: no curve to correlate
 
 
 def test_lv_spilling_out_of_the_es_contour_and_between_phases_is_seen():
@@ -69,3 +71,13 @@ def test_fewer_than_two_labelled_frames_give_no_scores():
     label = np.full_like(truth, UNLABELLED)
     label[..., ED] = truth[..., ED]
     assert labelled_phase_scores(truth, label, voxel_ml=0.01) is None
+
+
+def test_a_fully_labelled_cycle_scores_the_curve_and_a_late_systole_is_seen():
+    truth = heart(RADII)
+    assert labelled_phase_scores(truth, truth, voxel_ml=0.01)["lv_curve_correlation"] == pytest.approx(1.0)
+    late = heart([lv_radius_px(t - 4) for t in range(FRAMES)])  # the same cycle four frames late
+    scores = labelled_phase_scores(late, truth, voxel_ml=0.01)
+    # the discs' volumes are whole pixels: the smoothed curve's extremes may land a frame off the cosine's
+    assert 3 <= scores["ed_frame_difference"] <= 5 and 3 <= scores["es_frame_difference"] <= 5
+    assert scores["lv_curve_correlation"] < 0.8

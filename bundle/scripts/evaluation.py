@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from scipy.stats import binomtest
 
-from scripts.canonical import parse_geometry
 from scripts.files import json_number, write_json_atomic
 from scripts.inference import reported_phenotypes
 from scripts.labelled_phases import labelled_phase_scores
@@ -44,6 +43,7 @@ from scripts.measures import (
     voxel_volume_ml,
 )
 from scripts.metrics import dice_per_class, spurious_voxels
+from scripts.sample_geometry import parse_geometry
 from scripts.subject import DATALIST_JSON, Subject, load_datalist, load_subject
 from scripts.subject_segmenter import SubjectSegmenter
 from scripts.weights import load_network_weights
@@ -400,8 +400,10 @@ class CohortEvaluator:
     @staticmethod
     def summarise_labelled_phases(per_subject: list[dict[str, Any]]) -> dict[str, Any] | None:
         """Means over the subjects with SA labels at two or more frames (see :mod:`scripts.labelled_phases`): Dice
-        per class at the contoured ED and ES, |LVEF error| (points, the model's ED and ES from its own curve) and
-        the subjects with a frame outside the contoured volume range."""
+        per class at the contoured ED and ES, |LVEF error| (points, the model's ED and ES from its own curve), the
+        model's ED and ES frames against the contoured ones (cFD, frames), the correlation of its LV volume curve
+        with the contoured one (subjects contoured at three or more frames) and the subjects with a frame outside
+        the contoured volume range."""
         scored = [s["labelled_phases"] for s in per_subject if s["labelled_phases"] is not None]
         if not scored:
             return None
@@ -412,6 +414,8 @@ class CohortEvaluator:
             for phase in ("ed", "es")
         }
         summary["lvef_abs_error"] = _nanmean([abs(s["lvef_error"]) for s in scored if s["lvef_error"] is not None])
+        for key in ("ed_frame_difference", "es_frame_difference", "lv_curve_correlation"):
+            summary[key] = _nanmean([s[key] for s in scored if s.get(key) is not None])
         summary["subjects_with_frames_outside_range"] = sum(bool(s["frames_outside_range"]) for s in scored)
         summary["subjects"] = len(scored)
         return summary
@@ -624,8 +628,10 @@ def print_summary(report: Mapping[str, Any]) -> None:
                 f"  {n}: at the labelled ED | ES: Dice LVBP {two_decimals(phases['dice_ed']['LVBP'])} | "
                 f"{two_decimals(phases['dice_es']['LVBP'])}, LVMYO {two_decimals(phases['dice_ed']['LVMYO'])} | "
                 f"{two_decimals(phases['dice_es']['LVMYO'])}; |LVEF error| {two_decimals(phases['lvef_abs_error'])} "
-                f"points; {phases['subjects_with_frames_outside_range']} of {phases['subjects']} subjects with an LV "
-                "volume outside the labelled ED-ES range"
+                f"points; model's ED | ES {two_decimals(phases['ed_frame_difference'])} | "
+                f"{two_decimals(phases['es_frame_difference'])} frames off; LV curve correlation "
+                f"{two_decimals(phases['lv_curve_correlation'])}; {phases['subjects_with_frames_outside_range']} of "
+                f"{phases['subjects']} subjects with an LV volume outside the labelled ED-ES range"
             )
     reference = report["phenotypes_from_reference_labels"]
     for source, title in PHENOTYPE_SOURCES:

@@ -10,7 +10,10 @@ segmentation (all frames) against such labels:
   :func:`scripts.phases.cardiac_phases`), both over the slices contoured at both phases, so the two volumes are of
   the same part of the ventricle;
 - the frames whose model LV volume (same slices) is outside the contours' ES..ED range by more than a tolerance,
-  the failure that per-frame Dice at two phases cannot see.
+  the failure that per-frame Dice at two phases cannot see;
+- the model's own ED and ES against the contoured frames (cyclic frame difference), and, where three or more frames
+  are contoured (synthetic subjects: all), the correlation of the model's LV volume with the contoured one over
+  those frames: a model whose volume barely follows the cycle can still score well at two frames.
 
 Shapes: ``predicted`` and ``label`` are (X, Y, S, T) class maps of one SA stack in its own grid; ``label`` is
 :data:`scripts.labels.UNLABELLED` where not annotated.
@@ -25,7 +28,7 @@ import numpy as np
 
 from scripts.labels import CLASS_NAMES
 from scripts.measures import ejection_fraction_percent
-from scripts.phases import cardiac_phases
+from scripts.phases import cardiac_phases, cyclic_frame_distance
 
 __all__ = ["VOLUME_RANGE_TOLERANCE", "binary_dice", "frame_dice", "labelled_phase_scores"]
 
@@ -63,6 +66,13 @@ def _ejection_fraction(ed_ml: float, es_ml: float) -> float | None:
     return None if math.isnan(value) else value
 
 
+def _curve_correlation(model_ml: np.ndarray, reference_ml: np.ndarray) -> float | None:
+    """Pearson correlation of two (N,) volume curves; None under three frames or where either is constant."""
+    if len(reference_ml) < 3 or np.ptp(reference_ml) == 0 or np.ptp(model_ml) == 0:
+        return None
+    return float(np.corrcoef(model_ml, reference_ml)[0, 1])
+
+
 def labelled_phase_scores(predicted: np.ndarray, label: np.ndarray, voxel_ml: float) -> dict[str, Any] | None:
     """Scores of an SA segmentation at the frames its label contours (see the module docstring).
 
@@ -75,8 +85,11 @@ def labelled_phase_scores(predicted: np.ndarray, label: np.ndarray, voxel_ml: fl
         None when fewer than two frames show the LV blood pool, else a dict with ``ed_frame``, ``es_frame`` (of the
         contours), ``dice_ed`` and ``dice_es`` (class -> Dice or None), ``lvef_reference`` and ``lvef_model`` (%),
         ``lvef_error`` (points), ``model_ed_frame`` and ``model_es_frame``, ``lv_volume_ml_reference``
-        ({"ED", "ES"} over the slices contoured at both), ``lv_volume_ml_model`` (T,) over the same slices and
-        ``frames_outside_range`` (frame indices beyond :data:`VOLUME_RANGE_TOLERANCE`).
+        ({"ED", "ES"} over the slices contoured at both), ``lv_volume_ml_model`` (T,) over the same slices,
+        ``frames_outside_range`` (frame indices beyond :data:`VOLUME_RANGE_TOLERANCE`), ``ed_frame_difference`` and
+        ``es_frame_difference`` (frames, cyclic, the model's against the contours'; None where the model finds no
+        phases) and ``lv_curve_correlation`` (model against contoured LV volume over the frames whose contours
+        cover those slices; None under three such frames).
     """
     if predicted.shape != label.shape or predicted.ndim != 4:
         raise ValueError(f"predicted {predicted.shape} and label {label.shape} must be the same (X, Y, S, T)")
@@ -94,6 +107,9 @@ def labelled_phase_scores(predicted: np.ndarray, label: np.ndarray, voxel_ml: fl
     lvef_model = None
     if phases["ED"] is not None:
         lvef_model = _ejection_fraction(float(model_ml[phases["ED"]]), float(model_ml[phases["ES"]]))
+    num_frames = label.shape[-1]
+    covered = np.flatnonzero(lv_label[:, :, slices].any(axis=(0, 1)).all(axis=0))
+    reference_curve_ml = lv_label[:, :, slices][..., covered].sum(axis=(0, 1, 2)).astype(np.float64) * voxel_ml
     low = reference_ml["ES"] * (1.0 - VOLUME_RANGE_TOLERANCE)
     high = reference_ml["ED"] * (1.0 + VOLUME_RANGE_TOLERANCE)
     return {
@@ -109,4 +125,7 @@ def labelled_phase_scores(predicted: np.ndarray, label: np.ndarray, voxel_ml: fl
         "lv_volume_ml_reference": reference_ml,
         "lv_volume_ml_model": model_ml.tolist(),
         "frames_outside_range": np.flatnonzero((model_ml < low) | (model_ml > high)).tolist(),
+        "ed_frame_difference": None if phases["ED"] is None else cyclic_frame_distance(phases["ED"], ed, num_frames),
+        "es_frame_difference": None if phases["ES"] is None else cyclic_frame_distance(phases["ES"], es, num_frames),
+        "lv_curve_correlation": _curve_correlation(model_ml[covered], reference_curve_ml),
     }
