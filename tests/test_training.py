@@ -110,10 +110,10 @@ def test_segmentation_loss_equals_naive_one_hot_reference(class_mask):
     # labels only use classes annotated in every subject (a label of an unannotated class is inconsistent data)
     logits, label = random_case(classes=(0, 1, 2), seed=1)
     expected = naive_loss(logits, label, class_mask)
-    actual = float(segmentation_loss(logits, label, class_mask))
+    actual = float(segmentation_loss(logits, label, class_mask, exclusion_weight=0.0))
     assert actual == pytest.approx(expected, rel=1e-5, abs=1e-6)
     # the Dice term matters: the reference without it differs by far more than the tolerance above
-    cross_entropy_only = float(segmentation_loss(logits, label, class_mask, dice_weight=0.0))
+    cross_entropy_only = float(segmentation_loss(logits, label, class_mask, dice_weight=0.0, exclusion_weight=0.0))
     assert abs(actual - cross_entropy_only) > 1e-2
 
 
@@ -134,13 +134,61 @@ def test_dice_term_weighs_a_small_structure_in_one_plane_like_a_large_one_in_ano
     assert dice_term == pytest.approx(1 / 3, abs=1e-3)
 
 
-def test_segmentation_loss_ignores_unlabelled_voxels():
+def test_segmentation_loss_ignores_unlabelled_voxels_without_the_exclusion_term():
     logits, label = random_case(seed=2)
     class_mask = torch.ones(2, NUM_CLASSES, dtype=torch.bool)
     changed = logits.clone()
     unlabelled = (label[:, 0] == UNLABELLED).unsqueeze(1).expand_as(logits)
     changed[unlabelled] = torch.randn(int(unlabelled.sum())) * 10
-    assert float(segmentation_loss(changed, label, class_mask)) == pytest.approx(
+    assert float(segmentation_loss(changed, label, class_mask, exclusion_weight=0.0)) == pytest.approx(
+        float(segmentation_loss(logits, label, class_mask, exclusion_weight=0.0)), rel=1e-6
+    )
+
+
+def naive_exclusion(logits: torch.Tensor, label: torch.Tensor) -> float:
+    """-log(1 - sum of the probabilities of the foreground classes drawn in the voxel's plane-frame), averaged over
+    the unlabelled voxels of plane-frames that draw one, with explicit loops, float64 (all classes annotated)."""
+    probs = torch.softmax(logits.double(), dim=1)
+    terms = []
+    for b in range(label.shape[0]):
+        for p in range(label.shape[2]):
+            for t in range(label.shape[3]):
+                frame = label[b, 0, p, t]
+                drawn = [c for c in range(1, NUM_CLASSES) if bool((frame == c).any())]
+                if not drawn:
+                    continue
+                excluded = sum(probs[b, c, p, t] for c in drawn)
+                terms.append(-torch.log(1 - excluded)[frame == UNLABELLED])
+    return float(torch.cat(terms).mean())
+
+
+def test_exclusion_term_equals_its_naive_reference_and_vanishes_on_full_labels():
+    logits, label = random_case(seed=6)
+    class_mask = torch.ones(2, NUM_CLASSES, dtype=torch.bool)
+    with_term = float(segmentation_loss(logits, label, class_mask))
+    without = float(segmentation_loss(logits, label, class_mask, exclusion_weight=0.0))
+    assert with_term - without == pytest.approx(naive_exclusion(logits, label), rel=1e-5)
+    full = torch.where(label == UNLABELLED, torch.zeros_like(label), label)
+    assert float(segmentation_loss(logits, full, class_mask)) == float(
+        segmentation_loss(logits, full, class_mask, exclusion_weight=0.0)
+    )
+
+
+def test_a_class_drawn_in_a_frame_is_kept_out_of_its_unlabelled_band_only_there():
+    """An end-systolic frame drawn as Sunnybrook draws it (LV blood pool inside, the band around it unlabelled):
+    painting the LV into the band costs; the same band in a frame that draws nothing costs nothing."""
+    label = torch.full((1, 1, 1, 2, 16, 16), UNLABELLED, dtype=torch.uint8)
+    label[..., 0, 6:10, 6:10] = 1  # frame 0: endocardium drawn; frame 1: not contoured
+    logits = torch.zeros(1, NUM_CLASSES, 1, 2, 16, 16)
+    logits[:, 1, ..., 6:10, 6:10] = 10.0
+    spilled = logits.clone()
+    spilled[:, 1, ..., 3:13, 3:13] = 10.0  # the LV spread 3 px around the contour, at both frames
+    class_mask = torch.tensor([[True, True, True, False, False, False]])
+    spilled_loss, contoured_loss = (float(segmentation_loss(x, label, class_mask)) for x in (spilled, logits))
+    assert spilled_loss > contoured_loss + 1
+    only_frame_1 = logits.clone()
+    only_frame_1[:, 1, :, 1, 3:13, 3:13] = 10.0
+    assert float(segmentation_loss(only_frame_1, label, class_mask)) == pytest.approx(
         float(segmentation_loss(logits, label, class_mask)), rel=1e-6
     )
 
@@ -330,9 +378,9 @@ def test_segmentation_step_trains_the_tiny_network_in_a_supervised_trainer(monke
     seen = {}
     real_loss = steps.segmentation_loss
 
-    def spy(logits, label, class_mask, dice_weight=1.0):
+    def spy(logits, label, class_mask, dice_weight=1.0, exclusion_weight=1.0):
         seen["label"] = label.detach().clone()
-        return real_loss(logits, label, class_mask, dice_weight)
+        return real_loss(logits, label, class_mask, dice_weight, exclusion_weight)
 
     monkeypatch.setattr(steps, "segmentation_loss", spy)
     step = SegmentationStep(max_dropped_planes=2, drop_probability=1.0, decoded_planes=2, decoded_frames=4)

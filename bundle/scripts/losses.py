@@ -69,10 +69,42 @@ def soft_dice_loss(
     return (1 - dice)[shown].mean() if bool(shown.any()) else dice.sum() * 0.0
 
 
+def excluded_class_loss(log_probs: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean -log P(none of the classes drawn in its plane-frame) over the unlabelled voxels of plane-frames that
+    show a foreground class.
+
+    A reader who draws a structure in a plane at a frame draws all of it there: the rest of that plane-frame, even
+    where left unlabelled, is not that structure. Sunnybrook's end-systole has the endocardium alone, so the band
+    around it is unlabelled; without this term nothing stops the LV blood pool from spreading into it, and a network
+    fine-tuned on such studies paints as large an LV at end-systole as at end-diastole.
+
+    Args:
+        log_probs: (B, C, P, T, H, W) from :func:`partial_label_log_probs`.
+        target: (B, P, T, H, W) long class indices.
+        valid: (B, P, T, H, W) bool, annotated voxels.
+    """
+    num_classes = log_probs.shape[1]
+    drawn = torch.stack(
+        [torch.zeros_like(valid[..., 0, 0])]
+        + [((target == c) & valid).flatten(-2).any(-1) for c in range(1, num_classes)],
+        dim=1,
+    )  # (B, C, P, T)
+    unlabelled = ~valid & drawn.any(1)[..., None, None]
+    if not bool(unlabelled.any()):
+        return log_probs.sum() * 0.0
+    allowed = log_probs.masked_fill(drawn[..., None, None], float("-inf")).logsumexp(dim=1)
+    return -allowed[unlabelled].clamp_min(-1e4).mean()
+
+
 def segmentation_loss(
-    logits: torch.Tensor, label: torch.Tensor, class_mask: torch.Tensor, dice_weight: float = 1.0
+    logits: torch.Tensor,
+    label: torch.Tensor,
+    class_mask: torch.Tensor,
+    dice_weight: float = 1.0,
+    exclusion_weight: float = 1.0,
 ) -> torch.Tensor:
-    """Cross-entropy + soft Dice over annotated voxels and classes (a plane or class without labels adds no loss).
+    """Cross-entropy + soft Dice over annotated voxels and classes (a plane or class without labels adds no loss),
+    + :func:`excluded_class_loss` on the unlabelled voxels of partly labelled plane-frames.
 
     The Dice term is taken per subject, plane and class (over the plane's frames) and averaged over the pairs whose
     labels show the class: a structure that is small in one view (the RA in 4ch, the RV in 2ch) then weighs as much
@@ -82,16 +114,20 @@ def segmentation_loss(
         logits: (B, C, P, T, H, W).
         label: (B, 1, P, T, H, W) uint8, :data:`UNLABELLED` where not annotated (incl. missing planes).
         class_mask: (B, C) bool, classes annotated per subject.
+        dice_weight: weight of the soft Dice term.
+        exclusion_weight: weight of the excluded-class term (0: unlabelled voxels add no loss).
     """
     target = label[:, 0].long()
     valid = target != UNLABELLED
     if not bool(valid.any()):
         return logits.sum() * 0.0
     log_probs = partial_label_log_probs(logits, class_mask)
-    cross_entropy = F.nll_loss(log_probs, target, ignore_index=UNLABELLED)
-    if dice_weight == 0:
-        return cross_entropy
-    return cross_entropy + dice_weight * soft_dice_loss(log_probs, target, valid, class_mask)
+    loss = F.nll_loss(log_probs, target, ignore_index=UNLABELLED)
+    if dice_weight:
+        loss = loss + dice_weight * soft_dice_loss(log_probs, target, valid, class_mask)
+    if exclusion_weight:
+        loss = loss + exclusion_weight * excluded_class_loss(log_probs, target, valid)
+    return loss
 
 
 def phenotype_loss(predicted_normalised: torch.Tensor, phenotypes: torch.Tensor, head: torch.nn.Module) -> torch.Tensor:

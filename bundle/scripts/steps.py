@@ -146,6 +146,8 @@ class SegmentationStep(_Step):
             (0 = all). That stage works frame by frame and, with the loss, was ~60 % of a 3-plane CPU step; the
             coarser stages still see every frame (see :meth:`scripts.segmenter.CineSegmenter.forward`).
         dice_weight: weight of the soft Dice term beside cross-entropy.
+        exclusion_weight: weight of the term that keeps a class out of the unlabelled rest of a plane-frame where
+            it is drawn (:func:`scripts.losses.excluded_class_loss`; only partly labelled frames have such voxels).
     """
 
     def __init__(
@@ -155,6 +157,7 @@ class SegmentationStep(_Step):
         decoded_planes: int = 0,
         decoded_frames: int = 0,
         dice_weight: float = 1.0,
+        exclusion_weight: float = 1.0,
         sa_only_probability: float = 0.0,
         **kw,
     ):
@@ -168,6 +171,7 @@ class SegmentationStep(_Step):
         self.decoded_planes = decoded_planes
         self.decoded_frames = decoded_frames
         self.dice_weight = dice_weight
+        self.exclusion_weight = exclusion_weight
         self.sa_only_probability = sa_only_probability
 
     def loss(self, network, batch):
@@ -193,7 +197,7 @@ class SegmentationStep(_Step):
             decode_frames = torch.randperm(num_frames, device=image.device)[: self.decoded_frames].sort().values
             label = label[:, :, :, decode_frames]
         logits = network(image, plane_mask, decode_planes, decode_frames)
-        return segmentation_loss(logits, label, batch["class_mask"], self.dice_weight), {}
+        return segmentation_loss(logits, label, batch["class_mask"], self.dice_weight, self.exclusion_weight), {}
 
 
 class PhenotypeStep(_Step):
