@@ -273,6 +273,18 @@ def test_time_inference_times_a_checkout_and_refuses_a_folder_that_is_not_one(ti
     assert bad.returncode == 1 and str(tmp_path) in bad.stderr and "checkout" in bad.stderr
 
 
+def test_real_scan_recipe_chooses_by_dice_at_the_contoured_phases_where_a_study_has_them():
+    """An LV spilling into the unlabelled band around an end-systolic endocardium scores well as written and badly
+    at ES (whole contoured slices): the choice reads the latter where the study has contoured phases."""
+    tool = load_tool("train_real_scans")
+    written = {"LVBP": 0.9, "LVMYO": 0.5}
+    phases = {"dice_ed": {"LVBP": 0.9, "LVMYO": 0.5}, "dice_es": {"LVBP": 0.4, "LVMYO": None}}
+    contoured = {"dice_as_written": written, "labelled_phases": phases}
+    assert tool.held_out_real_dice([{"per_subject": [contoured]}]) == pytest.approx(0.6)
+    as_written_only = {"dice_as_written": written, "labelled_phases": None}
+    assert tool.held_out_real_dice([{"per_subject": [as_written_only]}]) == pytest.approx(0.7)
+
+
 @pytest.mark.parametrize("real_studies_help, given_synthetic", [(True, False), (False, False), (True, True)])
 def test_real_scan_recipe_ships_real_training_only_where_leave_one_out_shows_it_helps(
     real_studies_help, given_synthetic, tmp_path, monkeypatch
