@@ -131,8 +131,9 @@ def held_out_real_dice(scores: list[dict]) -> float:
         for study in score["per_subject"]:
             phases = study["labelled_phases"]
             at_phases = [] if phases is None else [phases["dice_ed"]["LVBP"], phases["dice_es"]["LVBP"]]
-            at_phases += [] if phases is None or phases["dice_ed"]["LVMYO"] is None else [phases["dice_ed"]["LVMYO"]]
-            if at_phases and None not in at_phases:
+            at_phases += [] if phases is None else [phases["dice_ed"]["LVMYO"]]
+            at_phases = [value for value in at_phases if value is not None]
+            if at_phases:
                 values.append(sum(at_phases) / len(at_phases))
             else:
                 values.append((study["dice_as_written"]["LVBP"] + study["dice_as_written"]["LVMYO"]) / 2)

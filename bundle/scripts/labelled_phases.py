@@ -108,8 +108,9 @@ def labelled_phase_scores(predicted: np.ndarray, label: np.ndarray, voxel_ml: fl
     if phases["ED"] is not None:
         lvef_model = _ejection_fraction(float(model_ml[phases["ED"]]), float(model_ml[phases["ES"]]))
     num_frames = label.shape[-1]
-    covered = np.flatnonzero(lv_label[:, :, slices].any(axis=(0, 1)).all(axis=0))
-    reference_curve_ml = lv_label[:, :, slices][..., covered].sum(axis=(0, 1, 2)).astype(np.float64) * voxel_ml
+    lv_label_slices = lv_label[:, :, slices]
+    covered = np.flatnonzero(lv_label_slices.any(axis=(0, 1)).all(axis=0))
+    reference_curve_ml = lv_label_slices[..., covered].sum(axis=(0, 1, 2)).astype(np.float64) * voxel_ml
     low = reference_ml["ES"] * (1.0 - VOLUME_RANGE_TOLERANCE)
     high = reference_ml["ED"] * (1.0 + VOLUME_RANGE_TOLERANCE)
     return {
