@@ -21,6 +21,7 @@ from conftest import BUNDLE, REPO, SHARED, load_tool
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from scripts.atrial_slices import relabel_atrial_sa_slices
 from scripts.inference import (
     ERROR_COLUMNS,
     SOURCE_COLUMN,
@@ -215,6 +216,28 @@ def test_finetuning_starts_from_the_pretrained_encoder(trained):
     assert not torch.allclose(std, torch.ones_like(std)), "phenotype normalisation comes from the training set"
 
 
+def test_sa_atria_from_long_axis_only_turns_sa_lv_into_la(trained, tiny_cohort, tmp_path):
+    """``--sa_atria_from_long_axis true`` through the bundle runner: the SA stack differs from the default run only
+    where LV blood pool became LA blood pool, and the long-axis views are untouched."""
+    source = tiny_cohort / json.loads((tiny_cohort / "datalist.json").read_text())["test"][0]["subject"]
+    model = trained / "finetune_phenotypes" / "models" / "model.pt"
+    outputs = {}
+    for switch in ("false", "true"):
+        out = tmp_path / f"atria_{switch}"
+        bundle_run(["configs/inference.yaml"], dataset_dir=source, output_dir=out, ckpt=model,
+                   sa_atria_from_long_axis=switch, write_reports="false", write_dicom_seg="false")  # fmt: skip
+        images = {
+            stem: nib.load(out / source.name / f"seg_{stem}.nii.gz") for stem in ("sa", "la_2ch", "la_3ch", "la_4ch")
+        }
+        outputs[switch] = {stem: (np.asarray(image.dataobj), image.affine) for stem, image in images.items()}
+    default, relabelled = outputs["false"], outputs["true"]
+    assert np.array_equal(relabelled["sa"][0], relabel_atrial_sa_slices(default)), "the module's relabelling, written"
+    changed = default["sa"][0] != relabelled["sa"][0]
+    assert np.all(default["sa"][0][changed] == 1) and np.all(relabelled["sa"][0][changed] == 4), "only LV -> LA"
+    for stem in ("la_2ch", "la_3ch", "la_4ch"):
+        assert np.array_equal(default[stem][0], relabelled[stem][0])
+
+
 def test_inference_writes_every_plane_in_its_own_geometry(trained, tiny_cohort, tmp_path):
     subject = tmp_path / "subject_with_missing_plane"
     source = tiny_cohort / json.loads((tiny_cohort / "datalist.json").read_text())["test"][0]["subject"]
@@ -230,6 +253,7 @@ def test_inference_writes_every_plane_in_its_own_geometry(trained, tiny_cohort, 
         original = nib.load(subject / f"{stem}.nii.gz")
         assert written.shape == original.shape
         np.testing.assert_allclose(written.affine, original.affine, atol=1e-4)
+        assert written.header.get_zooms()[3] == pytest.approx(original.header.get_zooms()[3]), "frame interval (ms)"
         values = np.unique(np.asarray(written.dataobj))
         assert set(values.tolist()) <= set(range(6))
     assert not (predicted / "seg_la_3ch.nii.gz").exists(), "a missing plane is reported, not invented"

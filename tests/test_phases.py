@@ -135,7 +135,8 @@ def test_inference_writes_volume_curves_unless_switched_off(tiny_cohort, tmp_pat
 
 def test_synthetic_truth_scores_the_phases_of_the_ground_truth_labels(tiny_cohort, tmp_path):
     """The generator writes its true LV curve and that curve's phases; ``tools.score_phases`` scores curves measured
-    on the subjects' ground-truth labels within a frame of them, and a curve started 5 frames late 5 frames off."""
+    on the subjects' ground-truth labels within a frame of them, and a curve started 5 frames late 5 frames off; the
+    LVEF of a curve whose stroke is halved is scored further from the truth than the measured one's."""
     from scripts.measures import volume_curves_from_segmentations
     from scripts.volume_curves import write_volume_curves
 
@@ -152,10 +153,19 @@ def test_synthetic_truth_scores_the_phases_of_the_ground_truth_labels(tiny_cohor
         write_volume_curves(volume_curves_record(subject.name, volumes, None, True), predictions / subject.name)
         late = {name: None if v is None else np.roll(v, 5) for name, v in volumes.items()}
         write_volume_curves(volume_curves_record(subject.name, late, None, True), tmp_path / "late" / subject.name)
+        shallow = {name: None if v is None else (v + v.mean()) / 2 for name, v in volumes.items()}
+        write_volume_curves(
+            volume_curves_record(subject.name, shallow, None, True), tmp_path / "shallow" / subject.name
+        )
     command = [sys.executable, "-m", "tools.score_phases"]
     result = subprocess.run(command + [str(predictions), str(tiny_cohort)], capture_output=True, text=True, check=True)
     scores = json.loads(result.stdout.strip().splitlines()[-1])
     assert scores["subjects_scored"] == 6 and scores["subjects_missed"] == []
     assert scores["mean_cfd_frames"]["ED"] <= 1.0 and scores["mean_cfd_frames"]["ES"] <= 1.0, scores
     late = subprocess.run(command + [str(tmp_path / "late"), str(tiny_cohort)], capture_output=True, text=True)
-    assert json.loads(late.stdout.strip().splitlines()[-1])["mean_cfd_frames"]["ED"] >= 4
+    late_scores = json.loads(late.stdout.strip().splitlines()[-1])
+    assert late_scores["mean_cfd_frames"]["ED"] >= 4
+    assert late_scores["mean_abs_lvef_error_points"] == pytest.approx(scores["mean_abs_lvef_error_points"])
+    shallow = subprocess.run(command + [str(tmp_path / "shallow"), str(tiny_cohort)], capture_output=True, text=True)
+    shallow_error = json.loads(shallow.stdout.strip().splitlines()[-1])["mean_abs_lvef_error_points"]
+    assert shallow_error > scores["mean_abs_lvef_error_points"] + 10, (shallow_error, scores)

@@ -430,7 +430,9 @@ class CohortPredictor:
         subject_id = segmentation.sample["id"]
         subject_dir = self.output_dir / subject_id
         for stem, (array, affine) in segmentation.planes.items():
-            save_nifti_atomic(array.astype(np.uint8), affine, subject_dir / f"seg_{stem}.nii.gz")
+            # the input's frame interval as the time spacing, so a viewer plays the segmentation at the input's pace
+            interval_ms = input_frame_interval_ms(item["subject"], [stem]) or 0.0
+            save_nifti_atomic(array.astype(np.uint8), affine, subject_dir / f"seg_{stem}.nii.gz", interval_ms)
         for stale in sorted(subject_dir.glob("seg_*.nii.gz")):
             # a plane segmented by an earlier run but missing from this one must not pass for this run's output
             if stale.name.removeprefix("seg_").removesuffix(".nii.gz") not in segmentation.planes:

@@ -280,6 +280,33 @@ def line_samples(
     return world, np.repeat(np.arange(len(points)), len(offsets))
 
 
+def intersection_samples(
+    sa: tuple[np.ndarray, np.ndarray], la: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
+    """Labels of an SA stack and an LA view at the same world points along their intersection lines, at every SA
+    frame (the LA frames mapped onto them by cycle position).
+
+    Args:
+        sa: SA labels (X, Y, S, T) and affine (4, 4).
+        la: LA labels (X, Y, 1, T') and affine (4, 4).
+
+    Returns:
+        SA labels (N, T) and LA labels (N, T) at N points (-1 outside a plane's grid), the SA slice of each point
+        (N,), and the spacing of the points along a line (mm); None where the planes do not cross.
+    """
+    (sa_labels, sa_affine), (la_labels, la_affine) = sa, la
+    lines = intersection_lines(la_affine, sa_affine, sa_labels.shape)
+    if lines is None:
+        return None
+    points, direction = lines
+    step_mm = 0.5 * min(*pixel_spacing_mm(sa_affine), *pixel_spacing_mm(la_affine))
+    world, slice_of_sample = line_samples(points, direction, sa_labels.shape, sa_affine, step_mm)
+    on_sa = sample_plane(sa_labels, sa_affine, world, slice_of_sample)
+    on_la = sample_plane(la_labels, la_affine, world, np.zeros(len(world), dtype=np.int64))
+    on_la = on_la[:, nearest_cyclic_frames(la_labels.shape[3], sa_labels.shape[3])]
+    return on_sa, on_la, slice_of_sample, step_mm
+
+
 def line_agreement(
     sa: tuple[np.ndarray, np.ndarray], la: tuple[np.ndarray, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -295,17 +322,12 @@ def line_agreement(
         together (Dice = 2 x first / second), and the labelled heart length (mm, mean over frames, the longer of the
         two); None where the planes do not cross.
     """
-    (sa_labels, sa_affine), (la_labels, la_affine) = sa, la
-    lines = intersection_lines(la_affine, sa_affine, sa_labels.shape)
-    if lines is None:
+    sampled = intersection_samples(sa, la)
+    if sampled is None:
         return None
-    points, direction = lines
-    step_mm = 0.5 * min(*pixel_spacing_mm(sa_affine), *pixel_spacing_mm(la_affine))
-    num_slices = len(points)
-    world, slice_of_sample = line_samples(points, direction, sa_labels.shape, sa_affine, step_mm)
-    on_sa = sample_plane(sa_labels, sa_affine, world, slice_of_sample)
-    on_la = sample_plane(la_labels, la_affine, world, np.zeros(len(world), dtype=np.int64))
-    on_la = on_la[:, nearest_cyclic_frames(la_labels.shape[3], sa_labels.shape[3])]
+    on_sa, on_la, slice_of_sample, step_mm = sampled
+    sa_labels = sa[0]
+    num_slices = sa_labels.shape[2]
     both = (on_sa >= 0) & (on_la >= 0)  # where the line lies inside both fields of view
     sa_heart, la_heart = both & (on_sa > 0), both & (on_la > 0)
     same = (sa_heart & (on_sa == on_la)).sum(1)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from scipy.ndimage import label as label_components
 
+from scripts.atrial_slices import relabel_atrial_sa_slices
 from scripts.canonical import LoadCineSubjectd, plan_sa_passes
 from scripts.flags import as_flag
 from scripts.heart_centre import lv_offset_px
@@ -87,6 +88,8 @@ class SubjectSegmenter:
             (:mod:`scripts.intensity_refinement`); False: the network's softmax alone.
         sa_largest_component: keep, in each slice and frame of the written SA stack, only the largest connected heart
             (all classes together): labels on the chest wall or the liver, apart from the heart, are removed.
+        sa_atria_from_long_axis: relabel LA the LV blood pool of SA slices at the frames where the long-axis views
+            crossing them see the atrium (:mod:`scripts.atrial_slices`).
         recentre_on_lv: a subject whose heart centre is the image centre (no two long-axis planes cut its SA stack)
             is cut again around the LV blood pool that a first pass segments (:meth:`centred_sample`).
     """
@@ -101,6 +104,7 @@ class SubjectSegmenter:
         intensity_refinement: bool = True,
         sa_largest_component: bool = True,
         recentre_on_lv: bool = True,
+        sa_atria_from_long_axis: bool = False,
     ) -> None:
         self.network = network
         self.load_subject = load_subject
@@ -110,6 +114,7 @@ class SubjectSegmenter:
         self.intensity_refinement = as_flag(intensity_refinement, "intensity_refinement")
         self.sa_largest_component = as_flag(sa_largest_component, "sa_largest_component")
         self.recentre_on_lv = as_flag(recentre_on_lv, "recentre_on_lv")
+        self.sa_atria_from_long_axis = as_flag(sa_atria_from_long_axis, "sa_atria_from_long_axis")
 
     def with_network(self, network: torch.nn.Module) -> SubjectSegmenter:
         """The same loader, device, precision and shifts with another network (e.g. another checkpoint's)."""
@@ -122,6 +127,7 @@ class SubjectSegmenter:
             self.intensity_refinement,
             self.sa_largest_component,
             self.recentre_on_lv,
+            self.sa_atria_from_long_axis,
         )
 
     @property
@@ -317,6 +323,10 @@ class SubjectSegmenter:
             array[array == UNLABELLED] = 0
         if SA_PLANE in outputs and self.sa_largest_component:
             outputs[SA_PLANE] = (largest_heart_component(outputs[SA_PLANE][0]), outputs[SA_PLANE][1])
+        if self.sa_atria_from_long_axis:
+            relabelled = relabel_atrial_sa_slices(outputs)
+            if relabelled is not None:
+                outputs[SA_PLANE] = (relabelled, outputs[SA_PLANE][1])
         return outputs, uncovered
 
     def segment(self, item: Mapping[str, Any]) -> SubjectSegmentation:
