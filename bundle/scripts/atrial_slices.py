@@ -70,7 +70,5 @@ def relabel_atrial_sa_slices(planes: Mapping[str, tuple[np.ndarray, np.ndarray]]
     if atrial is None:
         return None
     labels = planes[SA_PLANE][0].copy()
-    for z, t in zip(*np.nonzero(atrial)):
-        frame = labels[:, :, z, t]
-        frame[frame == LVBP] = LABP
+    labels[(labels == LVBP) & atrial[None, None]] = LABP
     return labels

@@ -41,7 +41,7 @@ from scripts.files import (
     write_text_atomic,
 )
 from scripts.flags import as_flag
-from scripts.labels import ALL_PLANE_FILES, PHENOTYPE_NAMES, PHENOTYPE_UNITS
+from scripts.labels import ALL_PLANE_FILES, PHENOTYPE_NAMES, PHENOTYPE_UNITS, SA_PLANE
 from scripts.measures import (
     implausible_ejections,
     implausible_values,
@@ -429,10 +429,13 @@ class CohortPredictor:
         segmentation = self.segmenter.segment(item)
         subject_id = segmentation.sample["id"]
         subject_dir = self.output_dir / subject_id
+        # each input plane's frame interval (ms; None where its header has no time unit), read once: the written
+        # segmentation keeps it as its time spacing (a viewer plays it at the input's pace); the curves are timed by it
+        intervals_ms = {stem: input_frame_interval_ms(item["subject"], [stem]) for stem in segmentation.planes}
         for stem, (array, affine) in segmentation.planes.items():
-            # the input's frame interval as the time spacing, so a viewer plays the segmentation at the input's pace
-            interval_ms = input_frame_interval_ms(item["subject"], [stem]) or 0.0
-            save_nifti_atomic(array.astype(np.uint8), affine, subject_dir / f"seg_{stem}.nii.gz", interval_ms)
+            save_nifti_atomic(
+                array.astype(np.uint8), affine, subject_dir / f"seg_{stem}.nii.gz", intervals_ms[stem] or 0.0
+            )
         for stale in sorted(subject_dir.glob("seg_*.nii.gz")):
             # a plane segmented by an earlier run but missing from this one must not pass for this run's output
             if stale.name.removeprefix("seg_").removesuffix(".nii.gz") not in segmentation.planes:
@@ -455,7 +458,9 @@ class CohortPredictor:
         qc_columns = flag_summary(qc_flags) if qc_flags is not None else {}
         self.write_report(item, segmentation, measured, implausible, identifiers, qc_flags)
         if self.write_volume_curves:
-            interval_ms = input_frame_interval_ms(item["subject"], list(segmentation.planes))
+            # the curves share the SA stack's frames where it is present
+            curve_stem = SA_PLANE if SA_PLANE in intervals_ms else next(iter(intervals_ms), None)
+            interval_ms = intervals_ms.get(curve_stem)
             record = volume_curves_record(subject_id, volumes, interval_ms, self.write_cardiac_phases)
             write_volume_curves(record, subject_dir)
         if self.write_reports:
