@@ -24,12 +24,14 @@ precision (:func:`scripts.precision.autocast_context`: bf16 autocast where the d
   ones elsewhere (the network's cost does not depend on them).
 
 Method: every item's first call runs under ``torch.utils.flop_counter.FlopCounterMode`` (untimed; it is also the first
-warm-up), then untimed warm-ups and the timed calls; ``seconds_per_subject`` is their median. ``paper`` on a CPU makes
-one counted and one timed call per item (a call takes tens of seconds). FLOPs: matmuls, convolutions and attention,
-2 per multiply-add (CPU fused attention with torch's CUDA formulas); norms, softmax, gathers and memory traffic cost
-time but no FLOPs, so the fractions are lower bounds on how busy the arithmetic units are. ``peak_rss_gb`` is the
-process's peak resident memory so far (``resource.getrusage``), so it never falls from one line to the next;
-``peak_device_gb`` is the item's own peak of CUDA memory (null on CPU).
+warm-up), then untimed warm-ups and the timed calls; ``seconds_per_subject`` is their median. ``inference_end_to_end``
+is counted here and timed in a fresh process after one warm-up run there. ``paper`` on a CPU makes one counted, one
+warm-up and two timed calls per network item. FLOPs: matmuls, convolutions and attention, 2 per multiply-add (CPU
+fused attention with torch's CUDA formulas); norms, softmax, gathers and memory traffic cost time but no FLOPs, so
+the fractions are lower bounds on how busy the arithmetic units are. ``peak_rss_gb`` is the process's peak resident
+memory so far (:func:`peak_rss_gb`), so it never falls from one line to the next, except ``inference_end_to_end``'s:
+the peak of its own process, what an inference process holds. ``peak_device_gb`` is the item's own peak of CUDA
+memory (null on CPU).
 
 Baseline (network lines): :mod:`tools.baseline_encoder`, the authors' implementation choices (fp32, explicit
 ``softmax(QK^T)V`` attention, width D + 1 with 5 heads at ``paper``, no fusion) at the preset's encoder depth, over
@@ -42,9 +44,11 @@ baseline's). ``tiny`` is dominated by per-op overhead: its numbers say nothing a
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import json
 import math
+import multiprocessing
 import os
 import platform
 import resource
@@ -184,7 +188,16 @@ def flop_counter() -> FlopCounterMode:
 
 
 def peak_rss_gb() -> float:
-    """Peak resident memory of this process so far, GB (10^9 bytes; Linux reports KiB)."""
+    """Peak resident memory of this process so far, GB (10^9 bytes).
+
+    Linux's ``VmHWM`` where there is one: ``getrusage``'s maximum carries over from the parent into a spawned
+    child (fork copies the parent's memory map, exec keeps its high-water mark), so it would report a child started
+    by a large process as large."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e9
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
@@ -356,8 +369,7 @@ class Baseline:
 def time_baseline(
     fn: Callable[[], None], device: torch.device, settings: Settings, label: str, report: Callable[[str], None]
 ) -> list[float]:
-    """Seconds per call of a baseline call: ``settings.warmup`` untimed calls (none at ``paper`` on a CPU, where one
-    call takes long enough that its first-call costs do not matter) and ``settings.repeats`` timed ones."""
+    """Seconds per call of a baseline call: ``settings.warmup`` untimed calls and ``settings.repeats`` timed ones."""
     for k in range(settings.warmup):
         report(f"baseline {label}, warm-up {k + 1} of {settings.warmup} (untimed)")
         fn()
@@ -439,6 +451,55 @@ def end_to_end_call(predictor: Any, subject: Path) -> Callable[[], None]:
             raise RuntimeError(f"inference failed on {subject}: {summary['failed']}")
 
     return call
+
+
+def measure_end_to_end(
+    preset: str,
+    network: torch.nn.Module,
+    device: torch.device,
+    settings: Settings,
+    subject: Path,
+    workdir: Path,
+    report: Callable[[str], None],
+) -> tuple[Item, int]:
+    """``inference_end_to_end``: its FLOPs counted here with ``network`` (untimed), its time and memory in a fresh
+    (spawned) process with this one's torch threads, so that its ``peak_rss_gb`` is what an inference process holds,
+    not the steps measured before it nor the FLOP counter (which runs attention unfused). The child warms up once at
+    least. Returns the item and the network passes per subject."""
+    report("call 1: counting FLOPs (untimed)")
+    predictor = cohort_predictor(preset, network, device, workdir / "counted")
+    with flop_counter() as counter, counted_passes(network) as passes:
+        end_to_end_call(predictor, subject)()
+    warmup = max(1, settings.subject_warmup)
+    report(f"{warmup} warm-up + {settings.subject_repeats} timed call(s) in a fresh process")
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        job = pool.submit(
+            time_end_to_end,
+            preset,
+            str(device),
+            subject,
+            workdir / "timed",
+            (warmup, settings.subject_repeats, torch.get_num_threads()),
+        )
+        seconds, rss_gb = job.result()
+    item = Item("inference_end_to_end", dtype_name(compute_dtype(device)), seconds, counter.get_total_flops())
+    item.untimed_calls, item.peak_rss_gb = 1 + warmup, rss_gb
+    return item, len(passes)
+
+
+def time_end_to_end(
+    preset: str, device_name: str, subject: Path, output_dir: Path, calls: tuple[int, int, int]
+) -> tuple[list[float], float]:
+    """Run in the child process of :func:`measure_end_to_end`: with ``calls`` = (warm-ups, repeats, torch threads),
+    the untimed and timed inference runs on ``subject``; returns the timed seconds and the process's peak resident
+    memory (GB)."""
+    warmup, repeats, threads = calls
+    torch.set_num_threads(threads)
+    device = torch.device(device_name)
+    heart, _ = build_heart(preset, geometry(preset), device)
+    call = end_to_end_call(cohort_predictor(preset, heart, device, output_dir), subject)
+    return time_calls(call, device, warmup, repeats), peak_rss_gb()
 
 
 @contextlib.contextmanager
@@ -575,17 +636,9 @@ def run_benchmark(preset: str, device: torch.device, settings: Settings, subject
         report("writing the subject" if subject is None else f"subject {subject}")
         subject_name = "synthetic" if subject is None else str(subject)
         subject = benchmark_subject(preset, subject, Path(tmp))
-        predictor = cohort_predictor(preset, heart, device, Path(tmp) / "predictions")
-        with counted_passes(heart) as passes:
-            items["inference_end_to_end"] = measure_item(
-                "inference_end_to_end",
-                end_to_end_call(predictor, subject),
-                device,
-                settings.subject_warmup,
-                settings.subject_repeats,
-                report,
-            )
-        network_passes = len(passes) // (items["inference_end_to_end"].untimed_calls + settings.subject_repeats)
+        items["inference_end_to_end"], network_passes = measure_end_to_end(
+            preset, heart, device, settings, subject, Path(tmp), report
+        )
         report = progress.next("data layer")
         report("cold, first cached and warm loads")
         data = {"subject": subject_name, **measure_data(preset, settings, subject, Path(tmp))}
@@ -664,7 +717,8 @@ def format_table(results: dict[str, Any]) -> str:
         f"load average {meta['load_average_1min']}",
         f"preset {meta['preset']}: per item 1 FLOP-counting call (untimed, the first warm-up) + {settings['warmup']} "
         "warm-up + "
-        f"{settings['repeats']} timed (end to end: + {settings['subject_warmup']} + {settings['subject_repeats']}); "
+        f"{settings['repeats']} timed (end to end: {max(1, settings['subject_warmup'])} warm-up + "
+        f"{settings['subject_repeats']} timed in its own process); "
         "median of the timed calls",
         f"peak matmul {peak['matmul_size']}^3: fp32 {peak['fp32_tflops']:.3f} TFLOP/s, bf16 {peak['bf16_tflops']:.3f} "
         "TFLOP/s (best of before and after)",
@@ -682,7 +736,7 @@ def format_table(results: dict[str, Any]) -> str:
         f"baseline: authors'-style encoder (fp32, explicit softmax(QK^T)V, {meta['baseline']}) over the line's encoder "
         "tokens + a class token; it leaves out the decoders, so whole-network speedups are lower bounds",
         f"end to end: {meta['network_passes']} network passes, {meta['weights']} weights, no test-time shifts; "
-        "RSS GB: process peak so far",
+        "RSS GB: process peak so far (end to end: its own inference process)",
         f"data layer ({data['subject']}, NIfTI {data['nifti_mb_per_subject']:.2f} MB): cold from NIfTI "
         f"{data['cold_ms_per_subject']:.1f} ms, first cached load {data['first_cached_ms_per_subject']:.1f} ms, "
         f"warm from cache {data['warm_ms_per_subject']:.1f} ms, cache {data['cache_mb_per_subject']:.2f} MB",
@@ -717,8 +771,9 @@ def settings_for(preset: str, device: torch.device, repeats: int | None) -> Sett
     if device.type == "cuda":
         settings = Settings(8192, 20, warmup=2, repeats=5, subject_warmup=0, subject_repeats=2)
     elif preset == "paper":
-        # a network call takes tens of seconds on a CPU: the FLOP-counting call is the only warm-up, one timed call
-        settings = Settings(2048, 5, warmup=0, repeats=1, subject_warmup=0, subject_repeats=1)
+        # a network call takes seconds on a CPU; the FLOP-counting call does not warm up the fused kernels it counts
+        # (the first call after it measured up to 1.5x the next ones): one warm-up, the median of two timed calls
+        settings = Settings(2048, 5, warmup=1, repeats=2, subject_warmup=0, subject_repeats=1)
     elif preset == "small":
         settings = Settings(2048, 5, warmup=1, repeats=3, subject_warmup=0, subject_repeats=2)
     else:

@@ -40,7 +40,7 @@ class CineHeartNet(nn.Module):
     def __init__(
         self,
         encoder: CineEncoder,
-        seg_channels: Sequence[int] = (32, 144, 288, 576),
+        seg_channels: Sequence[int] = (16, 32, 64, 576),
         num_classes: int = NUM_CLASSES,
         num_phenotypes: int = len(PHENOTYPE_NAMES),
         phenotype_hidden: int = 0,

@@ -49,17 +49,25 @@ class NetConfig:
 
 
 def paper_preset() -> NetConfig:
-    """Paper size (GPU): width 1024 / 16 heads / 6 layers, patch 25x8x8 (4,608 tokens for 9x50x128x128)."""
+    """Paper size: width 1024 / 6 layers, patch 25x8x8 (4,608 tokens for 9x50x128x128).
+
+    Heads of 128 channels (8 in the encoder, 4 in the 512-wide MAE decoder; the authors use 5 of 205): CPU fused
+    attention ran 1.6-1.7x faster per FLOP on them than on heads of 64, forward and backward (bf16, 1,382 and 4,608
+    tokens). The segmentation decoder is 576 wide on the token grid, as the paper's, with UNETR's widths (feature size
+    16: 64 / 32 / 16) at 1/4, 1/2 and full resolution, where its convolutions run over every frame of every plane:
+    ~0.4 of the ~1.6 TFLOP per subject (wider high-resolution stages, e.g. 288 / 144 / 32, cost ~3.5 TFLOP there).
+    """
     return NetConfig(
         patch_size=(25, 8, 8),
         hidden_size=1024,
         num_layers=6,
-        num_heads=16,
+        num_heads=8,
         decoder_hidden_size=512,
         decoder_layers=2,
-        decoder_heads=16,
-        seg_channels=(32, 144, 288, 576),
+        decoder_heads=4,
+        seg_channels=(16, 32, 64, 576),
         grid=CineGrid(num_frames=50, crop_size=128, spacing_mm=1.8),
+        image_levels=3,
     )
 
 
