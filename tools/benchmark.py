@@ -25,7 +25,7 @@ precision (:func:`scripts.precision.autocast_context`: bf16 autocast where the d
 
 Method: every item's first call runs under ``torch.utils.flop_counter.FlopCounterMode`` (untimed; it is also the first
 warm-up), then untimed warm-ups and the timed calls; ``seconds_per_subject`` is their median. ``inference_end_to_end``
-is counted here and timed in a fresh process after one warm-up run there. ``paper`` on a CPU makes one counted, one
+is counted here and timed in a fresh process after its warm-up runs there. ``paper`` on a CPU makes one counted, one
 warm-up and two timed calls per network item. FLOPs: matmuls, convolutions and attention, 2 per multiply-add (CPU
 fused attention with torch's CUDA formulas); norms, softmax, gathers and memory traffic cost time but no FLOPs, so
 the fractions are lower bounds on how busy the arithmetic units are. ``peak_rss_gb`` is the process's peak resident
@@ -96,7 +96,8 @@ SHIPPED_WEIGHTS = {"small": BUNDLE / "models" / "model.pt"}
 @dataclass
 class Settings:
     """How hard to measure: matmul size n and its repeats; untimed warm-ups after the FLOP-counting call and timed
-    calls per network item, and the same for ``inference_end_to_end``."""
+    calls per network item; warm-up and timed runs of ``inference_end_to_end`` in its own process (whose first run
+    would pay for starting it)."""
 
     matmul_size: int
     matmul_repeats: int
@@ -464,13 +465,13 @@ def measure_end_to_end(
 ) -> tuple[Item, int]:
     """``inference_end_to_end``: its FLOPs counted here with ``network`` (untimed), its time and memory in a fresh
     (spawned) process with this one's torch threads, so that its ``peak_rss_gb`` is what an inference process holds,
-    not the steps measured before it nor the FLOP counter (which runs attention unfused). The child warms up once at
-    least. Returns the item and the network passes per subject."""
+    not the steps measured before it nor the FLOP counter (which runs attention unfused). Returns the item and the
+    network passes per subject."""
     report("call 1: counting FLOPs (untimed)")
     predictor = cohort_predictor(preset, network, device, workdir / "counted")
     with flop_counter() as counter, counted_passes(network) as passes:
         end_to_end_call(predictor, subject)()
-    warmup = max(1, settings.subject_warmup)
+    warmup = settings.subject_warmup
     report(f"{warmup} warm-up + {settings.subject_repeats} timed call(s) in a fresh process")
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
@@ -717,7 +718,7 @@ def format_table(results: dict[str, Any]) -> str:
         f"load average {meta['load_average_1min']}",
         f"preset {meta['preset']}: per item 1 FLOP-counting call (untimed, the first warm-up) + {settings['warmup']} "
         "warm-up + "
-        f"{settings['repeats']} timed (end to end: {max(1, settings['subject_warmup'])} warm-up + "
+        f"{settings['repeats']} timed (end to end: {settings['subject_warmup']} warm-up + "
         f"{settings['subject_repeats']} timed in its own process); "
         "median of the timed calls",
         f"peak matmul {peak['matmul_size']}^3: fp32 {peak['fp32_tflops']:.3f} TFLOP/s, bf16 {peak['bf16_tflops']:.3f} "
@@ -769,15 +770,15 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_for(preset: str, device: torch.device, repeats: int | None) -> Settings:
     """Measurement effort for ``preset`` on ``device`` (``repeats``: timed network calls, None for the default)."""
     if device.type == "cuda":
-        settings = Settings(8192, 20, warmup=2, repeats=5, subject_warmup=0, subject_repeats=2)
+        settings = Settings(8192, 20, warmup=2, repeats=5, subject_warmup=1, subject_repeats=2)
     elif preset == "paper":
         # a network call takes seconds on a CPU; the FLOP-counting call does not warm up the fused kernels it counts
         # (the first call after it measured up to 1.5x the next ones): one warm-up, the median of two timed calls
-        settings = Settings(2048, 5, warmup=1, repeats=2, subject_warmup=0, subject_repeats=1)
+        settings = Settings(2048, 5, warmup=1, repeats=2, subject_warmup=1, subject_repeats=1)
     elif preset == "small":
-        settings = Settings(2048, 5, warmup=1, repeats=3, subject_warmup=0, subject_repeats=2)
+        settings = Settings(2048, 5, warmup=1, repeats=3, subject_warmup=1, subject_repeats=2)
     else:
-        settings = Settings(512, 10, warmup=0, repeats=2, subject_warmup=0, subject_repeats=1)
+        settings = Settings(512, 10, warmup=0, repeats=2, subject_warmup=1, subject_repeats=1)
     if repeats is not None:
         settings.repeats = max(1, repeats)
     return settings
