@@ -16,7 +16,12 @@ import torch
 from scripts.files import save_nifti_atomic
 from scripts.phases import PHASE_NAMES, cardiac_phases, cyclic_frame_distance
 from scripts.presets import build_network
-from scripts.volume_curves import input_frame_interval_ms, volume_curves_csv, volume_curves_record
+from scripts.volume_curves import (
+    curve_frame_interval_ms,
+    plane_frame_interval_ms,
+    volume_curves_csv,
+    volume_curves_record,
+)
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 
@@ -103,8 +108,11 @@ def test_a_missing_view_gives_empty_values_never_zero():
 def test_frame_interval_is_read_from_the_sa_header(tmp_path):
     save_nifti_atomic(np.zeros((4, 4, 2, 5), np.int16), np.eye(4), tmp_path / "sa.nii.gz", frame_interval_ms=32.5)
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 1, 5), np.int16), np.eye(4)), tmp_path / "la_4ch.nii.gz")
-    assert input_frame_interval_ms(tmp_path, ["la_4ch", "sa"]) == pytest.approx(32.5)
-    assert input_frame_interval_ms(tmp_path, ["la_4ch"]) is None, "no time unit in the header: unknown"
+    intervals = {stem: plane_frame_interval_ms(tmp_path, stem) for stem in ("la_4ch", "sa")}
+    assert intervals["sa"] == pytest.approx(32.5)
+    assert intervals["la_4ch"] is None, "no time unit in the header: unknown"
+    assert curve_frame_interval_ms(intervals) == pytest.approx(32.5), "the curves take the SA stack's"
+    assert curve_frame_interval_ms({"la_4ch": intervals["la_4ch"]}) is None
 
 
 def test_inference_writes_volume_curves_unless_switched_off(tiny_cohort, tmp_path):

@@ -471,36 +471,28 @@ def measure_end_to_end(
     predictor = cohort_predictor(preset, network, device, workdir / "counted")
     with flop_counter() as counter, counted_passes(network) as passes:
         end_to_end_call(predictor, subject)()
-    warmup = settings.subject_warmup
-    report(f"{warmup} warm-up + {settings.subject_repeats} timed call(s) in a fresh process")
+    report(f"{settings.subject_warmup} warm-up + {settings.subject_repeats} timed call(s) in a fresh process")
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
         job = pool.submit(
-            time_end_to_end,
-            preset,
-            str(device),
-            subject,
-            workdir / "timed",
-            (warmup, settings.subject_repeats, torch.get_num_threads()),
+            time_end_to_end, preset, str(device), subject, workdir / "timed", settings, torch.get_num_threads()
         )
         seconds, rss_gb = job.result()
     item = Item("inference_end_to_end", dtype_name(compute_dtype(device)), seconds, counter.get_total_flops())
-    item.untimed_calls, item.peak_rss_gb = 1 + warmup, rss_gb
+    item.untimed_calls, item.peak_rss_gb = 1 + settings.subject_warmup, rss_gb
     return item, len(passes)
 
 
 def time_end_to_end(
-    preset: str, device_name: str, subject: Path, output_dir: Path, calls: tuple[int, int, int]
+    preset: str, device_name: str, subject: Path, output_dir: Path, settings: Settings, threads: int
 ) -> tuple[list[float], float]:
-    """Run in the child process of :func:`measure_end_to_end`: with ``calls`` = (warm-ups, repeats, torch threads),
-    the untimed and timed inference runs on ``subject``; returns the timed seconds and the process's peak resident
-    memory (GB)."""
-    warmup, repeats, threads = calls
+    """Run in the child process of :func:`measure_end_to_end` with ``threads`` torch threads: the settings' warm-up
+    and timed inference runs on ``subject``; returns the timed seconds and the process's peak resident memory (GB)."""
     torch.set_num_threads(threads)
     device = torch.device(device_name)
     heart, _ = build_heart(preset, geometry(preset), device)
     call = end_to_end_call(cohort_predictor(preset, heart, device, output_dir), subject)
-    return time_calls(call, device, warmup, repeats), peak_rss_gb()
+    return time_calls(call, device, settings.subject_warmup, settings.subject_repeats), peak_rss_gb()
 
 
 @contextlib.contextmanager

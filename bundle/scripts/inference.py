@@ -41,7 +41,7 @@ from scripts.files import (
     write_text_atomic,
 )
 from scripts.flags import as_flag
-from scripts.labels import ALL_PLANE_FILES, PHENOTYPE_NAMES, PHENOTYPE_UNITS, SA_PLANE
+from scripts.labels import ALL_PLANE_FILES, PHENOTYPE_NAMES, PHENOTYPE_UNITS
 from scripts.measures import (
     implausible_ejections,
     implausible_values,
@@ -57,7 +57,12 @@ from scripts.sample_geometry import parse_geometry
 from scripts.subject import discover_subjects, is_subject_folder
 from scripts.subject_report import write_subject_report
 from scripts.subject_segmenter import SubjectSegmentation, SubjectSegmenter
-from scripts.volume_curves import input_frame_interval_ms, volume_curves_record, write_volume_curves
+from scripts.volume_curves import (
+    curve_frame_interval_ms,
+    plane_frame_interval_ms,
+    volume_curves_record,
+    write_volume_curves,
+)
 from scripts.weights import load_network_weights
 
 logger = logging.getLogger(__name__)
@@ -431,7 +436,7 @@ class CohortPredictor:
         subject_dir = self.output_dir / subject_id
         # each input plane's frame interval (ms; None where its header has no time unit), read once: the written
         # segmentation keeps it as its time spacing (a viewer plays it at the input's pace); the curves are timed by it
-        intervals_ms = {stem: input_frame_interval_ms(item["subject"], [stem]) for stem in segmentation.planes}
+        intervals_ms = {stem: plane_frame_interval_ms(item["subject"], stem) for stem in segmentation.planes}
         for stem, (array, affine) in segmentation.planes.items():
             save_nifti_atomic(
                 array.astype(np.uint8), affine, subject_dir / f"seg_{stem}.nii.gz", intervals_ms[stem] or 0.0
@@ -458,9 +463,7 @@ class CohortPredictor:
         qc_columns = flag_summary(qc_flags) if qc_flags is not None else {}
         self.write_report(item, segmentation, measured, implausible, identifiers, qc_flags)
         if self.write_volume_curves:
-            # the curves share the SA stack's frames where it is present
-            curve_stem = SA_PLANE if SA_PLANE in intervals_ms else next(iter(intervals_ms), None)
-            interval_ms = intervals_ms.get(curve_stem)
+            interval_ms = curve_frame_interval_ms(intervals_ms)
             record = volume_curves_record(subject_id, volumes, interval_ms, self.write_cardiac_phases)
             write_volume_curves(record, subject_dir)
         if self.write_reports:

@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 
 from scripts.files import json_number, write_json_atomic, write_text_atomic
+from scripts.labels import SA_PLANE
 from scripts.measures import resample_cycle
 from scripts.phases import PHASE_DEFINITIONS, cardiac_phases
 from scripts.subject import find_plane_file
@@ -35,20 +36,25 @@ CURVE_METHODS = {
 TIME_UNIT_MS = {"msec": 1.0, "sec": 1000.0, "usec": 0.001}
 
 
-def input_frame_interval_ms(subject_dir: str | os.PathLike, stems: list[str]) -> float | None:
-    """Frame interval (ms) from the time spacing of the plane file ``stem`` of ``subject_dir`` (the first of ``stems``
-    found, SA first); None where the header gives no time unit or a non-positive spacing."""
-    for stem in sorted(stems, key=lambda s: s != "sa"):
-        path = find_plane_file(Path(subject_dir), stem)
-        if path is None:
-            continue
-        header = nib.load(path).header
-        zooms = header.get_zooms()
-        unit = header.get_xyzt_units()[1]
-        if len(zooms) < 4 or unit not in TIME_UNIT_MS or zooms[3] <= 0:
-            return None
-        return float(zooms[3]) * TIME_UNIT_MS[unit]
-    return None
+def plane_frame_interval_ms(subject_dir: str | os.PathLike, stem: str) -> float | None:
+    """Frame interval (ms) from the time spacing of the plane file ``stem`` of ``subject_dir``; None where there is
+    no such file, or its header gives no time unit or a non-positive spacing."""
+    path = find_plane_file(Path(subject_dir), stem)
+    if path is None:
+        return None
+    header = nib.load(path).header
+    zooms = header.get_zooms()
+    unit = header.get_xyzt_units()[1]
+    if len(zooms) < 4 or unit not in TIME_UNIT_MS or zooms[3] <= 0:
+        return None
+    return float(zooms[3]) * TIME_UNIT_MS[unit]
+
+
+def curve_frame_interval_ms(intervals_ms: Mapping[str, float | None]) -> float | None:
+    """The frame interval of the volume curves, from each plane's (:func:`plane_frame_interval_ms`): the SA stack's,
+    whose frames the curves share, else the first plane's; None where there is none."""
+    stem = SA_PLANE if SA_PLANE in intervals_ms else next(iter(intervals_ms), None)
+    return intervals_ms.get(stem)
 
 
 def curves_on_common_frames(volumes: Mapping[str, np.ndarray | None]) -> tuple[dict[str, np.ndarray | None], int]:
