@@ -31,6 +31,7 @@ from scripts.inference import (
     phenotypes_from_measures,
 )
 from scripts.labels import PHENOTYPE_NAMES
+from scripts.lv_cavity import fill_lv_cavity
 from scripts.measures import volume_curves_from_segmentations
 from scripts.presets import build_network, preset_grid
 from scripts.tracking import CLASS_COLOURS
@@ -216,26 +217,46 @@ def test_finetuning_starts_from_the_pretrained_encoder(trained):
     assert not torch.allclose(std, torch.ones_like(std)), "phenotype normalisation comes from the training set"
 
 
-def test_sa_atria_from_long_axis_only_turns_sa_lv_into_la(trained, tiny_cohort, tmp_path):
-    """``--sa_atria_from_long_axis true`` through the bundle runner: the SA stack differs from the default run only
-    where LV blood pool became LA blood pool, and the long-axis views are untouched."""
+def written_planes_with_switch(trained, tiny_cohort, out: Path, option: str) -> dict[str, dict[str, tuple]]:
+    """Inference through the bundle runner on the tiny cohort's first test subject with ``--<option> false`` and
+    ``true``: switch -> plane stem -> (written labels (X, Y, S, T), affine)."""
     source = tiny_cohort / json.loads((tiny_cohort / "datalist.json").read_text())["test"][0]["subject"]
     model = trained / "finetune_phenotypes" / "models" / "model.pt"
     outputs = {}
     for switch in ("false", "true"):
-        out = tmp_path / f"atria_{switch}"
-        bundle_run(["configs/inference.yaml"], dataset_dir=source, output_dir=out, ckpt=model,
-                   sa_atria_from_long_axis=switch, write_reports="false", write_dicom_seg="false")  # fmt: skip
+        run_dir = out / f"{option}_{switch}"
+        bundle_run(["configs/inference.yaml"], dataset_dir=source, output_dir=run_dir, ckpt=model,
+                   write_reports="false", write_dicom_seg="false", **{option: switch})  # fmt: skip
         images = {
-            stem: nib.load(out / source.name / f"seg_{stem}.nii.gz") for stem in ("sa", "la_2ch", "la_3ch", "la_4ch")
+            stem: nib.load(run_dir / source.name / f"seg_{stem}.nii.gz")
+            for stem in ("sa", "la_2ch", "la_3ch", "la_4ch")
         }
         outputs[switch] = {stem: (np.asarray(image.dataobj), image.affine) for stem, image in images.items()}
+    return outputs
+
+
+def test_sa_atria_from_long_axis_only_turns_sa_lv_into_la(trained, tiny_cohort, tmp_path):
+    """``--sa_atria_from_long_axis true`` through the bundle runner: the SA stack differs from the default run only
+    where LV blood pool became LA blood pool, and the long-axis views are untouched."""
+    outputs = written_planes_with_switch(trained, tiny_cohort, tmp_path, "sa_atria_from_long_axis")
     default, relabelled = outputs["false"], outputs["true"]
     assert np.array_equal(relabelled["sa"][0], relabel_atrial_sa_slices(default)), "the module's relabelling, written"
     changed = default["sa"][0] != relabelled["sa"][0]
     assert np.all(default["sa"][0][changed] == 1) and np.all(relabelled["sa"][0][changed] == 4), "only LV -> LA"
     for stem in ("la_2ch", "la_3ch", "la_4ch"):
         assert np.array_equal(default[stem][0], relabelled[stem][0])
+
+
+def test_sa_fill_lv_cavity_only_turns_myocardium_inside_the_lv_into_lv(trained, tiny_cohort, tmp_path):
+    """``--sa_fill_lv_cavity false`` through the bundle runner against the default: the default SA stack is the
+    module's fill of the unfilled one (only myocardium became LV blood pool), and the long-axis views are the same."""
+    outputs = written_planes_with_switch(trained, tiny_cohort, tmp_path, "sa_fill_lv_cavity")
+    unfilled, filled = outputs["false"]["sa"][0], outputs["true"]["sa"][0]
+    assert np.array_equal(filled, fill_lv_cavity(unfilled)), "the module's fill, written"
+    changed = unfilled != filled
+    assert np.all(unfilled[changed] == 2) and np.all(filled[changed] == 1), "only myocardium -> LV"
+    for stem in ("la_2ch", "la_3ch", "la_4ch"):
+        assert np.array_equal(outputs["false"][stem][0], outputs["true"][stem][0])
 
 
 def test_inference_writes_every_plane_in_its_own_geometry(trained, tiny_cohort, tmp_path):

@@ -22,6 +22,7 @@ from scripts.flags import as_flag
 from scripts.heart_centre import lv_offset_px
 from scripts.intensity_refinement import refine_probabilities
 from scripts.labels import SA_PLANE, UNLABELLED
+from scripts.lv_cavity import fill_lv_cavity
 from scripts.precision import precision_context
 from scripts.sample_geometry import parse_geometry, sa_plane_indices, sa_slices, with_centre_method
 from scripts.subject import Subject
@@ -88,6 +89,8 @@ class SubjectSegmenter:
             (:mod:`scripts.intensity_refinement`); False: the network's softmax alone.
         sa_largest_component: keep, in each slice and frame of the written SA stack, only the largest connected heart
             (all classes together): labels on the chest wall or the liver, apart from the heart, are removed.
+        sa_fill_lv_cavity: relabel LV blood pool, in each slice and frame of the written SA stack, the myocardium
+            inside the convex hull of the LV blood pool (papillary muscles and trabeculae, :mod:`scripts.lv_cavity`).
         sa_atria_from_long_axis: relabel LA the LV blood pool of SA slices at the frames where the long-axis views
             crossing them see the atrium (:mod:`scripts.atrial_slices`).
         recentre_on_lv: a subject whose heart centre is the image centre (no two long-axis planes cut its SA stack)
@@ -105,6 +108,7 @@ class SubjectSegmenter:
         sa_largest_component: bool = True,
         recentre_on_lv: bool = True,
         sa_atria_from_long_axis: bool = False,
+        sa_fill_lv_cavity: bool = True,
     ) -> None:
         self.network = network
         self.load_subject = load_subject
@@ -115,6 +119,7 @@ class SubjectSegmenter:
         self.sa_largest_component = as_flag(sa_largest_component, "sa_largest_component")
         self.recentre_on_lv = as_flag(recentre_on_lv, "recentre_on_lv")
         self.sa_atria_from_long_axis = as_flag(sa_atria_from_long_axis, "sa_atria_from_long_axis")
+        self.sa_fill_lv_cavity = as_flag(sa_fill_lv_cavity, "sa_fill_lv_cavity")
 
     def with_network(self, network: torch.nn.Module) -> SubjectSegmenter:
         """The same loader, device, precision and shifts with another network (e.g. another checkpoint's)."""
@@ -128,6 +133,7 @@ class SubjectSegmenter:
             self.sa_largest_component,
             self.recentre_on_lv,
             self.sa_atria_from_long_axis,
+            self.sa_fill_lv_cavity,
         )
 
     @property
@@ -323,6 +329,8 @@ class SubjectSegmenter:
             array[array == UNLABELLED] = 0
         if SA_PLANE in outputs and self.sa_largest_component:
             outputs[SA_PLANE] = (largest_heart_component(outputs[SA_PLANE][0]), outputs[SA_PLANE][1])
+        if SA_PLANE in outputs and self.sa_fill_lv_cavity:
+            outputs[SA_PLANE] = (fill_lv_cavity(outputs[SA_PLANE][0]), outputs[SA_PLANE][1])
         if self.sa_atria_from_long_axis:
             relabelled = relabel_atrial_sa_slices(outputs)
             if relabelled is not None:
