@@ -17,7 +17,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from scripts.labels import CLASS_NAMES
 
-__all__ = ["fill_lv_cavity", "convex_hull_mask"]
+__all__ = ["fill_lv_cavity", "convex_hull_mask", "largest_component"]
 
 LV_BLOOD_POOL = CLASS_NAMES.index("LVBP")
 LV_MYOCARDIUM = CLASS_NAMES.index("LVMYO")
@@ -53,7 +53,7 @@ def convex_hull_mask(region: np.ndarray) -> np.ndarray | None:
 
 
 def largest_component(region: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of bool (X, Y) ``region``."""
+    """The largest 8-connected component of bool (X, Y) ``region`` (all of it where it has one component or none)."""
     components, count = label_components(region, structure=np.ones((3, 3), dtype=bool))
     if count <= 1:
         return region
@@ -74,11 +74,12 @@ def fill_lv_cavity(labels: np.ndarray) -> np.ndarray:
     planes = np.moveaxis(labels, (2, 3), (0, 1)).copy()
     blood_pool_pixels = (planes == LV_BLOOD_POOL).sum(axis=(2, 3))
     for z, t in zip(*np.nonzero(blood_pool_pixels >= MIN_PIXELS)):
-        plane = planes[z, t]
-        rows, cols = np.nonzero(plane == LV_BLOOD_POOL)
+        in_blood_pool = planes[z, t] == LV_BLOOD_POOL
+        rows, cols = np.nonzero(in_blood_pool)
         # the hull lies within the blood pool's bounding box: work on that window only
-        window = plane[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-        blood_pool = largest_component(window == LV_BLOOD_POOL)
+        box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+        window = planes[z, t][box]
+        blood_pool = largest_component(in_blood_pool[box])
         hull = convex_hull_mask(blood_pool)
         if hull is None or blood_pool.sum() < MIN_SOLIDITY * hull.sum():
             continue

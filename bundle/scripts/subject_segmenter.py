@@ -14,7 +14,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy.ndimage import label as label_components
 
 from scripts.atrial_slices import relabel_atrial_sa_slices
 from scripts.canonical import LoadCineSubjectd, plan_sa_passes
@@ -22,7 +21,7 @@ from scripts.flags import as_flag
 from scripts.heart_centre import lv_offset_px
 from scripts.intensity_refinement import refine_probabilities
 from scripts.labels import SA_PLANE, UNLABELLED
-from scripts.lv_cavity import fill_lv_cavity
+from scripts.lv_cavity import fill_lv_cavity, largest_component
 from scripts.precision import precision_context
 from scripts.sample_geometry import parse_geometry, sa_plane_indices, sa_slices, with_centre_method
 from scripts.subject import Subject
@@ -68,10 +67,8 @@ def largest_heart_component(labels: np.ndarray) -> np.ndarray:
     kept = labels.copy()
     for z in range(labels.shape[2]):
         for t in range(labels.shape[3]):
-            components, count = label_components(labels[:, :, z, t] > 0, structure=np.ones((3, 3), dtype=bool))
-            if count > 1:
-                largest = 1 + int(np.argmax(np.bincount(components.ravel())[1:]))
-                kept[:, :, z, t][(components > 0) & (components != largest)] = 0
+            heart = labels[:, :, z, t] > 0
+            kept[:, :, z, t][heart & ~largest_component(heart)] = 0
     return kept
 
 
