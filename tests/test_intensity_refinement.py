@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from scripts.intensity_refinement import refine_probabilities, refine_series
+from scripts.intensity_refinement import _smooth_in_plane, refine_probabilities, refine_series
 from scripts.labels import NUM_CLASSES
 
 SIZE = 48
@@ -73,6 +74,17 @@ def test_outside_the_field_of_view_keeps_the_prior_and_zero_iterations_change_no
     floored = (prior + 0.02) / (1 + NUM_CLASSES * 0.02)
     torch.testing.assert_close(refined[:, :, :, :10], floored[:, :, :, :10])
     assert torch.equal(refine_series(image, prior, iterations=0), prior)
+
+
+def test_prior_smoothing_is_the_mean_over_each_pixels_3x3_neighbours_inside_the_image():
+    """The separable shifted-add smoothing equals box filtering as torch defines it (avg_pool2d without the padding
+    in the count), pass after pass, borders and corners included; 1-pixel-wide maps come back unchanged."""
+    maps = torch.rand(NUM_CLASSES, 3, 17, 11)
+    expected = maps.reshape(-1, 1, 17, 11)
+    for passes in (1, 2, 3):
+        expected = F.avg_pool2d(expected, 3, stride=1, padding=1, count_include_pad=False)
+        torch.testing.assert_close(_smooth_in_plane(maps, passes), expected.reshape(maps.shape))
+    assert torch.equal(_smooth_in_plane(maps[..., :1], 2), maps[..., :1])
 
 
 def test_mismatched_shapes_are_refused():

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,7 +14,7 @@ from test_bundle import bundle_run
 
 from scripts.cohort_report import embedding_map
 from scripts.labels import PHENOTYPE_NAMES
-from scripts.subject_report import frame_of_phase, view_panels
+from scripts.subject_report import frame_of_phase, view_panels, write_subject_report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
@@ -82,6 +83,30 @@ def test_panels_show_each_view_at_ed_and_es_around_its_labels(tiny_cohort, tmp_p
     for title, ed_image, es_image, (ed_label, es_label) in panels:
         assert ed_image.shape == ed_label.shape == es_label.shape, title
         assert ed_label.any() and (ed_label[[0, -1]] == 0).all() and (ed_label[:, [0, -1]] == 0).all(), title
+
+
+def test_report_drawn_from_planes_in_memory_is_the_one_read_from_the_files(reported, tmp_path):
+    """Inference hands the report the planes and segmentations it holds; the picture is the one drawn from the
+    subject's files (as a later rerun of the report on the output folder draws it), pixel for pixel."""
+    from scripts.subject import load_subject
+
+    written = reported / "subject_0000"
+    source = json.loads((written / "report.json").read_text())["source"]
+    images = {stem: plane.image for stem, plane in load_subject(source).planes.items()}
+    labels = {}
+    for path in written.glob("seg_*.nii.gz"):
+        array = np.asanyarray(nib.load(str(path)).dataobj)
+        labels[path.name.removeprefix("seg_").removesuffix(".nii.gz")] = array[:, :, None] if array.ndim == 3 else array
+    pictures = {}
+    for name, planes in (("files", {}), ("memory", {"images": images, "labels": labels})):
+        folder = tmp_path / name
+        shutil.copytree(written, folder)
+        (folder / "report.png").unlink()
+        write_subject_report(source, folder, **planes)
+        pictures[name] = np.asarray(Image.open(folder / "report.png").convert("RGB"))
+    assert len(images) == 4 and len(labels) == 4
+    np.testing.assert_array_equal(pictures["memory"], pictures["files"])
+    assert len(np.unique(pictures["memory"].reshape(-1, 3), axis=0)) > 50
 
 
 def test_phase_frames_map_between_views_of_other_frame_counts():

@@ -467,7 +467,8 @@ class CohortPredictor:
             record = volume_curves_record(subject_id, volumes, interval_ms, self.write_cardiac_phases)
             write_volume_curves(record, subject_dir)
         if self.write_reports:
-            write_subject_report(item["subject"], subject_dir)
+            written = {stem: labels for stem, (labels, _) in segmentation.planes.items()}
+            write_subject_report(item["subject"], subject_dir, segmentation.images, written)
         origin = {"subject": subject_id, **identifiers, PLANES_COLUMN: ";".join(sorted(segmentation.planes))}
         return {
             "estimated": {**origin, SOURCE_COLUMN: method, **phenotypes, **qc_columns},

@@ -127,16 +127,25 @@ def _phase_frames(curves: Mapping[str, Any]) -> tuple[int | None, int | None, in
     return phases.get("ED"), phases.get("ES"), int(curves.get("num_frames") or 0)
 
 
-def view_panels(input_dir: Path, subject_dir: Path, curves: Mapping[str, Any]) -> list[tuple[str, Any, Any, Any]]:
+def view_panels(
+    input_dir: Path,
+    subject_dir: Path,
+    curves: Mapping[str, Any],
+    images: Mapping[str, np.ndarray] | None = None,
+    labels: Mapping[str, np.ndarray] | None = None,
+) -> list[tuple[str, Any, Any, Any]]:
     """The panels of the image grid: (row title, ED image (H, W), ES image (H, W), (ED, ES) labels or None), one row
-    per SA slice shown and per long-axis view, cropped around the heart."""
+    per SA slice shown and per long-axis view, cropped around the heart. ``images`` and ``labels`` (file stem ->
+    (H, W, S, T)): the planes and their written segmentations already in memory; the others are read from the
+    input's and the subject's folders."""
     ed, es, curve_frames = _phase_frames(curves)
+    images, labels = images or {}, labels or {}
     rows = []
     for stem in ALL_PLANE_FILES:
-        image = _load(find_plane_file(input_dir, stem))
+        image = images[stem] if stem in images else _load(find_plane_file(input_dir, stem))
         if image is None:
             continue
-        label = _load(subject_dir / f"seg_{stem}.nii.gz")
+        label = labels[stem] if stem in labels else _load(subject_dir / f"seg_{stem}.nii.gz")
         frames = image.shape[3]
         ed_view = frame_of_phase(ed, curve_frames, frames) if ed is not None else 0
         es_view = frame_of_phase(es, curve_frames, frames) if es is not None else frames // 2
@@ -206,8 +215,20 @@ def report_figure(
     """The page as one matplotlib figure: the plane grid (rows: ``panels``; columns ED, ES) on the left; the volume
     curves, the phenotype ``table`` and the ``notes`` on the right."""
     rows = max(len(panels), 4)
-    figure = plt.figure(figsize=(13, 2.1 * rows + 0.6))
-    grid = figure.add_gridspec(rows, 4, width_ratios=(1, 1, 1.6, 1.6))
+    height_in = 2.1 * rows + 0.6
+    figure = plt.figure(figsize=(13, height_in))
+    # fixed margins (inches) rather than tight_layout, which draws the whole figure once more to measure it
+    grid = figure.add_gridspec(
+        rows,
+        4,
+        width_ratios=(1, 1, 1.6, 1.6),
+        left=0.01,
+        right=0.97,
+        bottom=0.5 / height_in,
+        top=1 - 0.6 / height_in,
+        wspace=0.12,
+        hspace=0.25,
+    )
     for row, (title, ed_image, es_image, labels) in enumerate(panels):
         for column, (image, phase) in enumerate(((ed_image, "ED"), (es_image, "ES"))):
             label = None if labels is None else labels[column]
@@ -223,7 +244,6 @@ def report_figure(
     wrapped = [line[:120] for line in lines]
     text_ax.text(0, 1, "\n".join(wrapped), family="monospace", fontsize=7, va="top")
     figure.suptitle(f"{subject}: contours at ED and ES, volume curves, phenotypes", fontsize=10)
-    figure.tight_layout()
     return figure
 
 
@@ -265,17 +285,24 @@ measure head on the measured values, or by the embedding head where nothing was 
 """
 
 
-def write_subject_report(input_dir: str | os.PathLike, subject_dir: str | os.PathLike) -> None:
+def write_subject_report(
+    input_dir: str | os.PathLike,
+    subject_dir: str | os.PathLike,
+    images: Mapping[str, np.ndarray] | None = None,
+    labels: Mapping[str, np.ndarray] | None = None,
+) -> None:
     """Write ``report.png`` and ``report.html`` into ``subject_dir`` (an inference output folder holding
     ``seg_*.nii.gz``, ``phenotypes.json``, ``report.json`` and, where written, ``volume_curves.json``) for the input
-    subject folder ``input_dir``."""
+    subject folder ``input_dir``. ``images`` and ``labels``: planes (file stem -> (X, Y, S, T)) already in memory
+    (inference's input and its written segmentations), not read again."""
     input_dir, subject_dir = Path(input_dir), Path(subject_dir)
     report = _read_json(subject_dir / "report.json")
     curves = _read_json(subject_dir / "volume_curves.json")
     subject = report.get("subject", subject_dir.name)
     table = phenotype_rows(_read_json(subject_dir / "phenotypes.json"))
     notes = report_notes(report)
-    figure = report_figure(subject, view_panels(input_dir, subject_dir, curves), curves, table, notes)
+    panels = view_panels(input_dir, subject_dir, curves, images, labels)
+    figure = report_figure(subject, panels, curves, table, notes)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=72)
     plt.close(figure)

@@ -9,7 +9,7 @@ cohort loops of inference and evaluation, the measure head's fit and the timing 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -51,12 +51,15 @@ class SubjectSegmentation:
         prediction: :meth:`SubjectSegmenter.predict` of the sample (labels, probabilities, embedding, phenotypes).
         planes: labels of every input plane in its own grid (:meth:`SubjectSegmenter.input_plane_labels`).
         sa_slices_unsegmented: SA slice indices that no pass covered (normally none).
+        images: file stem -> the input plane's float32 (X, Y, S, T) intensities as read, where the files were read
+            (not when every sample came from the loader's cache): the report draws them without reading them again.
     """
 
     sample: dict[str, Any]
     prediction: dict[str, torch.Tensor]
     planes: PlaneLabels
     sa_slices_unsegmented: list[int]
+    images: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def largest_heart_component(labels: np.ndarray) -> np.ndarray:
@@ -341,4 +344,5 @@ class SubjectSegmenter:
         sample = self.centred_sample(item, files, self.load_subject(dict(item), files))
         prediction = self.predict(sample)
         planes, uncovered = self.input_plane_labels(item, sample, prediction["probabilities"], files)
-        return SubjectSegmentation(sample, prediction, planes, uncovered)
+        images = {} if files is None else {stem: plane.image for stem, plane in files.planes.items()}
+        return SubjectSegmentation(sample, prediction, planes, uncovered, images)
