@@ -87,6 +87,20 @@ def test_prior_smoothing_is_the_mean_over_each_pixels_3x3_neighbours_inside_the_
     assert torch.equal(_smooth_in_plane(maps[..., :1], 2), maps[..., :1])
 
 
+def test_refinement_does_not_depend_on_how_many_maps_are_processed_at_once(monkeypatch):
+    """The EM steps sum every pixel of the series whether the maps go through in one block or one at a time (the
+    frames of a block stay in the CPU's caches; the fit is the series')."""
+    import scripts.intensity_refinement as refinement
+
+    image, truth = ring_phantom(blood=0.8, myocardium=0.25, background=0.5)
+    prior = blocky_prior(truth, shift_px=3)
+    together = refine_series(image, prior)
+    monkeypatch.setattr(refinement, "BLOCK_PIXELS", SIZE * SIZE)
+    torch.testing.assert_close(refine_series(image, prior), together)
+    shuffled = [0, 2, 1, 3]  # the frames' order changes nothing but the order of the result
+    torch.testing.assert_close(refine_series(image[shuffled], prior[:, shuffled]), together[:, shuffled])
+
+
 def test_mismatched_shapes_are_refused():
     image, truth = ring_phantom(blood=0.8, myocardium=0.25, background=0.5)
     with pytest.raises(ValueError, match="do not match"):
