@@ -857,6 +857,43 @@ def test_a_killed_folder_inference_leaves_cohort_tables_of_exactly_the_subjects_
     assert not (out / "errors.csv").exists(), "the earlier run's failure was redone"
 
 
+def test_subjects_written_in_background_are_the_subjects_written_one_after_the_other(tiny_cohort, tmp_path):
+    """Folder inference writes a subject while it segments the next one: the folders, the cohort tables and the
+    failures are those of the one-after-the-other run, in the subjects' order, and a subject whose folder cannot be
+    written fails alone (its report's path is a folder here) while the batch goes on and exits 1."""
+    dataset = tmp_path / "dataset"
+    names = ["subject_0000", "subject_0001", "subject_0002"]
+    for name in names:
+        shutil.copytree(tiny_cohort / name, dataset / name)
+    model = untrained_tiny_model(tmp_path / "model.pt")
+    outputs = {}
+    for background in ("true", "false"):
+        out = tmp_path / f"predictions_{background}"
+        (out / names[1] / "report.png").mkdir(parents=True)
+        command = [
+            sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml", "--preset",
+            "tiny", "--dataset_dir", str(dataset), "--output_dir", str(out), "--ckpt", str(model),
+            "--centre_shifts_px", "[]", "--write_in_background", background,
+        ]  # fmt: skip
+        result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)
+        assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+        assert f"1 subject(s) failed ({names[1]})" in result.stderr
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["done"] == [names[0], names[2]]
+        assert "report.png" in summary["failed"][0]["error"]
+        assert not (out / names[1] / "cohort_rows.json").exists(), "a subject not fully written is not complete"
+        outputs[background] = out
+    for name in (names[0], names[2]):
+        for path in sorted((outputs["false"] / name).glob("seg_*.nii.gz")):
+            written = np.asarray(nib.load(str(outputs["true"] / name / path.name)).dataobj)
+            np.testing.assert_array_equal(written, np.asarray(nib.load(str(path)).dataobj))
+    for table in ("phenotypes.csv", "phenotypes_from_segmentation.csv"):
+        assert (outputs["true"] / table).read_text() == (outputs["false"] / table).read_text(), table
+    for out in outputs.values():
+        assert [row["subject"] for row in csv.DictReader((out / "errors.csv").open())] == [names[1]]
+        assert not [path for path in out.rglob(".*") if ".partial." in path.name], "no unfinished file left"
+
+
 def test_a_cohort_table_grown_row_by_row_is_the_table_of_all_its_rows(tmp_path):
     path = tmp_path / "phenotypes.csv"
     table = CohortTable(path, phenotype_columns)

@@ -23,6 +23,8 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -243,7 +245,7 @@ COHORT_ROWS_NAME = "cohort_rows.json"
 
 
 def write_cohort_rows(rows: Mapping[str, Mapping[str, Any]], path: str | os.PathLike) -> None:
-    """Write a subject's rows (``{table: {column: value}}``, as :meth:`CohortPredictor.predict_subject` returns
+    """Write a subject's rows (``{table: {column: value}}``, as :meth:`CohortPredictor.write_subject` returns
     them) as JSON, unknown values (NaN) as null."""
     record = {
         table: {k: json_number(v) if isinstance(v, float) else v for k, v in row.items()} for table, row in rows.items()
@@ -258,6 +260,18 @@ def read_cohort_rows(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
         table: {k: float("nan") if v is None and k in PHENOTYPE_NAMES else v for k, v in row.items()}
         for table, row in record.items()
     }
+
+
+def submit(executor: Executor | None, function: Callable[..., Any], *args: Any) -> Future:
+    """``function(*args)`` on ``executor``, or run now (None) with its result or exception in a finished future."""
+    if executor is not None:
+        return executor.submit(function, *args)
+    future: Future = Future()
+    try:
+        future.set_result(function(*args))
+    except Exception as err:
+        future.set_exception(err)
+    return future
 
 
 class CohortPredictor:
@@ -281,6 +295,9 @@ class CohortPredictor:
             flags in ``report.json`` and their count and summary in the cohort tables (a flag: bool or true/false).
         skip_existing: keep the subjects whose folder an earlier run completed (:data:`COHORT_ROWS_NAME`) as they
             are, their rows read back into the cohort tables, and predict the others (a flag: bool or true/false).
+        write_in_background: write each subject's folder (segmentations, tables, curves, reports) in a thread while
+            the next subject is read and segmented, so that the network is not idle through the writing; the rows and
+            failures still come in the subjects' order (a flag: bool or true/false).
     """
 
     def __init__(
@@ -295,6 +312,7 @@ class CohortPredictor:
         report_colour_by: str = "LVEF",
         quality_control: bool | str = True,
         skip_existing: bool | str = False,
+        write_in_background: bool | str = True,
     ) -> None:
         self.segmenter = segmenter
         self.checkpoint = checkpoint
@@ -306,9 +324,10 @@ class CohortPredictor:
         self.write_reports = as_flag(write_reports, "write_reports")
         self.report_colour_by = checked_colour_by(report_colour_by)
         self.skip_existing = as_flag(skip_existing, "skip_existing")
+        self.write_in_background = as_flag(write_in_background, "write_in_background")
         #: the subjects the last run skipped, each {"subject", "error"}
         self.failures: list[dict[str, str]] = []
-        #: the cohort tables, by the key of a subject's rows (:meth:`predict_subject`)
+        #: the cohort tables, by the key of a subject's rows (:meth:`write_subject`)
         self.tables = {
             key: CohortTable(self.output_dir / name, phenotype_columns)
             for key, name in (
@@ -429,9 +448,10 @@ class CohortPredictor:
         if missing:
             logger.warning(f"{subject_id}: planes missing (reported, not invented): {', '.join(missing)}")
 
-    def predict_subject(self, item: Mapping[str, Any]) -> dict[str, Any]:
-        """Segment one datalist ``item`` and write its folder; its rows of the three cohort tables."""
-        segmentation = self.segmenter.segment(item)
+    def write_subject(self, item: Mapping[str, Any], segmentation: SubjectSegmentation) -> dict[str, Any]:
+        """Write the folder of one datalist ``item`` from its ``segmentation`` (:meth:`SubjectSegmenter.segment`) and
+        its rows of the cohort tables (:data:`COHORT_ROWS_NAME`, last); returns the rows. Runs beside the next
+        subject's segmentation when ``write_in_background`` is on: it reads the network's heads but runs no pass."""
         subject_id = segmentation.sample["id"]
         subject_dir = self.output_dir / subject_id
         # each input plane's frame interval (ms; None where its header has no time unit), read once: the written
@@ -470,16 +490,24 @@ class CohortPredictor:
             written = {stem: labels for stem, (labels, _) in segmentation.planes.items()}
             write_subject_report(item["subject"], subject_dir, segmentation.images, written)
         origin = {"subject": subject_id, **identifiers, PLANES_COLUMN: ";".join(sorted(segmentation.planes))}
-        return {
+        rows = {
             "estimated": {**origin, SOURCE_COLUMN: method, **phenotypes, **qc_columns},
             "from_embedding": {**origin, SOURCE_COLUMN: "phenotype_head", **from_embedding},
             "measured": {**origin, SOURCE_COLUMN: "segmentation", **measured, **qc_columns},
         }
+        write_cohort_rows(rows, subject_dir / COHORT_ROWS_NAME)
+        return rows
 
     def add_subject_rows(self, rows: Mapping[str, dict[str, Any]]) -> None:
-        """Append a finished subject's rows (:meth:`predict_subject`) to the three cohort tables."""
+        """Append a finished subject's rows (:meth:`write_subject`) to the three cohort tables."""
         for key, table in self.tables.items():
             table.append(rows[key])
+
+    def add_failure(self, where: str, name: str, err: Exception, failures: list[dict[str, str]]) -> None:
+        """Log and record a subject that failed (``where``: its place in the run) in ``failures`` and ``errors.csv``."""
+        logger.error(f"{where}: skipped: {err}")
+        failures.append({"subject": name, "error": str(err)})
+        self.errors.append(failures[-1])
 
     def write_cohort(self, rows: list[dict[str, Any]], failures: list[dict[str, str]]) -> dict[str, Any]:
         """Write ``summary.json`` (subjects done and failed) and the cohort report; returns the summary. The three
@@ -510,36 +538,54 @@ class CohortPredictor:
         # an earlier run's rows and failures are not this run's: its complete subjects come back as they are kept
         for table in (*self.tables.values(), self.errors):
             table.start()
-        started, predicted = time.monotonic(), 0
-        for index, item in enumerate(items, start=1):
-            name = item.get("id") or Path(item["subject"]).name
-            completed = self.output_dir / name / COHORT_ROWS_NAME
-            for folder in (completed.parent, completed.parent / "converted"):
-                remove_partial_files(folder)
-            if self.skip_existing and completed.is_file():
-                rows.append(read_cohort_rows(completed))
-                self.add_subject_rows(rows[-1])
-                logger.info(f"[{index}/{len(items)}] {name}: complete from an earlier run, kept (skip_existing)")
-                continue
+        started, done = time.monotonic(), 0
+        # the subject whose folder is being written (index, name, its rows to come) while the next one is segmented
+        writing: tuple[int, str, Future] | None = None
+
+        def finish_writing() -> None:
+            """Wait for the subject being written and take its rows, or its failure, into the cohort tables."""
+            nonlocal writing, done
+            if writing is None:
+                return
+            (index, name, future), writing = writing, None
             try:
-                # a subject stopped half-way through this time must not pass for complete at the next run
-                completed.unlink(missing_ok=True)
-                if "unusable" in item:
-                    raise ValueError(item["unusable"])
-                if "dicom_study" in item:
-                    item = self.convert_dicom(item)
-                subject_rows = self.predict_subject(item)
-                write_cohort_rows(subject_rows, completed)
-                self.add_subject_rows(subject_rows)
-                rows.append(subject_rows)
-                predicted += 1
-                logger.info(
-                    f"[{index}/{len(items)}] {name}: done; {progress_eta(started, predicted, len(items) - index)}"
-                )
-            except Exception as err:  # a batch job keeps going past a bad subject, and says why it failed
-                logger.error(f"[{index}/{len(items)}] {name}: skipped: {err}")
-                failures.append({"subject": name, "error": str(err)})
-                self.errors.append(failures[-1])
+                rows.append(future.result())
+            except Exception as err:  # its folder could not be written: the subject fails, the batch goes on
+                self.add_failure(f"[{index}/{len(items)}] {name}", name, err, failures)
+                return
+            self.add_subject_rows(rows[-1])
+            done += 1
+            logger.info(f"[{index}/{len(items)}] {name}: done; {progress_eta(started, done, len(items) - index)}")
+
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="write-subject") if self.write_in_background else nullcontext(None)
+        ) as writer:
+            for index, item in enumerate(items, start=1):
+                name = item.get("id") or Path(item["subject"]).name
+                completed = self.output_dir / name / COHORT_ROWS_NAME
+                for folder in (completed.parent, completed.parent / "converted"):
+                    remove_partial_files(folder)
+                if self.skip_existing and completed.is_file():
+                    finish_writing()
+                    rows.append(read_cohort_rows(completed))
+                    self.add_subject_rows(rows[-1])
+                    logger.info(f"[{index}/{len(items)}] {name}: complete from an earlier run, kept (skip_existing)")
+                    continue
+                try:
+                    # a subject stopped half-way through this time must not pass for complete at the next run
+                    completed.unlink(missing_ok=True)
+                    if "unusable" in item:
+                        raise ValueError(item["unusable"])
+                    if "dicom_study" in item:
+                        item = self.convert_dicom(item)
+                    segmentation = self.segmenter.segment(item)
+                except Exception as err:  # a batch job keeps going past a bad subject, and says why it failed
+                    finish_writing()
+                    self.add_failure(f"[{index}/{len(items)}] {name}", name, err, failures)
+                    continue
+                finish_writing()
+                writing = (index, name, submit(writer, self.write_subject, item, segmentation))
+            finish_writing()
         summary = self.write_cohort(rows, failures)
         self.failures = failures
         print(f"segmentations, phenotypes and embeddings of {len(rows)} subject(s) in {self.output_dir}")
