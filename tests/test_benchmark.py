@@ -75,4 +75,7 @@ def test_tiny_benchmark_prints_one_json_line_per_what(tmp_path: Path) -> None:
 
     results = json.loads(out.read_text())
     assert results["records"] == records
+    # the end-to-end subject is the one of the line's definition: 9 planes, which one network pass covers
+    assert results["meta"]["network_passes"] == 1
+    assert "end to end: 1 network pass," in proc.stdout
     assert not list(tmp_path.glob(".tmp.json.*"))  # the atomic write left no temporary file

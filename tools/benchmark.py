@@ -17,7 +17,8 @@ precision (:func:`scripts.precision.autocast_context`: bf16 autocast where the d
 - ``pretrain_step``: MAE step (forward + backward, 70 % of the tokens masked).
 - ``segmentation_step``: segmentation training step (forward + loss + backward) decoding ``decoded_planes`` planes with
   the full-resolution stage on ``decoded_frames`` frames, as ``finetune_segmentation.yaml`` trains (``tiny``: 5 of 10).
-- ``inference_end_to_end``: one synthetic subject (or ``--subject``) through the inference workflow's own
+- ``inference_end_to_end``: one synthetic subject of 9 planes (the middle 6 slices of its SA stack and the three
+  long-axis views, no label files; or ``--subject``) through the inference workflow's own
   :class:`scripts.inference.CohortPredictor` built from ``inference.yaml`` at the preset, one pass
   (``centre_shifts_px: []``): files read, every plane and frame segmented (the extra SA passes included), labels
   written back onto every input plane, phenotypes, reports and tables written. Shipped weights at ``small``, random
@@ -60,6 +61,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import nibabel as nib
 import torch
 import yaml
 from monai.bundle import ConfigParser
@@ -77,7 +79,8 @@ from tools import BUNDLE
 from tools.baseline_encoder import build_baseline
 
 SCHEMA_VERSION = 2
-NUM_PLANES = 9  # 6 SA slices + 3 LA views
+NUM_SA_SLICES = 6  # inference.yaml's num_sa_slices: what one network pass covers
+NUM_PLANES = NUM_SA_SLICES + 3  # and the three long-axis views
 #: the ``what`` of the JSON lines, in the order they are printed
 WHATS = (
     "matmul_peak",
@@ -416,11 +419,19 @@ def build_heart(preset: str, shape: Sequence[int], device: torch.device) -> tupl
 # End to end and data layer
 # --------------------------------------------------------------------------------------------------
 def benchmark_subject(preset: str, subject: Path | None, workdir: Path) -> Path:
-    """The given subject folder, or one synthetic subject written under ``workdir``."""
+    """The given subject folder, or one synthetic subject written under ``workdir`` as inference takes one: 9 planes
+    (the 6 middle slices of its SA stack, which one network pass covers, and the three long-axis views) and no label
+    files."""
     if subject is not None:
         return subject
     names = synthesize_cohort(workdir / "cohort", 1, seed=0, tiny=preset == "tiny")
-    return workdir / "cohort" / names[0]
+    folder = workdir / "cohort" / names[0]
+    for label in folder.glob("seg_*.nii.gz"):
+        label.unlink()
+    sa = nib.load(str(folder / "sa.nii.gz"))
+    first = max(0, (sa.shape[2] - NUM_SA_SLICES) // 2)
+    nib.save(sa.slicer[:, :, first : first + NUM_SA_SLICES], str(folder / "sa.nii.gz"))
+    return folder
 
 
 def cohort_predictor(preset: str, network: torch.nn.Module, device: torch.device, output_dir: Path) -> Any:
@@ -523,7 +534,7 @@ def loader(preset: str, cache_dir: Path | None) -> LoadCineSubjectd:
     grid = preset_grid(preset)
     return LoadCineSubjectd(
         keys="subject",
-        num_sa_slices=NUM_PLANES - 3,
+        num_sa_slices=NUM_SA_SLICES,
         num_frames=grid.num_frames,
         crop_size=grid.crop_size,
         spacing_mm=grid.spacing_mm,
@@ -728,7 +739,8 @@ def format_table(results: dict[str, Any]) -> str:
     lines += [
         f"baseline: authors'-style encoder (fp32, explicit softmax(QK^T)V, {meta['baseline']}) over the line's encoder "
         "tokens + a class token; it leaves out the decoders, so whole-network speedups are lower bounds",
-        f"end to end: {meta['network_passes']} network passes, {meta['weights']} weights, no test-time shifts; "
+        f"end to end: {meta['network_passes']} network pass{'' if meta['network_passes'] == 1 else 'es'}, "
+        f"{meta['weights']} weights, no test-time shifts; "
         "RSS GB: process peak so far (end to end: its own inference process)",
         f"data layer ({data['subject']}, NIfTI {data['nifti_mb_per_subject']:.2f} MB): cold from NIfTI "
         f"{data['cold_ms_per_subject']:.1f} ms, first cached load {data['first_cached_ms_per_subject']:.1f} ms, "
