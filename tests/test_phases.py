@@ -105,6 +105,21 @@ def test_a_missing_view_gives_empty_values_never_zero():
     assert "phases" not in volume_curves_record("s3", volumes, None, with_phases=False)
 
 
+def test_phases_come_from_the_blood_pool_signal_where_given():
+    frames = 40
+    lv, truth = analytic_cycle(frames)
+    volumes = {"LVBP": np.roll(lv, 4), "LVMYO": np.full(frames, 90.0), "RVBP": None, "LABP": None, "RABP": None}
+    from_volume = volume_curves_record("s1", volumes, None, with_phases=True)
+    assert from_volume["phase_source"] == "LVBP" and "lv_blood_pool_signal" not in from_volume
+    assert cyclic_frame_distance(from_volume["phases"]["ED"], truth["ED"], frames) == 4
+    from_signal = volume_curves_record("s1", volumes, None, with_phases=True, phase_signal=lv / np.median(lv))
+    assert from_signal["phase_source"] == "lv_blood_pool_signal" and len(from_signal["lv_blood_pool_signal"]) == frames
+    assert from_signal["phases"] == cardiac_phases(lv), "read from the signal"
+    assert from_signal["volumes_ml"] == from_volume["volumes_ml"], "the volumes stay the segmentation's"
+    with pytest.raises(ValueError, match="39 frames"):
+        volume_curves_record("s1", volumes, None, with_phases=True, phase_signal=lv[1:])
+
+
 def test_frame_interval_is_read_from_the_sa_header(tmp_path):
     save_nifti_atomic(np.zeros((4, 4, 2, 5), np.int16), np.eye(4), tmp_path / "sa.nii.gz", frame_interval_ms=32.5)
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 1, 5), np.int16), np.eye(4)), tmp_path / "la_4ch.nii.gz")
@@ -138,12 +153,15 @@ def test_inference_writes_volume_curves_unless_switched_off(tiny_cohort, tmp_pat
         assert [int(row["frame"]) for row in rows] == list(range(num_frames))
         record = json.loads((written / "volume_curves.json").read_text())
         assert record["num_frames"] == num_frames and set(record["phases"]) == set(PHASE_NAMES)
+        assert record["phase_source"] in ("lv_blood_pool_signal", "LVBP")
+        assert len(record.get("lv_blood_pool_signal") or [0] * num_frames) == num_frames
         assert all(len(curve) == num_frames for curve in record["volumes_ml"].values() if curve is not None)
 
 
 def test_synthetic_truth_scores_the_phases_of_the_ground_truth_labels(tiny_cohort, tmp_path):
     """The generator writes its true LV curve and that curve's phases; ``tools.score_phases`` scores curves measured
-    on the subjects' ground-truth labels within a frame of them, and a curve started 5 frames late 5 frames off; the
+    on the subjects' ground-truth labels within a frame of them, and a curve started 5 frames late 5 frames off (on
+    time where the blood-pool signal written beside it is on time); the
     LVEF of a curve whose stroke is halved is scored further from the truth than the measured one's."""
     from scripts.measures import volume_curves_from_segmentations
     from scripts.volume_curves import write_volume_curves
@@ -161,6 +179,10 @@ def test_synthetic_truth_scores_the_phases_of_the_ground_truth_labels(tiny_cohor
         write_volume_curves(volume_curves_record(subject.name, volumes, None, True), predictions / subject.name)
         late = {name: None if v is None else np.roll(v, 5) for name, v in volumes.items()}
         write_volume_curves(volume_curves_record(subject.name, late, None, True), tmp_path / "late" / subject.name)
+        on_time_signal = volumes["LVBP"] / np.median(volumes["LVBP"])
+        write_volume_curves(
+            volume_curves_record(subject.name, late, None, True, on_time_signal), tmp_path / "signal" / subject.name
+        )
         shallow = {name: None if v is None else (v + v.mean()) / 2 for name, v in volumes.items()}
         write_volume_curves(
             volume_curves_record(subject.name, shallow, None, True), tmp_path / "shallow" / subject.name
@@ -174,6 +196,9 @@ def test_synthetic_truth_scores_the_phases_of_the_ground_truth_labels(tiny_cohor
     late_scores = json.loads(late.stdout.strip().splitlines()[-1])
     assert late_scores["mean_cfd_frames"]["ED"] >= 4
     assert late_scores["mean_abs_lvef_error_points"] == pytest.approx(scores["mean_abs_lvef_error_points"])
+    signal = subprocess.run(command + [str(tmp_path / "signal"), str(tiny_cohort)], capture_output=True, text=True)
+    signal_scores = json.loads(signal.stdout.strip().splitlines()[-1])
+    assert signal_scores["mean_cfd_frames"] == scores["mean_cfd_frames"], "phases from the signal where written"
     shallow = subprocess.run(command + [str(tmp_path / "shallow"), str(tiny_cohort)], capture_output=True, text=True)
     shallow_error = json.loads(shallow.stdout.strip().splitlines()[-1])["mean_abs_lvef_error_points"]
     assert shallow_error > scores["mean_abs_lvef_error_points"] + 10, (shallow_error, scores)

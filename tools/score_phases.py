@@ -3,13 +3,15 @@
     python -m tools.score_phases PREDICTIONS DATASET [--json OUT.json]
 
 PREDICTIONS is an inference output folder (each subject's ``volume_curves.json``: the LV volume curve measured on
-the model's own segmentations); DATASET the synthetic cohort it ran on, whose ``subject.json`` files hold the true
-LV volume curve (``python -m tools.synthesize`` writes it). The phases of both curves are read by the current
-:func:`scripts.phases.cardiac_phases`, so the scores follow its definitions without rerunning inference. For each of
-the five keyframes it prints the mean cyclic frame difference (cFD: frames between found and true, the short way
-round the cycle) over the subjects, then the mean |LVEF error| (points) of the measured curve (the whole SA stack as
-inference segments it, at its own ED and ES) against the true one, and one JSON line with the same numbers. A
-subject without found phases (no LV segmented) counts as missed, and is listed, not averaged in.
+the model's own segmentations and, where inference wrote it, the LV blood-pool signal its phases are read from);
+DATASET the synthetic cohort it ran on, whose ``subject.json`` files hold the true LV volume curve (``python -m
+tools.synthesize`` writes it). The phases of both are read by the current :func:`scripts.phases.cardiac_phases`
+from the curve inference reads them from (``phase_source``), so the scores follow its definitions without rerunning
+inference. For each of the five keyframes it prints the mean cyclic frame difference (cFD: frames between found and
+true, the short way round the cycle) over the subjects, then the mean |LVEF error| (points) of the measured volume
+curve (the whole SA stack as inference segments it, at its largest and smallest volume, as the phenotypes are
+measured) against the true one, and one JSON line with the same numbers. A subject without found phases (no LV
+segmented) counts as missed, and is listed, not averaged in.
 """
 
 from __future__ import annotations
@@ -51,13 +53,15 @@ def phase_scores(predictions: Path, dataset: Path) -> tuple[dict[str, list[int]]
         curves = json.loads(curves_file.read_text())
         lv_curve = curves["volumes_ml"].get("LVBP")
         lv_curve = None if lv_curve is None else np.asarray(lv_curve, dtype=float)
-        found = cardiac_phases(lv_curve)
-        if any(found.get(name) is None for name in PHASE_NAMES):
+        signal = curves.get("lv_blood_pool_signal")
+        found = cardiac_phases(lv_curve if signal is None else np.asarray(signal, dtype=float))
+        if lv_curve is None or any(found.get(name) is None for name in PHASE_NAMES):
             missed.append(subject)
             continue
         for name in PHASE_NAMES:
             distances[name].append(cyclic_frame_distance(found[name], truth[name], curves["num_frames"]))
-        lvef_errors.append(abs(curve_lvef_percent(lv_curve, found) - curve_lvef_percent(true_curve, truth)))
+        measured = curve_lvef_percent(lv_curve, cardiac_phases(lv_curve))
+        lvef_errors.append(abs(measured - curve_lvef_percent(true_curve, truth)))
     return distances, lvef_errors, missed
 
 

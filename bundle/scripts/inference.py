@@ -28,9 +28,11 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import nibabel as nib
 import numpy as np
 import torch
 
+from scripts.blood_pool_signal import lv_blood_pool_signal
 from scripts.cohort_report import checked_colour_by, write_cohort_report
 from scripts.dicom import REPORT_NAME, convert_study, dicom_studies, is_dicom_study
 from scripts.dicom_seg import write_dicom_segs
@@ -43,7 +45,7 @@ from scripts.files import (
     write_text_atomic,
 )
 from scripts.flags import as_flag
-from scripts.labels import ALL_PLANE_FILES, PHENOTYPE_NAMES, PHENOTYPE_UNITS
+from scripts.labels import ALL_PLANE_FILES, PHENOTYPE_NAMES, PHENOTYPE_UNITS, SA_PLANE
 from scripts.measures import (
     implausible_ejections,
     implausible_values,
@@ -56,7 +58,7 @@ from scripts.measures import (
 from scripts.progress import progress_eta
 from scripts.quality_control import QC_COLUMNS, flag_summary, quality_control
 from scripts.sample_geometry import parse_geometry
-from scripts.subject import discover_subjects, is_subject_folder
+from scripts.subject import discover_subjects, find_plane_file, is_subject_folder
 from scripts.subject_report import write_subject_report
 from scripts.subject_segmenter import SubjectSegmentation, SubjectSegmenter
 from scripts.volume_curves import (
@@ -160,6 +162,20 @@ def csv_text(rows: list[dict[str, Any]], fieldnames: list[str], header: bool = T
             {k: (("" if np.isnan(v) else f"{v:.3f}") if isinstance(v, float) else v) for k, v in row.items()}
         )
     return buffer.getvalue()
+
+
+def sa_phase_signal(item: Mapping[str, Any], segmentation: SubjectSegmentation) -> np.ndarray | None:
+    """(T,) :func:`scripts.blood_pool_signal.lv_blood_pool_signal` of a datalist ``item``'s SA stack under its
+    written segmentation (the image read again where it is not in memory); None without an SA stack, or where no
+    slice qualifies."""
+    if SA_PLANE not in segmentation.planes:
+        return None
+    labels = segmentation.planes[SA_PLANE][0]
+    image = segmentation.images.get(SA_PLANE)
+    if image is None:
+        image = np.asanyarray(nib.load(find_plane_file(Path(item["subject"]), SA_PLANE)).dataobj)
+    # a 3-D file (one slice) is read without the slice axis its (X, Y, 1, T) labels have
+    return lv_blood_pool_signal(np.asarray(image, dtype=np.float32).reshape(labels.shape), labels)
 
 
 class CohortTable:
@@ -472,6 +488,8 @@ class CohortPredictor:
             # fails the subject when a SEG cannot be written: a PACS expecting it must not get a subject without it
             write_dicom_segs(item["subject"], segmentation.planes, subject_dir)
         volumes = volume_curves_from_segmentations(segmentation.planes)
+        with_phases = self.write_volume_curves and self.write_cardiac_phases
+        phase_signal = sa_phase_signal(item, segmentation) if with_phases or self.run_quality_control else None
         measured = phenotypes_from_volumes(volumes)
         phenotypes, from_embedding, implausible, method = self.write_phenotypes(
             subject_id, segmentation, measured, volumes
@@ -479,12 +497,12 @@ class CohortPredictor:
         with atomic_path(subject_dir / "embedding.npy") as temp_path:
             np.save(temp_path, segmentation.prediction["embedding"].numpy().astype(np.float32))
         identifiers = dicom_identifiers(item["subject"])
-        qc_flags = quality_control(segmentation.planes, volumes) if self.run_quality_control else None
+        qc_flags = quality_control(segmentation.planes, volumes, phase_signal) if self.run_quality_control else None
         qc_columns = flag_summary(qc_flags) if qc_flags is not None else {}
         self.write_report(item, segmentation, measured, implausible, identifiers, qc_flags)
         if self.write_volume_curves:
             interval_ms = curve_frame_interval_ms(intervals_ms)
-            record = volume_curves_record(subject_id, volumes, interval_ms, self.write_cardiac_phases)
+            record = volume_curves_record(subject_id, volumes, interval_ms, self.write_cardiac_phases, phase_signal)
             write_volume_curves(record, subject_dir)
         if self.write_reports:
             written = {stem: labels for stem, (labels, _) in segmentation.planes.items()}

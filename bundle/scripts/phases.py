@@ -1,7 +1,8 @@
-"""Cardiac phases of one cycle from the LV blood-pool volume curve.
+"""Cardiac phases of one cycle from the LV blood pool's curve over the cycle.
 
-Five keyframes per cycle, as Koehler et al. name them, found on the cyclically smoothed curve V (mL) and its
-rate dV/dt (central differences, mL per frame), all in the input's own frame indices:
+Five keyframes per cycle, as Koehler et al. name them, found on the cyclically smoothed curve V (an LV volume in mL,
+or any quantity that follows it, such as :mod:`scripts.blood_pool_signal`) and its rate dV/dt (central differences,
+per frame), all in the input's own frame indices:
 
 - ED: the largest volume; ES: the smallest;
 - mid-systole: half-ejection, the frame from ED to ES whose volume is nearest halfway between the ED and ES volumes
@@ -25,9 +26,9 @@ from scipy.ndimage import gaussian_filter1d
 PHASE_NAMES = ("ED", "mid_systole", "ES", "peak_early_filling", "diastasis")
 #: what each keyframe is, as written beside the phases in ``volume_curves.json``
 PHASE_DEFINITIONS = {
-    "ED": "largest LV volume",
-    "mid_systole": "half-ejection: volume nearest halfway between ED and ES volumes, from ED to ES",
-    "ES": "smallest LV volume",
+    "ED": "largest LV blood pool",
+    "mid_systole": "half-ejection: blood pool nearest halfway between its ED and ES values, from ED to ES",
+    "ES": "smallest LV blood pool",
     "peak_early_filling": "first peak of dV/dt after ES reaching half the largest filling rate (E wave)",
     "diastasis": "middle of the slow-filling stretch between the E wave and the atrial-contraction peak",
 }
@@ -106,7 +107,8 @@ def cardiac_phases(lv_volume_ml: np.ndarray | None) -> dict[str, int | None]:
     """The five keyframes of :data:`PHASE_NAMES` (frame indices) from an LV blood-pool curve.
 
     Args:
-        lv_volume_ml: (T,) LV volume per frame (mL) over one cycle, or None where the SA stack is missing.
+        lv_volume_ml: (T,) LV volume per frame (mL) over one cycle, or a curve that follows it
+            (:func:`scripts.blood_pool_signal.lv_blood_pool_signal`); None where the SA stack is missing.
 
     Returns:
         phase name -> frame index in [0, T); every value None where there is no curve, fewer than

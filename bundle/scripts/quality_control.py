@@ -25,6 +25,9 @@ Checks (``check``):
 - ``myocardial_drift``: the LV myocardial volume, incompressible tissue, departs from its median over the cycle by
   more than 10 %.
 - ``ejections``: the LV volume curve has more than one ejection (more than one deep trough over the cycle).
+- ``phase_signal``: the LV volume curve and the LV blood-pool signal of the SA images within the model's LV region
+  (:mod:`scripts.blood_pool_signal`, where the phases are read) disagree over the cycle: the segmentation does not
+  follow the blood pool the images show, so the phases, volumes and EF are uncertain.
 - ``plausibility``: a measured phenotype outside wide plausibility bounds (:data:`PLAUSIBLE_RANGES`), or left empty
   although its views are present.
 """
@@ -80,6 +83,9 @@ MIN_LV_RING_MYOCARDIUM = 0.5
 MAX_MYOCARDIAL_DRIFT = 0.10
 #: a trough of the LV volume curve counts as an ejection when it is at least this share of the curve's range deep
 EJECTION_PROMINENCE = 0.3
+#: least correlation over the cycle of the LV volume curve with the LV blood-pool signal (both smoothed as the phases
+#: are read); the two follow the same blood pool where the segmentation tracks it
+MIN_PHASE_SIGNAL_CORRELATION = 0.5
 #: least RV length (mm, summed over the SA slices holding LV, at ED) a 4-chamber plane crosses
 MIN_RV_CROSSED_4CH_MM = 10.0
 #: a long-axis plane within this angle (deg) of parallel to the SA slices is flagged: long-axis views planned on the
@@ -551,6 +557,26 @@ def ejection_flags(lv_volume_ml: np.ndarray | None) -> list[Flag]:
     ]
 
 
+def phase_signal_flags(lv_volume_ml: np.ndarray | None, phase_signal: np.ndarray | None) -> list[Flag]:
+    """A flag where the LV volume curve (T,) mL and the LV blood-pool signal (T,)
+    (:func:`scripts.blood_pool_signal.lv_blood_pool_signal`), both cyclically smoothed
+    (:func:`scripts.phases.smooth_cyclic`), correlate below :data:`MIN_PHASE_SIGNAL_CORRELATION`."""
+    if lv_volume_ml is None or phase_signal is None or np.ptp(lv_volume_ml) <= 0 or np.ptp(phase_signal) <= 0:
+        return []  # no LV curve (flagged by the missing-plane or coverage check) or no signal to compare
+    correlation = float(np.corrcoef(smooth_cyclic(lv_volume_ml), smooth_cyclic(phase_signal))[0, 1])
+    if correlation >= MIN_PHASE_SIGNAL_CORRELATION:
+        return []
+    return [
+        flag(
+            SA_PLANE,
+            "phase_signal",
+            f"the LV volume curve correlates {correlation:.2f} over the cycle with the LV blood pool the images show "
+            f"within the segmented LV (flag below {MIN_PHASE_SIGNAL_CORRELATION:g}): the segmentation does not follow "
+            "the cycle; the phases, LV volumes and EF are uncertain",
+        )
+    ]
+
+
 def plausibility_flags(volumes: Mapping[str, np.ndarray | None]) -> list[Flag]:
     """Flags of measured phenotypes outside :data:`PLAUSIBLE_RANGES`, and of those left empty although every curve
     they are measured from is present (e.g. an RV larger at the LV's ES than at its ED)."""
@@ -577,7 +603,9 @@ def curve_names(phenotype: str) -> list[str]:
     return [CLASS_NAMES[c] for c in PHENOTYPE_CLASSES[phenotype]]
 
 
-def quality_control(planes: Planes, volumes: Mapping[str, np.ndarray | None] | None = None) -> list[Flag]:
+def quality_control(
+    planes: Planes, volumes: Mapping[str, np.ndarray | None] | None = None, phase_signal: np.ndarray | None = None
+) -> list[Flag]:
     """Every QC flag of one subject.
 
     Args:
@@ -586,6 +614,8 @@ def quality_control(planes: Planes, volumes: Mapping[str, np.ndarray | None] | N
             from the input are absent here.
         volumes: chamber -> (T,) volume curve (mL) or None, from
             :func:`scripts.measures.volume_curves_from_segmentations`; measured from ``planes`` where not given.
+        phase_signal: (T,) :func:`scripts.blood_pool_signal.lv_blood_pool_signal` of the SA stack, where the images
+            were at hand (the ``phase_signal`` check runs only then).
 
     Returns:
         The flags (see the module's checks), in check order; empty when every check passed.
@@ -601,6 +631,7 @@ def quality_control(planes: Planes, volumes: Mapping[str, np.ndarray | None] | N
         flags += lv_ring_flags(planes[SA_PLANE][0])
         flags += myocardial_drift_flags(volumes.get("LVMYO"))
         flags += ejection_flags(volumes.get("LVBP"))
+        flags += phase_signal_flags(volumes.get("LVBP"), phase_signal)
     return flags + plausibility_flags(volumes)
 
 

@@ -4,7 +4,9 @@ The curves are those of :func:`scripts.measures.volume_curves_from_segmentations
 slice summation; LA biplane area-length from 2ch and 4ch, RA single plane from 4ch), in mL, one row per frame of
 the SA stack (the atria resampled to its frames where the long-axis views have another count). A chamber whose
 view is missing is empty (null), never 0. Frame times (ms) come from the time spacing of the input's SA (else
-first) NIfTI header, as DICOM conversion writes it, and are null where the input does not say.
+first) NIfTI header, as DICOM conversion writes it, and are null where the input does not say. The cardiac phases
+are read from the LV blood-pool signal of the SA images (:mod:`scripts.blood_pool_signal`), which follows the cycle
+more closely than the model's volume curve, where inference gives it; else from the LV volume curve.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def volume_curves_record(
     volumes: Mapping[str, np.ndarray | None],
     frame_interval_ms: float | None,
     with_phases: bool,
+    phase_signal: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The content of ``volume_curves.json``.
 
@@ -82,6 +85,9 @@ def volume_curves_record(
         volumes: chamber -> (T,) curve (mL) or None, from :func:`scripts.measures.volume_curves_from_segmentations`.
         frame_interval_ms: time between frames (ms), None where unknown.
         with_phases: whether to add the cardiac phases (:func:`scripts.phases.cardiac_phases`).
+        phase_signal: (T,) :func:`scripts.blood_pool_signal.lv_blood_pool_signal` of the SA stack the curves were
+            measured on, written as ``lv_blood_pool_signal`` and the curve the phases are read from (``phase_source``
+            ``"lv_blood_pool_signal"``); None: the phases come from the LV volume curve (``phase_source`` ``"LVBP"``).
     """
     curves, num_frames = curves_on_common_frames(volumes)
     times = [i * frame_interval_ms for i in range(num_frames)] if frame_interval_ms else None
@@ -95,7 +101,13 @@ def volume_curves_record(
         "volumes_ml": {k: None if v is None else [json_number(x) for x in v] for k, v in curves.items()},
     }
     if with_phases:
-        record["phases"] = phases = cardiac_phases(curves["LVBP"])
+        source = "LVBP" if phase_signal is None or curves["LVBP"] is None else "lv_blood_pool_signal"
+        if source == "lv_blood_pool_signal":
+            if len(phase_signal) != num_frames:
+                raise ValueError(f"the phase signal has {len(phase_signal)} frames, the SA volume curves {num_frames}")
+            record["lv_blood_pool_signal"] = [json_number(x) for x in phase_signal]
+        record["phase_source"] = source
+        record["phases"] = phases = cardiac_phases(phase_signal if source != "LVBP" else curves["LVBP"])
         record["phase_times_ms"] = {n: None if times is None or f is None else times[f] for n, f in phases.items()}
         record["phase_definitions"] = PHASE_DEFINITIONS
     return record
