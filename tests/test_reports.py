@@ -14,6 +14,7 @@ from test_bundle import bundle_run
 
 from scripts.cohort_report import embedding_map
 from scripts.labels import PHENOTYPE_NAMES
+from scripts.phases import cardiac_phases
 from scripts.subject_report import frame_of_phase, view_panels, write_subject_report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -107,6 +108,18 @@ def test_report_drawn_from_planes_in_memory_is_the_one_read_from_the_files(repor
     assert len(images) == 4 and len(labels) == 4
     np.testing.assert_array_equal(pictures["memory"], pictures["files"])
     assert len(np.unique(pictures["memory"].reshape(-1, 3), axis=0)) > 50
+
+
+def test_phases_are_read_from_the_blood_pool_the_images_show(reported):
+    """The shipped weights on a synthetic subject: the phases come from the LV blood-pool signal written beside the
+    volumes, which follows the LV volume curve (no ``phase_signal`` flag)."""
+    record = json.loads((reported / "subject_0000" / "volume_curves.json").read_text())
+    assert record["phase_source"] == "lv_blood_pool_signal"
+    signal = np.asarray(record["lv_blood_pool_signal"])
+    assert len(signal) == record["num_frames"] and record["phases"] == cardiac_phases(signal)
+    assert np.corrcoef(signal, record["volumes_ml"]["LVBP"])[0, 1] > 0.5
+    flags = json.loads((reported / "subject_0000" / "report.json").read_text())["quality_control"]
+    assert "phase_signal" not in {flag["check"] for flag in flags}
 
 
 def test_phase_frames_map_between_views_of_other_frame_counts():

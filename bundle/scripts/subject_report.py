@@ -189,7 +189,8 @@ def report_notes(report: Mapping[str, Any]) -> list[str]:
 
 
 def _draw_curves(ax: Any, curves: Mapping[str, Any]) -> None:
-    """Every chamber's volume (mL) against time (ms, else frame), the cardiac phases as dotted lines."""
+    """Every chamber's volume (mL) against time (ms, else frame), the LV blood-pool signal the phases were read from
+    (scaled to the LV volume's range, dashed), the cardiac phases as dotted lines."""
     volumes = curves.get("volumes_ml") or {}
     times = curves.get("frame_times_ms")
     for index, name in enumerate(CLASS_NAMES):
@@ -198,6 +199,13 @@ def _draw_curves(ax: Any, curves: Mapping[str, Any]) -> None:
             continue
         x = times if times else list(range(len(values)))
         ax.plot(x, [np.nan if v is None else v for v in values], color=CLASS_COLOURS[index], label=name)
+    signal, lv = curves.get("lv_blood_pool_signal"), volumes.get("LVBP")
+    if signal and lv and None not in signal and None not in lv and np.ptp(signal) > 0:
+        # the curve the phases were read from, drawn over the LV volume's range: its shape, not its mL
+        scaled = min(lv) + (np.asarray(signal) - min(signal)) / np.ptp(signal) * (max(lv) - min(lv))
+        x = times if times else list(range(len(signal)))
+        ax.plot(x, scaled, color=CLASS_COLOURS[CLASS_NAMES.index("LVBP")], linestyle="--", linewidth=0.8,
+                label="LV blood pool in the images (phases; scaled)")  # fmt: skip
     for phase, frame in (curves.get("phases") or {}).items():
         if frame is not None:
             position = times[frame] if times else frame
