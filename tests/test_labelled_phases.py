@@ -81,3 +81,16 @@ def test_a_fully_labelled_cycle_scores_the_curve_and_a_late_systole_is_seen():
     # the discs' volumes are whole pixels: the smoothed curve's extremes may land a frame off the cosine's
     assert 3 <= scores["ed_frame_difference"] <= 5 and 3 <= scores["es_frame_difference"] <= 5
     assert scores["lv_curve_correlation"] < 0.8
+
+
+def test_phases_as_written_come_from_the_images_where_they_are_given():
+    """A segmentation four frames late over images of the on-time cycle: its volume curve's ED and ES are off, the
+    ones read from the blood pool the images show within its LV are not."""
+    truth = heart(RADII)
+    image = np.select([truth == 1, truth == 2], [200.0, 60.0], 100.0).astype(np.float32)
+    late = heart([lv_radius_px(t - 4) for t in range(FRAMES)])
+    scores = labelled_phase_scores(late, sunnybrook_style_label(truth), voxel_ml=0.01, image=image)
+    assert scores["ed_frame_difference"] >= 3 and scores["es_frame_difference"] >= 3
+    assert scores["signal_ed_frame_difference"] <= 1 and scores["signal_es_frame_difference"] <= 1
+    without = labelled_phase_scores(late, sunnybrook_style_label(truth), voxel_ml=0.01)
+    assert without["signal_ed_frame_difference"] is None and without["signal_es_frame_difference"] is None

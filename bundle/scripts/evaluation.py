@@ -110,12 +110,14 @@ def sa_labelled_phase_scores(
     written: Mapping[str, tuple[np.ndarray, np.ndarray]], reference: Subject
 ) -> dict[str, Any] | None:
     """:func:`scripts.labelled_phases.labelled_phase_scores` of the written SA segmentation against the SA label
-    file (None without either, or with fewer than two frames showing the LV blood pool)."""
+    file, with the SA image for the phases inference writes (None without either, or with fewer than two frames
+    showing the LV blood pool)."""
     plane = reference.planes.get(SA_PLANE)
     if SA_PLANE not in written or plane is None or plane.label is None:
         return None
     labels, affine = written[SA_PLANE]
-    return labelled_phase_scores(labels, plane.label, voxel_volume_ml(affine))
+    image = np.asarray(plane.image, dtype=np.float32).reshape(labels.shape)
+    return labelled_phase_scores(labels, plane.label, voxel_volume_ml(affine), image)
 
 
 def removal_subsets(present: list[int], count: int, seed: int) -> list[tuple[int, ...]]:
@@ -401,7 +403,8 @@ class CohortEvaluator:
     def summarise_labelled_phases(per_subject: list[dict[str, Any]]) -> dict[str, Any] | None:
         """Means over the subjects with SA labels at two or more frames (see :mod:`scripts.labelled_phases`): Dice
         per class at the contoured ED and ES, |LVEF error| (points, the model's ED and ES from its own curve), the
-        model's ED and ES frames against the contoured ones (cFD, frames), the correlation of its LV volume curve
+        model's ED and ES frames against the contoured ones (cFD, frames; from its volume curve and, ``signal_*``, as
+        inference writes them, from the LV blood-pool signal), the correlation of its LV volume curve
         with the contoured one (subjects contoured at three or more frames) and the subjects with a frame outside
         the contoured volume range."""
         scored = [s["labelled_phases"] for s in per_subject if s["labelled_phases"] is not None]
@@ -414,7 +417,8 @@ class CohortEvaluator:
             for phase in ("ed", "es")
         }
         summary["lvef_abs_error"] = _nanmean([abs(s["lvef_error"]) for s in scored if s["lvef_error"] is not None])
-        for key in ("ed_frame_difference", "es_frame_difference", "lv_curve_correlation"):
+        frame_keys = [f"{source}{phase}_frame_difference" for source in ("", "signal_") for phase in ("ed", "es")]
+        for key in (*frame_keys, "lv_curve_correlation"):
             summary[key] = _nanmean([s[key] for s in scored if s.get(key) is not None])
         summary["subjects_with_frames_outside_range"] = sum(bool(s["frames_outside_range"]) for s in scored)
         summary["subjects"] = len(scored)
@@ -629,7 +633,9 @@ def print_summary(report: Mapping[str, Any]) -> None:
                 f"{two_decimals(phases['dice_es']['LVBP'])}, LVMYO {two_decimals(phases['dice_ed']['LVMYO'])} | "
                 f"{two_decimals(phases['dice_es']['LVMYO'])}; |LVEF error| {two_decimals(phases['lvef_abs_error'])} "
                 f"points; model's ED | ES {two_decimals(phases['ed_frame_difference'])} | "
-                f"{two_decimals(phases['es_frame_difference'])} frames off; LV curve correlation "
+                f"{two_decimals(phases['es_frame_difference'])} frames off (as written, from the blood-pool signal: "
+                f"{two_decimals(phases.get('signal_ed_frame_difference'))} | "
+                f"{two_decimals(phases.get('signal_es_frame_difference'))}); LV curve correlation "
                 f"{two_decimals(phases['lv_curve_correlation'])}; {phases['subjects_with_frames_outside_range']} of "
                 f"{phases['subjects']} subjects with an LV volume outside the labelled ED-ES range"
             )

@@ -13,7 +13,9 @@ segmentation (all frames) against such labels:
   the failure that per-frame Dice at two phases cannot see;
 - the model's own ED and ES against the contoured frames (cyclic frame difference), and, where three or more frames
   are contoured (synthetic subjects: all), the correlation of the model's LV volume with the contoured one over
-  those frames: a model whose volume barely follows the cycle can still score well at two frames.
+  those frames: a model whose volume barely follows the cycle can still score well at two frames;
+- given the SA images, the ED and ES that inference writes (read from the LV blood-pool signal,
+  :mod:`scripts.blood_pool_signal`) against the contoured frames.
 
 Shapes: ``predicted`` and ``label`` are (X, Y, S, T) class maps of one SA stack in its own grid; ``label`` is
 :data:`scripts.labels.UNLABELLED` where not annotated.
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from scripts.blood_pool_signal import lv_blood_pool_signal
 from scripts.labels import CLASS_NAMES
 from scripts.measures import ejection_fraction_percent
 from scripts.phases import cardiac_phases, cyclic_frame_distance
@@ -73,13 +76,16 @@ def _curve_correlation(model_ml: np.ndarray, reference_ml: np.ndarray) -> float 
     return float(np.corrcoef(model_ml, reference_ml)[0, 1])
 
 
-def labelled_phase_scores(predicted: np.ndarray, label: np.ndarray, voxel_ml: float) -> dict[str, Any] | None:
+def labelled_phase_scores(
+    predicted: np.ndarray, label: np.ndarray, voxel_ml: float, image: np.ndarray | None = None
+) -> dict[str, Any] | None:
     """Scores of an SA segmentation at the frames its label contours (see the module docstring).
 
     Args:
         predicted: (X, Y, S, T) integer class map, every frame segmented.
         label: (X, Y, S, T) reference, :data:`scripts.labels.UNLABELLED` where not annotated.
         voxel_ml: volume of one voxel (mL), the slice-to-slice distance as its depth.
+        image: (X, Y, S, T) SA intensities, for the phases read from the LV blood-pool signal; None: not scored.
 
     Returns:
         None when fewer than two frames show the LV blood pool, else a dict with ``ed_frame``, ``es_frame`` (of the
@@ -89,7 +95,9 @@ def labelled_phase_scores(predicted: np.ndarray, label: np.ndarray, voxel_ml: fl
         ``frames_outside_range`` (frame indices beyond :data:`VOLUME_RANGE_TOLERANCE`), ``ed_frame_difference`` and
         ``es_frame_difference`` (frames, cyclic, the model's against the contours'; None where the model finds no
         phases) and ``lv_curve_correlation`` (model against contoured LV volume over the frames whose contours
-        cover those slices; None under three such frames).
+        cover those slices; None under three such frames), ``signal_ed_frame_difference`` and
+        ``signal_es_frame_difference`` (the same for the ED and ES read from the LV blood-pool signal, as inference
+        writes them; None without ``image`` or a signal).
     """
     if predicted.shape != label.shape or predicted.ndim != 4:
         raise ValueError(f"predicted {predicted.shape} and label {label.shape} must be the same (X, Y, S, T)")
@@ -108,6 +116,8 @@ def labelled_phase_scores(predicted: np.ndarray, label: np.ndarray, voxel_ml: fl
     if phases["ED"] is not None:
         lvef_model = _ejection_fraction(float(model_ml[phases["ED"]]), float(model_ml[phases["ES"]]))
     num_frames = label.shape[-1]
+    signal = None if image is None else lv_blood_pool_signal(image, predicted)
+    written = cardiac_phases(signal)
     lv_label_slices = lv_label[:, :, slices]
     covered = np.flatnonzero(lv_label_slices.any(axis=(0, 1)).all(axis=0))
     reference_curve_ml = lv_label_slices[..., covered].sum(axis=(0, 1, 2)).astype(np.float64) * voxel_ml
@@ -129,4 +139,10 @@ def labelled_phase_scores(predicted: np.ndarray, label: np.ndarray, voxel_ml: fl
         "ed_frame_difference": None if phases["ED"] is None else cyclic_frame_distance(phases["ED"], ed, num_frames),
         "es_frame_difference": None if phases["ES"] is None else cyclic_frame_distance(phases["ES"], es, num_frames),
         "lv_curve_correlation": _curve_correlation(model_ml[covered], reference_curve_ml),
+        "signal_ed_frame_difference": (
+            None if written["ED"] is None else cyclic_frame_distance(written["ED"], ed, num_frames)
+        ),
+        "signal_es_frame_difference": (
+            None if written["ES"] is None else cyclic_frame_distance(written["ES"], es, num_frames)
+        ),
     }
