@@ -6,7 +6,8 @@ Usage: ``python -m tools.qc_benchmark (--data DIR | --work DIR --subjects N --se
 The subjects (a synthetic cohort from ``--data``, or synthesised into ``--work``) are read with their ground-truth
 segmentations, which stand for clean ones. Each subject is then corrupted in every way of :data:`CORRUPTIONS`, one
 at a time, and :func:`scripts.quality_control.quality_control` is run on every version. ``--predictions`` (an
-inference output folder over the same subjects) adds the model's own segmentations as a second clean set. Printed:
+inference output folder over the same subjects) adds the model's own segmentations as a second clean set, checked as
+inference checks them (with the blood-pool signal of the SA image, ``phase_signal``). Printed:
 the share of subjects flagged per set, the checks that fired, and one JSON line with the same numbers (also written
 to ``--json``).
 
@@ -32,6 +33,7 @@ import nibabel as nib
 import numpy as np
 
 import tools  # noqa: F401  (puts the bundle's scripts package on the path)
+from scripts.blood_pool_signal import lv_blood_pool_signal
 from scripts.files import write_json_atomic
 from scripts.geometry import plane_axes, sa_slice_order
 from scripts.labels import ALL_PLANE_FILES, SA_PLANE
@@ -150,6 +152,19 @@ def flagged_share(results: list[list[Flag]]) -> dict[str, object]:
     }
 
 
+def model_flags(subject_folder: Path, prediction_folder: Path) -> list[Flag]:
+    """QC of a subject's predicted segmentations as inference runs it: with the LV blood-pool signal of the
+    subject's SA image under the predicted SA labels."""
+    planes = read_segmentations(prediction_folder)
+    signal = None
+    image_path = find_plane_file(subject_folder, SA_PLANE)
+    if SA_PLANE in planes and image_path is not None:
+        labels = planes[SA_PLANE][0]
+        image = np.asarray(nib.load(image_path).dataobj, dtype=np.float32).reshape(labels.shape)
+        signal = lv_blood_pool_signal(image, labels)
+    return quality_control(planes, phase_signal=signal)
+
+
 def run_benchmark(
     subject_folders: list[Path], seed: int, predictions: Path | None = None
 ) -> tuple[dict[str, dict[str, object]], dict[str, list[list[Flag]]]]:
@@ -175,7 +190,7 @@ def run_benchmark(
             rng = np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(index, kind_index)))
             results[kind].append(quality_control(corrupt(planes, rng, truth[(index + 1) % len(truth)])))
     if predictions is not None:
-        results["model"] = [quality_control(read_segmentations(predictions / f.name)) for f in subject_folders]
+        results["model"] = [model_flags(folder, predictions / folder.name) for folder in subject_folders]
     return {kind: flagged_share(flags) for kind, flags in results.items()}, results
 
 
