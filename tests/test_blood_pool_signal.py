@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scripts.blood_pool_signal import lv_blood_pool_signal
+from scripts.blood_pool_signal import lv_blood_pool_signal, subject_blood_pool_signal
+from scripts.files import save_nifti_atomic
 from scripts.labels import CLASS_NAMES
 from scripts.phases import cardiac_phases, cyclic_frame_distance
 from scripts.quality_control import phase_signal_flags
@@ -70,3 +71,12 @@ def test_quality_control_flags_a_volume_curve_that_disagrees_with_the_signal():
     [flag] = phase_signal_flags(np.roll(true_area, NUM_FRAMES // 2), signal)
     assert flag["check"] == "phase_signal" and "correlates -" in flag["reason"]
     assert phase_signal_flags(true_area, None) == [] and phase_signal_flags(np.zeros(NUM_FRAMES), signal) == []
+
+
+def test_the_signal_of_a_subject_folder_reads_its_sa_file_where_the_image_is_not_in_memory(tmp_path):
+    image, labels, _ = phantom(220.0, 60.0)
+    save_nifti_atomic(image, np.eye(4), tmp_path / "sa.nii.gz")
+    from_file = subject_blood_pool_signal(tmp_path, labels)
+    np.testing.assert_allclose(from_file, subject_blood_pool_signal(tmp_path, labels, image))
+    np.testing.assert_allclose(from_file, lv_blood_pool_signal(image, labels))
+    assert subject_blood_pool_signal(tmp_path / "no_such_subject", labels) is None

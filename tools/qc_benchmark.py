@@ -33,7 +33,7 @@ import nibabel as nib
 import numpy as np
 
 import tools  # noqa: F401  (puts the bundle's scripts package on the path)
-from scripts.blood_pool_signal import lv_blood_pool_signal
+from scripts.blood_pool_signal import subject_blood_pool_signal
 from scripts.files import write_json_atomic
 from scripts.geometry import plane_axes, sa_slice_order
 from scripts.labels import ALL_PLANE_FILES, SA_PLANE
@@ -156,12 +156,7 @@ def model_flags(subject_folder: Path, prediction_folder: Path) -> list[Flag]:
     """QC of a subject's predicted segmentations as inference runs it: with the LV blood-pool signal of the
     subject's SA image under the predicted SA labels."""
     planes = read_segmentations(prediction_folder)
-    signal = None
-    image_path = find_plane_file(subject_folder, SA_PLANE)
-    if SA_PLANE in planes and image_path is not None:
-        labels = planes[SA_PLANE][0]
-        image = np.asarray(nib.load(image_path).dataobj, dtype=np.float32).reshape(labels.shape)
-        signal = lv_blood_pool_signal(image, labels)
+    signal = subject_blood_pool_signal(subject_folder, planes[SA_PLANE][0]) if SA_PLANE in planes else None
     return quality_control(planes, phase_signal=signal)
 
 

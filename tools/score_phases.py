@@ -9,9 +9,9 @@ tools.synthesize`` writes it). The phases of both are read by the current :func:
 from the curve inference reads them from (``phase_source``), so the scores follow its definitions without rerunning
 inference. For each of the five keyframes it prints the mean cyclic frame difference (cFD: frames between found and
 true, the short way round the cycle) over the subjects, then the mean |LVEF error| (points) of the measured volume
-curve (the whole SA stack as inference segments it, at its largest and smallest volume, as the phenotypes are
-measured) against the true one, and one JSON line with the same numbers. A subject without found phases (no LV
-segmented) counts as missed, and is listed, not averaged in.
+curve (the whole SA stack as inference segments it, at the ED and ES of that curve itself) against the true one,
+and one JSON line with the same numbers. A subject without found phases (no LV segmented) counts as missed, and is
+listed, not averaged in.
 """
 
 from __future__ import annotations

@@ -15,11 +15,16 @@ misplaced label or a flow artefact does not move it.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import nibabel as nib
 import numpy as np
 
-from scripts.labels import CLASS_NAMES
+from scripts.labels import CLASS_NAMES, SA_PLANE
+from scripts.subject import find_plane_file
 
-__all__ = ["MIN_MYOCARDIUM_PIXELS", "lv_blood_pool_signal"]
+__all__ = ["MIN_MYOCARDIUM_PIXELS", "lv_blood_pool_signal", "subject_blood_pool_signal"]
 
 LVBP = CLASS_NAMES.index("LVBP")
 LVMYO = CLASS_NAMES.index("LVMYO")
@@ -75,3 +80,18 @@ def lv_blood_pool_signal(image: np.ndarray, labels: np.ndarray) -> np.ndarray | 
     if not per_slice:
         return None
     return np.median(np.stack(per_slice), axis=0)
+
+
+def subject_blood_pool_signal(
+    subject_dir: str | os.PathLike, sa_labels: np.ndarray, sa_image: np.ndarray | None = None
+) -> np.ndarray | None:
+    """:func:`lv_blood_pool_signal` of a subject folder's SA stack under ``sa_labels`` (X, Y, S, T), its segmentation
+    in the file's grid; ``sa_image``: the SA intensities already in memory, else read from the folder's SA file.
+    None where the folder has no SA file or no slice qualifies."""
+    if sa_image is None:
+        path = find_plane_file(Path(subject_dir), SA_PLANE)
+        if path is None:
+            return None
+        sa_image = np.asanyarray(nib.load(path).dataobj)
+    # a 3-D file (one slice) is read without the slice axis its (X, Y, 1, T) labels have
+    return lv_blood_pool_signal(np.asarray(sa_image, dtype=np.float32).reshape(sa_labels.shape), sa_labels)

@@ -28,11 +28,10 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import nibabel as nib
 import numpy as np
 import torch
 
-from scripts.blood_pool_signal import lv_blood_pool_signal
+from scripts.blood_pool_signal import subject_blood_pool_signal
 from scripts.cohort_report import checked_colour_by, write_cohort_report
 from scripts.dicom import REPORT_NAME, convert_study, dicom_studies, is_dicom_study
 from scripts.dicom_seg import write_dicom_segs
@@ -58,7 +57,7 @@ from scripts.measures import (
 from scripts.progress import progress_eta
 from scripts.quality_control import QC_COLUMNS, flag_summary, quality_control
 from scripts.sample_geometry import parse_geometry
-from scripts.subject import discover_subjects, find_plane_file, is_subject_folder
+from scripts.subject import discover_subjects, is_subject_folder
 from scripts.subject_report import write_subject_report
 from scripts.subject_segmenter import SubjectSegmentation, SubjectSegmenter
 from scripts.volume_curves import (
@@ -162,20 +161,6 @@ def csv_text(rows: list[dict[str, Any]], fieldnames: list[str], header: bool = T
             {k: (("" if np.isnan(v) else f"{v:.3f}") if isinstance(v, float) else v) for k, v in row.items()}
         )
     return buffer.getvalue()
-
-
-def sa_phase_signal(item: Mapping[str, Any], segmentation: SubjectSegmentation) -> np.ndarray | None:
-    """(T,) :func:`scripts.blood_pool_signal.lv_blood_pool_signal` of a datalist ``item``'s SA stack under its
-    written segmentation (the image read again where it is not in memory); None without an SA stack, or where no
-    slice qualifies."""
-    if SA_PLANE not in segmentation.planes:
-        return None
-    labels = segmentation.planes[SA_PLANE][0]
-    image = segmentation.images.get(SA_PLANE)
-    if image is None:
-        image = np.asanyarray(nib.load(find_plane_file(Path(item["subject"]), SA_PLANE)).dataobj)
-    # a 3-D file (one slice) is read without the slice axis its (X, Y, 1, T) labels have
-    return lv_blood_pool_signal(np.asarray(image, dtype=np.float32).reshape(labels.shape), labels)
 
 
 class CohortTable:
@@ -489,7 +474,10 @@ class CohortPredictor:
             write_dicom_segs(item["subject"], segmentation.planes, subject_dir)
         volumes = volume_curves_from_segmentations(segmentation.planes)
         with_phases = self.write_volume_curves and self.write_cardiac_phases
-        phase_signal = sa_phase_signal(item, segmentation) if with_phases or self.run_quality_control else None
+        phase_signal = None
+        if SA_PLANE in segmentation.planes and (with_phases or self.run_quality_control):
+            sa_labels = segmentation.planes[SA_PLANE][0]
+            phase_signal = subject_blood_pool_signal(item["subject"], sa_labels, segmentation.images.get(SA_PLANE))
         measured = phenotypes_from_volumes(volumes)
         phenotypes, from_embedding, implausible, method = self.write_phenotypes(
             subject_id, segmentation, measured, volumes

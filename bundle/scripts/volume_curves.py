@@ -101,13 +101,13 @@ def volume_curves_record(
         "volumes_ml": {k: None if v is None else [json_number(x) for x in v] for k, v in curves.items()},
     }
     if with_phases:
-        source = "LVBP" if phase_signal is None or curves["LVBP"] is None else "lv_blood_pool_signal"
-        if source == "lv_blood_pool_signal":
+        record["phase_source"], phase_curve = "LVBP", curves["LVBP"]
+        if phase_signal is not None and phase_curve is not None:
             if len(phase_signal) != num_frames:
                 raise ValueError(f"the phase signal has {len(phase_signal)} frames, the SA volume curves {num_frames}")
             record["lv_blood_pool_signal"] = [json_number(x) for x in phase_signal]
-        record["phase_source"] = source
-        record["phases"] = phases = cardiac_phases(phase_signal if source != "LVBP" else curves["LVBP"])
+            record["phase_source"], phase_curve = "lv_blood_pool_signal", phase_signal
+        record["phases"] = phases = cardiac_phases(phase_curve)
         record["phase_times_ms"] = {n: None if times is None or f is None else times[f] for n, f in phases.items()}
         record["phase_definitions"] = PHASE_DEFINITIONS
     return record
