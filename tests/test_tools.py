@@ -319,7 +319,15 @@ def test_real_scan_recipe_ships_real_training_only_where_leave_one_out_shows_it_
     monkeypatch.setattr(tool, "run", run)
     monkeypatch.setattr(tool, "evaluate", evaluate)
     monkeypatch.setattr(tool, "synthesize", lambda *args, **kwargs: None)
-    monkeypatch.setattr(tool, "import_real_studies", lambda *args: folds)
+
+    def import_real_studies(source, out, log):
+        for k, fold in enumerate(folds):
+            (out / fold).parent.mkdir(parents=True, exist_ok=True)
+            training = [{"subject": f"s{j}"} for j in range(3) if j != k]
+            (out / fold).write_text(json.dumps({"training": training, "validation": training, "test": []}))
+        return folds
+
+    monkeypatch.setattr(tool, "import_real_studies", import_real_studies)
     rounded = []
     monkeypatch.setattr(tool, "shipped_precision", lambda checkpoint, out: rounded.append((checkpoint, out)) or out)
     start = tmp_path / "start.pt"
@@ -352,6 +360,13 @@ def test_real_scan_recipe_ships_real_training_only_where_leave_one_out_shows_it_
     by_name = {name: (ckpt, datalist) for name, ckpt, datalist in evaluations}
     assert by_name["zero_shot"] == (synthetic, None)
     assert [by_name[f"fold{k}"][1] for k in range(3)] == folds
+    # each fold's model is also scored on the studies it trained on, named in a split file of its own
+    real_dir = tmp_path / "work" / "sunnybrook"
+    for k in range(3):
+        ckpt, split = by_name[f"fold{k}_in_sample"]
+        assert ckpt == by_name[f"fold{k}"][0]
+        assert json.loads((real_dir / split).read_text())["test"] == [{"subject": f"s{j}"} for j in range(3) if j != k]
     summary = json.loads((tmp_path / "work" / "summary.json").read_text())
     assert summary["shipped"] == ("with_real_studies" if real_studies_help else "synthetic_only")
     assert summary["held_out_real_dice"]["synthetic_only"] == pytest.approx(0.6 if real_studies_help else 0.7)
+    assert summary["in_sample_real_dice"] == pytest.approx(0.7 if real_studies_help else 0.6)

@@ -8,7 +8,8 @@ From a segmentation model trained on the classic synthetic cohort (``--start``; 
 2. ``synthetic``: segmentation fine-tuned on the wide cohort seen through random appearances, no real label: the
    synthetic-only model, scored zero-shot on every real study;
 3. ``real_fold<k>``: from it, the wide cohort with the real studies but study k repeated in every epoch
-   (``real_scans.yaml``), scored on study k;
+   (``real_scans.yaml``), scored on study k and on the studies it trained on (``in_sample``: how well the network
+   fits real contours at all, beside how well it carries them to a study it has not seen);
 4. the choice: where the folds score their held-out studies better than the synthetic-only model scores the same
    studies (:func:`held_out_real_dice`: LV blood pool at ED and ES, myocardium at ED), ``real`` is trained on every
    study and ships; otherwise the synthetic-only model ships;
@@ -67,6 +68,16 @@ def import_real_studies(source: Path, out: Path, log: Path) -> list[str]:
         studies = json.loads((out / "datalist.json").read_text())["test"]
         write_json_atomic({"training": studies, "validation": studies, "test": []}, out / ALL_STUDIES)
     return [f"folds/{path.name}" for path in sorted((out / "folds").glob("fold*.json"))]
+
+
+def in_sample_split(real: Path, fold: str) -> str:
+    """A split file beside ``fold`` (``in_sample/<fold's name>``, relative to ``real``) whose test split is the
+    fold's training studies, so that ``evaluate`` scores a fold's model on what it trained on; returns its name."""
+    studies = json.loads((real / fold).read_text())["training"]
+    name = f"in_sample/{Path(fold).name}"
+    (real / name).parent.mkdir(exist_ok=True)
+    write_json_atomic({"training": [], "validation": [], "test": studies}, real / name)
+    return name
 
 
 def segmentation_model(out: Path, task: str, epochs: int) -> Path:
@@ -203,10 +214,21 @@ def main(argv: list[str] | None = None) -> None:
             for k, (model, fold) in enumerate(zip(fold_models, folds))
         ],
     }
+    summary["in_sample"] = [
+        sunnybrook_scores(
+            evaluate(
+                model, None, evaluations / f"fold{k}_in_sample", real, real, log, preset=preset,
+                datalist=in_sample_split(real, fold), **segmenting,
+            )
+        )
+        for k, (model, fold) in enumerate(zip(fold_models, folds))
+    ]  # fmt: skip
     summary["held_out_real_dice"] = {
         "synthetic_only": held_out_real_dice([summary["zero_shot"]]),
         "with_real_studies": held_out_real_dice(summary["leave_one_out"]),
     }
+    # the same measure on the folds' own training studies: a network that cannot fit them cannot carry them over
+    summary["in_sample_real_dice"] = held_out_real_dice(summary["in_sample"])
     # the real studies join training only where leaving each out in turn shows they help the one left out
     if summary["held_out_real_dice"]["with_real_studies"] > summary["held_out_real_dice"]["synthetic_only"]:
         summary["shipped"] = "with_real_studies"
@@ -215,7 +237,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         summary["shipped"] = "synthetic_only"
         segmentation = synthetic
-    print(f"shipped segmentation: {summary['shipped']} ({summary['held_out_real_dice']})", flush=True)
+    print(
+        f"shipped segmentation: {summary['shipped']} ({summary['held_out_real_dice']}; the folds on their own "
+        f"training studies: {summary['in_sample_real_dice']:.3f})",
+        flush=True,
+    )
     final = fit_heads(segmentation, recipe["phenotypes"], common, args.resume, log)
     for name, held_out in recipe["held_out"].items():
         test_data = work / f"held_out_{name}"
