@@ -71,8 +71,9 @@ def import_real_studies(source: Path, out: Path, log: Path) -> list[str]:
 
 
 def in_sample_split(real: Path, fold: str) -> str:
-    """A split file beside ``fold`` (``in_sample/<fold's name>``, relative to ``real``) whose test split is the
-    fold's training studies, so that ``evaluate`` scores a fold's model on what it trained on; returns its name."""
+    """Write ``in_sample/<fold's file name>`` in ``real``: a split file whose test split is the fold's training
+    studies, so that ``evaluate`` scores the fold's model on what it trained on. Returns its path relative to
+    ``real``."""
     studies = json.loads((real / fold).read_text())["training"]
     name = f"in_sample/{Path(fold).name}"
     (real / name).parent.mkdir(exist_ok=True)
