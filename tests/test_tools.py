@@ -280,9 +280,9 @@ def test_real_scan_recipe_chooses_by_dice_at_the_contoured_phases_where_a_study_
     written = {"LVBP": 0.9, "LVMYO": 0.5}
     phases = {"dice_ed": {"LVBP": 0.9, "LVMYO": 0.5}, "dice_es": {"LVBP": 0.4, "LVMYO": None}}
     contoured = {"dice_as_written": written, "labelled_phases": phases}
-    assert tool.held_out_real_dice([{"per_subject": [contoured]}]) == pytest.approx(0.6)
+    assert tool.contoured_real_dice([{"per_subject": [contoured]}]) == pytest.approx(0.6)
     as_written_only = {"dice_as_written": written, "labelled_phases": None}
-    assert tool.held_out_real_dice([{"per_subject": [as_written_only]}]) == pytest.approx(0.7)
+    assert tool.contoured_real_dice([{"per_subject": [as_written_only]}]) == pytest.approx(0.7)
 
 
 @pytest.mark.parametrize("real_studies_help, given_synthetic", [(True, False), (False, False), (True, True)])

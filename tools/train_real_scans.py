@@ -11,8 +11,8 @@ From a segmentation model trained on the classic synthetic cohort (``--start``; 
    (``real_scans.yaml``), scored on study k and on the studies it trained on (``in_sample``: how well the network
    fits real contours at all, beside how well it carries them to a study it has not seen);
 4. the choice: where the folds score their held-out studies better than the synthetic-only model scores the same
-   studies (:func:`held_out_real_dice`: LV blood pool at ED and ES, myocardium at ED), ``real`` is trained on every
-   study and ships; otherwise the synthetic-only model ships;
+   studies (:func:`contoured_real_dice`: LV blood pool at ED and ES, myocardium at ED), ``real`` is trained on
+   every study and ships; otherwise the synthetic-only model ships;
 5. the phenotype heads fit on the shipped segmentation network (encoder frozen), and both synthetic held-out cohorts
    (classic and wide) evaluated with it and with the start; ``summary.json`` collects the numbers.
 
@@ -132,12 +132,13 @@ def synthetic_scores(metrics: dict) -> dict:
     return {"dice": model["dice"].get("all"), "lv_curve": {key: phases.get(key) for key in curve_keys}}
 
 
-def held_out_real_dice(scores: list[dict]) -> float:
-    """Mean over the held-out studies of :func:`sunnybrook_scores`: the mean of the LV blood pool Dice at the
-    contoured ED and ES and the myocardium Dice at ED, each over the whole of the contoured slices (where a study is
-    contoured at two or more frames; else its LV blood pool and myocardium Dice as written). The one number by which
-    the recipe chooses what ships: the Dice as written leaves out the unlabelled band around an end-systolic
-    endocardium drawn alone, so it cannot see an LV spilling into it."""
+def contoured_real_dice(scores: list[dict]) -> float:
+    """Mean over the scored studies (held out, or trained on for ``in_sample``) of :func:`sunnybrook_scores`: the mean
+    of the LV blood pool Dice at the contoured ED and ES and the myocardium Dice at ED, each over the whole of the
+    contoured slices (where a study is contoured at two or more frames; else its LV blood pool and myocardium Dice as
+    written). On the held-out studies, the one number by which the recipe chooses what ships: the Dice as written
+    leaves out the unlabelled band around an end-systolic endocardium drawn alone, so it cannot see an LV spilling
+    into it."""
     values = []
     for score in scores:
         for study in score["per_subject"]:
@@ -225,11 +226,11 @@ def main(argv: list[str] | None = None) -> None:
         for k, (model, fold) in enumerate(zip(fold_models, folds))
     ]  # fmt: skip
     summary["held_out_real_dice"] = {
-        "synthetic_only": held_out_real_dice([summary["zero_shot"]]),
-        "with_real_studies": held_out_real_dice(summary["leave_one_out"]),
+        "synthetic_only": contoured_real_dice([summary["zero_shot"]]),
+        "with_real_studies": contoured_real_dice(summary["leave_one_out"]),
     }
     # the same measure on the folds' own training studies: a network that cannot fit them cannot carry them over
-    summary["in_sample_real_dice"] = held_out_real_dice(summary["in_sample"])
+    summary["in_sample_real_dice"] = contoured_real_dice(summary["in_sample"])
     # the real studies join training only where leaving each out in turn shows they help the one left out
     if summary["held_out_real_dice"]["with_real_studies"] > summary["held_out_real_dice"]["synthetic_only"]:
         summary["shipped"] = "with_real_studies"
