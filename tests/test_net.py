@@ -16,6 +16,7 @@ from scripts.mae import CineMAE, mae_loss
 from scripts.measures import MEASURE_FEATURE_NAMES
 from scripts.precision import autocast_context
 from scripts.presets import PRESETS, CineGrid, build_network, preset_grid
+from scripts.refiner import PlaneRefiner
 from scripts.segmenter import temporal_upsampling_factors
 from scripts.tokens import patchify, random_masking, unpatchify
 from scripts.weights import load_encoder_weights, load_network_weights, shipped_precision
@@ -360,3 +361,64 @@ def test_image_levels_feed_the_coarser_decoder_stages():
         assert branch.weight.grad is not None and branch.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match=r"image_levels must lie in \[1, 4\]"):
         build_network("heart", "tiny", num_frames=FRAMES, image_size=SIZE, image_levels=5)
+
+
+def with_refiner() -> CineHeartNet:
+    torch.manual_seed(0)
+    return build_network("heart", "tiny", PLANES, FRAMES, SIZE, refiner_channels=(4, 8)).eval()
+
+
+def test_an_untrained_refiner_keeps_the_decoders_segmentation_and_weights_without_one_load(tmp_path):
+    """The refiner's correction starts at zero, so the network with it segments as its decoder does, and weights saved
+    before the refiner existed load into a network that has one (as the synthetic-only weights do)."""
+    heart = with_refiner()
+    assert build("heart").refiner is None, "no preset has a refiner: the shipped weights have none"
+    image = make_image(1)
+    with torch.no_grad():
+        refined, coarse = heart(image), heart(image, refine=False)
+    assert refined.shape == coarse.shape == (1, NUM_CLASSES, PLANES, FRAMES, SIZE, SIZE)
+    assert torch.allclose(refined.softmax(1), coarse.softmax(1), atol=1e-4)
+    without = {key: value for key, value in heart.state_dict().items() if not key.startswith("refiner.")}
+    torch.save(without, tmp_path / "without_refiner.pt")
+    loaded = load_network_weights(with_refiner(), tmp_path / "without_refiner.pt")
+    with torch.no_grad():
+        assert torch.equal(loaded(image).argmax(1), coarse.argmax(1))
+    # the other way round, the option to pass is named
+    torch.save(heart.state_dict(), tmp_path / "with_refiner.pt")
+    with pytest.raises(RuntimeError, match="pass --refiner_channels"):
+        load_network_weights(build("heart"), tmp_path / "with_refiner.pt")
+
+
+def test_the_refiner_works_on_each_plane_frame_alone_and_learns_a_correction():
+    """Refining the decoded planes and frames equals refining everything and taking them, and a non-zero correction
+    changes the segmentation; a refiner given uninformative probabilities learns a target from the image alone."""
+    heart = with_refiner()
+    torch.nn.init.normal_(heart.refiner.correction.weight, std=0.5)
+    image = make_image(1)
+    planes, frames = torch.tensor([1, 4]), torch.tensor([0, 3, 7])
+    with torch.no_grad():
+        coarse = heart(image, refine=False)
+        everything = heart.refine(image, coarse)
+        some = heart.refine(image, coarse[:, :, planes][:, :, :, frames], planes, frames)
+    assert torch.allclose(some, everything[:, :, planes][:, :, :, frames], atol=1e-4)
+    assert not torch.allclose(everything.softmax(1), coarse.softmax(1), atol=1e-2)
+
+    refiner = PlaneRefiner((4, 8))
+    probabilities = torch.full((2, NUM_CLASSES, 16, 16), 1 / NUM_CLASSES)
+    target = torch.zeros(2, 16, 16, dtype=torch.long)
+    target[:, 4:12, 4:12] = 1
+    optimiser = torch.optim.Adam(refiner.parameters(), lr=1e-2)
+    for _ in range(20):
+        loss = torch.nn.functional.cross_entropy(refiner(torch.rand(2, 1, 16, 16), probabilities), target)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert loss < math.log(NUM_CLASSES) - 0.5, "the correction moved the logits towards the target"
+
+
+def test_refiner_arguments_and_sizes_are_checked():
+    with pytest.raises(ValueError, match="one or more positive widths"):
+        PlaneRefiner(())
+    with pytest.raises(ValueError, match="multiples of 4"):
+        PlaneRefiner((4, 8, 16))(torch.rand(1, 1, 30, 32), torch.rand(1, NUM_CLASSES, 30, 32))
+    assert build_network("heart", "tiny", num_frames=FRAMES, image_size=SIZE, refiner_channels=()).refiner is None

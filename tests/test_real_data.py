@@ -484,3 +484,25 @@ def test_mixed_training_joins_repeated_real_studies_to_a_wide_synthetic_cohort(d
     (held_out,) = json.loads(fold.read_text())["test"]
     cached = {path.name for path in (tmp_path / "cache").iterdir()}
     assert cached and not any(held_out["subject"] in name for name in cached), "the held-out study is never read"
+
+    # the refiner trained on that model (configs/refine_segmentation.yaml): only its weights move, and the refined
+    # network segments differently from the decoder alone
+    segmentation = tmp_path / "out" / "finetune_segmentation" / "models" / "checkpoint_epoch=1.pt"
+    refine = train[:-4] + ["--cache_dir", str(tmp_path / "cache"), "--pretrained_ckpt", str(segmentation)]
+    refine[5] = refine[5][:-1] + ",'configs/refine_segmentation.yaml']"
+    refine += ["--refine_steps", "6", "--refine_batch_size", "4", "--refine_fully_labelled_subjects", "1"]
+    result = subprocess.run(refine, cwd=BUNDLE, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    log = result.stdout + result.stderr
+    (collected,) = [line for line in log.splitlines() if "labelled plane-frames" in line]
+    total, partly = (int(word) for word in re.findall(r"(\d+) labelled plane-frames, (\d+) of them", collected)[0])
+    assert 0 < partly < total, "the real studies' labelled plane-frames beside one synthetic subject's"
+    before = torch.load(segmentation, weights_only=True)["network"]
+    after = torch.load(tmp_path / "out" / "refine_segmentation" / "models" / "model.pt", weights_only=True)
+    changed = {key.split(".")[0] for key in after if key not in before or not torch.equal(before[key], after[key])}
+    assert changed == {"refiner"}, changed
+    network = build_network("heart", "tiny", SA_SLICES + 3, 10, 32, refiner_channels=(16, 32, 64, 128))
+    network.load_state_dict(after)
+    image = torch.rand(1, 1, SA_SLICES + 3, 10, 32, 32)
+    with torch.no_grad():
+        assert not torch.allclose(network(image), network(image, refine=False))

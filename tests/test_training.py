@@ -315,8 +315,8 @@ class Recorder(torch.nn.Module):
         self.poison = poison
         self.calls: list[dict] = []
 
-    def forward(self, image, plane_mask=None, decode_planes=None, decode_frames=None):
-        logits = self.network(image, plane_mask, decode_planes, decode_frames)
+    def forward(self, image, plane_mask=None, decode_planes=None, decode_frames=None, refine=True):
+        logits = self.network(image, plane_mask, decode_planes, decode_frames, refine)
         self.calls.append(
             {
                 "image": image.detach(),

@@ -44,6 +44,8 @@ class NetConfig:
     mlp_ratio: float = 4.0
     phenotype_hidden: int = 0
     image_levels: int = 1
+    #: widths of the full-resolution refiner (scripts.refiner.PlaneRefiner); empty (every preset): none
+    refiner_channels: tuple[int, ...] = ()
     mask_ratio: float = 0.7
     norm_pix_loss: bool = False
 
@@ -168,5 +170,6 @@ def build_network(
             seg_channels=config.seg_channels,
             phenotype_hidden=config.phenotype_hidden,
             image_levels=config.image_levels,
+            refiner_channels=config.refiner_channels,
         )
     raise ValueError(f"unknown network kind {kind!r}; choose 'mae' or 'heart'")

@@ -196,7 +196,7 @@ class SegmentationStep(_Step):
             # (docs/history.md, "Sparse labels in time")
             decode_frames = torch.randperm(num_frames, device=image.device)[: self.decoded_frames].sort().values
             label = label[:, :, :, decode_frames]
-        logits = network(image, plane_mask, decode_planes, decode_frames)
+        logits = network(image, plane_mask, decode_planes, decode_frames, refine=False)
         return segmentation_loss(logits, label, batch["class_mask"], self.dice_weight, self.exclusion_weight), {}
 
 

@@ -108,8 +108,16 @@ def load_network_weights(network: nn.Module, checkpoint: str | os.PathLike) -> n
             "checkpoint (the shipped models/model.pt is preset small)"
         )
     missing, unexpected = target.load_state_dict(state, strict=False)
-    # weights saved before the measure head existed load with it unfit (phenotypes then come from the embedding)
-    missing = [key for key in missing if not key.startswith("measure_head.")]
+    # weights saved before the measure head or the refiner existed load with them unfit: phenotypes then come from
+    # the embedding, and an untrained refiner returns the decoder's segmentation unchanged (at its cost)
+    if any(key.startswith("refiner.") for key in missing):
+        logger.warning(f"{checkpoint} has no refiner weights: the refiner leaves the segmentation unchanged")
+    missing = [key for key in missing if not key.startswith(("measure_head.", "refiner."))]
+    if any(key.startswith("refiner.") for key in unexpected):
+        raise RuntimeError(
+            f"{checkpoint} holds a network with a refiner (configs/refine_segmentation.yaml) and this one has none: "
+            'pass --refiner_channels with the widths it was trained with (e.g. "[16, 32, 64, 128]")'
+        )
     if missing or unexpected:
         raise RuntimeError(
             f"{checkpoint} does not match the network ({len(missing)} missing keys, e.g. {missing[:3]}; "

@@ -1,0 +1,95 @@
+"""Full-resolution refinement of the segmentation: :class:`PlaneRefiner`, a 2D U-Net over each plane-frame.
+
+The all-planes decoder reads its segmentation from 2D+T tokens of 16 x 16 px (29 mm at the small preset) through a
+thin full-resolution path, so on real scans its contours follow the average heart rather than the image: an LV of
+one size in every SA slice, edges 5-20 px off. The refiner sees one plane-frame at a time, its image and the
+decoder's class probabilities, and corrects the logits where the image's edges say so.
+
+Shapes: ``image`` (N, 1, H, W) and ``probabilities`` (N, C, H, W) in, logits (N, C, H, W) out, N plane-frames
+(:meth:`scripts.heart_net.CineHeartNet.refine` folds planes and frames into N). H and W divisible by
+``2 ** (len(channels) - 1)``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from scripts.labels import NUM_CLASSES
+
+#: probabilities are clamped here before the log, so a class the decoder rules out can still be brought back
+MIN_PROBABILITY = 1e-4
+
+
+def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
+    """Two (3x3 conv + instance norm + LeakyReLU) blocks; instance norm per plane-frame, as the decoder's per plane."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.InstanceNorm2d(out_channels, affine=True),
+        nn.LeakyReLU(0.01),
+        nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+        nn.InstanceNorm2d(out_channels, affine=True),
+        nn.LeakyReLU(0.01),
+    )
+
+
+class PlaneRefiner(nn.Module):
+    """2D U-Net: (image, class probabilities) of a plane-frame -> refined logits = log(probabilities) + correction.
+
+    The correction's last layer starts at zero, so an untrained refiner returns the decoder's log-probabilities
+    (the same segmentation) and weights saved without a refiner keep their results.
+
+    Args:
+        channels: widths from full resolution down, one max-pooling between entries (e.g. (16, 32, 64, 128): three
+            poolings, a receptive field of ~100 px).
+        num_classes: C, the segmentation classes.
+
+    Example::
+
+        >>> refiner = PlaneRefiner((8, 16))
+        >>> refiner(torch.rand(4, 1, 32, 32), torch.full((4, 6, 32, 32), 1 / 6)).shape
+        torch.Size([4, 6, 32, 32])
+    """
+
+    def __init__(self, channels: Sequence[int] = (16, 32, 64, 128), num_classes: int = NUM_CLASSES) -> None:
+        super().__init__()
+        channels = [int(c) for c in channels]
+        if len(channels) < 1 or min(channels) < 1:
+            raise ValueError(f"refiner channels must be one or more positive widths, got {tuple(channels)}")
+        self.channels = tuple(channels)
+        self.down = nn.ModuleList(
+            [_double_conv(1 + num_classes, channels[0])]
+            + [_double_conv(channels[k - 1], channels[k]) for k in range(1, len(channels))]
+        )
+        self.up = nn.ModuleList(
+            [nn.ConvTranspose2d(channels[k + 1], channels[k], 2, stride=2) for k in range(len(channels) - 1)]
+        )
+        self.merge = nn.ModuleList([_double_conv(2 * channels[k], channels[k]) for k in range(len(channels) - 1)])
+        self.correction = nn.Conv2d(channels[0], num_classes, 1)
+        nn.init.zeros_(self.correction.weight)
+        nn.init.zeros_(self.correction.bias)
+
+    @property
+    def size_multiple(self) -> int:
+        """H and W must be multiples of this (one halving per pooling)."""
+        return 2 ** (len(self.channels) - 1)
+
+    def forward(self, image: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+        """image (N, 1, H, W) in [0, 1], probabilities (N, C, H, W) -> logits (N, C, H, W)."""
+        if image.shape[-2] % self.size_multiple or image.shape[-1] % self.size_multiple:
+            raise ValueError(
+                f"the refiner halves H and W {len(self.channels) - 1} times: they must be multiples of "
+                f"{self.size_multiple}, got {tuple(image.shape[-2:])}"
+            )
+        log_probabilities = probabilities.float().clamp_min(MIN_PROBABILITY).log()
+        x = torch.cat([image.to(probabilities.dtype), probabilities], dim=1)
+        skips = []
+        for level, block in enumerate(self.down):
+            x = block(x if level == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        for level in range(len(self.channels) - 2, -1, -1):
+            x = self.merge[level](torch.cat([self.up[level](x), skips[level]], dim=1))
+        return log_probabilities + self.correction(x).float()
