@@ -59,6 +59,7 @@ class PlaneFrames:
         return ~self.class_mask.all(1)
 
     def take(self, index: torch.Tensor) -> PlaneFrames:
+        """The plane-frames at ``index`` (long (M,))."""
         return PlaneFrames(self.image[index], self.probabilities[index], self.label[index], self.class_mask[index])
 
 
@@ -70,7 +71,9 @@ def random_dihedral(*tensors: torch.Tensor, generator: torch.Generator | None = 
     return tuple(torch.flip(t, (-1,)) if mirror else t for t in turned)
 
 
-def extra_pass_samples(loader: LoadCineSubjectd, item: Mapping[str, Any], sample: Mapping[str, Any], files) -> list:
+def extra_pass_samples(
+    loader: LoadCineSubjectd, item: Mapping[str, Any], sample: Mapping[str, Any], files: Any
+) -> list[dict]:
     """The samples of ``item`` for the SA stacks inference's extra passes take beside its canonical ``sample``
     (``files``: its files already read, or None)."""
     return [
@@ -112,7 +115,7 @@ def collect_plane_frames(
         items: training items (``{"subject": folder}``), e.g. ``scripts.subject.mixed_datalist``'s.
         loader: the deterministic loader of the samples (the extra SA passes take the same settings).
         frames_per_plane: random labelled frames kept per plane of a fully labelled subject.
-        max_fully_labelled_subjects: at most this many fully labelled subjects (evenly spread over ``items``);
+        max_fully_labelled_subjects: at most this many fully labelled subjects (a random choice, by ``seed``);
             None: all.
     """
     model = unwrap_network(network).eval()
