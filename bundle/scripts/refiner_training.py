@@ -20,6 +20,7 @@ float16, ``label`` (N, H, W) uint8 (:data:`scripts.labels.UNLABELLED` where not 
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -75,26 +76,14 @@ def extra_pass_samples(
     loader: LoadCineSubjectd, item: Mapping[str, Any], sample: Mapping[str, Any], files: Any
 ) -> list[dict]:
     """The samples of ``item`` for the SA stacks inference's extra passes take beside its canonical ``sample``
-    (``files``: its files already read, or None)."""
-    return [
-        LoadCineSubjectd(**{**loader_arguments(loader), "sa_slice_indices": slices})(dict(item), files)
-        for slices in plan_sa_passes(sample["geometry"], sa_slices(sample["geometry"]))
-    ]
-
-
-def loader_arguments(loader: LoadCineSubjectd) -> dict[str, Any]:
-    """The arguments that rebuild ``loader``."""
-    return {
-        "keys": loader.keys,
-        "num_sa_slices": loader.num_sa_slices,
-        "num_frames": loader.num_frames,
-        "crop_size": loader.crop_size,
-        "spacing_mm": loader.spacing_mm,
-        "label_map": loader.label_map,
-        "in_plane_axes": loader.in_plane_axes,
-        "cache_dir": loader.cache_dir,
-        "centre_on_labelled_lv": loader.centre_on_labelled_lv,
-    }
+    (``files``: its files already read, or None); ``loader`` with only its SA slices changed, as
+    :class:`scripts.canonical.RandSAStackd` takes them."""
+    samples = []
+    for slices in plan_sa_passes(sample["geometry"], sa_slices(sample["geometry"])):
+        extra = copy.copy(loader)
+        extra.sa_slice_indices = slices
+        samples.append(extra(dict(item), files))
+    return samples
 
 
 @torch.no_grad()
