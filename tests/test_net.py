@@ -372,7 +372,7 @@ def test_an_untrained_refiner_keeps_the_decoders_segmentation_and_weights_withou
     """The refiner's correction starts at zero, so the network with it segments as its decoder does, and weights saved
     before the refiner existed load into a network that has one (as the synthetic-only weights do)."""
     heart = with_refiner()
-    assert build("heart").refiner is None, "no preset has a refiner: the shipped weights have none"
+    assert build("heart").refiner is None, "no preset has a refiner: inference.yaml adds the shipped weights' one"
     image = make_image(1)
     with torch.no_grad():
         refined, coarse = heart(image), heart(image, refine=False)
@@ -383,10 +383,17 @@ def test_an_untrained_refiner_keeps_the_decoders_segmentation_and_weights_withou
     loaded = load_network_weights(with_refiner(), tmp_path / "without_refiner.pt")
     with torch.no_grad():
         assert torch.equal(loaded(image).argmax(1), coarse.argmax(1))
-    # the other way round, the option to pass is named
+    # the other way round, a network without a refiner segments with the decoder alone; one with another refiner
+    # is told which options to pass
     torch.save(heart.state_dict(), tmp_path / "with_refiner.pt")
-    with pytest.raises(RuntimeError, match="pass --refiner_channels"):
-        load_network_weights(build("heart"), tmp_path / "with_refiner.pt")
+    decoder_only = load_network_weights(build("heart"), tmp_path / "with_refiner.pt")
+    with torch.no_grad():
+        assert torch.allclose(decoder_only(image), coarse, atol=1e-5)
+    reading_more_frames = build_network(
+        "heart", "tiny", PLANES, FRAMES, SIZE, refiner_channels=(4, 8), refiner_frame_offsets=(-3, 3)
+    )
+    with pytest.raises(RuntimeError, match="refiner of other widths or image frames"):
+        load_network_weights(reading_more_frames, tmp_path / "with_refiner.pt")
 
 
 def test_the_refiner_works_on_each_plane_frame_alone_and_learns_a_correction():
@@ -414,6 +421,28 @@ def test_the_refiner_works_on_each_plane_frame_alone_and_learns_a_correction():
         loss.backward()
         optimiser.step()
     assert loss < math.log(NUM_CLASSES) - 0.5, "the correction moved the logits towards the target"
+
+
+def test_a_refiner_with_frame_offsets_reads_those_frames_of_the_cycle():
+    """With frame offsets (-2, 1) the refined frame t also sees frames t - 2 and t + 1 of its plane, cyclically: a
+    change at frame 5 alters the refined frames 7 and 4 (and 5), no other frame, and no frame without offsets."""
+    torch.manual_seed(0)
+    heart = build_network("heart", "tiny", PLANES, FRAMES, SIZE, refiner_channels=(4, 8), refiner_frame_offsets=(-2, 1))
+    torch.nn.init.normal_(heart.refiner.correction.weight, std=0.5)
+    heart.eval()
+    image = make_image(1)
+    changed = image.clone()
+    changed[:, :, 2, 5] = torch.rand_like(changed[:, :, 2, 5])
+    with torch.no_grad():
+        coarse = heart(image, refine=False)
+        refined, refined_changed = heart.refine(image, coarse), heart.refine(changed, coarse)
+        planes, frames = torch.tensor([2]), torch.tensor([FRAMES - 1, 3])
+        some = heart.refine(image, coarse[:, :, planes][:, :, :, frames], planes, frames)
+    moved = (refined - refined_changed).abs().amax((0, 1, 4, 5)) > 1e-5  # (P, T)
+    assert torch.nonzero(moved).tolist() == [[2, 4], [2, 5], [2, 7]]
+    assert torch.allclose(some, refined[:, :, planes][:, :, :, frames], atol=1e-4)
+    with pytest.raises(ValueError, match="reads 3 image frames"):
+        heart.refiner(image[:, :, 0, :1], coarse[:, :, 0, 0])
 
 
 def test_refiner_arguments_and_sizes_are_checked():

@@ -291,10 +291,10 @@ def test_real_scan_recipe_ships_real_training_only_where_leave_one_out_shows_it_
 ):
     """The trainings and evaluations ``tools.train_real_scans`` runs (bundle commands recorded, not run): the
     synthetic-only model from --start (or the one --synthetic-model names, untrained) and one model per leave-one-out
-    fold from it, each fold evaluated on its own split file; the model on all real studies is trained, and gets the
-    heads, only where the folds' held-out Dice beats the synthetic-only model's on the same studies; otherwise the
-    synthetic-only model ships. With --in-plane-axes (given with --synthetic-model here) every training and evaluation
-    runs on those axes; without it, on the configs' own."""
+    fold from it with a refiner trained on it, each fold evaluated refined on its own split file; the model on all
+    real studies is trained, refined and given the heads only where the folds' held-out Dice beats the synthetic-only
+    model's on the same studies; otherwise the synthetic-only model ships. With --in-plane-axes (given with
+    --synthetic-model here) every training and evaluation runs on those axes; without it, on the configs' own."""
     tool = load_tool("train_real_scans")
     recipe = yaml.safe_load((BUNDLE / "configs" / "recipe.yaml").read_text())["real_scans"]
     folds = [f"folds/fold{k}.json" for k in range(3)]
@@ -340,18 +340,30 @@ def test_real_scan_recipe_ships_real_training_only_where_leave_one_out_shows_it_
     synthetic = out / "synthetic" / "models" / f"checkpoint_epoch={recipe['synthetic']['max_epochs']}.pt"
     synthetic = start.resolve() if given_synthetic else synthetic
     real = out / "real" / "models" / f"checkpoint_epoch={recipe['real']['max_epochs']}.pt"
+    real_refined = out / "real_refined" / "models" / "model.pt"
+    refined = {f"real_fold{k}_refined" for k in range(3)} | ({"real_refined"} if real_studies_help else set())
     expected = {"real_fold0", "real_fold1", "real_fold2", "finetune_phenotypes"} | (
         set() if given_synthetic else {"synthetic"}
     )
-    assert set(trainings) == expected | ({"real"} if real_studies_help else set())
+    assert set(trainings) == expected | refined | ({"real"} if real_studies_help else set())
     if not given_synthetic:
         assert trainings["synthetic"]["--pretrained_ckpt"] == str(start.resolve())
         assert "real_scans.yaml" not in trainings["synthetic"]["--config_file"]
-    for task in set(trainings) - {"synthetic", "finetune_phenotypes"}:
+    for task in set(trainings) - {"synthetic", "finetune_phenotypes"} - refined:
         assert trainings[task]["--pretrained_ckpt"] == str(synthetic)
         assert "real_scans.yaml" in trainings[task]["--config_file"]
     assert [trainings[f"real_fold{k}"]["--real_datalist"] for k in range(3)] == folds
-    shipped = real if real_studies_help else synthetic
+    # each fold's refiner trains on that fold's network and studies, the shipped one on the network of every study,
+    # before the heads are fit on what it segments
+    for k in range(3):
+        refine = trainings[f"real_fold{k}_refined"]
+        assert "refine_segmentation.yaml" in refine["--config_file"] and refine["--real_datalist"] == folds[k]
+        fold_model = out / f"real_fold{k}" / "models" / f"checkpoint_epoch={recipe['real']['max_epochs']}.pt"
+        assert refine["--pretrained_ckpt"] == str(fold_model)
+    if real_studies_help:
+        assert trainings["real_refined"]["--real_datalist"] == tool.ALL_STUDIES
+        assert trainings["real_refined"]["--pretrained_ckpt"] == str(real)
+    shipped = real_refined if real_studies_help else synthetic
     # the shipped network is rounded into the work's outputs, never beside a --synthetic-model given from elsewhere
     assert rounded == [(shipped, out / "segmentation_float16.pt")]
     assert trainings["finetune_phenotypes"]["--pretrained_ckpt"] == str(out / "segmentation_float16.pt")
@@ -359,7 +371,11 @@ def test_real_scan_recipe_ships_real_training_only_where_leave_one_out_shows_it_
         assert trainings["real"]["--real_datalist"] == tool.ALL_STUDIES
     by_name = {name: (ckpt, datalist) for name, ckpt, datalist in evaluations}
     assert by_name["zero_shot"] == (synthetic, None)
-    assert [by_name[f"fold{k}"][1] for k in range(3)] == folds
+    assert [by_name[f"fold{k}"] for k in range(3)] == [
+        (out / f"real_fold{k}_refined" / "models" / "model.pt", fold) for k, fold in enumerate(folds)
+    ]
+    heads = out / "finetune_phenotypes" / "models" / "model.pt"
+    assert {ckpt for name, ckpt, _ in evaluations if name.endswith("_final")} == {heads}
     # each fold's model is also scored on the studies it trained on, named in a split file of its own
     real_dir = tmp_path / "work" / "sunnybrook"
     for k in range(3):

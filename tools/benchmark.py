@@ -13,7 +13,8 @@ precision (:func:`scripts.precision.autocast_context`: bf16 autocast where the d
 - ``matmul_peak``: best dense ``n x n @ n x n`` bf16 matmul throughput (2 n^3 FLOP), sampled before and after the rest;
   the roof of every ``fraction_of_bf16_peak`` (the fp32 peak is in the table).
 - ``encoder_forward``: the encoder over every token, no grad.
-- ``inference_network``: the segmentation network (encoder + decoder, every plane and frame), no grad.
+- ``inference_network``: the segmentation network as inference builds it (encoder + decoder + refiner, every plane and
+  frame), no grad.
 - ``pretrain_step``: MAE step (forward + backward, 70 % of the tokens masked).
 - ``segmentation_step``: segmentation training step (forward + loss + backward) decoding ``decoded_planes`` planes with
   the full-resolution stage on ``decoded_frames`` frames, as ``finetune_segmentation.yaml`` trains (``tiny``: 5 of 10).
@@ -325,7 +326,8 @@ def segmentation_loss_call(
     heart: torch.nn.Module, batch: dict[str, torch.Tensor], planes: int, frames: int
 ) -> Callable[[], torch.Tensor]:
     """The segmentation training loss decoding ``planes`` evenly spread planes with the full-resolution stage on
-    ``frames`` evenly spread frames (0: all), as ``SegmentationStep`` trains."""
+    ``frames`` evenly spread frames (0: all), as ``SegmentationStep`` trains (the decoder's logits, not the
+    refiner's)."""
     image, device = batch["image"], batch["image"].device
     decode = spread_ids(image.shape[2], planes, device)
     decode_frames = spread_ids(image.shape[3], frames, device)
@@ -333,7 +335,7 @@ def segmentation_loss_call(
     label = label if decode_frames is None else label[:, :, :, decode_frames]
 
     def loss() -> torch.Tensor:
-        logits = heart(image, batch["plane_mask"], decode, decode_frames)
+        logits = heart(image, batch["plane_mask"], decode, decode_frames, refine=False)
         return segmentation_loss(logits, label, batch["class_mask"])
 
     return loss
@@ -402,12 +404,20 @@ def measure_pretrain(
     )
 
 
+def inference_refiner() -> dict[str, tuple[int, ...]]:
+    """The refiner options ``inference.yaml`` builds its network with (the shipped weights' refiner)."""
+    config = yaml.safe_load(INFERENCE_CONFIG.read_text())
+    return {key: tuple(config[key]) for key in ("refiner_channels", "refiner_frame_offsets")}
+
+
 def build_heart(preset: str, shape: Sequence[int], device: torch.device) -> tuple[torch.nn.Module, str]:
-    """The segmentation network at ``shape`` (P, T, H, W) with the shipped weights where the preset has them, else
-    random ones; returns it and the weights' name."""
+    """The segmentation network at ``shape`` (P, T, H, W) as inference builds it (its refiner included) with the
+    shipped weights where the preset has them, else random ones; returns it and the weights' name."""
     planes, frames, height, _ = shape
     torch.manual_seed(0)
-    heart = build_network("heart", preset, num_planes=planes, num_frames=frames, image_size=height)
+    heart = build_network(
+        "heart", preset, num_planes=planes, num_frames=frames, image_size=height, **inference_refiner()
+    )
     weights = SHIPPED_WEIGHTS.get(preset)
     if weights is not None and weights.is_file():
         load_network_weights(heart, weights)

@@ -51,7 +51,7 @@ STAGE_1_DATASETS = {"synthetic": "held-out synthetic hearts", "sunnybrook": "rea
 SHIPPED_WEIGHTS_NOTE = (
     "The shipped weights learned from synthetic hearts and the three Sunnybrook studies, this one included, so its "
     "Dice here is a training score; the studies left out in turn score lower (bundle/docs/README.md, Results). Real "
-    "scans are not solved (the myocardium, end-systole): evaluate them on labelled studies of your own before use."
+    "scans are not solved (the myocardium, the LVEF): evaluate them on labelled studies of your own before use."
 )
 #: frames per cycle of the canonical grid that ``tools.plot_planes`` draws (``LoadCineSubjectd``'s default)
 PICTURE_FRAMES = 50

@@ -9,12 +9,16 @@ From a segmentation model trained on the classic synthetic cohort (``--start``; 
    synthetic-only model, scored zero-shot on every real study;
 3. ``real_fold<k>``: from it, the wide cohort with the real studies but study k repeated in every epoch
    (``real_scans.yaml``), scored on study k and on the studies it trained on (``in_sample``: how well the network
-   fits real contours at all, beside how well it carries them to a study it has not seen);
+   fits real contours at all, beside how well it carries them to a study it has not seen), after its full-resolution
+   refiner is trained on it (``real_fold<k>_refined``, ``configs/refine_segmentation.yaml``, the rest of the network
+   fixed);
 4. the choice: where the folds score their held-out studies better than the synthetic-only model scores the same
    studies (:func:`contoured_real_dice`: LV blood pool at ED and ES, myocardium at ED), ``real`` is trained on
-   every study and ships; otherwise the synthetic-only model ships;
-5. the phenotype heads fit on the shipped segmentation network (encoder frozen), and both synthetic held-out cohorts
-   (classic and wide) evaluated with it and with the start; ``summary.json`` collects the numbers.
+   every study, with its refiner (``real_refined``), and ships; otherwise the synthetic-only model ships (its refiner
+   untrained: the decoder's output);
+5. the phenotype heads fit on the shipped segmentation network (encoder frozen; the measure head on what its refined
+   segmentations measure), and both synthetic held-out cohorts (classic and wide) evaluated with it and with the
+   start; ``summary.json`` collects the numbers.
 
 Settings: ``real_scans`` in ``bundle/configs/recipe.yaml``. With ``--resume`` finished trainings and cohorts are
 kept; ``--install-weights`` ships the final model as ``bundle/models/model.pt`` (float16). ``--synthetic-model``
@@ -50,6 +54,7 @@ from tools.demo import (
 SEGMENTATION = TRAIN_CONFIGS + ["configs/finetune_segmentation.yaml"]
 REAL_SEGMENTATION = SEGMENTATION + ["configs/real_scans.yaml"]
 PHENOTYPES = TRAIN_CONFIGS + ["configs/finetune_phenotypes.yaml"]
+REFINE = REAL_SEGMENTATION + ["configs/refine_segmentation.yaml"]
 
 
 #: the split file of the real studies that trains on all of them (the shipped model's)
@@ -93,6 +98,15 @@ def train_segmentation(configs: list[str], task: str, settings: dict, common: di
     if not (resume and finished(common["output_dir"] / task, epochs)):
         run(bundle_command(configs, task=task, **settings, **common), log)
     return segmentation_model(common["output_dir"], task, epochs)
+
+
+def train_refiner(network: Path, task: str, settings: dict, common: dict, resume: bool, log: Path) -> Path:
+    """The full-resolution refiner trained on ``network`` (everything else fixed; skipped when ``resume`` and
+    written); returns the refined network."""
+    refined = common["output_dir"] / task / "models" / "model.pt"
+    if not (resume and refined.is_file()):
+        run(bundle_command(REFINE, task=task, pretrained_ckpt=network, **settings, **common), log)
+    return refined
 
 
 def fit_heads(segmentation: Path, settings: dict, common: dict, resume: bool, log: Path) -> Path:
@@ -195,12 +209,16 @@ def main(argv: list[str] | None = None) -> None:
     else:
         start = synthetic = args.synthetic_model.resolve()
     real_settings = {"pretrained_ckpt": synthetic, "real_dataset_dir": real, **recipe["real"]}
+    refine_settings = {"real_dataset_dir": real, **recipe["refine"]}
     fold_models = [
-        train_segmentation(
-            REAL_SEGMENTATION, f"real_fold{k}", {**real_settings, "real_datalist": fold}, common, args.resume, log
+        train_refiner(
+            train_segmentation(
+                REAL_SEGMENTATION, f"real_fold{k}", {**real_settings, "real_datalist": fold}, common, args.resume, log
+            ),
+            f"real_fold{k}_refined", {**refine_settings, "real_datalist": fold}, common, args.resume, log,
         )
         for k, fold in enumerate(folds)
-    ]
+    ]  # fmt: skip
     preset = common["preset"]
     evaluations = work / "evaluation"
     summary: dict = {
@@ -236,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
         summary["shipped"] = "with_real_studies"
         settings = {**real_settings, "real_datalist": ALL_STUDIES}
         segmentation = train_segmentation(REAL_SEGMENTATION, "real", settings, common, args.resume, log)
+        refine_all = {**refine_settings, "real_datalist": ALL_STUDIES}
+        segmentation = train_refiner(segmentation, "real_refined", refine_all, common, args.resume, log)
     else:
         summary["shipped"] = "synthetic_only"
         segmentation = synthetic

@@ -18,7 +18,7 @@ from scripts.encoder import CineEncoder
 from scripts.heads import MeasureHead, PhenotypeHead
 from scripts.labels import NUM_CLASSES, PHENOTYPE_NAMES
 from scripts.measures import MEASURE_FEATURE_NAMES
-from scripts.refiner import PlaneRefiner
+from scripts.refiner import PlaneRefiner, frames_with_offsets
 from scripts.segmenter import CineSegmenter
 
 
@@ -38,6 +38,7 @@ class CineHeartNet(nn.Module):
         image_levels: decoder stages that read the raw image (see :class:`CineSegmenter`).
         refiner_channels: widths of the full-resolution :class:`PlaneRefiner` applied to the decoder's output, full
             resolution first; empty: none.
+        refiner_frame_offsets: the image frames, as offsets from the refined one, that the refiner also reads.
         refiner_chunk: plane-frames refined at once (bounds the refiner's memory on a whole subject).
     """
 
@@ -50,6 +51,7 @@ class CineHeartNet(nn.Module):
         phenotype_hidden: int = 0,
         image_levels: int = 1,
         refiner_channels: Sequence[int] = (),
+        refiner_frame_offsets: Sequence[int] = (),
         refiner_chunk: int = 64,
     ) -> None:
         super().__init__()
@@ -57,7 +59,9 @@ class CineHeartNet(nn.Module):
         self.segmenter = CineSegmenter(
             encoder.hidden_size, encoder.patch_size, encoder.num_layers, seg_channels, num_classes, image_levels
         )
-        self.refiner = PlaneRefiner(refiner_channels, num_classes) if len(refiner_channels) else None
+        self.refiner = (
+            PlaneRefiner(refiner_channels, num_classes, refiner_frame_offsets) if len(refiner_channels) else None
+        )
         self.refiner_chunk = int(refiner_chunk)
         self.phenotype_head = PhenotypeHead(encoder.hidden_size, num_phenotypes, phenotype_hidden)
         self.measure_head = MeasureHead(len(MEASURE_FEATURE_NAMES), num_phenotypes)
@@ -96,12 +100,13 @@ class CineHeartNet(nn.Module):
         """
         if self.refiner is None:
             return logits
+        image = frames_with_offsets(image, self.refiner.frame_offsets)
         planes = image if decode_planes is None else image[:, :, decode_planes]
         if decode_frames is not None:
             planes = planes[:, :, :, decode_frames]
         batch, classes, num_planes, frames, height, width = logits.shape
         probabilities = logits.float().softmax(1).permute(0, 2, 3, 1, 4, 5).reshape(-1, classes, height, width)
-        planes = planes.permute(0, 2, 3, 1, 4, 5).reshape(-1, 1, height, width)
+        planes = planes.permute(0, 2, 3, 1, 4, 5).reshape(-1, image.shape[1], height, width)
         refined = torch.cat(
             [
                 self.refiner(

@@ -46,6 +46,8 @@ class NetConfig:
     image_levels: int = 1
     #: widths of the full-resolution refiner (scripts.refiner.PlaneRefiner); empty (every preset): none
     refiner_channels: tuple[int, ...] = ()
+    #: the image frames, as offsets from the refined one, that the refiner also reads
+    refiner_frame_offsets: tuple[int, ...] = ()
     mask_ratio: float = 0.7
     norm_pix_loss: bool = False
 
@@ -171,5 +173,6 @@ def build_network(
             phenotype_hidden=config.phenotype_hidden,
             image_levels=config.image_levels,
             refiner_channels=config.refiner_channels,
+            refiner_frame_offsets=config.refiner_frame_offsets,
         )
     raise ValueError(f"unknown network kind {kind!r}; choose 'mae' or 'heart'")

@@ -5,8 +5,10 @@ thin full-resolution path, so on real scans its contours follow the average hear
 one size in every SA slice, edges 5-20 px off. The refiner sees one plane-frame at a time, its image and the
 decoder's class probabilities, and corrects the logits where the image's edges say so.
 
-Shapes: ``image`` (N, 1, H, W) and ``probabilities`` (N, C, H, W) in, logits (N, C, H, W) out, N plane-frames
-(:meth:`scripts.heart_net.CineHeartNet.refine` folds planes and frames into N). H and W divisible by
+Shapes: ``image`` (N, F, H, W) and ``probabilities`` (N, C, H, W) in, logits (N, C, H, W) out, N plane-frames
+(:meth:`scripts.heart_net.CineHeartNet.refine` folds planes and frames into N); F = 1 + the number of
+``frame_offsets``, the plane-frame's image then the same plane's at those frame offsets (:func:`frames_with_offsets`),
+so the refiner can tell the moving blood-myocardium edge from a still one. H and W divisible by
 ``2 ** (len(channels) - 1)``.
 """
 
@@ -22,6 +24,12 @@ from scripts.labels import NUM_CLASSES
 
 #: probabilities are clamped here before the log, so a class the decoder rules out can still be brought back
 MIN_PROBABILITY = 1e-4
+
+
+def frames_with_offsets(image: torch.Tensor, frame_offsets: Sequence[int]) -> torch.Tensor:
+    """(B, 1, P, T, H, W) -> (B, 1 + len(frame_offsets), P, T, H, W): each frame, then the frames ``frame_offsets``
+    away from it, cyclically (a cine is one cardiac cycle)."""
+    return torch.cat([image] + [torch.roll(image, -int(offset), dims=3) for offset in frame_offsets], dim=1)
 
 
 def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -46,22 +54,30 @@ class PlaneRefiner(nn.Module):
         channels: widths from full resolution down, one max-pooling between entries (e.g. (16, 32, 64, 128): three
             poolings, a receptive field of ~100 px).
         num_classes: C, the segmentation classes.
+        frame_offsets: the image frames besides the refined one that the refiner reads, as offsets (e.g. (-3, 3));
+            empty: the refined frame only.
 
     Example::
 
-        >>> refiner = PlaneRefiner((8, 16))
-        >>> refiner(torch.rand(4, 1, 32, 32), torch.full((4, 6, 32, 32), 1 / 6)).shape
+        >>> refiner = PlaneRefiner((8, 16), frame_offsets=(-3, 3))
+        >>> refiner(torch.rand(4, 3, 32, 32), torch.full((4, 6, 32, 32), 1 / 6)).shape
         torch.Size([4, 6, 32, 32])
     """
 
-    def __init__(self, channels: Sequence[int] = (16, 32, 64, 128), num_classes: int = NUM_CLASSES) -> None:
+    def __init__(
+        self,
+        channels: Sequence[int] = (16, 32, 64, 128),
+        num_classes: int = NUM_CLASSES,
+        frame_offsets: Sequence[int] = (),
+    ) -> None:
         super().__init__()
         channels = [int(c) for c in channels]
         if len(channels) < 1 or min(channels) < 1:
             raise ValueError(f"refiner channels must be one or more positive widths, got {tuple(channels)}")
         self.channels = tuple(channels)
+        self.frame_offsets = tuple(int(offset) for offset in frame_offsets)
         self.down = nn.ModuleList(
-            [_double_conv(1 + num_classes, channels[0])]
+            [_double_conv(1 + len(self.frame_offsets) + num_classes, channels[0])]
             + [_double_conv(channels[k - 1], channels[k]) for k in range(1, len(channels))]
         )
         self.up = nn.ModuleList(
@@ -78,7 +94,12 @@ class PlaneRefiner(nn.Module):
         return 2 ** (len(self.channels) - 1)
 
     def forward(self, image: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
-        """image (N, 1, H, W) in [0, 1], probabilities (N, C, H, W) -> logits (N, C, H, W)."""
+        """image (N, F, H, W) in [0, 1], probabilities (N, C, H, W) -> logits (N, C, H, W)."""
+        if image.shape[1] != 1 + len(self.frame_offsets):
+            raise ValueError(
+                f"the refiner reads {1 + len(self.frame_offsets)} image frames per plane-frame (frame offsets "
+                f"{self.frame_offsets}), got {image.shape[1]}"
+            )
         if image.shape[-2] % self.size_multiple or image.shape[-1] % self.size_multiple:
             raise ValueError(
                 f"the refiner halves H and W {len(self.channels) - 1} times: they must be multiples of "

@@ -14,8 +14,9 @@ The decoder's errors are then the refiner's input, as at inference. Trained inst
 segmentation trainer's loop (a step refining 16 plane-frames of one subject), the refiner stayed near the decoder on
 the left-out Sunnybrook studies (``docs/history.md``, 0.27.0).
 
-Shapes: ``PlaneFrames`` holds N plane-frames: ``image`` (N, 1, H, W) float16 in [0, 1], ``probabilities`` (N, C, H, W)
-float16, ``label`` (N, H, W) uint8 (:data:`scripts.labels.UNLABELLED` where not annotated), ``class_mask`` (N, C) bool.
+Shapes: ``PlaneFrames`` holds N plane-frames: ``image`` (N, F, H, W) float16 in [0, 1] (F: the refined frame and
+those at the refiner's frame offsets), ``probabilities`` (N, C, H, W) float16, ``label`` (N, H, W) uint8
+(:data:`scripts.labels.UNLABELLED` where not annotated), ``class_mask`` (N, C) bool.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from scripts.labels import UNLABELLED
 from scripts.losses import segmentation_loss
 from scripts.precision import precision_context
 from scripts.progress import ProgressLog
+from scripts.refiner import frames_with_offsets
 from scripts.sample_geometry import sa_slices
 from scripts.weights import unwrap_network
 
@@ -133,12 +135,13 @@ def collect_plane_frames(
             with precision_context(torch.device(device), precision):
                 logits = model(image, sample["plane_mask"][None].to(device), planes.to(device), refine=False)
             probabilities = logits[0].float().softmax(0).cpu()  # (C, P', T, H, W)
+            frame_stack = frames_with_offsets(sample["image"][None], model.refiner.frame_offsets)[0]  # (F, P, T, H, W)
             for k in range(len(planes)):
                 frames = torch.nonzero(labelled[k]).flatten().numpy()
                 if is_full and len(frames) > frames_per_plane:
                     frames = np.sort(rng.choice(frames, frames_per_plane, replace=False))
                 for t in frames.tolist():
-                    kept["image"].append(sample["image"][0, planes[k], t][None].half())
+                    kept["image"].append(frame_stack[:, planes[k], t].half())
                     kept["probabilities"].append(probabilities[:, k, t].half())
                     kept["label"].append(label[k, t])
                     kept["class_mask"].append(sample["class_mask"].bool())
@@ -204,7 +207,7 @@ class RefinerTraining:
         )
 
     def augmented_batch(self) -> tuple[torch.Tensor, ...]:
-        """A random batch: (image (B, 1, H, W), probabilities (B, C, H, W), label (B, H, W), class_mask (B, C)),
+        """A random batch: (image (B, F, H, W), probabilities (B, C, H, W), label (B, H, W), class_mask (B, C)),
         turned and mirrored alike, the image given a random gamma and contrast (scanners differ in both)."""
         batch = self.plane_frames.take(self.batch_indices())
         image, probabilities, label = random_dihedral(
