@@ -17,8 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import BUNDLE, REPO, SHARED, load_tool
+from conftest import BUNDLE, REPO, SHARED, inference_refiner, load_tool
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -675,9 +674,7 @@ def export_tiny_network(exporter: str, checkpoint: Path, exported: Path, *option
     ]  # fmt: skip
     result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    inference = yaml.safe_load((BUNDLE / "configs" / "inference.yaml").read_text())
-    refiner = {key: inference[key] for key in ("refiner_channels", "refiner_frame_offsets")}
-    eager = build_network("heart", "tiny", num_frames=10, image_size=32, **refiner)
+    eager = build_network("heart", "tiny", num_frames=10, image_size=32, **inference_refiner())
     eager.load_state_dict(torch.load(checkpoint, weights_only=True))
     return eager.eval()
 

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLE, REPO
+from conftest import BUNDLE, REPO, inference_refiner
 
 from scripts.canonical import LoadCineSubjectd
 from scripts.geometry import voxel_to_world
@@ -501,7 +501,7 @@ def test_mixed_training_joins_repeated_real_studies_to_a_wide_synthetic_cohort(d
     after = torch.load(tmp_path / "out" / "refine_segmentation" / "models" / "model.pt", weights_only=True)
     changed = {key.split(".")[0] for key in after if key not in before or not torch.equal(before[key], after[key])}
     assert changed == {"refiner"}, changed
-    network = build_network("heart", "tiny", SA_SLICES + 3, 10, 32, refiner_channels=(16, 32, 64, 128))
+    network = build_network("heart", "tiny", SA_SLICES + 3, 10, 32, **inference_refiner())
     network.load_state_dict(after)
     image = torch.rand(1, 1, SA_SLICES + 3, 10, 32, 32)
     with torch.no_grad():
