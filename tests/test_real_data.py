@@ -419,7 +419,7 @@ def test_adaptation_recipe_fine_tunes_on_two_real_studies_and_scores_the_third(d
     subprocess.run(make_folds + ["--out", str(folds)], check=True, capture_output=True)
     start = tmp_path / "start.pt"
     torch.manual_seed(0)
-    torch.save(build_network("heart", "tiny", SA_SLICES + 3, 10, 32).state_dict(), start)
+    torch.save(build_network("heart", "tiny", SA_SLICES + 3, 10, 32, **inference_refiner()).state_dict(), start)
     fold = folds / "fold0.json"
     (held_out,) = [entry["subject"] for entry in json.loads(fold.read_text())["test"]]
     common = ["--preset", "tiny", "--dataset_dir", str(dataset), "--datalist", str(fold)]
