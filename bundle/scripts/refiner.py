@@ -2,8 +2,9 @@
 
 The all-planes decoder reads its segmentation from 2D+T tokens of 16 x 16 px (29 mm at the small preset) through a
 thin full-resolution path, so on real scans its contours follow the average heart rather than the image: an LV of
-one size in every SA slice, edges 5-20 px off. The refiner sees one plane-frame at a time, its image and the
-decoder's class probabilities, and corrects the logits where the image's edges say so.
+one size in every SA slice, edges 5-20 px off. The refiner sees one plane-frame at a time (its image, the same
+plane's image a few frames before and after, and the decoder's class probabilities) and corrects the logits where the
+image's edges say so.
 
 Shapes: ``image`` (N, F, H, W) and ``probabilities`` (N, C, H, W) in, logits (N, C, H, W) out, N plane-frames
 (:meth:`scripts.heart_net.CineHeartNet.refine` folds planes and frames into N); F = 1 + the number of
