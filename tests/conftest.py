@@ -10,7 +10,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundle"
@@ -35,13 +34,6 @@ try:  # the property-based tests: the same examples on every run (a CI result de
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 except ImportError:  # the MONAI Label environment runs its own tests without hypothesis
     pass
-
-
-def inference_refiner() -> dict:
-    """The refiner options (``refiner_channels``, ``refiner_frame_offsets``) that ``inference.yaml`` builds its network
-    with, as ``build_network`` takes them."""
-    config = yaml.safe_load((BUNDLE / "configs" / "inference.yaml").read_text())
-    return {key: tuple(config[key]) for key in ("refiner_channels", "refiner_frame_offsets")}
 
 
 def load_tool(name: str) -> ModuleType:

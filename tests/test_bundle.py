@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLE, REPO, SHARED, inference_refiner, load_tool
+from conftest import BUNDLE, REPO, SHARED, load_tool
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -674,7 +674,7 @@ def export_tiny_network(exporter: str, checkpoint: Path, exported: Path, *option
     ]  # fmt: skip
     result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    eager = build_network("heart", "tiny", num_frames=10, image_size=32, **inference_refiner())
+    eager = build_network("heart", "tiny", num_frames=10, image_size=32, **load_tool("benchmark").inference_refiner())
     eager.load_state_dict(torch.load(checkpoint, weights_only=True))
     return eager.eval()
 

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLE, REPO, inference_refiner
+from conftest import BUNDLE, REPO, load_tool
 
 from scripts.canonical import LoadCineSubjectd
 from scripts.geometry import voxel_to_world
@@ -419,7 +419,12 @@ def test_adaptation_recipe_fine_tunes_on_two_real_studies_and_scores_the_third(d
     subprocess.run(make_folds + ["--out", str(folds)], check=True, capture_output=True)
     start = tmp_path / "start.pt"
     torch.manual_seed(0)
-    torch.save(build_network("heart", "tiny", SA_SLICES + 3, 10, 32, **inference_refiner()).state_dict(), start)
+    torch.save(
+        build_network(
+            "heart", "tiny", SA_SLICES + 3, 10, 32, **load_tool("benchmark").inference_refiner()
+        ).state_dict(),
+        start,
+    )
     fold = folds / "fold0.json"
     (held_out,) = [entry["subject"] for entry in json.loads(fold.read_text())["test"]]
     common = ["--preset", "tiny", "--dataset_dir", str(dataset), "--datalist", str(fold)]
@@ -501,7 +506,7 @@ def test_mixed_training_joins_repeated_real_studies_to_a_wide_synthetic_cohort(d
     after = torch.load(tmp_path / "out" / "refine_segmentation" / "models" / "model.pt", weights_only=True)
     changed = {key.split(".")[0] for key in after if key not in before or not torch.equal(before[key], after[key])}
     assert changed == {"refiner"}, changed
-    network = build_network("heart", "tiny", SA_SLICES + 3, 10, 32, **inference_refiner())
+    network = build_network("heart", "tiny", SA_SLICES + 3, 10, 32, **load_tool("benchmark").inference_refiner())
     network.load_state_dict(after)
     image = torch.rand(1, 1, SA_SLICES + 3, 10, 32, 32)
     with torch.no_grad():

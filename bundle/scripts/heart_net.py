@@ -100,13 +100,13 @@ class CineHeartNet(nn.Module):
         """
         if self.refiner is None:
             return logits
-        image = frames_with_offsets(image, self.refiner.frame_offsets)
         planes = image if decode_planes is None else image[:, :, decode_planes]
+        planes = frames_with_offsets(planes, self.refiner.frame_offsets)  # every frame: the offsets reach any of them
         if decode_frames is not None:
             planes = planes[:, :, :, decode_frames]
         batch, classes, num_planes, frames, height, width = logits.shape
         probabilities = logits.float().softmax(1).permute(0, 2, 3, 1, 4, 5).reshape(-1, classes, height, width)
-        planes = planes.permute(0, 2, 3, 1, 4, 5).reshape(-1, image.shape[1], height, width)
+        planes = planes.permute(0, 2, 3, 1, 4, 5).reshape(-1, planes.shape[1], height, width)
         refined = torch.cat(
             [
                 self.refiner(
