@@ -118,6 +118,12 @@ def plan_sa_passes(geometry: str | Mapping[str, Any], covered: Collection[int] =
     return [remaining[k::num_passes] for k in range(num_passes)]
 
 
+def extra_sa_passes(geometry: str | Mapping[str, Any]) -> list[list[int]]:
+    """The source SA slice groups of inference's extra passes beside the sample of ``geometry``: the
+    :func:`plan_sa_passes` of the slices its SA stack leaves out (empty when it holds the whole stack)."""
+    return plan_sa_passes(geometry, sa_slices(geometry))
+
+
 # --- subject -> canonical stack -------------------------------------------------------------------
 
 
@@ -464,7 +470,7 @@ class RandSAStackd(LoadCineSubjectd, RandomizableTransform):
         d = LoadCineSubjectd.__call__(self, data)
         if not self._do_transform:
             return d
-        passes = plan_sa_passes(d["geometry"], sa_slices(d["geometry"]))
+        passes = extra_sa_passes(d["geometry"])
         if not passes:  # a stack of at most num_sa_slices slices: the canonical stack holds them all
             return d
         alternate = copy.copy(self)

@@ -31,14 +31,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from scripts.canonical import LoadCineSubjectd, plan_sa_passes
+from scripts.canonical import LoadCineSubjectd, extra_sa_passes
 from scripts.files import atomic_path
-from scripts.labels import UNLABELLED
+from scripts.labels import NUM_CLASSES, UNLABELLED
 from scripts.losses import segmentation_loss
 from scripts.precision import precision_context
 from scripts.progress import ProgressLog
 from scripts.refiner import frames_with_offsets
-from scripts.sample_geometry import sa_slices
+from scripts.subject import read_sidecar
 from scripts.weights import unwrap_network
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,13 @@ def random_dihedral(*tensors: torch.Tensor, generator: torch.Generator | None = 
     return tuple(torch.flip(t, (-1,)) if mirror else t for t in turned)
 
 
+def sidecar_labels_every_class(subject_dir: str | Path) -> bool:
+    """Whether the subject's ``subject.json`` says every class is annotated (a synthetic subject), read without its
+    images, so subjects past the fully labelled cap are skipped unread."""
+    annotated = read_sidecar(Path(subject_dir)).get("annotated_classes", ())
+    return set(range(1, NUM_CLASSES)) <= {int(c) for c in annotated}
+
+
 def extra_pass_samples(
     loader: LoadCineSubjectd, item: Mapping[str, Any], sample: Mapping[str, Any], files: Any
 ) -> list[dict]:
@@ -81,7 +88,7 @@ def extra_pass_samples(
     (``files``: its files already read, or None); ``loader`` with only its SA slices changed, as
     :class:`scripts.canonical.RandSAStackd` takes them."""
     samples = []
-    for slices in plan_sa_passes(sample["geometry"], sa_slices(sample["geometry"])):
+    for slices in extra_sa_passes(sample["geometry"]):
         extra = copy.copy(loader)
         extra.sa_slice_indices = slices
         samples.append(extra(dict(item), files))
@@ -118,6 +125,9 @@ def collect_plane_frames(
     progress = ProgressLog(logger, len(unique), "refiner: the decoder's probabilities of the training subjects")
     for index in order:
         progress.step()
+        capped = max_fully_labelled_subjects is not None and fully_labelled >= max_fully_labelled_subjects
+        if capped and sidecar_labels_every_class(unique[index]["subject"]):
+            continue
         files = loader.read_files(unique[index])
         canonical = loader(dict(unique[index]), files)
         is_full = bool(canonical["class_mask"].all())
@@ -163,7 +173,10 @@ class RefinerTraining:
         plane_frames: the training plane-frames (:func:`collect_plane_frames`).
         ckpt_dir: where ``model.pt`` is written (atomically, at the end).
         steps: optimiser steps.
-        batch_size: plane-frames per step; half of them partly labelled (real) where both kinds exist.
+        batch_size: plane-frames per step.
+        partly_labelled_fraction: the share of each batch drawn from partly labelled (real) plane-frames where both
+            kinds exist (the rest fully labelled, synthetic); the real contours' convention (the endocardium drawn
+            around trabeculae and the blood's partial-volume rim) is learnt from the real share.
         learning_rate: the one-cycle schedule's peak rate (10 % warm-up, cosine decay).
         weight_decay: AdamW's.
         device, precision: where and how it runs (``scripts.precision``).
@@ -177,6 +190,7 @@ class RefinerTraining:
         ckpt_dir: str | Path,
         steps: int = 1500,
         batch_size: int = 16,
+        partly_labelled_fraction: float = 0.5,
         learning_rate: float = 1e-3,
         weight_decay: float = 1e-4,
         device: torch.device | str = "cpu",
@@ -188,20 +202,26 @@ class RefinerTraining:
             raise ValueError("the network has no refiner to train: set refiner_channels (configs/inference.yaml)")
         if steps < 1 or batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
+        if not 0.0 < partly_labelled_fraction < 1.0:
+            raise ValueError(f"partly_labelled_fraction must lie in (0, 1), got {partly_labelled_fraction}")
         self.plane_frames = plane_frames
         self.ckpt_dir = Path(ckpt_dir)
         self.steps, self.batch_size = int(steps), int(batch_size)
+        self.partly_labelled_fraction = float(partly_labelled_fraction)
         self.learning_rate, self.weight_decay = float(learning_rate), float(weight_decay)
         self.device, self.precision = torch.device(device), precision
         self.generator = torch.Generator().manual_seed(int(seed))
 
     def batch_indices(self) -> torch.Tensor:
-        """(batch_size,) plane-frame indices: half partly labelled where both kinds exist, else any."""
+        """(batch_size,) plane-frame indices: ``partly_labelled_fraction`` of them partly labelled where both kinds
+        exist, else any."""
         partly = self.plane_frames.partly_labelled
         pools = [torch.nonzero(partly).flatten(), torch.nonzero(~partly).flatten()]
-        pools = [pool for pool in pools if len(pool)]
-        counts = [self.batch_size // len(pools)] * len(pools)
-        counts[0] += self.batch_size - sum(counts)
+        if not all(len(pool) for pool in pools):
+            pools, counts = [torch.arange(len(partly))], [self.batch_size]
+        else:
+            num_partly = min(max(round(self.partly_labelled_fraction * self.batch_size), 1), self.batch_size - 1)
+            counts = [num_partly, self.batch_size - num_partly]
         return torch.cat(
             [pool[torch.randint(len(pool), (n,), generator=self.generator)] for pool, n in zip(pools, counts)]
         )

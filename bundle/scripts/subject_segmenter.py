@@ -16,14 +16,14 @@ import numpy as np
 import torch
 
 from scripts.atrial_slices import relabel_atrial_sa_slices
-from scripts.canonical import LoadCineSubjectd, plan_sa_passes
+from scripts.canonical import LoadCineSubjectd, extra_sa_passes
 from scripts.flags import as_flag
 from scripts.heart_centre import lv_offset_px
 from scripts.intensity_refinement import refine_probabilities
 from scripts.labels import SA_PLANE, UNLABELLED
 from scripts.lv_cavity import fill_lv_cavity, largest_component
 from scripts.precision import precision_context
-from scripts.sample_geometry import parse_geometry, sa_plane_indices, sa_slices, with_centre_method
+from scripts.sample_geometry import parse_geometry, sa_plane_indices, with_centre_method
 from scripts.subject import Subject
 from scripts.weights import unwrap_network
 from scripts.writeback import most_probable_class, probabilities_to_plane_labels
@@ -283,7 +283,7 @@ class SubjectSegmenter:
         """The passes over the SA slices that the canonical sample ``canonical`` (shifted by ``shift_px``) skipped: each
         encodes all planes (the LA views inform the SA slices) but decodes only its SA slices."""
         passes = []
-        for pass_slices in plan_sa_passes(canonical["geometry"], sa_slices(canonical["geometry"])):
+        for pass_slices in extra_sa_passes(canonical["geometry"]):
             extra = self.pass_loader(shift_px, pass_slices)(dict(item), files)
             passes.append(self.predict_pass(extra, sa_plane_indices(extra["geometry"])))
         return passes
