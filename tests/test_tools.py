@@ -290,10 +290,11 @@ def test_real_scan_recipe_ships_real_training_only_where_leave_one_out_shows_it_
     real_studies_help, given_synthetic, tmp_path, monkeypatch
 ):
     """The trainings and evaluations ``tools.train_real_scans`` runs (bundle commands recorded, not run): the
-    synthetic-only model from --start (or the one --synthetic-model names, untrained) and one model per leave-one-out
-    fold from it with a refiner trained on it, each fold evaluated refined on its own split file; the model on all
-    real studies is trained, refined and given the heads only where the folds' held-out Dice beats the synthetic-only
-    model's on the same studies; otherwise the synthetic-only model ships. With --in-plane-axes (given with
+    synthetic-only model from --start (or the one --synthetic-model names, untrained), refined on synthetic subjects
+    alone and scored zero-shot, and one model per leave-one-out fold from it with a refiner trained on it, each fold
+    evaluated refined on its own split file; the model on all real studies is trained, refined and given the heads
+    only where the folds' held-out Dice beats the synthetic-only model's on the same studies; otherwise the refined
+    synthetic-only model ships. With --in-plane-axes (given with
     --synthetic-model here) every training and evaluation runs on those axes; without it, on the configs' own."""
     tool = load_tool("train_real_scans")
     recipe = yaml.safe_load((BUNDLE / "configs" / "recipe.yaml").read_text())["real_scans"]
@@ -341,7 +342,9 @@ def test_real_scan_recipe_ships_real_training_only_where_leave_one_out_shows_it_
     synthetic = start.resolve() if given_synthetic else synthetic
     real = out / "real" / "models" / f"checkpoint_epoch={recipe['real']['max_epochs']}.pt"
     real_refined = out / "real_refined" / "models" / "model.pt"
-    refined = {f"real_fold{k}_refined" for k in range(3)} | ({"real_refined"} if real_studies_help else set())
+    synthetic_refined = out / "synthetic_refined" / "models" / "model.pt"
+    refined = {"synthetic_refined"} | {f"real_fold{k}_refined" for k in range(3)}
+    refined |= {"real_refined"} if real_studies_help else set()
     expected = {"real_fold0", "real_fold1", "real_fold2", "finetune_phenotypes"} | (
         set() if given_synthetic else {"synthetic"}
     )
@@ -353,6 +356,14 @@ def test_real_scan_recipe_ships_real_training_only_where_leave_one_out_shows_it_
         assert trainings[task]["--pretrained_ckpt"] == str(synthetic)
         assert "real_scans.yaml" in trainings[task]["--config_file"]
     assert [trainings[f"real_fold{k}"]["--real_datalist"] for k in range(3)] == folds
+    # every refiner takes the recipe's refine settings; the zero-shot model's learns from synthetic subjects alone
+    for task in refined:
+        assert {key: trainings[task][f"--{key}"] for key in recipe["refine"]} == {
+            key: str(value) for key, value in recipe["refine"].items()
+        }
+    refine = trainings["synthetic_refined"]
+    assert refine["--pretrained_ckpt"] == str(synthetic) and "refine_segmentation.yaml" in refine["--config_file"]
+    assert "real_scans.yaml" not in refine["--config_file"] and "--real_dataset_dir" not in refine
     # each fold's refiner trains on that fold's network and studies, the shipped one on the network of every study,
     # before the heads are fit on what it segments
     for k in range(3):
@@ -363,14 +374,14 @@ def test_real_scan_recipe_ships_real_training_only_where_leave_one_out_shows_it_
     if real_studies_help:
         assert trainings["real_refined"]["--real_datalist"] == tool.ALL_STUDIES
         assert trainings["real_refined"]["--pretrained_ckpt"] == str(real)
-    shipped = real_refined if real_studies_help else synthetic
+    shipped = real_refined if real_studies_help else synthetic_refined
     # the shipped network is rounded into the work's outputs, never beside a --synthetic-model given from elsewhere
     assert rounded == [(shipped, out / "segmentation_float16.pt")]
     assert trainings["finetune_phenotypes"]["--pretrained_ckpt"] == str(out / "segmentation_float16.pt")
     if real_studies_help:
         assert trainings["real"]["--real_datalist"] == tool.ALL_STUDIES
     by_name = {name: (ckpt, datalist) for name, ckpt, datalist in evaluations}
-    assert by_name["zero_shot"] == (synthetic, None)
+    assert by_name["zero_shot"] == (synthetic_refined, None)
     assert [by_name[f"fold{k}"] for k in range(3)] == [
         (out / f"real_fold{k}_refined" / "models" / "model.pt", fold) for k, fold in enumerate(folds)
     ]

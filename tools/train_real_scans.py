@@ -5,8 +5,10 @@ From a segmentation model trained on the classic synthetic cohort (``--start``; 
 
 1. a ``--variety wide`` synthetic cohort (``python -m tools.synthesize``) and the Sunnybrook studies with their
    contours (``python -m tools.import_sunnybrook``), with one leave-one-out split file per study;
-2. ``synthetic``: segmentation fine-tuned on the wide cohort seen through random appearances, no real label: the
-   synthetic-only model, scored zero-shot on every real study;
+2. ``synthetic``: segmentation fine-tuned on the wide cohort seen through random appearances, no real label, and its
+   full-resolution refiner trained on the same synthetic subjects (``synthetic_refined``,
+   ``configs/refine_segmentation.yaml``, the rest of the network fixed): the synthetic-only model, scored zero-shot
+   on every real study;
 3. ``real_fold<k>``: from it, the wide cohort with the real studies but study k repeated in every epoch
    (``real_scans.yaml``), scored on study k and on the studies it trained on (``in_sample``: how well the network
    fits real contours at all, beside how well it carries them to a study it has not seen), after its full-resolution
@@ -14,8 +16,7 @@ From a segmentation model trained on the classic synthetic cohort (``--start``; 
    fixed);
 4. the choice: where the folds score their held-out studies better than the synthetic-only model scores the same
    studies (:func:`contoured_real_dice`: LV blood pool at ED and ES, myocardium at ED), ``real`` is trained on
-   every study, with its refiner (``real_refined``), and ships; otherwise the synthetic-only model ships (its refiner
-   untrained: the decoder's output);
+   every study, with its refiner (``real_refined``), and ships; otherwise the synthetic-only model ships;
 5. the phenotype heads fit on the shipped segmentation network (encoder frozen; the measure head on what its refined
    segmentations measure), and both synthetic held-out cohorts (classic and wide) evaluated with it and with the
    start; ``summary.json`` collects the numbers.
@@ -54,6 +55,7 @@ from tools.demo import (
 SEGMENTATION = TRAIN_CONFIGS + ["configs/finetune_segmentation.yaml"]
 REAL_SEGMENTATION = SEGMENTATION + ["configs/real_scans.yaml"]
 PHENOTYPES = TRAIN_CONFIGS + ["configs/finetune_phenotypes.yaml"]
+SYNTHETIC_REFINE = SEGMENTATION + ["configs/refine_segmentation.yaml"]
 REFINE = REAL_SEGMENTATION + ["configs/refine_segmentation.yaml"]
 
 
@@ -100,12 +102,14 @@ def train_segmentation(configs: list[str], task: str, settings: dict, common: di
     return segmentation_model(common["output_dir"], task, epochs)
 
 
-def train_refiner(network: Path, task: str, settings: dict, common: dict, resume: bool, log: Path) -> Path:
+def train_refiner(
+    network: Path, task: str, settings: dict, common: dict, resume: bool, log: Path, configs: list[str] = REFINE
+) -> Path:
     """The full-resolution refiner trained on ``network`` (everything else fixed; skipped when ``resume`` and
-    written); returns the refined network."""
+    written) with ``configs`` (``SYNTHETIC_REFINE``: on the synthetic cohort alone); returns the refined network."""
     refined = common["output_dir"] / task / "models" / "model.pt"
     if not (resume and refined.is_file()):
-        run(bundle_command(REFINE, task=task, pretrained_ckpt=network, **settings, **common), log)
+        run(bundle_command(configs, task=task, pretrained_ckpt=network, **settings, **common), log)
     return refined
 
 
@@ -208,6 +212,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     else:
         start = synthetic = args.synthetic_model.resolve()
+    synthetic_refined = train_refiner(
+        synthetic, "synthetic_refined", recipe["refine"], common, args.resume, log, SYNTHETIC_REFINE
+    )
     real_settings = {"pretrained_ckpt": synthetic, "real_dataset_dir": real, **recipe["real"]}
     refine_settings = {"real_dataset_dir": real, **recipe["refine"]}
     fold_models = [
@@ -223,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     evaluations = work / "evaluation"
     summary: dict = {
         "zero_shot": sunnybrook_scores(
-            evaluate(synthetic, None, evaluations / "zero_shot", real, real, log, preset=preset, **segmenting)
+            evaluate(synthetic_refined, None, evaluations / "zero_shot", real, real, log, preset=preset, **segmenting)
         ),
         "leave_one_out": [
             sunnybrook_scores(
@@ -258,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         segmentation = train_refiner(segmentation, "real_refined", refine_all, common, args.resume, log)
     else:
         summary["shipped"] = "synthetic_only"
-        segmentation = synthetic
+        segmentation = synthetic_refined
     print(
         f"shipped segmentation: {summary['shipped']} ({summary['held_out_real_dice']}; the folds on their own "
         f"training studies: {summary['in_sample_real_dice']:.3f})",
