@@ -445,6 +445,25 @@ def test_a_refiner_with_frame_offsets_reads_those_frames_of_the_cycle():
         heart.refiner(image[:, :, 0, :1], coarse[:, :, 0, 0])
 
 
+def test_the_refiners_inference_path_computes_its_training_function():
+    """Without a gradient the refiner runs its upper levels channels-last, with group norm and strided-view pooling
+    (faster on CPU); with one, NCHW instance norm and max pooling. Both give the same logits, in NCHW order."""
+    torch.manual_seed(0)
+    refiner = PlaneRefiner((4, 8, 16, 32), frame_offsets=(-3, 3))
+    for module in refiner.modules():
+        if isinstance(module, torch.nn.InstanceNorm2d):
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(module.bias, -0.2, 0.2)
+    torch.nn.init.normal_(refiner.correction.weight, std=0.5)
+    image, probabilities = torch.rand(3, 3, 32, 32), torch.rand(3, NUM_CLASSES, 32, 32).softmax(1)
+    training_path = refiner(image, probabilities).detach()
+    with torch.no_grad():
+        inference_path = refiner(image, probabilities)
+    assert inference_path.is_contiguous()
+    assert torch.allclose(inference_path, training_path, atol=1e-4)
+    assert not torch.allclose(training_path, probabilities.log(), atol=1e-2), "the correction is not trivial"
+
+
 def test_refiner_arguments_and_sizes_are_checked():
     with pytest.raises(ValueError, match="one or more positive widths"):
         PlaneRefiner(())

@@ -25,6 +25,10 @@ from scripts.labels import NUM_CLASSES
 
 #: probabilities are clamped here before the log, so a class the decoder rules out can still be brought back
 MIN_PROBABILITY = 1e-4
+#: the U-Net levels (0: full resolution) that run in channels-last memory where no gradient is needed: there oneDNN's
+#: bf16 convolutions take half the time they take on NCHW tensors, while at 1/8 resolution PyTorch's channels-last
+#: group norm is the slower one
+CHANNELS_LAST_LEVELS = 3
 
 
 def frames_with_offsets(image: torch.Tensor, frame_offsets: Sequence[int]) -> torch.Tensor:
@@ -33,16 +37,47 @@ def frames_with_offsets(image: torch.Tensor, frame_offsets: Sequence[int]) -> to
     return torch.cat([image] + [torch.roll(image, -int(offset), dims=3) for offset in frame_offsets], dim=1)
 
 
+def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, H / 2, W / 2), the max of each 2 x 2 block: where no gradient is needed, the maximum of
+    four strided views, several times faster on CPU in bfloat16 than ``F.max_pool2d(x, 2)`` (which also computes the
+    indices that only its backward needs)."""
+    if torch.is_grad_enabled():
+        return F.max_pool2d(x, 2)
+    return torch.maximum(
+        torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]), torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2])
+    )
+
+
+class PlaneFrameNorm(nn.InstanceNorm2d):
+    """Instance norm with affine parameters (a drop-in for ``nn.InstanceNorm2d(channels, affine=True)``, same state
+    dict), computed where no gradient is needed as a group norm of one channel per group: the same function, whose
+    CPU kernel takes channels-last tensors as they are where instance norm converts them to NCHW and back (in
+    training instance norm stays: group norm's backward is several times slower). (N, C, H, W) -> (N, C, H, W)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return super().forward(x)
+        return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
+
+
 def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
     """Two (3x3 conv + instance norm + LeakyReLU) blocks; instance norm per plane-frame, as the decoder's per plane."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-        nn.InstanceNorm2d(out_channels, affine=True),
+        PlaneFrameNorm(out_channels, affine=True),
         nn.LeakyReLU(0.01),
         nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-        nn.InstanceNorm2d(out_channels, affine=True),
+        PlaneFrameNorm(out_channels, affine=True),
         nn.LeakyReLU(0.01),
     )
+
+
+def _memory_format(level: int) -> torch.memory_format:
+    """The memory format of the tensors at U-Net ``level``: channels-last below :data:`CHANNELS_LAST_LEVELS` where
+    no gradient is needed, else NCHW (instance norm's backward takes NCHW)."""
+    if level < CHANNELS_LAST_LEVELS and not torch.is_grad_enabled():
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 class PlaneRefiner(nn.Module):
@@ -110,8 +145,10 @@ class PlaneRefiner(nn.Module):
         x = torch.cat([image.to(probabilities.dtype), probabilities], dim=1)
         skips = []
         for level, block in enumerate(self.down):
-            x = block(x if level == 0 else F.max_pool2d(x, 2))
+            x = x if level == 0 else max_pool_2x2(x)
+            x = block(x.contiguous(memory_format=_memory_format(level)))
             skips.append(x)
         for level in range(len(self.channels) - 2, -1, -1):
-            x = self.merge[level](torch.cat([self.up[level](x), skips[level]], dim=1))
-        return log_probabilities + self.correction(x).float()
+            up = self.up[level](x).contiguous(memory_format=_memory_format(level))
+            x = self.merge[level](torch.cat([up, skips[level]], dim=1))
+        return log_probabilities + self.correction(x).float().contiguous()
