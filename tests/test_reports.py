@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import matplotlib.colors
 import nibabel as nib
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from test_bundle import bundle_run
 from scripts.cohort_report import embedding_map
 from scripts.labels import PHENOTYPE_NAMES
 from scripts.phases import cardiac_phases
-from scripts.subject_report import frame_of_phase, view_panels, write_subject_report
+from scripts.subject_report import CLASS_COLOURS, class_outlines, frame_of_phase, view_panels, write_subject_report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
@@ -120,6 +121,23 @@ def test_phases_are_read_from_the_blood_pool_the_images_show(reported):
     assert np.corrcoef(signal, record["volumes_ml"]["LVBP"])[0, 1] > 0.5
     flags = json.loads((reported / "subject_0000" / "report.json").read_text())["quality_control"]
     assert "phase_signal" not in {flag["check"] for flag in flags}
+
+
+def test_outlines_are_the_border_pixels_of_each_class_in_its_colour():
+    label = np.zeros((12, 12), dtype=np.uint8)
+    label[2:10, 2:10] = 2  # myocardium
+    label[4:8, 4:8] = 1  # around a blood pool
+    label[0, 0] = 3  # a class at the image's edge
+    outlines = class_outlines(label)
+    for x in range(12):
+        for y in range(12):
+            neighbours = [
+                label[i, j] for i, j in ((x - 1, y), (x + 1, y), (x, y - 1), (x, y + 1)) if 0 <= i < 12 and 0 <= j < 12
+            ]
+            on_border = any(value != label[x, y] for value in neighbours) and label[x, y] != 0
+            assert (outlines[x, y, 3] > 0) == on_border, (x, y)
+            if on_border:
+                assert np.allclose(outlines[x, y, :3], matplotlib.colors.to_rgb(CLASS_COLOURS[label[x, y]]))
 
 
 def test_phase_frames_map_between_views_of_other_frame_counts():
