@@ -496,6 +496,14 @@ def test_mixed_training_joins_repeated_real_studies_to_a_wide_synthetic_cohort(d
     refine = train[:-4] + ["--cache_dir", str(tmp_path / "cache"), "--pretrained_ckpt", str(segmentation)]
     refine[5] = refine[5][:-1] + ",'configs/refine_segmentation.yaml']"
     refine += ["--refine_steps", "6", "--refine_batch_size", "4", "--refine_fully_labelled_subjects", "1"]
+    # a bad setting stops the workflow before the decoder segments the training subjects (minutes on a real cohort)
+    bad = subprocess.run(
+        refine + ["--refine_partly_labelled_fraction", "1.0"], cwd=BUNDLE, capture_output=True, text=True
+    )
+    assert bad.returncode != 0 and "partly_labelled_fraction must lie in (0, 1), got 1.0" in bad.stderr, bad.stderr[
+        -3000:
+    ]
+    assert "the decoder's probabilities of the training subjects" not in bad.stdout + bad.stderr
     result = subprocess.run(refine, cwd=BUNDLE, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     log = result.stdout + result.stderr

@@ -28,26 +28,26 @@ def _plane_frames(num_partly: int, num_full: int) -> PlaneFrames:
     )
 
 
-def _trainer(frames: PlaneFrames, tmp_path: Path, **kwargs) -> RefinerTraining:
+def _trainer(tmp_path: Path, **kwargs) -> RefinerTraining:
     network = build_network("heart", "tiny", 9, 10, 32, refiner_channels=(4, 8), refiner_frame_offsets=(-3, 3))
-    return RefinerTraining(network, frames, tmp_path, batch_size=16, **kwargs)
+    return RefinerTraining(network, tmp_path, batch_size=16, **kwargs)
 
 
 @pytest.mark.parametrize("fraction, expected", [(0.5, 8), (0.875, 14), (0.99, 15), (0.01, 1)])
 def test_a_batch_holds_the_chosen_share_of_real_plane_frames(tmp_path, fraction, expected):
     frames = _plane_frames(num_partly=5, num_full=50)
-    trainer = _trainer(frames, tmp_path, partly_labelled_fraction=fraction)
+    trainer = _trainer(tmp_path, partly_labelled_fraction=fraction)
     for _ in range(3):
-        index = trainer.batch_indices()
+        index = trainer.batch_indices(frames)
         assert len(index) == 16 and int(frames.partly_labelled[index].sum()) == expected
 
 
 def test_a_batch_of_one_kind_of_plane_frames_draws_from_all_of_them(tmp_path):
     frames = _plane_frames(num_partly=0, num_full=7)
-    index = _trainer(frames, tmp_path, partly_labelled_fraction=0.875).batch_indices()
+    index = _trainer(tmp_path, partly_labelled_fraction=0.875).batch_indices(frames)
     assert len(index) == 16 and index.min() >= 0 and index.max() < 7
     with pytest.raises(ValueError, match="partly_labelled_fraction must lie in"):
-        _trainer(frames, tmp_path, partly_labelled_fraction=1.0)
+        _trainer(tmp_path, partly_labelled_fraction=1.0)
 
 
 def test_subjects_past_the_fully_labelled_cap_are_not_read(tiny_cohort, monkeypatch):

@@ -15,6 +15,7 @@ so the refiner can tell the moving blood-myocardium edge from a still one. H and
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -38,11 +39,9 @@ def frames_with_offsets(image: torch.Tensor, frame_offsets: Sequence[int]) -> to
 
 
 def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, H / 2, W / 2), the max of each 2 x 2 block: where no gradient is needed, the maximum of
-    four strided views, several times faster on CPU in bfloat16 than ``F.max_pool2d(x, 2)`` (which also computes the
-    indices that only its backward needs)."""
-    if torch.is_grad_enabled():
-        return F.max_pool2d(x, 2)
+    """(N, C, H, W) -> (N, C, H / 2, W / 2), the max of each 2 x 2 block as the maximum of four strided views: where
+    no gradient is needed, several times faster on CPU in bfloat16 than ``F.max_pool2d(x, 2)`` (which also computes
+    the indices that only its backward needs)."""
     return torch.maximum(
         torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]), torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2])
     )
@@ -72,14 +71,6 @@ def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
         PlaneFrameNorm(out_channels, affine=True),
         nn.LeakyReLU(0.01, inplace=True),
     )
-
-
-def _memory_format(level: int) -> torch.memory_format:
-    """The memory format of the tensors at U-Net ``level``: channels-last below :data:`CHANNELS_LAST_LEVELS` where
-    no gradient is needed, else NCHW (instance norm's backward takes NCHW)."""
-    if level < CHANNELS_LAST_LEVELS and not torch.is_grad_enabled():
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 class PlaneRefiner(nn.Module):
@@ -144,13 +135,22 @@ class PlaneRefiner(nn.Module):
                 f"{self.size_multiple}, got {tuple(image.shape[-2:])}"
             )
         log_probabilities = probabilities.float().clamp_min(MIN_PROBABILITY).log()
+        # Without a gradient (inference) the upper levels run channels-last and pool by strided views; training keeps
+        # NCHW (instance norm's backward takes it) and max_pool2d, whose backward is faster. PlaneFrameNorm makes the
+        # same choice for the norms.
+        inference = not torch.is_grad_enabled()
+        pool = max_pool_2x2 if inference else functools.partial(F.max_pool2d, kernel_size=2)
+        formats = [
+            torch.channels_last if inference and level < CHANNELS_LAST_LEVELS else torch.contiguous_format
+            for level in range(len(self.channels))
+        ]
         x = torch.cat([image.to(probabilities.dtype), probabilities], dim=1)
         skips = []
         for level, block in enumerate(self.down):
-            x = x if level == 0 else max_pool_2x2(x)
-            x = block(x.contiguous(memory_format=_memory_format(level)))
+            x = x if level == 0 else pool(x)
+            x = block(x.contiguous(memory_format=formats[level]))
             skips.append(x)
         for level in range(len(self.channels) - 2, -1, -1):
-            up = self.up[level](x).contiguous(memory_format=_memory_format(level))
+            up = self.up[level](x).contiguous(memory_format=formats[level])
             x = self.merge[level](torch.cat([up, skips[level]], dim=1))
         return log_probabilities + self.correction(x).float().contiguous()

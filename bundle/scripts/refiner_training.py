@@ -166,11 +166,11 @@ def collect_plane_frames(
 
 class RefinerTraining:
     """Random mixed batches of :class:`PlaneFrames` through the network's refiner; saves the network as
-    ``ckpt_dir/model.pt``.
+    ``ckpt_dir/model.pt``. The settings are checked when it is built, the plane-frames (minutes to collect) are given
+    to :meth:`run`, so a bad setting stops the workflow before they are collected.
 
     Args:
         network: the network whose ``refiner`` trains (everything else is left as it is).
-        plane_frames: the training plane-frames (:func:`collect_plane_frames`).
         ckpt_dir: where ``model.pt`` is written (atomically, at the end).
         steps: optimiser steps.
         batch_size: plane-frames per step.
@@ -186,7 +186,6 @@ class RefinerTraining:
     def __init__(
         self,
         network: torch.nn.Module,
-        plane_frames: PlaneFrames,
         ckpt_dir: str | Path,
         steps: int = 1500,
         batch_size: int = 32,
@@ -204,7 +203,6 @@ class RefinerTraining:
             raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
         if not 0.0 < partly_labelled_fraction < 1.0:
             raise ValueError(f"partly_labelled_fraction must lie in (0, 1), got {partly_labelled_fraction}")
-        self.plane_frames = plane_frames
         self.ckpt_dir = Path(ckpt_dir)
         self.steps, self.batch_size = int(steps), int(batch_size)
         self.partly_labelled_fraction = float(partly_labelled_fraction)
@@ -212,10 +210,10 @@ class RefinerTraining:
         self.device, self.precision = torch.device(device), precision
         self.generator = torch.Generator().manual_seed(int(seed))
 
-    def batch_indices(self) -> torch.Tensor:
-        """(batch_size,) plane-frame indices: ``partly_labelled_fraction`` of them partly labelled where both kinds
-        exist, else any."""
-        partly = self.plane_frames.partly_labelled
+    def batch_indices(self, plane_frames: PlaneFrames) -> torch.Tensor:
+        """(batch_size,) indices into ``plane_frames``: ``partly_labelled_fraction`` of them partly labelled where
+        both kinds exist, else any."""
+        partly = plane_frames.partly_labelled
         pools = [torch.nonzero(partly).flatten(), torch.nonzero(~partly).flatten()]
         if not all(len(pool) for pool in pools):
             pools, counts = [torch.arange(len(partly))], [self.batch_size]
@@ -226,10 +224,11 @@ class RefinerTraining:
             [pool[torch.randint(len(pool), (n,), generator=self.generator)] for pool, n in zip(pools, counts)]
         )
 
-    def augmented_batch(self) -> tuple[torch.Tensor, ...]:
-        """A random batch: (image (B, F, H, W), probabilities (B, C, H, W), label (B, H, W), class_mask (B, C)),
-        turned and mirrored alike, the image given a random gamma and contrast (scanners differ in both)."""
-        batch = self.plane_frames.take(self.batch_indices())
+    def augmented_batch(self, plane_frames: PlaneFrames) -> tuple[torch.Tensor, ...]:
+        """A random batch of ``plane_frames``: (image (B, F, H, W), probabilities (B, C, H, W), label (B, H, W),
+        class_mask (B, C)), turned and mirrored alike, the image given a random gamma and contrast (scanners differ in
+        both)."""
+        batch = plane_frames.take(self.batch_indices(plane_frames))
         image, probabilities, label = random_dihedral(
             batch.image.float(), batch.probabilities.float(), batch.label, generator=self.generator
         )
@@ -239,8 +238,9 @@ class RefinerTraining:
         image = image.clamp_min(0) ** gamma * contrast + 0.05 * torch.randn(size, generator=self.generator)
         return image, probabilities, label, batch.class_mask
 
-    def run(self) -> Path:
-        """Train for ``steps`` and write ``model.pt``; returns its path."""
+    def run(self, plane_frames: PlaneFrames) -> Path:
+        """Train on ``plane_frames`` (:func:`collect_plane_frames`) for ``steps`` and write ``model.pt``; returns its
+        path."""
         refiner = self.network.refiner.to(self.device).train()
         optimiser = torch.optim.AdamW(refiner.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -249,7 +249,7 @@ class RefinerTraining:
         progress = ProgressLog(logger, self.steps, "refiner: training", unit="step")
         running = math.nan
         for step in range(self.steps):
-            image, probabilities, label, class_mask = (t.to(self.device) for t in self.augmented_batch())
+            image, probabilities, label, class_mask = (t.to(self.device) for t in self.augmented_batch(plane_frames))
             with precision_context(self.device, self.precision):
                 logits = refiner(image, probabilities)
             # (B, C, H, W) -> the loss's (B, C, P=1, T=1, H, W)
