@@ -464,6 +464,33 @@ def test_the_refiners_inference_path_computes_its_training_function():
     assert not torch.allclose(training_path, probabilities.log(), atol=1e-2), "the correction is not trivial"
 
 
+def test_the_decoders_inference_path_computes_its_training_function_channels_last():
+    """Without a gradient the decoder's instance norms run as group norms that keep the channels-last layout of its
+    convolutions; with one, instance norm. Both give the same logits; the refiner's chunking changes nothing."""
+    torch.manual_seed(0)
+    heart = build_network(
+        "heart", "tiny", num_planes=PLANES, num_frames=FRAMES, image_size=SIZE, refiner_channels=(4, 8)
+    ).eval()
+    for module in heart.segmenter.modules():
+        if isinstance(module, torch.nn.InstanceNorm3d):
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(module.bias, -0.2, 0.2)
+    image, plane_mask = make_image(1), torch.ones(1, PLANES, dtype=torch.bool)
+    training_path = heart(image, plane_mask).detach()
+    layouts = []
+    norm = heart.segmenter.stages[-1][1]
+    norm.register_forward_hook(
+        lambda module, inputs, output: layouts.append(output.is_contiguous(memory_format=torch.channels_last_3d))
+    )
+    with torch.no_grad():
+        inference_path = heart(image, plane_mask)
+        heart.refiner_chunk = 7  # the plane-frames refined in chunks that do not divide them
+        chunked = heart(image, plane_mask)
+    assert layouts[-2:] == [True, True], "the full-resolution norm keeps channels-last without a gradient"
+    torch.testing.assert_close(inference_path, training_path, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(chunked, inference_path)
+
+
 def test_refiner_arguments_and_sizes_are_checked():
     with pytest.raises(ValueError, match="one or more positive widths"):
         PlaneRefiner(())

@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from scripts.labels import NUM_CLASSES
+from scripts.norms import PlaneFrameNorm
 
 #: probabilities are clamped here before the log, so a class the decoder rules out can still be brought back
 MIN_PROBABILITY = 1e-4
@@ -45,18 +46,6 @@ def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
     return torch.maximum(
         torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]), torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2])
     )
-
-
-class PlaneFrameNorm(nn.InstanceNorm2d):
-    """Instance norm with affine parameters (a drop-in for ``nn.InstanceNorm2d(channels, affine=True)``, same state
-    dict), computed where no gradient is needed as a group norm of one channel per group: the same function, whose
-    CPU kernel takes channels-last tensors as they are where instance norm converts them to NCHW and back (in
-    training instance norm stays: group norm's backward is several times slower). (N, C, H, W) -> (N, C, H, W)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            return super().forward(x)
-        return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
 
 
 def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
