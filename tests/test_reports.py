@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.colors
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import BUNDLE
 from PIL import Image
 from test_bundle import bundle_run
 
@@ -160,3 +163,15 @@ def test_embedding_map_keeps_groups_of_subjects_apart():
     assert gap > 2 * spread
     coordinates, method = embedding_map(groups[[0, 1, 7]])
     assert method == "PCA" and coordinates.shape == (3, 2)
+
+
+def test_embedding_map_of_one_study_given_many_times_is_one_point():
+    """Eight equal embeddings (a study exported eight times): one point, where t-SNE would crash the process (run in
+    a child process so that a crash fails this test instead of ending the run)."""
+    code = (
+        "import numpy as np; from scripts.cohort_report import embedding_map; "
+        "e = np.tile(np.random.default_rng(0).normal(size=(1, 32)), (8, 1)); "
+        "c, m = embedding_map(e); assert m == 'PCA' and c.shape == (8, 2) and not c.any(), (m, c)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=BUNDLE, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -28,6 +28,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 COHORT_COLUMNS = ("LVEDV", "LVEF", "LVM", "RVEDV", "RVEF", "LAVmax", "RAVmax")
 #: fewer subjects than this are mapped by principal components instead of t-SNE
 MIN_SUBJECTS_TSNE = 8
+#: embeddings closer than this (relative to their largest value) are the same point: float rounding, not spread
+IDENTICAL_TOLERANCE = 1e-6
 
 
 def checked_colour_by(name: str) -> str:
@@ -38,11 +40,15 @@ def checked_colour_by(name: str) -> str:
 
 
 def embedding_map(embeddings: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
-    """2-D coordinates (N, 2) of N embeddings (N, D) and the method's name (``"t-SNE"`` or ``"PCA"``)."""
+    """2-D coordinates (N, 2) of N embeddings (N, D) and the method's name (``"t-SNE"`` or ``"PCA"``).
+
+    Embeddings that are all equal (the same study given N times) map to one point: scikit-learn's t-SNE divides by
+    their zero spread and its Barnes-Hut step then crashes the process (a segmentation fault, not an exception)."""
     centred = embeddings - embeddings.mean(axis=0, keepdims=True)
+    scale = max(1.0, float(np.abs(embeddings).max(initial=0.0)))
+    if len(embeddings) < 2 or np.abs(centred).max() <= IDENTICAL_TOLERANCE * scale:
+        return np.zeros((len(embeddings), 2)), "PCA"
     if len(embeddings) < MIN_SUBJECTS_TSNE:
-        if len(embeddings) < 2:
-            return np.zeros((len(embeddings), 2)), "PCA"
         _, _, components = np.linalg.svd(centred, full_matrices=False)
         coordinates = centred @ components[:2].T
         return np.pad(coordinates, ((0, 0), (0, 2 - coordinates.shape[1]))), "PCA"
