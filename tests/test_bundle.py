@@ -31,7 +31,7 @@ from scripts.inference import (
     phenotypes_from_measures,
 )
 from scripts.labels import PHENOTYPE_NAMES
-from scripts.lv_cavity import fill_lv_cavity
+from scripts.lv_cavity import fill_lv_cavity, grow_lv_blood_pool
 from scripts.measures import volume_curves_from_segmentations
 from scripts.presets import build_network, preset_grid
 from scripts.tracking import CLASS_COLOURS
@@ -217,13 +217,15 @@ def test_finetuning_starts_from_the_pretrained_encoder(trained):
     assert not torch.allclose(std, torch.ones_like(std)), "phenotype normalisation comes from the training set"
 
 
-def written_planes_with_switch(trained, tiny_cohort, out: Path, option: str) -> dict[str, dict[str, tuple]]:
-    """Inference through the bundle runner on the tiny cohort's first test subject with ``--<option> false`` and
-    ``true``: switch -> plane stem -> (written labels (X, Y, S, T), affine)."""
+def written_planes_with_switch(
+    trained, tiny_cohort, out: Path, option: str, values: tuple[str, ...] = ("false", "true")
+) -> dict[str, dict[str, tuple]]:
+    """Inference through the bundle runner on the tiny cohort's first test subject with ``--<option> VALUE`` for each
+    of ``values``: value -> plane stem -> (written labels (X, Y, S, T), affine)."""
     source = tiny_cohort / json.loads((tiny_cohort / "datalist.json").read_text())["test"][0]["subject"]
     model = trained / "finetune_phenotypes" / "models" / "model.pt"
     outputs = {}
-    for switch in ("false", "true"):
+    for switch in values:
         run_dir = out / f"{option}_{switch}"
         bundle_run(["configs/inference.yaml"], dataset_dir=source, output_dir=run_dir, ckpt=model,
                    write_reports="false", write_dicom_seg="false", **{option: switch})  # fmt: skip
@@ -257,6 +259,19 @@ def test_sa_fill_lv_cavity_only_turns_myocardium_inside_the_lv_into_lv(trained, 
     assert np.all(unfilled[changed] == 2) and np.all(filled[changed] == 1), "only myocardium -> LV"
     for stem in ("la_2ch", "la_3ch", "la_4ch"):
         assert np.array_equal(outputs["false"][stem][0], outputs["true"][stem][0])
+
+
+def test_sa_lv_blood_pool_margin_only_turns_myocardium_near_the_lv_into_lv(trained, tiny_cohort, tmp_path):
+    """``--sa_lv_blood_pool_margin_mm 4`` through the bundle runner against 0 (the default): the SA stack is the
+    module's growth of the default one at the file's pixel spacing, and the long-axis views are the same."""
+    outputs = written_planes_with_switch(trained, tiny_cohort, tmp_path, "sa_lv_blood_pool_margin_mm", ("0", "4"))
+    (default, affine), grown = outputs["0"]["sa"], outputs["4"]["sa"][0]
+    spacing_mm = tuple(np.linalg.norm(affine[:3, :2], axis=0))
+    assert np.array_equal(grown, grow_lv_blood_pool(default, spacing_mm, 4.0)), "the module's growth, written"
+    changed = default != grown
+    assert changed.any() and np.all(default[changed] == 2) and np.all(grown[changed] == 1), "only myocardium -> LV"
+    for stem in ("la_2ch", "la_3ch", "la_4ch"):
+        assert np.array_equal(outputs["0"][stem][0], outputs["4"][stem][0])
 
 
 def test_inference_writes_every_plane_in_its_own_geometry(trained, tiny_cohort, tmp_path):

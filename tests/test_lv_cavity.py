@@ -1,10 +1,12 @@
-"""The LV blood pool filled to its convex hull in each SA slice-frame (scripts.lv_cavity)."""
+"""The LV blood pool filled to its convex hull, and grown by a margin, in each SA slice-frame (scripts.lv_cavity)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from scipy.ndimage import distance_transform_edt
 
-from scripts.lv_cavity import convex_hull_mask, fill_lv_cavity
+from scripts.lv_cavity import convex_hull_mask, fill_lv_cavity, grow_lv_blood_pool
 
 LV, MYO, RV = 1, 2, 3
 
@@ -65,3 +67,26 @@ def test_a_slice_without_an_lv_or_with_a_line_of_lv_is_unchanged():
     labels[3, 2:14, 1, 0] = MYO
     assert (fill_lv_cavity(labels) == labels).all()
     assert convex_hull_mask(labels[:, :, 1, 0] == LV) is None
+
+
+@pytest.mark.parametrize("spacing_mm", [(1.0, 1.0), (1.4, 0.9)])
+def test_the_lv_grows_into_the_myocardium_by_the_margin_in_mm_and_nowhere_else(spacing_mm):
+    """Myocardium whose pixel centre lies within the margin of the LV (Euclidean, in mm on the pixel grid) becomes LV
+    blood pool; the RV touching the LV, the background and farther myocardium stay."""
+    plane, _ = ventricle_with_papillary_muscle()
+    plane[disc(plane.shape, (32, 40), 3)] = RV  # an RV pocket against the LV, inside the margin
+    labels = plane[:, :, None, None]
+    grown = grow_lv_blood_pool(labels, spacing_mm, 3.0)
+    distance_mm = distance_transform_edt(plane != LV, sampling=spacing_mm)
+    expected = plane.copy()
+    expected[(plane == MYO) & (distance_mm <= 3.0)] = LV
+    assert (grown[:, :, 0, 0] == expected).all()
+    assert (grown != labels).any() and ((grown == RV) == (labels == RV)).all()
+
+
+def test_a_margin_below_a_pixel_changes_nothing_and_a_negative_one_is_refused():
+    plane, _ = ventricle_with_papillary_muscle()
+    labels = plane[:, :, None, None]
+    assert (grow_lv_blood_pool(labels, (1.5, 1.5), 1.2) == labels).all()
+    with pytest.raises(ValueError, match=">= 0 mm"):
+        grow_lv_blood_pool(labels, (1.5, 1.5), -1.0)

@@ -21,7 +21,7 @@ from scripts.flags import as_flag
 from scripts.heart_centre import lv_offset_px
 from scripts.intensity_refinement import refine_probabilities
 from scripts.labels import SA_PLANE, UNLABELLED
-from scripts.lv_cavity import fill_lv_cavity, largest_component
+from scripts.lv_cavity import fill_lv_cavity, grow_lv_blood_pool, largest_component
 from scripts.precision import precision_context
 from scripts.sample_geometry import parse_geometry, sa_plane_indices, with_centre_method
 from scripts.subject import Subject
@@ -91,6 +91,9 @@ class SubjectSegmenter:
             (all classes together): labels on the chest wall or the liver, apart from the heart, are removed.
         sa_fill_lv_cavity: relabel LV blood pool, in each slice and frame of the written SA stack, the myocardium
             inside the convex hull of the LV blood pool (papillary muscles and trabeculae, :mod:`scripts.lv_cavity`).
+        sa_lv_blood_pool_margin_mm: relabel LV blood pool, in each slice and frame of the written SA stack (after the
+            fill), the myocardium within this distance (mm, in-plane) of the LV blood pool, where manual contours draw
+            the endocardium (:func:`scripts.lv_cavity.grow_lv_blood_pool`); 0: as the network labels it.
         sa_atria_from_long_axis: relabel LA the LV blood pool of SA slices at the frames where the long-axis views
             crossing them see the atrium (:mod:`scripts.atrial_slices`).
         recentre_on_lv: a subject whose heart centre is the image centre (no two long-axis planes cut its SA stack)
@@ -109,6 +112,7 @@ class SubjectSegmenter:
         recentre_on_lv: bool = True,
         sa_atria_from_long_axis: bool = False,
         sa_fill_lv_cavity: bool = True,
+        sa_lv_blood_pool_margin_mm: float = 0.0,
     ) -> None:
         self.network = network
         self.load_subject = load_subject
@@ -120,6 +124,9 @@ class SubjectSegmenter:
         self.recentre_on_lv = as_flag(recentre_on_lv, "recentre_on_lv")
         self.sa_atria_from_long_axis = as_flag(sa_atria_from_long_axis, "sa_atria_from_long_axis")
         self.sa_fill_lv_cavity = as_flag(sa_fill_lv_cavity, "sa_fill_lv_cavity")
+        self.sa_lv_blood_pool_margin_mm = float(sa_lv_blood_pool_margin_mm)
+        if self.sa_lv_blood_pool_margin_mm < 0:
+            raise ValueError(f"sa_lv_blood_pool_margin_mm must be >= 0 mm, got {sa_lv_blood_pool_margin_mm}")
 
     def with_network(self, network: torch.nn.Module) -> SubjectSegmenter:
         """The same loader, device, precision and shifts with another network (e.g. another checkpoint's)."""
@@ -134,6 +141,7 @@ class SubjectSegmenter:
             self.recentre_on_lv,
             self.sa_atria_from_long_axis,
             self.sa_fill_lv_cavity,
+            self.sa_lv_blood_pool_margin_mm,
         )
 
     @property
@@ -331,6 +339,10 @@ class SubjectSegmenter:
             outputs[SA_PLANE] = (largest_heart_component(outputs[SA_PLANE][0]), outputs[SA_PLANE][1])
         if SA_PLANE in outputs and self.sa_fill_lv_cavity:
             outputs[SA_PLANE] = (fill_lv_cavity(outputs[SA_PLANE][0]), outputs[SA_PLANE][1])
+        if SA_PLANE in outputs and self.sa_lv_blood_pool_margin_mm > 0:
+            labels, affine = outputs[SA_PLANE]
+            spacing_mm = tuple(float(x) for x in np.linalg.norm(affine[:3, :2], axis=0))
+            outputs[SA_PLANE] = (grow_lv_blood_pool(labels, spacing_mm, self.sa_lv_blood_pool_margin_mm), affine)
         if self.sa_atria_from_long_axis:
             relabelled = relabel_atrial_sa_slices(outputs)
             if relabelled is not None:
