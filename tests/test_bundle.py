@@ -22,6 +22,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from scripts.atrial_slices import relabel_atrial_sa_slices
+from scripts.beyond_apex import clear_slices_beyond_apex
 from scripts.inference import (
     ERROR_COLUMNS,
     SOURCE_COLUMN,
@@ -257,6 +258,19 @@ def test_sa_fill_lv_cavity_only_turns_myocardium_inside_the_lv_into_lv(trained, 
     assert np.array_equal(filled, fill_lv_cavity(unfilled)), "the module's fill, written"
     changed = unfilled != filled
     assert np.all(unfilled[changed] == 2) and np.all(filled[changed] == 1), "only myocardium -> LV"
+    for stem in ("la_2ch", "la_3ch", "la_4ch"):
+        assert np.array_equal(outputs["false"][stem][0], outputs["true"][stem][0])
+
+
+def test_sa_clear_beyond_apex_writes_the_modules_clearing(trained, tiny_cohort, tmp_path):
+    """``--sa_clear_beyond_apex false`` through the bundle runner against the default: the default SA stack is the
+    module's clearing of the other (slices beyond the apex set to background, no other change), the long-axis views
+    are the same."""
+    outputs = written_planes_with_switch(trained, tiny_cohort, tmp_path, "sa_clear_beyond_apex")
+    (kept, affine), cleared = outputs["false"]["sa"], outputs["true"]["sa"][0]
+    assert np.array_equal(cleared, clear_slices_beyond_apex(kept, affine)), "the module's clearing, written"
+    changed = kept != cleared
+    assert np.all(cleared[changed] == 0), "only labels -> background"
     for stem in ("la_2ch", "la_3ch", "la_4ch"):
         assert np.array_equal(outputs["false"][stem][0], outputs["true"][stem][0])
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from scripts.atrial_slices import relabel_atrial_sa_slices
+from scripts.beyond_apex import clear_slices_beyond_apex
 from scripts.canonical import LoadCineSubjectd, extra_sa_passes
 from scripts.flags import as_flag
 from scripts.heart_centre import lv_offset_px
@@ -89,6 +90,8 @@ class SubjectSegmenter:
             (:mod:`scripts.intensity_refinement`); False: the network's softmax alone.
         sa_largest_component: keep, in each slice and frame of the written SA stack, only the largest connected heart
             (all classes together): labels on the chest wall or the liver, apart from the heart, are removed.
+        sa_clear_beyond_apex: clear the labels of the written SA slices beyond the LV apex, where the LV reappears
+            past a slice where it had nearly vanished (a blob on the liver or diaphragm; :mod:`scripts.beyond_apex`).
         sa_fill_lv_cavity: relabel LV blood pool, in each slice and frame of the written SA stack, the myocardium
             inside the convex hull of the LV blood pool (papillary muscles and trabeculae, :mod:`scripts.lv_cavity`).
         sa_lv_blood_pool_margin_mm: relabel LV blood pool, in each slice and frame of the written SA stack (after the
@@ -113,6 +116,7 @@ class SubjectSegmenter:
         sa_atria_from_long_axis: bool = False,
         sa_fill_lv_cavity: bool = True,
         sa_lv_blood_pool_margin_mm: float = 0.0,
+        sa_clear_beyond_apex: bool = True,
     ) -> None:
         self.network = network
         self.load_subject = load_subject
@@ -127,6 +131,7 @@ class SubjectSegmenter:
         self.sa_lv_blood_pool_margin_mm = float(sa_lv_blood_pool_margin_mm)
         if self.sa_lv_blood_pool_margin_mm < 0:
             raise ValueError(f"sa_lv_blood_pool_margin_mm must be >= 0 mm, got {sa_lv_blood_pool_margin_mm}")
+        self.sa_clear_beyond_apex = as_flag(sa_clear_beyond_apex, "sa_clear_beyond_apex")
 
     def with_network(self, network: torch.nn.Module) -> SubjectSegmenter:
         """The same loader, device, precision and shifts with another network (e.g. another checkpoint's)."""
@@ -142,6 +147,7 @@ class SubjectSegmenter:
             self.sa_atria_from_long_axis,
             self.sa_fill_lv_cavity,
             self.sa_lv_blood_pool_margin_mm,
+            self.sa_clear_beyond_apex,
         )
 
     @property
@@ -337,6 +343,8 @@ class SubjectSegmenter:
             array[array == UNLABELLED] = 0
         if SA_PLANE in outputs and self.sa_largest_component:
             outputs[SA_PLANE] = (largest_heart_component(outputs[SA_PLANE][0]), outputs[SA_PLANE][1])
+        if SA_PLANE in outputs and self.sa_clear_beyond_apex:
+            outputs[SA_PLANE] = (clear_slices_beyond_apex(*outputs[SA_PLANE]), outputs[SA_PLANE][1])
         if SA_PLANE in outputs and self.sa_fill_lv_cavity:
             outputs[SA_PLANE] = (fill_lv_cavity(outputs[SA_PLANE][0]), outputs[SA_PLANE][1])
         if SA_PLANE in outputs and self.sa_lv_blood_pool_margin_mm > 0:
