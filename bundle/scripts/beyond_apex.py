@@ -21,7 +21,7 @@ import numpy as np
 from scripts.geometry import sa_slice_order
 from scripts.labels import CLASS_NAMES
 
-__all__ = ["slices_beyond_apex", "clear_slices_beyond_apex"]
+__all__ = ["slices_beyond_apex", "clear_slices", "clear_slices_beyond_apex"]
 
 LV_BLOOD_POOL = CLASS_NAMES.index("LVBP")
 #: an LV reappearing past the apex is at least this many times the smallest area before it ...
@@ -40,7 +40,11 @@ def lv_area_mm2(labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 
 def slices_beyond_apex(
-    labels: np.ndarray, affine: np.ndarray, growth: float = GROWTH, slack_mm2: float = SLACK_MM2
+    labels: np.ndarray,
+    affine: np.ndarray,
+    growth: float = GROWTH,
+    slack_mm2: float = SLACK_MM2,
+    narrowed: float = NARROWED,
 ) -> list[int]:
     """Indices of the slices of uint8 (X, Y, S, T) SA ``labels`` (voxel-to-world ``affine``) beyond the LV apex, in
     base-to-apex order (see the module docstring); empty where the LV narrows to the last slice.
@@ -59,18 +63,23 @@ def slices_beyond_apex(
     smallest = before_smallest = areas[start]
     for i in range(start + 1, len(order)):
         regrown = areas[i] > growth * smallest + slack_mm2 and areas[i] >= before_smallest
-        if regrown and before_smallest <= NARROWED * areas[start]:
+        if regrown and before_smallest <= narrowed * areas[start]:
             return order[i:]
         if areas[i] < smallest:
             smallest, before_smallest = areas[i], areas[i - 1]
     return []
 
 
-def clear_slices_beyond_apex(labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """uint8 (X, Y, S, T) SA ``labels`` with every label of the slices beyond the LV apex set to 0 (background)."""
-    beyond = slices_beyond_apex(labels, affine)
-    if not beyond:
+def clear_slices(labels: np.ndarray, slices: list[int]) -> np.ndarray:
+    """uint8 (X, Y, S, T) ``labels`` with every label of ``slices`` set to 0 (background); ``labels`` itself when
+    there are none."""
+    if not slices:
         return labels
     cleared = labels.copy()
-    cleared[:, :, beyond] = 0
+    cleared[:, :, slices] = 0
     return cleared
+
+
+def clear_slices_beyond_apex(labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """uint8 (X, Y, S, T) SA ``labels`` with every label of the slices beyond the LV apex set to 0 (background)."""
+    return clear_slices(labels, slices_beyond_apex(labels, affine))

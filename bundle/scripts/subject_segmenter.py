@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from scripts.atrial_slices import relabel_atrial_sa_slices
-from scripts.beyond_apex import clear_slices_beyond_apex
+from scripts.beyond_apex import clear_slices, slices_beyond_apex
 from scripts.canonical import LoadCineSubjectd, extra_sa_passes
 from scripts.flags import as_flag
 from scripts.heart_centre import lv_offset_px
@@ -344,7 +344,14 @@ class SubjectSegmenter:
         if SA_PLANE in outputs and self.sa_largest_component:
             outputs[SA_PLANE] = (largest_heart_component(outputs[SA_PLANE][0]), outputs[SA_PLANE][1])
         if SA_PLANE in outputs and self.sa_clear_beyond_apex:
-            outputs[SA_PLANE] = (clear_slices_beyond_apex(*outputs[SA_PLANE]), outputs[SA_PLANE][1])
+            sa_labels, sa_affine = outputs[SA_PLANE]
+            beyond = slices_beyond_apex(sa_labels, sa_affine)
+            if beyond:
+                subject = parse_geometry(sample["geometry"])["subject"]
+                logger.info(
+                    "subject %s: SA slices %s lie beyond the LV apex; their labels are cleared", subject, beyond
+                )
+                outputs[SA_PLANE] = (clear_slices(sa_labels, beyond), sa_affine)
         if SA_PLANE in outputs and self.sa_fill_lv_cavity:
             outputs[SA_PLANE] = (fill_lv_cavity(outputs[SA_PLANE][0]), outputs[SA_PLANE][1])
         if SA_PLANE in outputs and self.sa_lv_blood_pool_margin_mm > 0:
