@@ -22,7 +22,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from scripts.atrial_slices import relabel_atrial_sa_slices
-from scripts.beyond_apex import clear_slices_beyond_apex
+from scripts.beyond_apex import clear_slices_beyond_apex, slices_beyond_apex
 from scripts.inference import (
     ERROR_COLUMNS,
     SOURCE_COLUMN,
@@ -269,6 +269,12 @@ def test_sa_clear_beyond_apex_writes_the_modules_clearing(trained, tiny_cohort, 
     outputs = written_planes_with_switch(trained, tiny_cohort, tmp_path, "sa_clear_beyond_apex")
     (kept, affine), cleared = outputs["false"]["sa"], outputs["true"]["sa"][0]
     assert np.array_equal(cleared, clear_slices_beyond_apex(kept, affine)), "the module's clearing, written"
+    subject = json.loads((tiny_cohort / "datalist.json").read_text())["test"][0]["subject"]
+    for switch, reported in (("false", []), ("true", slices_beyond_apex(kept, affine))):
+        report = json.loads(
+            (tmp_path / f"sa_clear_beyond_apex_{switch}" / Path(subject).name / "report.json").read_text()
+        )
+        assert report["sa_slices_beyond_apex"] == reported, "report.json names the cleared slices"
     changed = kept != cleared
     assert np.all(cleared[changed] == 0), "only labels -> background"
     for stem in ("la_2ch", "la_3ch", "la_4ch"):

@@ -19,7 +19,14 @@ from test_bundle import bundle_run
 from scripts.cohort_report import embedding_map
 from scripts.labels import PHENOTYPE_NAMES
 from scripts.phases import cardiac_phases
-from scripts.subject_report import CLASS_COLOURS, class_outlines, frame_of_phase, view_panels, write_subject_report
+from scripts.subject_report import (
+    CLASS_COLOURS,
+    class_outlines,
+    frame_of_phase,
+    report_notes,
+    view_panels,
+    write_subject_report,
+)
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
@@ -175,3 +182,9 @@ def test_embedding_map_of_one_study_given_many_times_is_one_point():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=BUNDLE, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_report_notes_name_the_sa_slices_cleared_beyond_the_apex():
+    notes = report_notes({"sa_slices_beyond_apex": [11, 12], "quality_control": []})
+    assert notes == ["SA slices beyond the LV apex, labels cleared: 11, 12"]
+    assert report_notes({"sa_slices_beyond_apex": []}) == []

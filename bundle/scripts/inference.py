@@ -430,6 +430,8 @@ class CohortPredictor:
             "source": str(item["subject"]),
             "segmented_planes": sorted(segmentation.planes),
             "sa_slices_unsegmented": segmentation.sa_slices_unsegmented,
+            # SA slices past the LV apex whose labels were cleared (a blob on the liver or diaphragm)
+            "sa_slices_beyond_apex": segmentation.sa_slices_beyond_apex,
             "canonical_planes_missing": missing,
             "heart_centre_method": geometry.get("centre_method"),
             # world (mm) point every crop is centred on (its projection onto each plane)

@@ -198,6 +198,9 @@ def report_notes(report: Mapping[str, Any]) -> list[str]:
     ]
     if report.get("canonical_planes_missing"):
         notes.append("planes missing: " + ", ".join(report["canonical_planes_missing"]))
+    if report.get("sa_slices_beyond_apex"):
+        slices = ", ".join(str(z) for z in report["sa_slices_beyond_apex"])
+        notes.append(f"SA slices beyond the LV apex, labels cleared: {slices}")
     notes += [f"input: {problem}" for problem in report.get("problems", [])]
     if report.get("phenotypes_implausible"):
         notes.append("left empty (implausible): " + ", ".join(report["phenotypes_implausible"]))

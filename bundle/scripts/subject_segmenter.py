@@ -54,6 +54,7 @@ class SubjectSegmentation:
         sa_slices_unsegmented: SA slice indices that no pass covered (normally none).
         images: file stem -> the input plane's float32 (X, Y, S, T) intensities as read, where the files were read
             (not when every sample came from the loader's cache): the report draws them without reading them again.
+        sa_slices_beyond_apex: SA slice indices past the LV apex whose labels were cleared (:mod:`scripts.beyond_apex`).
     """
 
     sample: dict[str, Any]
@@ -61,6 +62,7 @@ class SubjectSegmentation:
     planes: PlaneLabels
     sa_slices_unsegmented: list[int]
     images: dict[str, np.ndarray] = field(default_factory=dict)
+    sa_slices_beyond_apex: list[int] = field(default_factory=list)
 
 
 def largest_heart_component(labels: np.ndarray) -> np.ndarray:
@@ -308,7 +310,7 @@ class SubjectSegmenter:
         sample: Mapping[str, Any],
         probabilities: torch.Tensor,
         files: Subject | None = None,
-    ) -> tuple[PlaneLabels, list[int]]:
+    ) -> tuple[PlaneLabels, dict[str, list[int]]]:
         """Labels of every input plane in its own shape, and the SA slices left unsegmented (normally none).
 
         ``probabilities`` (C, P, T, H, W) are the canonical prediction of ``sample`` (:meth:`predict`). Further
@@ -325,7 +327,8 @@ class SubjectSegmenter:
         pass's loader.
 
         Returns:
-            file stem -> (labels uint8 (X, Y, S, T), affine (4, 4)); the SA slice indices that no pass covered.
+            file stem -> (labels uint8 (X, Y, S, T), affine (4, 4)); SA slice indices: ``"unsegmented"``, those no
+            pass covered, and ``"beyond_apex"``, those whose labels were cleared (``sa_clear_beyond_apex``).
         """
         base_shift_px = np.asarray(parse_geometry(sample["geometry"])["centre_shift_px"], dtype=float)
         passes = [(probabilities, sample["geometry"])]
@@ -336,6 +339,7 @@ class SubjectSegmenter:
             passes += self.extra_sa_passes(item, files, shifted, base_shift_px + shift_px)
         outputs = probabilities_to_plane_labels(passes)
         uncovered: list[int] = []
+        beyond: list[int] = []
         if SA_PLANE in outputs:
             sa_labels = outputs[SA_PLANE][0]
             uncovered = [z for z in range(sa_labels.shape[2]) if (sa_labels[:, :, z] == UNLABELLED).all()]
@@ -362,7 +366,7 @@ class SubjectSegmenter:
             relabelled = relabel_atrial_sa_slices(outputs)
             if relabelled is not None:
                 outputs[SA_PLANE] = (relabelled, outputs[SA_PLANE][1])
-        return outputs, uncovered
+        return outputs, {"unsegmented": uncovered, "beyond_apex": beyond}
 
     def segment(self, item: Mapping[str, Any]) -> SubjectSegmentation:
         """Load one datalist ``item`` (its files read once for all passes) and segment it: the canonical prediction
@@ -370,6 +374,8 @@ class SubjectSegmenter:
         files = self.load_subject.read_files(item)
         sample = self.centred_sample(item, files, self.load_subject(dict(item), files))
         prediction = self.predict(sample)
-        planes, uncovered = self.input_plane_labels(item, sample, prediction["probabilities"], files)
+        planes, sa_slices = self.input_plane_labels(item, sample, prediction["probabilities"], files)
         images = {} if files is None else {stem: plane.image for stem, plane in files.planes.items()}
-        return SubjectSegmentation(sample, prediction, planes, uncovered, images)
+        return SubjectSegmentation(
+            sample, prediction, planes, sa_slices["unsegmented"], images, sa_slices["beyond_apex"]
+        )
