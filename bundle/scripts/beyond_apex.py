@@ -20,6 +20,7 @@ import numpy as np
 
 from scripts.geometry import sa_slice_order
 from scripts.labels import CLASS_NAMES
+from scripts.measures import pixel_spacing_mm
 
 __all__ = ["slices_beyond_apex", "clear_slices", "clear_slices_beyond_apex"]
 
@@ -35,7 +36,7 @@ NARROWED = 0.6
 def lv_area_mm2(labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """(S,) largest LV blood-pool area over the frames of each slice of uint8 (X, Y, S, T) SA ``labels``, in mm^2
     (pixel size from ``affine``, the stack's (4, 4) voxel-to-world matrix)."""
-    pixel_mm2 = float(np.prod(np.linalg.norm(affine[:3, :2], axis=0)))
+    pixel_mm2 = float(np.prod(pixel_spacing_mm(affine)))
     return (labels == LV_BLOOD_POOL).sum(axis=(0, 1)).max(axis=1) * pixel_mm2
 
 

@@ -23,6 +23,7 @@ from scripts.heart_centre import lv_offset_px
 from scripts.intensity_refinement import refine_probabilities
 from scripts.labels import SA_PLANE, UNLABELLED
 from scripts.lv_cavity import fill_lv_cavity, grow_lv_blood_pool, largest_component
+from scripts.measures import pixel_spacing_mm
 from scripts.precision import precision_context
 from scripts.sample_geometry import parse_geometry, sa_plane_indices, with_centre_method
 from scripts.subject import Subject
@@ -360,8 +361,8 @@ class SubjectSegmenter:
             outputs[SA_PLANE] = (fill_lv_cavity(outputs[SA_PLANE][0]), outputs[SA_PLANE][1])
         if SA_PLANE in outputs and self.sa_lv_blood_pool_margin_mm > 0:
             labels, affine = outputs[SA_PLANE]
-            spacing_mm = tuple(float(x) for x in np.linalg.norm(affine[:3, :2], axis=0))
-            outputs[SA_PLANE] = (grow_lv_blood_pool(labels, spacing_mm, self.sa_lv_blood_pool_margin_mm), affine)
+            margin_mm = self.sa_lv_blood_pool_margin_mm
+            outputs[SA_PLANE] = (grow_lv_blood_pool(labels, pixel_spacing_mm(affine), margin_mm), affine)
         if self.sa_atria_from_long_axis:
             relabelled = relabel_atrial_sa_slices(outputs)
             if relabelled is not None:
